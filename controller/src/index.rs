@@ -1,0 +1,81 @@
+//! The index: every object the compiler reads, keyed by namespace/name.
+//!
+//! Sources (the Kubernetes watchers, or the directory loader in standalone mode) fill it;
+//! `compile()` reads it and nothing else.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use weir_crds::{Consumer, Plugin, Route};
+
+/// Namespace and name of an object. Ordered, so iteration is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// Namespace (`default` when the source object had none).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// Builds a reference.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectRef { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The kinds the compiler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// weir.dev/v1alpha1 Route.
+    Route,
+    /// weir.dev/v1alpha1 Plugin.
+    Plugin,
+    /// weir.dev/v1alpha1 Consumer.
+    Consumer,
+    /// v1 Service.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// v1 Secret.
+    Secret,
+}
+
+impl Kind {
+    /// The Kubernetes `kind` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Route => "Route",
+            Kind::Plugin => "Plugin",
+            Kind::Consumer => "Consumer",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+        }
+    }
+}
+
+/// Every object the compiler reads. Objects are stored with `metadata.namespace` set.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    /// Routes.
+    pub routes: BTreeMap<ObjectRef, Route>,
+    /// Plugins.
+    pub plugins: BTreeMap<ObjectRef, Plugin>,
+    /// Consumers.
+    pub consumers: BTreeMap<ObjectRef, Consumer>,
+    /// Services.
+    pub services: BTreeMap<ObjectRef, Service>,
+    /// EndpointSlices (keyed by their own name; linked to Services by the
+    /// `kubernetes.io/service-name` label).
+    pub endpoint_slices: BTreeMap<ObjectRef, EndpointSlice>,
+    /// Secrets (only those referenced by weir objects, or labelled for weir).
+    pub secrets: BTreeMap<ObjectRef, Secret>,
+}

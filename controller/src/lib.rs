@@ -1,0 +1,5 @@
+//! weir's controller: sources, the index, `compile()`, the admin server, and the wiring
+//! behind the `weir` binary.
+
+pub mod compile;
+pub mod index;

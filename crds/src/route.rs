@@ -1,0 +1,231 @@
+//! The `Route` kind: hosts, rules with matches, backends, rewrites, timeouts and retries.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::Condition;
+
+/// Routes HTTP requests for a set of hosts to Services in the same namespace.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "Route",
+    plural = "routes",
+    namespaced,
+    status = "RouteStatus",
+    category = "weir",
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Host names this Route serves, e.g. `api.example.com` or `*.example.com` (one wildcard
+    /// label, leftmost). Empty means any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Names of Plugins in this namespace applied to every rule of this Route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
+    /// The routing rules. A request is served by the most specific matching rule.
+    pub rules: Vec<RouteRule>,
+}
+
+/// One routing rule: what it matches and where it sends the request.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRule {
+    /// Optional name, used in status, metrics and logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Matches, OR-ed together. None means every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
+    /// Services in this namespace that receive the traffic, split by weight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendRef>,
+    /// Rewrites applied before the request is proxied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    /// Upstream timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// Retry policy for failed upstream attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// Names of Plugins in this namespace applied to this rule only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
+}
+
+/// Conditions on a request; all that are set must hold.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// Path match; defaults to `Prefix /`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// HTTP methods; empty means any method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Header conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// Query parameter conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<QueryParamMatch>,
+}
+
+/// How a request path is compared.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PathMatchType {
+    /// The whole path equals the value.
+    Exact,
+    /// The path starts with the value, on a `/` segment boundary (`/api` matches `/api/x`, not `/apix`).
+    #[default]
+    Prefix,
+    /// The path matches the regular expression (RE2-like syntax, anchored at both ends).
+    RegularExpression,
+}
+
+/// A path condition.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct PathMatch {
+    /// `Exact`, `Prefix` (default) or `RegularExpression`.
+    #[serde(default, rename = "type")]
+    pub type_: PathMatchType,
+    /// The path or pattern; paths start with `/`.
+    pub value: String,
+}
+
+/// How a header or query value is compared.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StringMatchType {
+    /// The value equals `value` exactly.
+    #[default]
+    Exact,
+    /// The value matches the regular expression in `value` (anchored at both ends).
+    RegularExpression,
+    /// The header or parameter is present, whatever its value.
+    Present,
+}
+
+/// A header condition.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// `Exact` (default), `RegularExpression` or `Present`.
+    #[serde(default, rename = "type")]
+    pub type_: StringMatchType,
+    /// The value or pattern; not used with `Present`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// A query parameter condition.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct QueryParamMatch {
+    /// Parameter name (case-sensitive).
+    pub name: String,
+    /// `Exact` (default), `RegularExpression` or `Present`.
+    #[serde(default, rename = "type")]
+    pub type_: StringMatchType,
+    /// The value or pattern; not used with `Present`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// A Service in the Route's namespace, and its share of the traffic.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct BackendRef {
+    /// Service name.
+    pub service: String,
+    /// Service port number (`spec.ports[].port`). May be omitted when the Service has one port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Relative weight (default 1); 0 sends no traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// Rewrites applied to the request sent upstream.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rewrite {
+    /// Replaces the matched path prefix (only with `Prefix` matches). `/` strips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix: Option<String>,
+    /// Replaces the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    /// Replaces the `Host` header sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// Upstream timeouts, as durations (`250ms`, `5s`, `1m`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct Timeouts {
+    /// Time to establish a TCP connection to an endpoint (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    /// Time until the upstream's response headers arrive, across retries (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+}
+
+/// What makes an upstream attempt retryable.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RetryOn {
+    /// The TCP connection could not be established (the request was never sent).
+    ConnectFailure,
+    /// The attempt exceeded `perTryTimeout`.
+    Timeout,
+    /// The upstream answered 500, 502, 503 or 504.
+    Status5xx,
+}
+
+/// Retry policy. Only idempotent requests are re-sent, unless the body was never sent.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retries {
+    /// Extra attempts after the first one.
+    pub attempts: u32,
+    /// Timeout of each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<String>,
+    /// Conditions that trigger a retry (default `[ConnectFailure]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<RetryOn>,
+}
+
+/// Observed state of a Route.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`, `ResolvedRefs` and `Programmed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Plugins that apply to this Route, in execution order, with the object each came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effective_plugins: Vec<EffectivePlugin>,
+}
+
+/// A plugin that applies to a Route, and where it came from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct EffectivePlugin {
+    /// Plugin type, e.g. `rateLimit`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The Plugin object, as `namespace/name`.
+    pub source: String,
+    /// Where it was attached: `global`, `route`, `rule:<name or index>` or `consumer`.
+    pub level: String,
+}

@@ -1,0 +1,12 @@
+//! weir's data plane: the snapshot contract, the router, the proxy and its runtime state.
+//!
+//! It depends on no Kubernetes crate: it is buildable, testable and benchable alone.
+
+pub mod rewrite;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+
+pub use router::{RequestView, RouteMatch, RouteTable};
+pub use server::{DataPlane, serve};
+pub use snapshot::*;

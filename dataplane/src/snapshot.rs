@@ -1,0 +1,427 @@
+//! The snapshot: the immutable, fully resolved configuration the data plane serves.
+//!
+//! This is the contract between the controller's `compile()` and the data plane. Nothing in
+//! it is looked up by name at request time: matchers are precompiled, rules are sorted by
+//! precedence inside [`RouteTable`], and backends are dense [`BackendId`] indexes into the
+//! [`BackendTable`]. Routes change rarely and endpoints often, so the two halves are
+//! separate `Arc`s: an EndpointSlice change swaps only the [`BackendTable`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+
+use crate::router::RouteTable;
+
+/// One immutable configuration generation. Requests load it once and run to the end on it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Monotonic version, assigned by the publisher.
+    pub version: u64,
+    /// Host and rule matching; rebuilt only when Routes (or what they reference) change.
+    pub routes: Arc<RouteTable>,
+    /// Endpoints of every backend referenced by a rule, indexed by [`BackendId`].
+    pub backends: Arc<BackendTable>,
+}
+
+impl Snapshot {
+    /// An empty snapshot: every request gets the gateway's 404.
+    pub fn empty() -> Self {
+        Snapshot {
+            version: 0,
+            routes: Arc::new(RouteTable::new(Vec::new())),
+            backends: Arc::new(BackendTable::default()),
+        }
+    }
+}
+
+/// Identity of a Kubernetes object: namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Name.
+    pub name: Arc<str>,
+}
+
+impl ObjectKey {
+    /// Builds a key from namespace and name.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        ObjectKey { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One compiled Route object, the input of [`RouteTable::new`].
+#[derive(Debug, Clone)]
+pub struct RouteModel {
+    /// The Route object.
+    pub key: ObjectKey,
+    /// `metadata.generation` this model was compiled from.
+    pub generation: i64,
+    /// Creation time (seconds since the epoch) for the "oldest object wins" tie-break.
+    pub created: i64,
+    /// Hosts; empty = any host.
+    pub hosts: Vec<HostMatch>,
+    /// Rules, in the order of the Route's spec.
+    pub rules: Vec<Arc<Rule>>,
+}
+
+/// A host name a Route serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// A lower-case host name without port, e.g. `api.example.com`.
+    Exact(Box<str>),
+    /// A wildcard: the lower-case suffix including the leading dot, e.g. `.example.com` for
+    /// `*.example.com`. It matches exactly one or more labels before the suffix, never the
+    /// bare suffix itself.
+    Wildcard(Box<str>),
+}
+
+/// A compiled routing rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// The Route this rule belongs to.
+    pub route: ObjectKey,
+    /// The rule's name, or its index as a string when unnamed.
+    pub name: Arc<str>,
+    /// The rule's index in the Route's spec.
+    pub index: usize,
+    /// Matches, OR-ed; never empty (the compiler turns "no matches" into `Prefix /`).
+    pub matches: Vec<RequestMatch>,
+    /// What happens to a matched request.
+    pub action: RuleAction,
+}
+
+/// Conditions that must all hold.
+#[derive(Debug, Clone)]
+pub struct RequestMatch {
+    /// Path condition.
+    pub path: PathMatch,
+    /// Allowed methods; empty = any.
+    pub methods: Vec<Method>,
+    /// Header conditions.
+    pub headers: Vec<HeaderMatcher>,
+    /// Query parameter conditions.
+    pub query: Vec<QueryMatcher>,
+}
+
+/// A compiled path condition.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// The whole path equals this.
+    Exact(Box<str>),
+    /// Segment-aware prefix, normalised without a trailing `/` (the root prefix is `""`).
+    Prefix(Box<str>),
+    /// A regex anchored at both ends (compiled once, at compile time).
+    Regex(Regex),
+}
+
+/// A compiled value condition for headers and query parameters.
+#[derive(Debug, Clone)]
+pub enum ValueMatch {
+    /// Exact equality.
+    Exact(Box<str>),
+    /// A regex anchored at both ends.
+    Regex(Regex),
+    /// Present with any value.
+    Present,
+}
+
+/// A header condition.
+#[derive(Debug, Clone)]
+pub struct HeaderMatcher {
+    /// Header name (lower-case).
+    pub name: HeaderName,
+    /// Value condition.
+    pub value: ValueMatch,
+}
+
+/// A query parameter condition.
+#[derive(Debug, Clone)]
+pub struct QueryMatcher {
+    /// Parameter name (case-sensitive).
+    pub name: Box<str>,
+    /// Value condition.
+    pub value: ValueMatch,
+}
+
+/// What a matched rule does.
+#[derive(Debug)]
+pub struct RuleAction {
+    /// The weighted backends.
+    pub backends: WeightedBackends,
+    /// Rewrites applied before proxying.
+    pub rewrite: Option<Rewrite>,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Retry policy.
+    pub retries: RetryPolicy,
+    /// Filter chain of this rule, in the fixed phase order.
+    pub filters: Arc<[Filter]>,
+}
+
+/// Built-in filters, a closed set. Filled in by the plugin issues.
+#[derive(Debug, Clone)]
+pub enum Filter {}
+
+/// A parsed rewrite.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// Replacement for the matched prefix (Prefix matches only).
+    pub replace_prefix: Option<Box<str>>,
+    /// Replacement for the whole path.
+    pub replace_full_path: Option<Box<str>>,
+    /// Replacement `Host` header.
+    pub host: Option<HeaderValue>,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect timeout per attempt.
+    pub connect: Duration,
+    /// Until response headers, across all attempts; `None` = no limit.
+    pub request: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(5), request: Some(Duration::from_secs(60)) }
+    }
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub attempts: u32,
+    /// Timeout of each attempt.
+    pub per_try_timeout: Option<Duration>,
+    /// Retry on connect failure.
+    pub on_connect_failure: bool,
+    /// Retry on per-try timeout.
+    pub on_timeout: bool,
+    /// Retry on 500/502/503/504 answers.
+    pub on_5xx: bool,
+}
+
+/// Dense index of a backend in the [`BackendTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub u32);
+
+/// A backend with its relative weight.
+#[derive(Debug, Clone)]
+pub struct WeightedBackend {
+    /// Index into the [`BackendTable`].
+    pub id: BackendId,
+    /// Relative weight; 0 gets no traffic.
+    pub weight: u32,
+}
+
+/// The weighted backends of a rule, with a precomputed smooth weighted round-robin schedule.
+#[derive(Debug)]
+pub struct WeightedBackends {
+    backends: Box<[WeightedBackend]>,
+    schedule: Box<[u32]>,
+    cursor: AtomicUsize,
+}
+
+impl WeightedBackends {
+    /// Builds the schedule (off the hot path). Weights are reduced by their gcd and the
+    /// schedule is capped in length, so large weights keep their proportion.
+    pub fn new(backends: Vec<WeightedBackend>) -> Self {
+        let schedule = smooth_schedule(&backends);
+        WeightedBackends { backends: backends.into(), schedule, cursor: AtomicUsize::new(0) }
+    }
+
+    /// The backends, as configured.
+    pub fn backends(&self) -> &[WeightedBackend] {
+        &self.backends
+    }
+
+    /// Picks the next backend: one atomic increment, no lock. `None` when no backend has
+    /// a positive weight.
+    pub fn pick(&self) -> Option<BackendId> {
+        if self.schedule.is_empty() {
+            return None;
+        }
+        let n = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
+        let index = self.schedule[n] as usize;
+        self.backends.get(index).map(|b| b.id)
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// nginx's smooth weighted round-robin, unrolled into a fixed schedule of backend indexes.
+fn smooth_schedule(backends: &[WeightedBackend]) -> Box<[u32]> {
+    const MAX_LEN: u64 = 1000;
+    let g = backends.iter().map(|b| b.weight).filter(|w| *w > 0).fold(0, gcd);
+    if g == 0 {
+        return Box::new([]);
+    }
+    let mut weights: Vec<u64> = backends.iter().map(|b| u64::from(b.weight / g)).collect();
+    let mut total: u64 = weights.iter().sum();
+    if total > MAX_LEN {
+        // Scale down, keeping every positive weight at least 1.
+        for w in weights.iter_mut() {
+            if *w > 0 {
+                *w = ((*w * MAX_LEN) / total).max(1);
+            }
+        }
+        total = weights.iter().sum();
+    }
+    let mut current: Vec<i64> = vec![0; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0usize;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += *w as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total as i64;
+        out.push(best as u32);
+    }
+    out.into()
+}
+
+/// Identity of a backend: a Service port in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct BackendKey {
+    /// Namespace of the Service.
+    pub namespace: Arc<str>,
+    /// Service name.
+    pub service: Arc<str>,
+    /// Service port as written in the Route (0 when omitted).
+    pub port: i32,
+}
+
+impl std::fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+/// The resolved endpoints of one backend.
+#[derive(Debug)]
+pub struct Backend {
+    /// Which Service port this is.
+    pub key: BackendKey,
+    /// Ready endpoints (address and target port).
+    pub endpoints: Arc<[SocketAddr]>,
+    /// Why the backend cannot be used (e.g. the Service does not exist). Answered as 503.
+    pub problem: Option<Box<str>>,
+    cursor: AtomicUsize,
+}
+
+impl Backend {
+    /// A backend with ready endpoints (possibly none).
+    pub fn new(key: BackendKey, endpoints: Vec<SocketAddr>) -> Self {
+        Backend { key, endpoints: endpoints.into(), problem: None, cursor: AtomicUsize::new(0) }
+    }
+
+    /// A backend that cannot be resolved; requests get 503 with `problem` logged.
+    pub fn unresolved(key: BackendKey, problem: impl Into<Box<str>>) -> Self {
+        Backend {
+            key,
+            endpoints: Arc::new([]),
+            problem: Some(problem.into()),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Round-robin over ready endpoints: one atomic increment.
+    pub fn next_endpoint(&self) -> Option<SocketAddr> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let n = self.cursor.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        Some(self.endpoints[n])
+    }
+}
+
+/// Every backend referenced by the route table, indexed by [`BackendId`].
+#[derive(Debug, Default)]
+pub struct BackendTable {
+    /// Backends; `backends[id.0]`.
+    pub backends: Vec<Backend>,
+}
+
+impl BackendTable {
+    /// The backend for an id; `None` only if the snapshot is inconsistent.
+    pub fn get(&self, id: BackendId) -> Option<&Backend> {
+        self.backends.get(id.0 as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wb(weights: &[u32]) -> WeightedBackends {
+        WeightedBackends::new(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| WeightedBackend { id: BackendId(i as u32), weight: *w })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn schedule_respects_weights_exactly_per_cycle() {
+        let b = wb(&[90, 10]);
+        let mut counts = [0u32; 2];
+        for _ in 0..1000 {
+            counts[b.pick().map(|id| id.0 as usize).unwrap_or(9)] += 1;
+        }
+        assert_eq!(counts, [900, 100]);
+    }
+
+    #[test]
+    fn zero_weights_get_nothing_and_all_zero_picks_none() {
+        let b = wb(&[0, 3]);
+        for _ in 0..10 {
+            assert_eq!(b.pick(), Some(BackendId(1)));
+        }
+        assert_eq!(wb(&[0, 0]).pick(), None);
+        assert_eq!(wb(&[]).pick(), None);
+    }
+
+    #[test]
+    fn huge_weights_are_scaled_not_dropped() {
+        let b = wb(&[1_000_000, 1]);
+        let mut seen_small = false;
+        for _ in 0..2000 {
+            if b.pick() == Some(BackendId(1)) {
+                seen_small = true;
+            }
+        }
+        assert!(seen_small);
+    }
+
+    #[test]
+    fn round_robin_over_endpoints() {
+        let key = BackendKey { namespace: "d".into(), service: "s".into(), port: 80 };
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
+        let c: SocketAddr = "127.0.0.1:2".parse().unwrap_or_else(|_| unreachable!());
+        let b = Backend::new(key.clone(), vec![a, c]);
+        assert_eq!(b.next_endpoint(), Some(a));
+        assert_eq!(b.next_endpoint(), Some(c));
+        assert_eq!(b.next_endpoint(), Some(a));
+        assert_eq!(Backend::unresolved(key, "gone").next_endpoint(), None);
+    }
+}
