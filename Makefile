@@ -1,3 +1,47 @@
-.PHONY: test
+# weir — developer entry points. `make run` and `make test` are the two a newcomer needs.
+
+CARGO ?= cargo
+HTTP_ADDR ?= 127.0.0.1:8080
+ADMIN_ADDR ?= 127.0.0.1:9901
+QUICKSTART ?= deploy/examples/quickstart
+# The demo backends the quickstart's EndpointSlices point at.
+DEMO_BACKENDS ?= orders-v1=127.0.0.1:9001 orders-v2=127.0.0.1:9002 users-v1=127.0.0.1:9003
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+
+.PHONY: help run build test crds bench lint
+
+help:
+	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), admin $(ADMIN_ADDR))"
+	@echo "make test   - build every binary, then run every test"
+	@echo "make crds   - regenerate charts/weir/crds/ from the Rust types (weir crds)"
+	@echo "make bench  - run the data-plane benchmarks"
+	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+
+build:
+	$(CARGO) build -p weir-controller -p weir-e2e --bins
+
+# Starts the demo backends in the background, weir in the foreground; the backends are
+# stopped (by pid) when weir exits or on Ctrl-C.
+run: build
+	@set -eu; \
+	$(TARGET_DIR)/debug/weir-demo-backend $(DEMO_BACKENDS) & \
+	backends=$$!; \
+	trap 'kill $$backends 2>/dev/null || true; wait $$backends 2>/dev/null || true' EXIT INT TERM; \
+	echo "weir: proxy on http://$(HTTP_ADDR), admin on http://$(ADMIN_ADDR); Ctrl-C to stop"; \
+	$(TARGET_DIR)/debug/weir run --config-dir $(QUICKSTART) --http-addr $(HTTP_ADDR) --admin-addr $(ADMIN_ADDR)
+
+# The e2e tests start target/debug/weir as a process, so the binaries are built first
+# (with the same workspace feature set as the tests, so nothing is rebuilt twice).
 test:
-	cargo test --workspace
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+crds:
+	$(CARGO) run -q -p weir-controller --bin weir -- crds | scripts/split-crds.sh charts/weir/crds
+
+bench:
+	$(CARGO) bench -p weir-dataplane
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -78,4 +78,21 @@ pub struct Index {
     pub endpoint_slices: BTreeMap<ObjectRef, EndpointSlice>,
     /// Secrets (only those referenced by weir objects, or labelled for weir).
     pub secrets: BTreeMap<ObjectRef, Secret>,
+    /// The controller's own namespace, where `global: true` Plugins are honoured. Empty
+    /// means [`DEFAULT_CONTROLLER_NAMESPACE`].
+    pub controller_namespace: String,
+}
+
+/// The controller namespace used when [`Index::controller_namespace`] is empty.
+pub const DEFAULT_CONTROLLER_NAMESPACE: &str = "weir-system";
+
+impl Index {
+    /// The controller's namespace, with the default applied.
+    pub fn controller_namespace(&self) -> &str {
+        if self.controller_namespace.is_empty() {
+            DEFAULT_CONTROLLER_NAMESPACE
+        } else {
+            &self.controller_namespace
+        }
+    }
 }

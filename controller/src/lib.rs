@@ -3,3 +3,9 @@
 
 pub mod compile;
 pub mod index;
+pub mod admin;
+pub mod cli;
+pub mod load;
+pub mod runtime;
+pub mod standalone;
+pub mod validate;

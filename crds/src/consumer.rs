@@ -1,6 +1,6 @@
 //! The `Consumer` kind: an identity with credentials, a tier and its own plugins.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +38,8 @@ pub struct ConsumerSpec {
 }
 
 /// One credential; exactly one of `apiKey` or `jwt` is set.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.apiKey) != has(self.jwt)").message("exactly one of apiKey or jwt must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct Credential {
     /// An API key read from the Secret's `key` entry.

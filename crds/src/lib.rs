@@ -4,6 +4,7 @@
 pub mod common;
 pub mod consumer;
 pub mod duration;
+pub mod generate;
 pub mod plugin;
 pub mod route;
 

@@ -1,6 +1,6 @@
 //! The `Plugin` kind: exactly one typed configuration per object.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +8,7 @@ use crate::common::{HeaderValue, LocalObjectReference, ObjectStatus};
 
 /// A reusable piece of request processing, attached by Routes, Consumers or globally.
 /// Exactly one of the typed configurations must be set.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "weir.dev",
     version = "v1alpha1",
@@ -21,6 +21,9 @@ use crate::common::{HeaderValue, LocalObjectReference, ObjectStatus};
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new(
+    "[has(self.rateLimit), has(self.jwt), has(self.keyAuth), has(self.cors), has(self.requestHeaders), has(self.responseHeaders), has(self.correlationId), has(self.circuitBreaker), has(self.cache), has(self.ipRestriction)].filter(x, x).size() == 1"
+).message("exactly one plugin configuration (rateLimit, jwt, keyAuth, cors, requestHeaders, responseHeaders, correlationId, circuitBreaker, cache or ipRestriction) must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSpec {
     /// Applies to every Route when true; honoured only in the controller's namespace.
@@ -112,6 +115,7 @@ pub struct RateLimitTier {
     /// Requests allowed per window.
     pub limit: u64,
     /// Window length (`1s`, `1m`, `1h`).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     pub window: String,
 }
 
@@ -122,6 +126,7 @@ pub struct RateLimitConfig {
     /// Requests allowed per window.
     pub limit: u64,
     /// Window length (`1s`, `1m`, `1h`).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     pub window: String,
     /// `FixedWindow`, `SlidingWindow` (default) or `TokenBucket`.
     #[serde(default)]
@@ -186,6 +191,7 @@ pub struct JwtConfig {
     #[serde(default)]
     pub forward_authorization: bool,
     /// Tolerance for `exp`, `nbf` and `iat` (default `30s`).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skew: Option<String>,
 }
@@ -225,6 +231,7 @@ pub struct CorsConfig {
     #[serde(default)]
     pub allow_credentials: bool,
     /// How long browsers may cache a preflight answer.
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
 }
@@ -274,9 +281,11 @@ pub struct CircuitBreakerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_threshold: Option<u32>,
     /// How long the circuit stays open.
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_for: Option<String>,
     /// The window failures are counted in.
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
     /// Answer while open (default 503 with the gateway's JSON body).
@@ -289,6 +298,7 @@ pub struct CircuitBreakerConfig {
 #[serde(rename_all = "camelCase")]
 pub struct CacheConfig {
     /// How long a response is fresh.
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     pub ttl: String,
     /// Cached methods (default GET, HEAD).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -297,6 +307,7 @@ pub struct CacheConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vary_headers: Vec<String>,
     /// How long a stale response may be served while it is refreshed.
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_while_revalidate: Option<String>,
 }

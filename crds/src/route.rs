@@ -31,6 +31,7 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<String>,
     /// The routing rules. A request is served by the most specific matching rule.
+    #[schemars(length(min = 1))]
     pub rules: Vec<RouteRule>,
 }
 
@@ -171,9 +172,11 @@ pub struct Rewrite {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct Timeouts {
     /// Time to establish a TCP connection to an endpoint (default 5s).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<String>,
     /// Time until the upstream's response headers arrive, across retries (default 60s).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
 }
@@ -196,6 +199,7 @@ pub struct Retries {
     /// Extra attempts after the first one.
     pub attempts: u32,
     /// Timeout of each attempt.
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<String>,
     /// Conditions that trigger a retry (default `[ConnectFailure]`).

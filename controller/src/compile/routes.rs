@@ -1,0 +1,385 @@
+//! Route validation: a `RouteSpec` becomes a [`RouteModel`] for the data plane, or a list
+//! of errors that each name the field (`spec.rules[1].matches[0].path.value: ...`).
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+use weir_crds::{
+    BackendRef, HeaderMatch, PathMatchType, QueryParamMatch, RetryOn, RouteRule, RouteSpec,
+    StringMatchType,
+};
+use weir_dataplane::{
+    BackendKey, HeaderMatcher, HostMatch, ObjectKey, PathMatch, QueryMatcher, RequestMatch,
+    RetryPolicy, Rewrite, RouteModel, Rule, RuleAction, Timeouts, ValueMatch, WeightedBackend,
+    WeightedBackends,
+};
+
+use super::backends::BackendInterner;
+
+/// Largest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+/// Largest accepted `retries.attempts`.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+/// A validated rule whose backends are not yet interned.
+#[derive(Debug)]
+struct ValidRule {
+    name: Arc<str>,
+    matches: Vec<RequestMatch>,
+    backends: Vec<(BackendKey, u32)>,
+    rewrite: Option<Rewrite>,
+    timeouts: Timeouts,
+    retries: RetryPolicy,
+}
+
+/// A Route that passed validation.
+#[derive(Debug)]
+pub(crate) struct ValidRoute {
+    hosts: Vec<HostMatch>,
+    rules: Vec<ValidRule>,
+}
+
+impl ValidRoute {
+    /// Builds the data-plane model, interning backend keys.
+    pub(crate) fn into_model(
+        self,
+        key: ObjectKey,
+        generation: i64,
+        created: i64,
+        interner: &mut BackendInterner,
+    ) -> RouteModel {
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let backends = r
+                    .backends
+                    .into_iter()
+                    .map(|(k, weight)| WeightedBackend { id: interner.intern(k), weight })
+                    .collect();
+                Arc::new(Rule {
+                    route: key.clone(),
+                    name: r.name,
+                    index,
+                    matches: r.matches,
+                    action: RuleAction {
+                        backends: WeightedBackends::new(backends),
+                        rewrite: r.rewrite,
+                        timeouts: r.timeouts,
+                        retries: r.retries,
+                        filters: Arc::from(Vec::new()),
+                    },
+                })
+            })
+            .collect();
+        RouteModel { key, generation, created, hosts: self.hosts, rules }
+    }
+}
+
+/// The display name of a rule: its `name`, or its index.
+pub(crate) fn rule_name(rule: &RouteRule, index: usize) -> String {
+    rule.name.clone().unwrap_or_else(|| index.to_string())
+}
+
+/// The backend key a `BackendRef` of a Route in `namespace` refers to.
+pub(crate) fn backend_key(namespace: &str, b: &BackendRef) -> BackendKey {
+    BackendKey {
+        namespace: namespace.into(),
+        service: b.service.as_str().into(),
+        port: b.port.unwrap_or(0),
+    }
+}
+
+/// Validates a Route spec. Every problem is reported, each naming its field.
+pub(crate) fn validate_route(namespace: &str, spec: &RouteSpec) -> Result<ValidRoute, Vec<String>> {
+    let mut errs = Vec::new();
+    let mut hosts = Vec::new();
+    for (i, h) in spec.hosts.iter().enumerate() {
+        match parse_host(h) {
+            Ok(m) => hosts.push(m),
+            Err(e) => errs.push(format!("spec.hosts[{i}]: {e}")),
+        }
+    }
+    if spec.rules.is_empty() {
+        errs.push("spec.rules: at least one rule is required".to_owned());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut rules = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let name = rule_name(rule, i);
+        if !names.insert(name.clone()) {
+            errs.push(format!("spec.rules[{i}].name: duplicate rule name {name:?}"));
+        }
+        if let Some(r) =
+            validate_rule(namespace, rule, name, &format!("spec.rules[{i}]"), &mut errs)
+        {
+            rules.push(r);
+        }
+    }
+    if errs.is_empty() { Ok(ValidRoute { hosts, rules }) } else { Err(errs) }
+}
+
+fn validate_rule(
+    namespace: &str,
+    rule: &RouteRule,
+    name: String,
+    at: &str,
+    errs: &mut Vec<String>,
+) -> Option<ValidRule> {
+    let before = errs.len();
+    let mut matches = Vec::new();
+    if rule.matches.is_empty() {
+        matches.push(RequestMatch {
+            path: PathMatch::Prefix("".into()),
+            methods: Vec::new(),
+            headers: Vec::new(),
+            query: Vec::new(),
+        });
+    }
+    for (j, m) in rule.matches.iter().enumerate() {
+        let at = format!("{at}.matches[{j}]");
+        let path = match &m.path {
+            None => Some(PathMatch::Prefix("".into())),
+            Some(p) => parse_path(p.type_, &p.value)
+                .map_err(|e| errs.push(format!("{at}.path.value: {e}")))
+                .ok(),
+        };
+        let mut methods = Vec::new();
+        for (k, raw) in m.methods.iter().enumerate() {
+            match parse_method(raw) {
+                Ok(method) => methods.push(method),
+                Err(e) => errs.push(format!("{at}.methods[{k}]: {e}")),
+            }
+        }
+        let headers: Vec<HeaderMatcher> = m
+            .headers
+            .iter()
+            .enumerate()
+            .filter_map(|(k, h)| parse_header_match(h, &format!("{at}.headers[{k}]"), errs))
+            .collect();
+        let query: Vec<QueryMatcher> = m
+            .query_params
+            .iter()
+            .enumerate()
+            .filter_map(|(k, q)| parse_query_match(q, &format!("{at}.queryParams[{k}]"), errs))
+            .collect();
+        if let Some(path) = path {
+            matches.push(RequestMatch { path, methods, headers, query });
+        }
+    }
+    if rule.backends.is_empty() {
+        errs.push(format!("{at}.backends: at least one backend is required"));
+    }
+    let mut backends = Vec::new();
+    for (j, b) in rule.backends.iter().enumerate() {
+        let at = format!("{at}.backends[{j}]");
+        if b.service.is_empty() {
+            errs.push(format!("{at}.service: must not be empty"));
+        }
+        if let Some(p) = b.port.filter(|p| !(1..=65535).contains(p)) {
+            errs.push(format!("{at}.port: {p} is not in 1..65535"));
+        }
+        let weight = b.weight.unwrap_or(1);
+        if weight > MAX_WEIGHT {
+            errs.push(format!("{at}.weight: {weight} is larger than {MAX_WEIGHT}"));
+        }
+        backends.push((backend_key(namespace, b), weight));
+    }
+    let rewrite = rule.rewrite.as_ref().map(|rw| {
+        let at = format!("{at}.rewrite");
+        let mut out = Rewrite { replace_prefix: None, replace_full_path: None, host: None };
+        if rw.replace_prefix.is_some() && rw.replace_full_path.is_some() {
+            errs.push(format!("{at}: replacePrefix and replaceFullPath are mutually exclusive"));
+        }
+        if let Some(p) = &rw.replace_prefix {
+            if !p.starts_with('/') {
+                errs.push(format!("{at}.replacePrefix: {p:?} must start with '/'"));
+            }
+            if matches.iter().any(|m| !matches!(m.path, PathMatch::Prefix(_))) {
+                errs.push(format!(
+                    "{at}.replacePrefix: only allowed when every match is a Prefix path match"
+                ));
+            }
+            out.replace_prefix = Some(p.as_str().into());
+        }
+        if let Some(p) = &rw.replace_full_path {
+            if !p.starts_with('/') || p.contains(['?', '#']) || p.chars().any(char::is_whitespace) {
+                errs.push(format!("{at}.replaceFullPath: {p:?} must be a path starting with '/'"));
+            }
+            out.replace_full_path = Some(p.as_str().into());
+        }
+        if let Some(h) = &rw.host {
+            match HeaderValue::from_str(h) {
+                Ok(v) if !h.is_empty() => out.host = Some(v),
+                _ => errs.push(format!("{at}.host: {h:?} is not a valid Host header value")),
+            }
+        }
+        out
+    });
+    let mut timeouts = Timeouts::default();
+    if let Some(t) = &rule.timeouts {
+        if let Some(c) = &t.connect {
+            match weir_crds::parse_duration(c) {
+                Ok(d) if d.is_zero() => {
+                    errs.push(format!("{at}.timeouts.connect: must be positive"))
+                }
+                Ok(d) => timeouts.connect = d,
+                Err(e) => errs.push(format!("{at}.timeouts.connect: {e}")),
+            }
+        }
+        if let Some(r) = &t.request {
+            match weir_crds::parse_duration(r) {
+                Ok(d) => timeouts.request = (!d.is_zero()).then_some(d),
+                Err(e) => errs.push(format!("{at}.timeouts.request: {e}")),
+            }
+        }
+    }
+    let mut retries = RetryPolicy::default();
+    if let Some(r) = &rule.retries {
+        if r.attempts > MAX_RETRY_ATTEMPTS {
+            errs.push(format!(
+                "{at}.retries.attempts: {} is larger than {MAX_RETRY_ATTEMPTS}",
+                r.attempts
+            ));
+        }
+        retries.attempts = r.attempts;
+        if let Some(p) = &r.per_try_timeout {
+            match weir_crds::parse_duration(p) {
+                Ok(d) if d.is_zero() => {
+                    errs.push(format!("{at}.retries.perTryTimeout: must be positive"))
+                }
+                Ok(d) => retries.per_try_timeout = Some(d),
+                Err(e) => errs.push(format!("{at}.retries.perTryTimeout: {e}")),
+            }
+        }
+        let on: &[RetryOn] = if r.on.is_empty() { &[RetryOn::ConnectFailure] } else { &r.on };
+        for o in on {
+            match o {
+                RetryOn::ConnectFailure => retries.on_connect_failure = true,
+                RetryOn::Timeout => retries.on_timeout = true,
+                RetryOn::Status5xx => retries.on_5xx = true,
+            }
+        }
+    }
+    (errs.len() == before).then(|| ValidRule {
+        name: name.into(),
+        matches,
+        backends,
+        rewrite,
+        timeouts,
+        retries,
+    })
+}
+
+/// Parses a host: a DNS name, optionally with one leading `*.` wildcard label; lower-cased.
+pub(crate) fn parse_host(raw: &str) -> Result<HostMatch, String> {
+    let lower = raw.to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    if name.len() > 253 || name.is_empty() {
+        return Err(format!("{raw:?} is not a valid host name"));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "{raw:?} is not a valid host name (DNS labels of a-z, 0-9 and '-', \
+                 with at most one leading '*.' wildcard label)"
+            ));
+        }
+    }
+    Ok(if wild {
+        HostMatch::Wildcard(format!(".{name}").into())
+    } else {
+        HostMatch::Exact(name.into())
+    })
+}
+
+/// Compiles a regex anchored at both ends.
+pub(crate) fn anchored_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| format!("regex {pattern:?} is invalid: {}", one_line(&e.to_string())))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn parse_path(type_: PathMatchType, value: &str) -> Result<PathMatch, String> {
+    match type_ {
+        PathMatchType::RegularExpression => anchored_regex(value).map(PathMatch::Regex),
+        PathMatchType::Exact | PathMatchType::Prefix => {
+            if !value.starts_with('/') {
+                return Err(format!("path {value:?} must start with '/'"));
+            }
+            if value.contains(['?', '#'])
+                || value.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(format!("path {value:?} must not contain '?', '#' or whitespace"));
+            }
+            Ok(if type_ == PathMatchType::Exact {
+                PathMatch::Exact(value.into())
+            } else {
+                PathMatch::Prefix(value.trim_end_matches('/').into())
+            })
+        }
+    }
+}
+
+fn parse_method(raw: &str) -> Result<Method, String> {
+    const KNOWN: [&str; 9] =
+        ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    let upper = raw.to_ascii_uppercase();
+    if !KNOWN.contains(&upper.as_str()) {
+        return Err(format!("{raw:?} is not a known HTTP method ({})", KNOWN.join(", ")));
+    }
+    Method::from_bytes(upper.as_bytes()).map_err(|e| e.to_string())
+}
+
+fn parse_value(
+    type_: StringMatchType,
+    value: Option<&str>,
+    at: &str,
+    errs: &mut Vec<String>,
+) -> Option<ValueMatch> {
+    match (type_, value) {
+        (StringMatchType::Present, _) => Some(ValueMatch::Present),
+        (_, None) => {
+            errs.push(format!("{at}.value: required unless type is Present"));
+            None
+        }
+        (StringMatchType::Exact, Some(v)) => Some(ValueMatch::Exact(v.into())),
+        (StringMatchType::RegularExpression, Some(v)) => anchored_regex(v)
+            .map(ValueMatch::Regex)
+            .map_err(|e| errs.push(format!("{at}.value: {e}")))
+            .ok(),
+    }
+}
+
+fn parse_header_match(h: &HeaderMatch, at: &str, errs: &mut Vec<String>) -> Option<HeaderMatcher> {
+    let name = HeaderName::from_bytes(h.name.as_bytes())
+        .map_err(|_| errs.push(format!("{at}.name: {:?} is not a valid header name", h.name)))
+        .ok();
+    let value = parse_value(h.type_, h.value.as_deref(), at, errs);
+    Some(HeaderMatcher { name: name?, value: value? })
+}
+
+fn parse_query_match(
+    q: &QueryParamMatch,
+    at: &str,
+    errs: &mut Vec<String>,
+) -> Option<QueryMatcher> {
+    if q.name.is_empty() {
+        errs.push(format!("{at}.name: must not be empty"));
+    }
+    let value = parse_value(q.type_, q.value.as_deref(), at, errs)?;
+    (!q.name.is_empty()).then(|| QueryMatcher { name: q.name.as_str().into(), value })
+}

@@ -1,0 +1,73 @@
+//! Small unit checks of the route validation helpers.
+
+use weir_crds::{RouteMatch as SpecMatch, RouteRule, RouteSpec};
+use weir_dataplane::{HostMatch, PathMatch};
+
+use crate::compile::routes::{anchored_regex, parse_host, validate_route};
+
+#[test]
+fn hosts_are_lower_cased_with_one_leading_wildcard() {
+    assert_eq!(parse_host("API.Example.com"), Ok(HostMatch::Exact("api.example.com".into())));
+    assert_eq!(parse_host("*.Example.com"), Ok(HostMatch::Wildcard(".example.com".into())));
+    for bad in
+        ["", "*", "*.", "*.*.example.com", "a..b", "-a.com", "a-.com", "a_b.com", "a.com:80", "a b"]
+    {
+        assert!(parse_host(bad).is_err(), "{bad:?} accepted");
+    }
+    assert!(parse_host(&format!("{}.com", "a".repeat(64))).is_err());
+}
+
+#[test]
+fn regexes_are_anchored() {
+    let re = anchored_regex("/a|/b").unwrap();
+    assert!(re.is_match("/a") && re.is_match("/b"));
+    assert!(!re.is_match("/ab") && !re.is_match("x/a"));
+}
+
+fn spec(yaml: &str) -> RouteSpec {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+#[test]
+fn prefixes_are_normalised_and_empty_matches_mean_everything() {
+    let s = spec(
+        "rules:\n  - matches: [{path: {value: /}}, {path: {value: /api//}}]\n    backends: [{service: s}]\n  - backends: [{service: s}]\n",
+    );
+    let model = validate_route("default", &s).unwrap().into_model(
+        weir_dataplane::ObjectKey::new("default", "r"),
+        1,
+        0,
+        &mut Default::default(),
+    );
+    let prefixes: Vec<String> = model
+        .rules
+        .iter()
+        .flat_map(|r| r.matches.iter())
+        .map(|m| match &m.path {
+            PathMatch::Prefix(p) => p.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(prefixes, ["", "/api", ""]);
+    assert_eq!(&*model.rules[1].name, "1");
+}
+
+#[test]
+fn duplicate_rule_names_and_empty_rules_are_invalid() {
+    let mut s = RouteSpec::default();
+    assert!(validate_route("d", &s).unwrap_err()[0].contains("spec.rules: at least one rule"));
+    let rule = RouteRule {
+        name: Some("x".into()),
+        matches: vec![SpecMatch::default()],
+        backends: vec![weir_crds::BackendRef {
+            service: "s".into(),
+            port: Some(70000),
+            weight: None,
+        }],
+        ..Default::default()
+    };
+    s.rules = vec![rule.clone(), rule];
+    let errs = validate_route("d", &s).unwrap_err().join("; ");
+    assert!(errs.contains("spec.rules[1].name: duplicate rule name \"x\""), "{errs}");
+    assert!(errs.contains("spec.rules[0].backends[0].port: 70000"), "{errs}");
+}

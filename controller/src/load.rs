@@ -1,0 +1,402 @@
+//! YAML → [`Index`]: reads `*.yaml`/`*.yml` files (multi-document), dispatches every
+//! document on `apiVersion` + `kind`, and reports each problem with its file and document.
+//!
+//! Used by standalone mode ([`crate::standalone`]) and by `weir validate`.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use weir_crds::{Consumer, Plugin, Route};
+
+use crate::index::{Index, Kind, ObjectRef};
+
+/// A problem with one document of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadError {
+    /// The file, as found under the config directory (or as given).
+    pub file: String,
+    /// Index of the document in the file, from 0 (a leading `---` does not start an
+    /// extra document). Problems with the whole file use 0.
+    pub document: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: document {}: {}", self.file, self.document, self.reason)
+    }
+}
+
+/// One typed object read from YAML.
+#[derive(Debug, Clone)]
+pub enum Object {
+    /// weir.dev/v1alpha1 Route.
+    Route(Box<Route>),
+    /// weir.dev/v1alpha1 Plugin.
+    Plugin(Box<Plugin>),
+    /// weir.dev/v1alpha1 Consumer.
+    Consumer(Box<Consumer>),
+    /// v1 Service.
+    Service(Box<Service>),
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice(Box<EndpointSlice>),
+    /// v1 Secret.
+    Secret(Box<Secret>),
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Route(_) => Kind::Route,
+            Object::Plugin(_) => Kind::Plugin,
+            Object::Consumer(_) => Kind::Consumer,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Secret(_) => Kind::Secret,
+        }
+    }
+
+    /// The object's metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Object::Route(o) => &o.metadata,
+            Object::Plugin(o) => &o.metadata,
+            Object::Consumer(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+        }
+    }
+
+    /// The object's metadata, mutably.
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Route(o) => &mut o.metadata,
+            Object::Plugin(o) => &mut o.metadata,
+            Object::Consumer(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+        }
+    }
+
+    /// Namespace and name (the namespace is always set by the loader).
+    pub fn key(&self) -> ObjectRef {
+        let m = self.meta();
+        ObjectRef::new(
+            m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            m.name.clone().unwrap_or_default(),
+        )
+    }
+
+    /// A hash of everything but `metadata` and `status`: what bumps `metadata.generation`.
+    pub fn spec_hash(&self) -> u64 {
+        let value = match self {
+            Object::Route(o) => serde_json::to_value(&o.spec),
+            Object::Plugin(o) => serde_json::to_value(&o.spec),
+            Object::Consumer(o) => serde_json::to_value(&o.spec),
+            Object::Service(o) => serde_json::to_value(&o.spec),
+            Object::EndpointSlice(o) => {
+                serde_json::to_value((&o.address_type, &o.endpoints, &o.ports))
+            }
+            Object::Secret(o) => serde_json::to_value((&o.data, &o.string_data, &o.type_)),
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        value.map(|v| v.to_string()).unwrap_or_default().hash(&mut h);
+        h.finish()
+    }
+
+    /// Adds the object to the index (replacing an object with the same key).
+    pub fn insert_into(self, index: &mut Index) {
+        let key = self.key();
+        match self {
+            Object::Route(o) => drop(index.routes.insert(key, *o)),
+            Object::Plugin(o) => drop(index.plugins.insert(key, *o)),
+            Object::Consumer(o) => drop(index.consumers.insert(key, *o)),
+            Object::Service(o) => drop(index.services.insert(key, *o)),
+            Object::EndpointSlice(o) => drop(index.endpoint_slices.insert(key, *o)),
+            Object::Secret(o) => drop(index.secrets.insert(key, *o)),
+        }
+    }
+}
+
+/// An object and the document of its file it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The object, with `metadata.namespace` set.
+    pub object: Object,
+    /// Index of its document in the file.
+    pub document: usize,
+}
+
+/// One document of a file: its index, the line it starts on (0-based) and its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Document<'a> {
+    /// Index of the document, from 0.
+    pub index: usize,
+    /// Line of the file where the document's text starts (0-based).
+    pub line: usize,
+    /// The document's text, without its `---` marker line.
+    pub text: &'a str,
+}
+
+/// True for a line that is a document marker (`---` or `...` at column 0).
+fn marker(line: &str) -> Option<&str> {
+    for m in ["---", "..."] {
+        if let Some(rest) = line.strip_prefix(m)
+            && (rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+        {
+            return Some(if m == "---" { rest } else { "" });
+        }
+    }
+    None
+}
+
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t.starts_with('%')
+    })
+}
+
+/// Splits a multi-document YAML text on `---`/`...` markers at column 0 (YAML forbids them
+/// inside content there). Text after `---` on the marker line belongs to the new document.
+/// A blank prelude before the first `---` is not counted as a document.
+pub fn split_documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0usize; // byte offset of the current document's text
+    let mut start_line = 0usize;
+    let mut offset = 0usize;
+    let mut seen_marker = false;
+    let mut ended = false; // after `...`, text until the next `---` is ignored
+    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+        let content = line.trim_end_matches(['\n', '\r']);
+        if let Some(rest) = marker(content) {
+            let is_end = content.starts_with("...");
+            let body = &text[start..offset];
+            if !ended && (seen_marker || !is_blank(body)) {
+                docs.push(Document { index: docs.len(), line: start_line, text: body });
+            }
+            seen_marker = true;
+            ended = is_end;
+            // The document text starts after the `---`, on the same line.
+            let marker_len = content.len() - rest.len();
+            start = offset + marker_len;
+            start_line = line_no;
+        }
+        offset += line.len();
+    }
+    let body = &text[start..];
+    if !ended && (seen_marker || !is_blank(body)) {
+        // `a: 1\n---\n` ends with an empty document: skipped later, like any empty one.
+        docs.push(Document { index: docs.len(), line: start_line, text: body });
+    }
+    docs
+}
+
+fn parse_typed<T: DeserializeOwned>(padded: &str) -> Result<T, String> {
+    serde_saphyr::from_str::<T>(padded).map_err(|e| e.to_string())
+}
+
+/// Parses one document. `Ok(None)` for an empty document.
+fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
+    if is_blank(doc.text) {
+        return Ok(None);
+    }
+    // Pad with the lines before the document so parser errors carry file line numbers.
+    let mut padded = "\n".repeat(doc.line);
+    padded.push_str(doc.text);
+    let value: Value = serde_saphyr::from_str(&padded).map_err(|e| e.to_string())?;
+    let map = match &value {
+        Value::Null => return Ok(None),
+        Value::Object(m) => m,
+        _ => return Err("the document is not a mapping (expected a Kubernetes object)".into()),
+    };
+    let field = |name: &str| map.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let api_version = field("apiVersion").ok_or("missing apiVersion")?;
+    let kind = field("kind").ok_or("missing kind")?;
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    if name.is_none() {
+        return Err(format!("{kind}: missing metadata.name"));
+    }
+    let typed = |r: Result<Object, String>| r.map_err(|e| format!("{kind} {}: {e}", name.unwrap_or("")));
+    let mut object = match (api_version, kind) {
+        (weir_crds::API_VERSION, "Route") => typed(parse_typed(&padded).map(|o| Object::Route(Box::new(o))))?,
+        (weir_crds::API_VERSION, "Plugin") => typed(parse_typed(&padded).map(|o| Object::Plugin(Box::new(o))))?,
+        (weir_crds::API_VERSION, "Consumer") => typed(parse_typed(&padded).map(|o| Object::Consumer(Box::new(o))))?,
+        ("v1", "Service") => typed(parse_typed(&padded).map(|o| Object::Service(Box::new(o))))?,
+        ("v1", "Secret") => typed(parse_typed(&padded).map(|o| Object::Secret(Box::new(o))))?,
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            typed(parse_typed(&padded).map(|o| Object::EndpointSlice(Box::new(o))))?
+        }
+        _ => {
+            return Err(format!(
+                "unknown kind {kind} (apiVersion {api_version}): expected Route, Plugin or \
+                 Consumer ({}), Service or Secret (v1), or EndpointSlice (discovery.k8s.io/v1)",
+                weir_crds::API_VERSION
+            ));
+        }
+    };
+    let meta = object.meta_mut();
+    if meta.namespace.as_deref().is_none_or(str::is_empty) {
+        meta.namespace = Some("default".to_owned());
+    }
+    Ok(Some(object))
+}
+
+/// Parses every document of a file. A file with any error yields its errors (the caller
+/// decides whether to keep the file's last good objects); duplicates inside the file are
+/// errors.
+pub fn parse_file(file: &str, text: &str) -> Result<Vec<Loaded>, Vec<LoadError>> {
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<(Kind, ObjectRef), usize> = HashMap::new();
+    for doc in split_documents(text) {
+        let error = |reason: String| LoadError { file: file.to_owned(), document: doc.index, reason };
+        match parse_document(&doc) {
+            Ok(None) => {}
+            Ok(Some(object)) => {
+                let id = (object.kind(), object.key());
+                if let Some(first) = seen.get(&id) {
+                    errors.push(error(format!(
+                        "duplicate {} {}: already defined in document {first} of this file",
+                        id.0.as_str(),
+                        id.1
+                    )));
+                    continue;
+                }
+                seen.insert(id, doc.index);
+                objects.push(Loaded { object, document: doc.index });
+            }
+            Err(reason) => errors.push(error(reason)),
+        }
+    }
+    if errors.is_empty() { Ok(objects) } else { Err(errors) }
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+fn hidden(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+}
+
+/// Every `*.yaml`/`*.yml` file under `dir`, recursively, sorted. Hidden entries (names
+/// starting with `.`, such as editor swap files and ConfigMap `..data` links) are skipped.
+pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut visited = 0usize;
+    while let Some(d) = stack.pop() {
+        visited += 1;
+        if visited > 100_000 {
+            break; // a symlink loop: stop rather than spin
+        }
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if hidden(&path) {
+                continue;
+            }
+            let meta = std::fs::metadata(&path);
+            match meta {
+                Ok(m) if m.is_dir() => stack.push(path),
+                Ok(m) if m.is_file() && is_yaml(&path) => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Merges the objects of several files, in the given order, into an index. An object
+/// defined again in a later file is an error of that later document; the first wins.
+pub fn merge<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a [Loaded])>,
+    controller_namespace: &str,
+) -> (Index, Vec<LoadError>) {
+    let mut index = Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
+    let mut errors = Vec::new();
+    let mut origin: HashMap<(Kind, ObjectRef), (&str, usize)> = HashMap::new();
+    for (file, objects) in files {
+        for loaded in objects {
+            let id = (loaded.object.kind(), loaded.object.key());
+            if let Some((first_file, first_doc)) = origin.get(&id) {
+                errors.push(LoadError {
+                    file: file.to_owned(),
+                    document: loaded.document,
+                    reason: format!(
+                        "duplicate {} {}: already defined in {first_file} document {first_doc}",
+                        id.0.as_str(),
+                        id.1
+                    ),
+                });
+                continue;
+            }
+            origin.insert(id, (file, loaded.document));
+            loaded.object.clone().insert_into(&mut index);
+        }
+    }
+    (index, errors)
+}
+
+/// Offline load for `weir validate`: files and directories (recursively), every object
+/// with `metadata.generation` 1 unless set.
+pub fn load_paths(paths: &[PathBuf], controller_namespace: &str) -> (Index, Vec<LoadError>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        let shown = p.display().to_string();
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => match yaml_files(p) {
+                Ok(found) => files.extend(found),
+                Err(e) => errors.push(LoadError { file: shown, document: 0, reason: e.to_string() }),
+            },
+            Ok(_) => files.push(p.clone()),
+            Err(e) => errors.push(LoadError { file: shown, document: 0, reason: e.to_string() }),
+        }
+    }
+    let mut parsed: Vec<(String, Vec<Loaded>)> = Vec::new();
+    for f in files {
+        let shown = f.display().to_string();
+        let text = match std::fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(LoadError { file: shown, document: 0, reason: e.to_string() });
+                continue;
+            }
+        };
+        match parse_file(&shown, &text) {
+            Ok(mut objects) => {
+                for o in &mut objects {
+                    let meta = o.object.meta_mut();
+                    meta.generation.get_or_insert(1);
+                }
+                parsed.push((shown, objects));
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    let (index, merge_errors) =
+        merge(parsed.iter().map(|(f, o)| (f.as_str(), o.as_slice())), controller_namespace);
+    errors.extend(merge_errors);
+    (index, errors)
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

@@ -1,0 +1,344 @@
+//! Publishing: index → `compile()` → snapshot → data plane, and the shared status view that
+//! the admin port serves.
+//!
+//! A [`Publisher`] is owned by the source (the directory watcher in standalone mode). Each
+//! [`Publisher::apply`] compiles only what changed (nothing, only endpoints, or everything),
+//! publishes a new snapshot version only when its content changed, then exposes the
+//! statuses — so `Programmed=True` is visible only once the data plane serves it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use weir_crds::{Condition, EffectivePlugin};
+use weir_dataplane::{DataPlane, Snapshot};
+
+use crate::compile::{Compiled, Memory, compile, compile_endpoints_only};
+use crate::index::{Index, Kind, ObjectRef};
+use crate::load::LoadError;
+
+/// One object's status as served by `/debug/status`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectView {
+    /// `Route`, `Plugin` or `Consumer`.
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.generation` the conditions describe.
+    pub generation: i64,
+    /// Conditions, with `lastTransitionTime`.
+    pub conditions: Vec<Condition>,
+    /// Routes only: the plugins that apply.
+    pub effective_plugins: Vec<EffectivePlugin>,
+}
+
+/// Everything the admin port shows about the configuration.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusView {
+    /// Live snapshot version (0 before the first publish).
+    pub version: u64,
+    /// True once the first snapshot is live.
+    pub ready: bool,
+    /// Current load errors (file, document, reason).
+    pub errors: Vec<LoadError>,
+    /// Every weir object with its conditions, sorted by kind, namespace and name.
+    pub objects: Vec<ObjectView>,
+}
+
+/// The metrics the controller side exports on `/metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `weir_config_reloads_total{result="published"|"unchanged"|"error"}`.
+    pub reloads: Family<Vec<(String, String)>, Counter>,
+    /// `weir_snapshot_version`.
+    pub snapshot_version: Gauge,
+    /// `weir_config_errors`: load errors currently reported.
+    pub config_errors: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let reloads = Family::<Vec<(String, String)>, Counter>::default();
+        let snapshot_version = Gauge::default();
+        let config_errors = Gauge::default();
+        registry.register(
+            "weir_config_reloads",
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "weir_snapshot_version",
+            "Version of the live snapshot",
+            snapshot_version.clone(),
+        );
+        registry.register(
+            "weir_config_errors",
+            "Configuration load errors currently reported",
+            config_errors.clone(),
+        );
+        Metrics { registry, reloads, snapshot_version, config_errors }
+    }
+
+    fn reload(&self, result: &str) {
+        self.reloads.get_or_create(&vec![("result".to_owned(), result.to_owned())]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// State shared by the publisher, the admin server and the data plane.
+#[derive(Debug)]
+pub struct Shared {
+    /// The data plane the snapshots are published to.
+    pub dataplane: Arc<DataPlane>,
+    /// The status view, replaced after every reload.
+    pub status: ArcSwap<StatusView>,
+    /// The compiled output behind the live snapshot (for `/debug/match`).
+    pub live: ArcSwapOption<Compiled>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    /// Shared state around a data plane; not ready until the first publish.
+    pub fn new(dataplane: Arc<DataPlane>) -> Arc<Self> {
+        Arc::new(Shared {
+            dataplane,
+            status: ArcSwap::from_pointee(StatusView::default()),
+            live: ArcSwapOption::empty(),
+            metrics: Metrics::new(),
+        })
+    }
+}
+
+/// What [`Publisher::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new snapshot with this version is live.
+    Published(u64),
+    /// The index did not change; the live snapshot stays.
+    Unchanged(u64),
+}
+
+/// Compiles and publishes; remembers what it needs between runs.
+#[derive(Debug)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+    memory: Memory,
+    last: Option<(u64, u64, Compiled)>,
+    version: u64,
+    transitions: HashMap<(Kind, ObjectRef, String), (String, String)>,
+}
+
+fn hash_map<T: Serialize>(h: &mut impl Hasher, map: &BTreeMap<ObjectRef, T>) {
+    map.len().hash(h);
+    for (k, v) in map {
+        k.hash(h);
+        serde_json::to_string(v).unwrap_or_default().hash(h);
+    }
+}
+
+/// Fingerprints of the index: (everything but EndpointSlices, EndpointSlices).
+pub fn fingerprint(index: &Index) -> (u64, u64) {
+    let mut config = std::collections::hash_map::DefaultHasher::new();
+    hash_map(&mut config, &index.routes);
+    hash_map(&mut config, &index.plugins);
+    hash_map(&mut config, &index.consumers);
+    hash_map(&mut config, &index.services);
+    hash_map(&mut config, &index.secrets);
+    index.controller_namespace().hash(&mut config);
+    let mut endpoints = std::collections::hash_map::DefaultHasher::new();
+    hash_map(&mut endpoints, &index.endpoint_slices);
+    (config.finish(), endpoints.finish())
+}
+
+/// `SystemTime` as RFC 3339 UTC with second precision, e.g. `2024-05-01T12:00:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    match k8s_openapi::jiff::Timestamp::try_from(t) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Err(_) => "1970-01-01T00:00:00Z".to_owned(),
+    }
+}
+
+impl Publisher {
+    /// A publisher for `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Publisher {
+            shared,
+            memory: Memory::default(),
+            last: None,
+            version: 0,
+            transitions: HashMap::new(),
+        }
+    }
+
+    /// Compiles `index` if it changed, publishes the snapshot, and updates the status view
+    /// with the statuses and `errors`.
+    pub fn apply(&mut self, index: &Index, errors: Vec<LoadError>) -> Outcome {
+        let (config, endpoints) = fingerprint(index);
+        let metrics = &self.shared.metrics;
+        metrics.config_errors.set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+        let compiled = match &self.last {
+            Some((c, e, _)) if *c == config && *e == endpoints => None,
+            Some((c, _, previous)) if *c == config => Some(compile_endpoints_only(index, previous)),
+            _ => Some(compile(index, &self.memory)),
+        };
+        let outcome = match compiled {
+            None => Outcome::Unchanged(self.version),
+            Some(compiled) => {
+                self.version += 1;
+                self.memory = compiled.memory.clone();
+                self.shared.dataplane.publish(Snapshot {
+                    version: self.version,
+                    routes: Arc::clone(&compiled.routes),
+                    backends: Arc::clone(&compiled.backends),
+                });
+                self.shared.live.store(Some(Arc::new(compiled.clone())));
+                self.last = Some((config, endpoints, compiled));
+                Outcome::Published(self.version)
+            }
+        };
+        metrics.reload(match (&outcome, errors.is_empty()) {
+            (_, false) => "error",
+            (Outcome::Published(_), true) => "published",
+            (Outcome::Unchanged(_), true) => "unchanged",
+        });
+        metrics.snapshot_version.set(i64::try_from(self.version).unwrap_or(i64::MAX));
+        let objects = self.objects(SystemTime::now());
+        self.shared.status.store(Arc::new(StatusView {
+            version: self.version,
+            ready: self.version > 0,
+            errors,
+            objects,
+        }));
+        outcome
+    }
+
+    /// The status of every object, with `lastTransitionTime` kept per condition type.
+    fn objects(&mut self, now: SystemTime) -> Vec<ObjectView> {
+        let Some((_, _, compiled)) = &self.last else { return Vec::new() };
+        let now = rfc3339(now);
+        let mut seen = HashMap::new();
+        let mut out = Vec::with_capacity(compiled.statuses.len());
+        for ((kind, key), status) in &compiled.statuses {
+            let mut conditions = status.conditions.clone();
+            for c in &mut conditions {
+                let id = (*kind, key.clone(), c.type_.clone());
+                let time = match self.transitions.get(&id) {
+                    Some((s, t)) if *s == c.status => t.clone(),
+                    _ => now.clone(),
+                };
+                c.last_transition_time = Some(time.clone());
+                seen.insert(id, (c.status.clone(), time));
+            }
+            out.push(ObjectView {
+                kind: kind.as_str(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                generation: status.generation,
+                conditions,
+                effective_plugins: status.effective_plugins.clone(),
+            });
+        }
+        self.transitions = seen;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::load::parse_file;
+
+    #[test]
+    fn formats_rfc3339_in_utc_seconds() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_714_564_800_250);
+        assert_eq!(rfc3339(t), "2024-05-01T12:00:00Z");
+    }
+
+    fn index(yaml: &str) -> Index {
+        let objects = parse_file("t.yaml", yaml).unwrap();
+        let (mut index, errors) = crate::load::merge([("t.yaml", objects.as_slice())], "");
+        assert!(errors.is_empty());
+        for r in index.routes.values_mut() {
+            r.metadata.generation = Some(1);
+        }
+        index
+    }
+
+    const ROUTE: &str = "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: r}\n\
+        spec: {rules: [{backends: [{service: s, port: 80}]}]}\n";
+    const SLICE: &str = "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+        metadata: {name: s-1, labels: {kubernetes.io/service-name: s}}\naddressType: IPv4\n\
+        ports: [{port: 9001}]\nendpoints: [{addresses: [127.0.0.1]}]\n";
+
+    #[test]
+    fn publishes_only_when_the_index_changes_and_shares_routes_on_endpoint_changes() {
+        let shared = Shared::new(DataPlane::new());
+        let mut p = Publisher::new(Arc::clone(&shared));
+        assert!(!shared.status.load().ready);
+        let first = index(ROUTE);
+        assert_eq!(p.apply(&first, Vec::new()), Outcome::Published(1));
+        assert!(shared.status.load().ready);
+        assert_eq!(shared.dataplane.current().version, 1);
+        assert_eq!(p.apply(&first, Vec::new()), Outcome::Unchanged(1));
+
+        let with_slice = index(&format!("{ROUTE}{SLICE}"));
+        let routes_before = Arc::clone(&shared.dataplane.current().routes);
+        assert_eq!(p.apply(&with_slice, Vec::new()), Outcome::Published(2));
+        let live = shared.dataplane.current();
+        assert!(Arc::ptr_eq(&routes_before, &live.routes), "endpoint change rebuilt routes");
+
+        let status = shared.status.load();
+        assert_eq!(status.version, 2);
+        let route = status.objects.iter().find(|o| o.kind == "Route").unwrap();
+        assert!(route.conditions.iter().all(|c| c.last_transition_time.is_some()));
+        let metrics = shared.metrics.encode();
+        assert!(metrics.contains("weir_snapshot_version 2"), "{metrics}");
+        assert!(metrics.contains("weir_config_reloads_total{result=\"unchanged\"} 1"), "{metrics}");
+    }
+
+    #[test]
+    fn keeps_transition_times_while_the_status_is_unchanged() {
+        let shared = Shared::new(DataPlane::new());
+        let mut p = Publisher::new(Arc::clone(&shared));
+        p.apply(&index(ROUTE), Vec::new());
+        p.transitions.clear();
+        let t0 = UNIX_EPOCH + Duration::from_secs(100);
+        let first = p.objects(t0);
+        assert_eq!(first[0].conditions[0].last_transition_time.as_deref(), Some("1970-01-01T00:01:40Z"));
+        let later = p.objects(t0 + Duration::from_secs(50));
+        let times = |v: &[ObjectView]| -> Vec<Option<String>> {
+            v[0].conditions.iter().map(|c| c.last_transition_time.clone()).collect()
+        };
+        assert_eq!(times(&first), times(&later));
+
+        let errors = vec![LoadError { file: "x.yaml".into(), document: 2, reason: "bad".into() }];
+        assert_eq!(p.apply(&index(ROUTE), errors.clone()), Outcome::Unchanged(1));
+        assert_eq!(shared.status.load().errors, errors);
+    }
+}

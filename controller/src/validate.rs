@@ -1,0 +1,117 @@
+//! `weir validate -f PATH…`: the same loader and compiler as `weir run`, offline.
+//!
+//! Prints one line per condition of every weir object, e.g.
+//! `Route default/orders Accepted=True Accepted: accepted`, then the load errors, and fails
+//! when anything is not `Accepted=True` and `ResolvedRefs=True`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::compile::{Memory, compile};
+use crate::index::DEFAULT_CONTROLLER_NAMESPACE;
+use crate::load::load_paths;
+
+/// The result of a validation: the report to print and whether it passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Human-readable output, one line per condition or error.
+    pub text: String,
+    /// True when there is no load error and every weir object is Accepted and has its
+    /// references resolved.
+    pub ok: bool,
+}
+
+/// Loads `paths` (files or directories), compiles, and reports.
+pub fn validate(paths: &[PathBuf], controller_namespace: Option<&str>) -> Report {
+    let (index, errors) =
+        load_paths(paths, controller_namespace.unwrap_or(DEFAULT_CONTROLLER_NAMESPACE));
+    let compiled = compile(&index, &Memory::default());
+    let mut text = String::new();
+    let mut ok = errors.is_empty();
+    for ((kind, key), status) in &compiled.statuses {
+        for c in &status.conditions {
+            let message = if c.message.is_empty() { String::new() } else { format!(": {}", c.message) };
+            let _ = writeln!(
+                text,
+                "{} {key} {}={} {}{message}",
+                kind.as_str(),
+                c.type_,
+                c.status,
+                c.reason
+            );
+        }
+        for required in ["Accepted", "ResolvedRefs"] {
+            if status.condition(required).is_some_and(|c| c.status != "True") {
+                ok = false;
+            }
+        }
+    }
+    for e in &errors {
+        let _ = writeln!(text, "error: {e}");
+    }
+    let objects = compiled.statuses.len();
+    let summary = match (ok, errors.len()) {
+        (true, _) => format!("ok: {objects} weir object(s) valid"),
+        (false, 0) => format!("invalid: {objects} weir object(s) checked"),
+        (false, n) => format!("invalid: {n} load error(s), {objects} weir object(s) checked"),
+    };
+    text.push_str(&summary);
+    text.push('\n');
+    Report { text, ok }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/validate").join(name)
+    }
+
+    fn temp(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weir-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const GOOD: &str = "apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  rules: [{backends: [{service: orders, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: orders}
+spec: {ports: [{port: 80}]}
+";
+
+    #[test]
+    fn a_valid_config_passes_and_prints_conditions() {
+        let r = validate(&[temp("good.yaml", GOOD)], None);
+        assert!(r.ok, "{}", r.text);
+        assert!(r.text.contains("Route default/orders Accepted=True Accepted"), "{}", r.text);
+        assert!(r.text.contains("Route default/orders ResolvedRefs=True ResolvedRefs"), "{}", r.text);
+    }
+
+    #[test]
+    fn a_missing_backend_fails() {
+        let text = GOOD.replace("service: orders,", "service: missing,");
+        let r = validate(&[temp("missing.yaml", &text)], None);
+        assert!(!r.ok);
+        assert!(r.text.contains("ResolvedRefs=False BackendNotFound"), "{}", r.text);
+    }
+
+    #[test]
+    fn a_load_error_fails_and_is_printed() {
+        let r = validate(&[temp("broken.yaml", &format!("{GOOD}---\nkind: Nope\napiVersion: x/v1\nmetadata: {{name: n}}\n"))], None);
+        assert!(!r.ok);
+        assert!(r.text.contains("broken.yaml: document 2: unknown kind Nope"), "{}", r.text);
+        let r = validate(&[fixture("does-not-exist")], None);
+        assert!(!r.ok);
+    }
+}

@@ -1,0 +1,137 @@
+//! Proxy errors and the one function that turns them into the gateway's JSON responses.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+
+/// The incoming header whose value, when valid, becomes the `requestId` of error bodies.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Why the gateway answers a request itself. Each variant records where it failed; the
+/// details are for logs only and never reach the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matched the request (router).
+    #[error("no route matches the request")]
+    NoRoute,
+    /// The matched rule has no usable endpoint: no backend with weight, an unresolved
+    /// backend, or no ready endpoint (balancer).
+    #[error("no ready endpoint: {reason}")]
+    NoEndpoint {
+        /// Why, e.g. the backend's problem message.
+        reason: String,
+    },
+    /// Connecting to the upstream failed on every attempt (upstream connect).
+    #[error("upstream connect failure: {source}")]
+    UpstreamConnect {
+        /// The last connect error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// No response headers before the request or per-try timeout (upstream timeout).
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    /// The upstream connection failed after connecting or sent an invalid response.
+    #[error("bad upstream response: {source}")]
+    BadResponse {
+        /// The client error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The upstream request could not be built (e.g. a rewrite produced an invalid URI).
+    #[error("invalid upstream request: {reason}")]
+    InvalidUpstreamRequest {
+        /// What was invalid.
+        reason: String,
+    },
+}
+
+impl ProxyError {
+    /// The status the gateway answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamConnect { .. } | ProxyError::BadResponse { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::InvalidUpstreamRequest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The client-facing message: fixed text, no internal detail.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route matches the request",
+            ProxyError::NoEndpoint { .. } => "no ready endpoint",
+            ProxyError::UpstreamConnect { .. } => "upstream connect failure",
+            ProxyError::UpstreamTimeout => "upstream timeout",
+            ProxyError::BadResponse { .. } => "bad upstream response",
+            ProxyError::InvalidUpstreamRequest { .. } => "internal error",
+        }
+    }
+}
+
+/// Whether an incoming request id is safe to echo: 1 to 128 visible ASCII characters out of
+/// letters, digits and `-_.:`.
+pub fn valid_request_id(value: &HeaderValue) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+}
+
+/// The gateway's JSON response for `error`: `{"error", "status", "requestId"}` with
+/// `content-type: application/json`. The request id is the incoming `x-request-id` when
+/// valid, else a fresh UUID v4. This is the only place errors become responses.
+pub fn error_response(error: &ProxyError, request_id: Option<&HeaderValue>) -> Response<ProxyBody> {
+    let status = error.status();
+    let id = match request_id.filter(|v| valid_request_id(v)).and_then(|v| v.to_str().ok()) {
+        Some(id) => id.to_owned(),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let body = serde_json::json!({
+        "error": error.public_message(),
+        "status": status.as_u16(),
+        "requestId": id,
+    });
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn request_ids_are_validated() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc-123_x.y:z")));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
+        assert!(!valid_request_id(&HeaderValue::from_static("a b")));
+        assert!(!valid_request_id(&HeaderValue::from_static("{\"x\"}")));
+        let long = "a".repeat(129);
+        assert!(!valid_request_id(&HeaderValue::from_str(&long).unwrap()));
+    }
+
+    #[test]
+    fn statuses_match_the_api() {
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::NoEndpoint { reason: "x".into() }.status(), 503);
+        assert_eq!(ProxyError::UpstreamTimeout.status(), 504);
+        let r = error_response(&ProxyError::NoRoute, Some(&HeaderValue::from_static("id-1")));
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()[X_REQUEST_ID], "id-1");
+    }
+}

@@ -1,0 +1,95 @@
+//! e2e: `weir validate -f PATH` runs the compiler offline: exit 0 on the quickstart, 1 on a
+//! file with an invalid Route or an unresolved reference, with the reason printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use weir_e2e::{ConfigDir, prefix_route_yaml, run_weir, service_yaml, workspace_root};
+
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn quickstart_is_valid() {
+    let quickstart = workspace_root().join("deploy/examples/quickstart");
+    let out = run_weir(&["validate", "-f", quickstart.to_str().unwrap()]).unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for route in ["orders", "users", "split"] {
+        assert!(
+            text.contains(route),
+            "validate prints every Route ({route}): {text}"
+        );
+    }
+}
+
+#[test]
+fn quickstart_files_one_by_one_and_together() {
+    let dir = workspace_root().join("deploy/examples/quickstart");
+    let services = dir.join("services.yaml");
+    let routes = dir.join("routes.yaml");
+    let out = run_weir(&[
+        "validate",
+        "-f",
+        services.to_str().unwrap(),
+        "-f",
+        routes.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+}
+
+#[test]
+fn invalid_route_fails_validation() {
+    let dir = ConfigDir::new("validate-bad").unwrap();
+    dir.write("services.yaml", &service_yaml("orders", 9))
+        .unwrap();
+    dir.write(
+        "bad.yaml",
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: bad-regex}
+spec:
+  rules:
+    - matches: [{path: {type: RegularExpression, value: "/("}}]
+      backends: [{service: orders, port: 80}]
+"#,
+    )
+    .unwrap();
+    let out = run_weir(&["validate", "-f", dir.path().to_str().unwrap()]).unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("bad-regex"), "names the object: {text}");
+    assert!(text.contains("Invalid"), "prints the reason: {text}");
+}
+
+#[test]
+fn missing_backend_fails_validation() {
+    let dir = ConfigDir::new("validate-ref").unwrap();
+    let path = dir
+        .write("route.yaml", &prefix_route_yaml("lonely", "/x", "nowhere"))
+        .unwrap();
+    let out = run_weir(&["validate", "-f", path.to_str().unwrap()]).unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("BackendNotFound"),
+        "prints the reason: {text}"
+    );
+}
+
+#[test]
+fn unparsable_file_fails_validation() {
+    let dir = ConfigDir::new("validate-yaml").unwrap();
+    let path = dir
+        .write("broken.yaml", "kind: Route\nmetadata: [oops\n")
+        .unwrap();
+    let out = run_weir(&["validate", "-f", path.to_str().unwrap()]).unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("broken.yaml"), "names the file: {text}");
+}
