@@ -25,7 +25,11 @@ use crate::runtime::Shared;
 
 type Body = Full<Bytes>;
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut res = Response::new(Full::new(body.into()));
     *res.status_mut() = status;
     res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -92,14 +96,22 @@ pub fn match_request(shared: &Shared, query: Option<&str>) -> (StatusCode, Value
     let mut headers = HeaderMap::new();
     for (_, h) in params.iter().filter(|(k, _)| k == "header") {
         let (name, value) = h.split_once(':').unwrap_or((h, ""));
-        match (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim())) {
+        match (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim()))
+        {
             (Ok(n), Ok(v)) => drop(headers.append(n, v)),
-            _ => return (StatusCode::BAD_REQUEST, json!({"error": format!("invalid header {h:?}")})),
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("invalid header {h:?}")}),
+                );
+            }
         }
     }
     let snapshot = shared.dataplane.current();
-    let request = RequestView { method: &method, host, path, query: request_query, headers: &headers };
-    let request_json = json!({"method": method.as_str(), "host": host, "path": path, "query": request_query});
+    let request =
+        RequestView { method: &method, host, path, query: request_query, headers: &headers };
+    let request_json =
+        json!({"method": method.as_str(), "host": host, "path": path, "query": request_query});
     let Some(m) = snapshot.routes.find(&request) else {
         return (
             StatusCode::NOT_FOUND,
@@ -132,7 +144,9 @@ pub fn match_request(shared: &Shared, query: Option<&str>) -> (StatusCode, Value
                 "endpoints": b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
                 "problem": b.problem,
             }),
-            None => json!({"id": wb.id.0, "weight": wb.weight, "problem": "missing from the snapshot"}),
+            None => {
+                json!({"id": wb.id.0, "weight": wb.weight, "problem": "missing from the snapshot"})
+            }
         })
         .collect();
     let plugins: Vec<Value> = shared
@@ -190,7 +204,9 @@ pub fn handle(shared: &Shared, method: &Method, path: &str, query: Option<&str>)
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.encode(),
         ),
-        "/debug/snapshot" => json_response(StatusCode::OK, &describe_snapshot(&shared.dataplane.current())),
+        "/debug/snapshot" => {
+            json_response(StatusCode::OK, &describe_snapshot(&shared.dataplane.current()))
+        }
         "/debug/status" => {
             let status = shared.status.load();
             json_response(StatusCode::OK, &serde_json::to_value(&**status).unwrap_or(Value::Null))

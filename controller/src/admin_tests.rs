@@ -41,7 +41,8 @@ stringData: {key: do-not-show-me}
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     let driver = tokio::spawn(conn);
     let req = Request::get(path).header("host", "admin").body(Empty::<Bytes>::new()).unwrap();
     let res = sender.send_request(req).await.unwrap();
@@ -69,7 +70,11 @@ async fn serves_health_readiness_status_snapshot_match_and_metrics() {
 
     let objects = parse_file("c.yaml", CONFIG).unwrap();
     let (index, _) = merge([("c.yaml", objects.as_slice())], "");
-    let errors = vec![crate::load::LoadError { file: "bad.yaml".into(), document: 1, reason: "oops".into() }];
+    let errors = vec![crate::load::LoadError {
+        file: "bad.yaml".into(),
+        document: 1,
+        reason: "oops".into(),
+    }];
     Publisher::new(Arc::clone(&shared)).apply(&index, errors);
     assert_eq!(get(addr, "/readyz").await.0, StatusCode::OK);
 
@@ -79,8 +84,12 @@ async fn serves_health_readiness_status_snapshot_match_and_metrics() {
     assert_eq!(v["version"], 1);
     assert_eq!(v["errors"][0], json!({"file": "bad.yaml", "document": 1, "reason": "oops"}));
     let route = &v["objects"][0];
-    assert_eq!((route["kind"].as_str(), route["name"].as_str(), route["generation"].as_i64()), (Some("Route"), Some("orders"), Some(3)));
-    let accepted = route["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Accepted").unwrap();
+    assert_eq!(
+        (route["kind"].as_str(), route["name"].as_str(), route["generation"].as_i64()),
+        (Some("Route"), Some("orders"), Some(3))
+    );
+    let accepted =
+        route["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Accepted").unwrap();
     assert_eq!(accepted["status"], "True");
     assert!(accepted["lastTransitionTime"].as_str().unwrap().ends_with('Z'));
 
@@ -89,7 +98,8 @@ async fn serves_health_readiness_status_snapshot_match_and_metrics() {
     assert!(!body.contains("do-not-show-me"));
     assert_eq!(json(&body)["version"], 1);
 
-    let (status, body) = get(addr, "/debug/match?method=GET&host=api.example.com&path=/orders/7").await;
+    let (status, body) =
+        get(addr, "/debug/match?method=GET&host=api.example.com&path=/orders/7").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v = json(&body);
     assert_eq!(v["route"], "default/orders");
@@ -97,10 +107,15 @@ async fn serves_health_readiness_status_snapshot_match_and_metrics() {
     assert_eq!(v["backends"][0]["endpoints"][0], "127.0.0.1:9001");
     assert_eq!(v["backends"][0]["weight"], 2);
 
-    let (_, body) = get(addr, "/debug/match?method=POST&host=api.example.com&path=%2Forders&header=x-canary%3A%20true").await;
+    let (_, body) = get(
+        addr,
+        "/debug/match?method=POST&host=api.example.com&path=%2Forders&header=x-canary%3A%20true",
+    )
+    .await;
     assert_eq!(json(&body)["rule"]["name"], "canary", "{body}");
 
-    let (status, body) = get(addr, "/debug/match?method=GET&host=other.example.com&path=/orders").await;
+    let (status, body) =
+        get(addr, "/debug/match?method=GET&host=other.example.com&path=/orders").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(json(&body)["match"], Value::Null);
 
@@ -119,6 +134,10 @@ fn decodes_query_components() {
     assert_eq!(percent_decode("a%2Fb+c%3a%zz%"), "a/b c:%zz%");
     assert_eq!(
         query_pairs(Some("path=/x%3Fy&flag&header=a:b")),
-        vec![("path".into(), "/x?y".into()), ("flag".into(), String::new()), ("header".into(), "a:b".into())]
+        vec![
+            ("path".into(), "/x?y".into()),
+            ("flag".into(), String::new()),
+            ("header".into(), "a:b".into())
+        ]
     );
 }

@@ -203,8 +203,15 @@ pub fn split_documents(text: &str) -> Vec<Document<'_>> {
     docs
 }
 
+fn yaml_error(e: serde_saphyr::Error) -> String {
+    // The first line says where and what; the rest is a source snippet.
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("invalid YAML");
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
 fn parse_typed<T: DeserializeOwned>(padded: &str) -> Result<T, String> {
-    serde_saphyr::from_str::<T>(padded).map_err(|e| e.to_string())
+    serde_saphyr::from_str::<T>(padded).map_err(yaml_error)
 }
 
 /// Parses one document. `Ok(None)` for an empty document.
@@ -215,7 +222,7 @@ fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
     // Pad with the lines before the document so parser errors carry file line numbers.
     let mut padded = "\n".repeat(doc.line);
     padded.push_str(doc.text);
-    let value: Value = serde_saphyr::from_str(&padded).map_err(|e| e.to_string())?;
+    let value: Value = serde_saphyr::from_str(&padded).map_err(yaml_error)?;
     let map = match &value {
         Value::Null => return Ok(None),
         Value::Object(m) => m,
@@ -224,19 +231,28 @@ fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
     let field = |name: &str| map.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
     let api_version = field("apiVersion").ok_or("missing apiVersion")?;
     let kind = field("kind").ok_or("missing kind")?;
-    let name = map
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
-    if name.is_none() {
-        return Err(format!("{kind}: missing metadata.name"));
-    }
-    let typed = |r: Result<Object, String>| r.map_err(|e| format!("{kind} {}: {e}", name.unwrap_or("")));
+    let name = match map.get("metadata").and_then(|m| m.get("name")) {
+        None | Some(Value::Null) => return Err(format!("{kind}: missing metadata.name")),
+        Some(Value::String(s)) if !s.is_empty() => Some(s.as_str()),
+        Some(Value::String(_)) => return Err(format!("{kind}: empty metadata.name")),
+        Some(other) => {
+            return Err(format!(
+                "{kind}: metadata.name must be a string (quote it), found {other}"
+            ));
+        }
+    };
+    let typed =
+        |r: Result<Object, String>| r.map_err(|e| format!("{kind} {}: {e}", name.unwrap_or("")));
     let mut object = match (api_version, kind) {
-        (weir_crds::API_VERSION, "Route") => typed(parse_typed(&padded).map(|o| Object::Route(Box::new(o))))?,
-        (weir_crds::API_VERSION, "Plugin") => typed(parse_typed(&padded).map(|o| Object::Plugin(Box::new(o))))?,
-        (weir_crds::API_VERSION, "Consumer") => typed(parse_typed(&padded).map(|o| Object::Consumer(Box::new(o))))?,
+        (weir_crds::API_VERSION, "Route") => {
+            typed(parse_typed(&padded).map(|o| Object::Route(Box::new(o))))?
+        }
+        (weir_crds::API_VERSION, "Plugin") => {
+            typed(parse_typed(&padded).map(|o| Object::Plugin(Box::new(o))))?
+        }
+        (weir_crds::API_VERSION, "Consumer") => {
+            typed(parse_typed(&padded).map(|o| Object::Consumer(Box::new(o))))?
+        }
         ("v1", "Service") => typed(parse_typed(&padded).map(|o| Object::Service(Box::new(o))))?,
         ("v1", "Secret") => typed(parse_typed(&padded).map(|o| Object::Secret(Box::new(o))))?,
         ("discovery.k8s.io/v1", "EndpointSlice") => {
@@ -264,8 +280,10 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Loaded>, Vec<LoadError>>
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<(Kind, ObjectRef), usize> = HashMap::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for doc in split_documents(text) {
-        let error = |reason: String| LoadError { file: file.to_owned(), document: doc.index, reason };
+        let error =
+            |reason: String| LoadError { file: file.to_owned(), document: doc.index, reason };
         match parse_document(&doc) {
             Ok(None) => {}
             Ok(Some(object)) => {
@@ -329,7 +347,8 @@ pub fn merge<'a>(
     files: impl IntoIterator<Item = (&'a str, &'a [Loaded])>,
     controller_namespace: &str,
 ) -> (Index, Vec<LoadError>) {
-    let mut index = Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
+    let mut index =
+        Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
     let mut errors = Vec::new();
     let mut origin: HashMap<(Kind, ObjectRef), (&str, usize)> = HashMap::new();
     for (file, objects) in files {
@@ -364,7 +383,9 @@ pub fn load_paths(paths: &[PathBuf], controller_namespace: &str) -> (Index, Vec<
         match std::fs::metadata(p) {
             Ok(m) if m.is_dir() => match yaml_files(p) {
                 Ok(found) => files.extend(found),
-                Err(e) => errors.push(LoadError { file: shown, document: 0, reason: e.to_string() }),
+                Err(e) => {
+                    errors.push(LoadError { file: shown, document: 0, reason: e.to_string() })
+                }
             },
             Ok(_) => files.push(p.clone()),
             Err(e) => errors.push(LoadError { file: shown, document: 0, reason: e.to_string() }),

@@ -96,7 +96,8 @@ fn errors(text: &str) -> Vec<(usize, String)> {
 
 #[test]
 fn reports_unknown_kinds_with_their_document() {
-    let text = format!("{ROUTE}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\n");
+    let text =
+        format!("{ROUTE}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\n");
     let errs = errors(&text);
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].0, 1);
@@ -106,7 +107,10 @@ fn reports_unknown_kinds_with_their_document() {
 #[test]
 fn reports_missing_kind_and_name() {
     let errs = errors("apiVersion: v1\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\n");
-    assert_eq!(errs, vec![(0, "missing kind".into()), (1, "Service: missing metadata.name".into())]);
+    assert_eq!(
+        errs,
+        vec![(0, "missing kind".into()), (1, "Service: missing metadata.name".into())]
+    );
 }
 
 #[test]
@@ -115,15 +119,20 @@ fn reports_syntax_errors_with_file_line_numbers() {
     let errs = errors(&text);
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].0, 1);
+    eprintln!("syntax error: {}", errs[0].1);
     assert!(errs[0].1.contains("line 10") || errs[0].1.contains(":10:"), "{}", errs[0].1);
+    let errs = errors("apiVersion: v1\nkind: Service\nmetadata: {name: n}\n");
+    assert!(errs[0].1.contains("metadata.name must be a string"), "{}", errs[0].1);
 }
 
 #[test]
 fn reports_type_errors_naming_the_object() {
-    let text = "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: r}\nspec:\n  rules: 7\n";
+    let text =
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {name: r}\nspec:\n  rules: 7\n";
     let errs = errors(text);
     assert_eq!(errs.len(), 1);
     assert!(errs[0].1.starts_with("Route r: "), "{}", errs[0].1);
+    eprintln!("type error: {}", errs[0].1);
 }
 
 #[test]
@@ -144,8 +153,13 @@ fn rejects_duplicates_in_a_file_and_across_files() {
 
 #[test]
 fn non_mapping_documents_are_errors_and_null_documents_are_skipped() {
-    assert_eq!(errors("- a\n- b\n")[0].1, "the document is not a mapping (expected a Kubernetes object)");
+    assert_eq!(
+        errors("- a\n- b\n")[0].1,
+        "the document is not a mapping (expected a Kubernetes object)"
+    );
     assert!(parse_file("f.yaml", "~\n---\nnull\n").unwrap().is_empty());
+    let bom = format!("\u{feff}---\r\n{}", ROUTE.replace('\n', "\r\n"));
+    assert_eq!(parse_file("f.yaml", &bom).unwrap()[0].document, 0);
 }
 
 #[test]

@@ -1,1 +1,39 @@
-fn main() {}
+//! The `weir` binary: flags, telemetry, runtime, and the chosen command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use weir_controller::cli::{self, Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds(args) => cli::crds(&args),
+        Command::Validate(args) => {
+            cli::init_tracing(LogFormat::Text);
+            cli::validate(&args)
+        }
+        Command::Run(args) => {
+            cli::init_tracing(args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cli::worker_threads())
+                .enable_all()
+                .build();
+            let runtime = match runtime {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(cli::run(args)) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -330,7 +330,10 @@ mod tests {
         p.transitions.clear();
         let t0 = UNIX_EPOCH + Duration::from_secs(100);
         let first = p.objects(t0);
-        assert_eq!(first[0].conditions[0].last_transition_time.as_deref(), Some("1970-01-01T00:01:40Z"));
+        assert_eq!(
+            first[0].conditions[0].last_transition_time.as_deref(),
+            Some("1970-01-01T00:01:40Z")
+        );
         let later = p.objects(t0 + Duration::from_secs(50));
         let times = |v: &[ObjectView]| -> Vec<Option<String>> {
             v[0].conditions.iter().map(|c| c.last_transition_time.clone()).collect()

@@ -157,7 +157,9 @@ impl DirSource {
             let spec = loaded.object.spec_hash();
             let g = match self.generations.get(&id) {
                 Some(g) if g.spec == spec => g.clone(),
-                Some(g) => Generation { spec, generation: g.generation + 1, created: g.created.clone() },
+                Some(g) => {
+                    Generation { spec, generation: g.generation + 1, created: g.created.clone() }
+                }
                 None => Generation { spec, generation: 1, created: now.clone() },
             };
             let meta = loaded.object.meta_mut();
@@ -204,15 +206,14 @@ pub async fn run(
         anyhow::bail!("--config-dir {} is not a directory", root.display());
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
             Ok(_) => {
                 let _ = tx.send(());
             }
             Err(e) => tracing::warn!("file watcher: {e}"),
-        }
-    })?;
+        })?;
     watcher.watch(&root, RecursiveMode::Recursive)?;
     tracing::info!(dir = %root.display(), "watching the config directory");
 

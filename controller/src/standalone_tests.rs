@@ -19,7 +19,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("weir-standalone-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("weir-standalone-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -106,11 +107,8 @@ async fn watches_the_directory_and_reloads_on_change() {
     dir.write("a.yaml", &route("a", "/a"));
     let shared = Shared::new(DataPlane::new());
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(run(
-        DirSource::new(&dir.0, ""),
-        Publisher::new(Arc::clone(&shared)),
-        rx,
-    ));
+    let task =
+        tokio::spawn(run(DirSource::new(&dir.0, ""), Publisher::new(Arc::clone(&shared)), rx));
     assert!(wait_for(&shared, |s| s.ready && s.version == 1).await, "first load");
     assert_eq!(shared.dataplane.current().routes.len(), 1);
 

@@ -30,7 +30,8 @@ pub fn validate(paths: &[PathBuf], controller_namespace: Option<&str>) -> Report
     let mut ok = errors.is_empty();
     for ((kind, key), status) in &compiled.statuses {
         for c in &status.conditions {
-            let message = if c.message.is_empty() { String::new() } else { format!(": {}", c.message) };
+            let message =
+                if c.message.is_empty() { String::new() } else { format!(": {}", c.message) };
             let _ = writeln!(
                 text,
                 "{} {key} {}={} {}{message}",
@@ -66,10 +67,6 @@ mod tests {
 
     use super::*;
 
-    fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/validate").join(name)
-    }
-
     fn temp(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("weir-validate-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -95,7 +92,11 @@ spec: {ports: [{port: 80}]}
         let r = validate(&[temp("good.yaml", GOOD)], None);
         assert!(r.ok, "{}", r.text);
         assert!(r.text.contains("Route default/orders Accepted=True Accepted"), "{}", r.text);
-        assert!(r.text.contains("Route default/orders ResolvedRefs=True ResolvedRefs"), "{}", r.text);
+        assert!(
+            r.text.contains("Route default/orders ResolvedRefs=True ResolvedRefs"),
+            "{}",
+            r.text
+        );
     }
 
     #[test]
@@ -108,10 +109,16 @@ spec: {ports: [{port: 80}]}
 
     #[test]
     fn a_load_error_fails_and_is_printed() {
-        let r = validate(&[temp("broken.yaml", &format!("{GOOD}---\nkind: Nope\napiVersion: x/v1\nmetadata: {{name: n}}\n"))], None);
+        let r = validate(
+            &[temp(
+                "broken.yaml",
+                &format!("{GOOD}---\nkind: Nope\napiVersion: x/v1\nmetadata: {{name: nope}}\n"),
+            )],
+            None,
+        );
         assert!(!r.ok);
         assert!(r.text.contains("broken.yaml: document 2: unknown kind Nope"), "{}", r.text);
-        let r = validate(&[fixture("does-not-exist")], None);
+        let r = validate(&[PathBuf::from("/nonexistent/weir-validate")], None);
         assert!(!r.ok);
     }
 }

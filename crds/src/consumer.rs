@@ -16,6 +16,7 @@ use crate::common::{LocalObjectReference, ObjectStatus};
     namespaced,
     status = "ObjectStatus",
     category = "weir",
+    doc = "A client of the APIs behind weir, identified by its credentials.",
     printcolumn = r#"{"name":"Username","type":"string","jsonPath":".spec.username"}"#,
     printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".spec.tier"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,

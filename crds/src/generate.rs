@@ -1,8 +1,8 @@
 //! Generation of the CustomResourceDefinition YAML printed by `weir crds` and committed
 //! under `charts/weir/crds/`.
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 use crate::{Consumer, Plugin, Route};
 

@@ -17,6 +17,7 @@ use crate::common::{HeaderValue, LocalObjectReference, ObjectStatus};
     namespaced,
     status = "ObjectStatus",
     category = "weir",
+    doc = "A reusable piece of request processing, attached by Routes, Consumers or globally; exactly one typed configuration is set.",
     printcolumn = r#"{"name":"Global","type":"boolean","jsonPath":".spec.global"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

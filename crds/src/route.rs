@@ -16,6 +16,7 @@ use crate::common::Condition;
     namespaced,
     status = "RouteStatus",
     category = "weir",
+    doc = "Routes HTTP requests for a set of hosts to Services in the same namespace.",
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,

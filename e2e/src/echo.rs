@@ -50,10 +50,9 @@ pub fn echo_response<B>(backend: &str, request: &http::Request<B>) -> http::Resp
         serde_json::Value::Object(headers),
     );
     let mut response = http::Response::new(Full::new(Bytes::from(body)));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
 }
 
@@ -103,9 +102,7 @@ pub struct EchoOrigin {
 impl EchoOrigin {
     /// Starts an echo origin named `name` on a free loopback port.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding echo origin")?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding echo origin")?;
         Self::serve_on(name, listener)
     }
 
@@ -114,11 +111,7 @@ impl EchoOrigin {
         let addr = listener.local_addr()?;
         let (shutdown, rx) = watch::channel(());
         tokio::spawn(serve_echo(name.to_owned(), listener, rx));
-        Ok(EchoOrigin {
-            addr,
-            name: name.to_owned(),
-            shutdown,
-        })
+        Ok(EchoOrigin { addr, name: name.to_owned(), shutdown })
     }
 }
 

@@ -95,11 +95,7 @@ pub async fn http_request(
         let response = client.request(request).await.context("sending request")?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.context("reading body")?.to_bytes();
-        anyhow::Ok(Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
+        anyhow::Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
     };
     tokio::time::timeout(Duration::from_secs(10), fut)
         .await
@@ -142,10 +138,8 @@ impl ConfigDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "weir-e2e-{label}-{}-{n}-{nanos}",
-            std::process::id()
-        ));
+        let path = std::env::temp_dir()
+            .join(format!("weir-e2e-{label}-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(ConfigDir { path })
     }
@@ -229,4 +223,53 @@ spec:
         - {{service: {service}, port: 80}}
 "#
     )
+}
+
+/// One client HTTP/1.1 keep-alive connection, used to prove that a reload does not close
+/// client connections: every request goes over the same TCP connection, and fails if the
+/// server closed it.
+pub struct KeepAliveConn {
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for KeepAliveConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeepAliveConn").field("addr", &self.addr).finish()
+    }
+}
+
+impl KeepAliveConn {
+    /// Opens the connection.
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await.context("connecting")?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .context("HTTP/1.1 handshake")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(KeepAliveConn { sender, addr })
+    }
+
+    /// Sends `GET path` with a `Host` header on this connection and reads the response.
+    /// Fails (instead of reconnecting) when the connection was closed.
+    pub async fn get(&mut self, host: &str, path: &str) -> anyhow::Result<Reply> {
+        let request = http::Request::builder()
+            .uri(path)
+            .header(http::header::HOST, host)
+            .body(Empty::new())
+            .context("building request")?;
+        let fut = async {
+            self.sender.ready().await.context("connection closed")?;
+            let response = self.sender.send_request(request).await.context("sending")?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.context("reading body")?.to_bytes();
+            anyhow::Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+        };
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .with_context(|| format!("GET http://{}{path} timed out", self.addr))?
+    }
 }

@@ -43,15 +43,12 @@ pub fn binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
         candidates.push(PathBuf::from(dir).join("debug").join(name));
     }
     candidates.push(workspace_root().join("target").join("debug").join(name));
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "binary `{name}` not found; build it first with \
+    candidates.into_iter().find(|p| p.is_file()).with_context(|| {
+        format!(
+            "binary `{name}` not found; build it first with \
              `cargo build --workspace --bins` (as `make test` does) or set {env_var}"
-            )
-        })
+        )
+    })
 }
 
 /// Runs `weir` with `args` to completion (for `weir validate`, `weir crds`).
@@ -110,13 +107,8 @@ impl WeirProcess {
         let admin_addr = free_addr().map_err(Start::Failed)?;
         let log_dir = ConfigDir::new("log").map_err(Start::Failed)?;
         let log_path = log_dir.path().join("weir.log");
-        let log = File::create(&log_path)
-            .context("creating weir log")
-            .map_err(Start::Failed)?;
-        let stdout = log
-            .try_clone()
-            .context("cloning log file")
-            .map_err(Start::Failed)?;
+        let log = File::create(&log_path).context("creating weir log").map_err(Start::Failed)?;
+        let stdout = log.try_clone().context("cloning log file").map_err(Start::Failed)?;
         let child = Command::new(&bin)
             .arg("run")
             .arg("--config-dir")
@@ -125,23 +117,14 @@ impl WeirProcess {
             .arg(http_addr.to_string())
             .arg("--admin-addr")
             .arg(admin_addr.to_string())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))
             .map_err(Start::Failed)?;
-        let mut process = WeirProcess {
-            http_addr,
-            admin_addr,
-            child,
-            log_path,
-            _log_dir: log_dir,
-        };
+        let mut process = WeirProcess { http_addr, admin_addr, child, log_path, _log_dir: log_dir };
         process.wait_ready(Duration::from_secs(20)).await?;
         Ok(process)
     }
@@ -163,10 +146,7 @@ impl WeirProcess {
             }
             tokio::time::sleep(step).await;
         }
-        Err(Start::Failed(anyhow::anyhow!(
-            "weir not ready after {limit:?}; log:\n{}",
-            self.log()
-        )))
+        Err(Start::Failed(anyhow::anyhow!("weir not ready after {limit:?}; log:\n{}", self.log())))
     }
 
     /// Everything the process wrote to stdout and stderr so far.
@@ -192,11 +172,7 @@ impl WeirProcess {
     /// `/debug/status` parsed as JSON.
     pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
         let reply = self.admin("/debug/status").await?;
-        anyhow::ensure!(
-            reply.status == 200,
-            "/debug/status answered {}",
-            reply.status
-        );
+        anyhow::ensure!(reply.status == 200, "/debug/status answered {}", reply.status);
         reply.json()
     }
 }

@@ -73,9 +73,7 @@ fn find(value: &Value, kind: &str, name: &str, in_kind: bool) -> Option<Vec<Foun
             }
             None
         }
-        Value::Array(items) => items
-            .iter()
-            .find_map(|item| find(item, kind, name, in_kind)),
+        Value::Array(items) => items.iter().find_map(|item| find(item, kind, name, in_kind)),
         _ => None,
     }
 }
@@ -87,10 +85,7 @@ fn key_is_kind(key: &str, kind: &str) -> bool {
 }
 
 fn child_in_kind_or_key(key: &str, kind: &str, in_kind: bool) -> bool {
-    in_kind
-        || key
-            .to_ascii_lowercase()
-            .starts_with(&format!("{}/", kind.to_ascii_lowercase()))
+    in_kind || key.to_ascii_lowercase().starts_with(&format!("{}/", kind.to_ascii_lowercase()))
 }
 
 /// The first `conditions` array at or below `value`.
@@ -108,13 +103,7 @@ fn conditions_in(value: &Value) -> Option<Vec<FoundCondition>> {
 }
 
 fn parse_condition(value: &Value) -> Option<FoundCondition> {
-    let field = |k: &str| {
-        value
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let field = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
     let type_ = field("type");
     if type_.is_empty() {
         return None;
@@ -153,11 +142,7 @@ mod tests {
         ];
         for layout in layouts {
             let found = conditions_of(&layout, "Route", "a").expect("found");
-            assert_eq!(
-                condition(&found, "Accepted").unwrap().status,
-                "False",
-                "{layout}"
-            );
+            assert_eq!(condition(&found, "Accepted").unwrap().status, "False", "{layout}");
         }
     }
 

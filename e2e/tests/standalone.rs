@@ -16,18 +16,14 @@ const RELOAD_LIMIT: Duration = Duration::from_secs(5);
 
 /// Polls until `GET path` is answered by the origin named `backend`.
 async fn wait_for_backend(weir: &WeirProcess, path: &str, backend: &str) -> anyhow::Result<Value> {
-    poll_until(
-        RELOAD_LIMIT,
-        &format!("{path} served by {backend}"),
-        || async {
-            let reply = weir.get("localhost", path).await?;
-            if reply.status != 200 {
-                return Ok(None);
-            }
-            let body = reply.json()?;
-            Ok((body["backend"] == backend).then_some(body))
-        },
-    )
+    poll_until(RELOAD_LIMIT, &format!("{path} served by {backend}"), || async {
+        let reply = weir.get("localhost", path).await?;
+        if reply.status != 200 {
+            return Ok(None);
+        }
+        let body = reply.json()?;
+        Ok((body["backend"] == backend).then_some(body))
+    })
     .await
 }
 
@@ -35,12 +31,7 @@ async fn wait_for_backend(weir: &WeirProcess, path: &str, backend: &str) -> anyh
 fn error_files(status: &Value) -> Vec<String> {
     status["errors"]
         .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["file"].as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|errors| errors.iter().filter_map(|e| e["file"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
 }
 
@@ -67,11 +58,7 @@ async fn routes_to_origin_and_reloads_a_new_route() {
         &(service_yaml("orders", orders.addr.port()) + &service_yaml("users", users.addr.port())),
     )
     .unwrap();
-    dir.write(
-        "orders.yaml",
-        &prefix_route_yaml("orders", "/api/orders", "orders"),
-    )
-    .unwrap();
+    dir.write("orders.yaml", &prefix_route_yaml("orders", "/api/orders", "orders")).unwrap();
     let weir = WeirProcess::start(dir.path()).await.unwrap();
 
     let reply = weir.get("localhost", "/api/orders/7?x=1").await.unwrap();
@@ -79,46 +66,28 @@ async fn routes_to_origin_and_reloads_a_new_route() {
     let body = reply.json().unwrap();
     assert_eq!(body["backend"], "orders");
     assert_eq!(body["path"], "/api/orders/7?x=1");
-    assert!(
-        body["headers"]["x-forwarded-for"].is_string(),
-        "no X-Forwarded-For: {body}"
-    );
+    assert!(body["headers"]["x-forwarded-for"].is_string(), "no X-Forwarded-For: {body}");
 
     // Not routed yet: the gateway's own JSON 404.
     let reply = weir.get("localhost", "/api/users/1").await.unwrap();
     assert_eq!(reply.status, 404, "body: {}", reply.text());
     assert_eq!(
-        reply
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
+        reply.headers.get("content-type").and_then(|v| v.to_str().ok()),
         Some("application/json")
     );
     assert_eq!(reply.json().unwrap()["status"], 404);
 
     // Add a file with a new Route: it goes live without a restart.
-    dir.write(
-        "users.yaml",
-        &prefix_route_yaml("users", "/api/users", "users"),
-    )
-    .unwrap();
-    let body = wait_for_backend(&weir, "/api/users/1", "users")
-        .await
-        .unwrap();
+    dir.write("users.yaml", &prefix_route_yaml("users", "/api/users", "users")).unwrap();
+    let body = wait_for_backend(&weir, "/api/users/1", "users").await.unwrap();
     assert_eq!(body["path"], "/api/users/1");
     // The old route still works.
     let reply = weir.get("localhost", "/api/orders").await.unwrap();
     assert_eq!(reply.json().unwrap()["backend"], "orders");
 
     // Edit a file in place: the route now points at another Service.
-    dir.write(
-        "users.yaml",
-        &prefix_route_yaml("users", "/api/users", "orders"),
-    )
-    .unwrap();
-    wait_for_backend(&weir, "/api/users/1", "orders")
-        .await
-        .unwrap();
+    dir.write("users.yaml", &prefix_route_yaml("users", "/api/users", "orders")).unwrap();
+    wait_for_backend(&weir, "/api/users/1", "orders").await.unwrap();
 
     // Delete the file: its Route is gone.
     dir.remove("users.yaml").unwrap();
@@ -133,41 +102,27 @@ async fn routes_to_origin_and_reloads_a_new_route() {
 async fn broken_file_keeps_last_good_config_and_reports_the_file() {
     let orders = EchoOrigin::start("orders").await.unwrap();
     let dir = ConfigDir::new("broken").unwrap();
-    dir.write("services.yaml", &service_yaml("orders", orders.addr.port()))
-        .unwrap();
-    dir.write(
-        "routes.yaml",
-        &prefix_route_yaml("orders", "/api/orders", "orders"),
-    )
-    .unwrap();
+    dir.write("services.yaml", &service_yaml("orders", orders.addr.port())).unwrap();
+    dir.write("routes.yaml", &prefix_route_yaml("orders", "/api/orders", "orders")).unwrap();
     let weir = WeirProcess::start(dir.path()).await.unwrap();
-    assert_eq!(
-        weir.get("localhost", "/api/orders").await.unwrap().status,
-        200
-    );
+    assert_eq!(weir.get("localhost", "/api/orders").await.unwrap().status, 200);
 
     // A file that does not parse.
-    dir.write(
-        "routes.yaml",
-        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: [oops\n",
-    )
-    .unwrap();
+    dir.write("routes.yaml", "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: [oops\n")
+        .unwrap();
     let status = wait_for_errors(&weir, "routes.yaml error in /debug/status", |files| {
         files.iter().any(|f| f.ends_with("routes.yaml"))
     })
     .await
     .unwrap();
-    let error = status["errors"].as_array().unwrap().iter().find(|e| {
-        e["file"]
-            .as_str()
-            .is_some_and(|f| f.ends_with("routes.yaml"))
-    });
+    let error = status["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["file"].as_str().is_some_and(|f| f.ends_with("routes.yaml")));
     let error = error.unwrap();
     assert!(error["document"].is_u64(), "document index: {error}");
-    assert!(
-        !error["reason"].as_str().unwrap_or_default().is_empty(),
-        "reason: {error}"
-    );
+    assert!(!error["reason"].as_str().unwrap_or_default().is_empty(), "reason: {error}");
     // The last good configuration keeps serving, including the broken file's Route.
     for _ in 0..20 {
         let reply = weir.get("localhost", "/api/orders/1").await.unwrap();
@@ -181,34 +136,20 @@ async fn broken_file_keeps_last_good_config_and_reports_the_file() {
     }
 
     // A document of an unknown kind in another file is reported too, and changes nothing.
-    dir.write(
-        "gizmo.yaml",
-        "apiVersion: example.com/v1\nkind: Gizmo\nmetadata: {name: g}\n",
-    )
-    .unwrap();
+    dir.write("gizmo.yaml", "apiVersion: example.com/v1\nkind: Gizmo\nmetadata: {name: g}\n")
+        .unwrap();
     wait_for_errors(&weir, "gizmo.yaml error in /debug/status", |files| {
         files.iter().any(|f| f.ends_with("gizmo.yaml"))
     })
     .await
     .unwrap();
-    assert_eq!(
-        weir.get("localhost", "/api/orders").await.unwrap().status,
-        200
-    );
+    assert_eq!(weir.get("localhost", "/api/orders").await.unwrap().status, 200);
 
     // Fixing the files clears the errors and applies the new content.
     dir.remove("gizmo.yaml").unwrap();
-    dir.write(
-        "routes.yaml",
-        &prefix_route_yaml("orders", "/v2/orders", "orders"),
-    )
-    .unwrap();
-    wait_for_backend(&weir, "/v2/orders", "orders")
-        .await
-        .unwrap();
-    wait_for_errors(&weir, "errors cleared", <[String]>::is_empty)
-        .await
-        .unwrap();
+    dir.write("routes.yaml", &prefix_route_yaml("orders", "/v2/orders", "orders")).unwrap();
+    wait_for_backend(&weir, "/v2/orders", "orders").await.unwrap();
+    wait_for_errors(&weir, "errors cleared", <[String]>::is_empty).await.unwrap();
 }
 
 const BAD_REGEX_ROUTE: &str = r#"
@@ -228,10 +169,8 @@ spec:
 async fn invalid_route_is_reported_and_others_keep_working() {
     let orders = EchoOrigin::start("orders").await.unwrap();
     let dir = ConfigDir::new("invalid").unwrap();
-    dir.write("services.yaml", &service_yaml("orders", orders.addr.port()))
-        .unwrap();
-    dir.write("good.yaml", &prefix_route_yaml("good", "/good", "orders"))
-        .unwrap();
+    dir.write("services.yaml", &service_yaml("orders", orders.addr.port())).unwrap();
+    dir.write("good.yaml", &prefix_route_yaml("good", "/good", "orders")).unwrap();
     dir.write("bad.yaml", BAD_REGEX_ROUTE).unwrap();
     let weir = WeirProcess::start(dir.path()).await.unwrap();
 
@@ -245,23 +184,13 @@ async fn invalid_route_is_reported_and_others_keep_working() {
     let accepted = condition(&conds, "Accepted").expect("Accepted condition");
     assert_eq!(accepted.status, "False", "{accepted:?}");
     assert_eq!(accepted.reason, "Invalid", "{accepted:?}");
-    assert!(
-        accepted.message.contains("spec.rules[0]"),
-        "message names the field: {accepted:?}"
-    );
+    assert!(accepted.message.contains("spec.rules[0]"), "message names the field: {accepted:?}");
     let conds = conditions_of(&status, "Route", "good").expect("conditions for good");
-    assert_eq!(
-        condition(&conds, "Accepted").map(|c| c.status.as_str()),
-        Some("True")
-    );
-    assert_eq!(
-        condition(&conds, "Programmed").map(|c| c.status.as_str()),
-        Some("True")
-    );
+    assert_eq!(condition(&conds, "Accepted").map(|c| c.status.as_str()), Some("True"));
+    assert_eq!(condition(&conds, "Programmed").map(|c| c.status.as_str()), Some("True"));
 
     // An invalid update of a good Route keeps its last good version serving.
-    dir.write("good.yaml", &BAD_REGEX_ROUTE.replace("bad-regex", "good"))
-        .unwrap();
+    dir.write("good.yaml", &BAD_REGEX_ROUTE.replace("bad-regex", "good")).unwrap();
     let status = poll_until(RELOAD_LIMIT, "good Accepted=False", || async {
         let status = weir.status().await?;
         let rejected = conditions_of(&status, "Route", "good")
@@ -275,10 +204,64 @@ async fn invalid_route_is_reported_and_others_keep_working() {
     let accepted = condition(&conds, "Accepted").unwrap();
     assert!(accepted.message.contains("last good"), "{accepted:?}");
     let reply = weir.get("localhost", "/good/2").await.unwrap();
-    assert_eq!(
-        reply.status,
-        200,
-        "last good version of `good` serves: {}",
-        reply.text()
-    );
+    assert_eq!(reply.status, 200, "last good version of `good` serves: {}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_fail_no_request_and_keep_client_connections() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let orders = EchoOrigin::start("orders").await.unwrap();
+    let users = EchoOrigin::start("users").await.unwrap();
+    let dir = ConfigDir::new("load").unwrap();
+    let services =
+        service_yaml("orders", orders.addr.port()) + &service_yaml("users", users.addr.port());
+    dir.write("services.yaml", &services).unwrap();
+    dir.write("route.yaml", &prefix_route_yaml("api", "/api", "orders")).unwrap();
+    let weir = WeirProcess::start(dir.path()).await.unwrap();
+
+    // Four clients, each on ONE keep-alive connection, send requests back to back while the
+    // Route flips between two Services ten times. After each flip we wait until every
+    // client has been answered by the new Service on its same connection.
+    const CLIENTS: usize = 4;
+    let stop = Arc::new(AtomicBool::new(false));
+    let last: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(vec![String::new(); CLIENTS]));
+    let mut clients = Vec::new();
+    for n in 0..CLIENTS {
+        let mut conn = weir_e2e::KeepAliveConn::connect(weir.http_addr).await.unwrap();
+        let (stop, last) = (Arc::clone(&stop), Arc::clone(&last));
+        clients.push(tokio::spawn(async move {
+            let mut served = 0u64;
+            for _ in 0..1_000_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let reply = conn.get("localhost", "/api/x").await?;
+                anyhow::ensure!(reply.status == 200, "status {}: {}", reply.status, reply.text());
+                let backend = reply.json()?["backend"].as_str().unwrap_or_default().to_owned();
+                last.lock().unwrap()[n] = backend;
+                served += 1;
+            }
+            anyhow::Ok(served)
+        }));
+    }
+    for i in 0..10 {
+        let service = if i % 2 == 0 { "users" } else { "orders" };
+        dir.write("route.yaml", &prefix_route_yaml("api", "/api", service)).unwrap();
+        poll_until(RELOAD_LIMIT, &format!("every client served by {service}"), || {
+            let last = Arc::clone(&last);
+            async move { Ok(last.lock().unwrap().iter().all(|b| b == service).then_some(())) }
+        })
+        .await
+        .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let served = client
+            .await
+            .unwrap()
+            .expect("a request failed or a client connection closed during reloads");
+        assert!(served >= 10, "{served}");
+    }
 }

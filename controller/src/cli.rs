@@ -1,0 +1,265 @@
+//! The `weir` command line (`run`, `validate`, `crds`) and the wiring behind `weir run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use weir_dataplane::DataPlane;
+
+use crate::runtime::{Publisher, Shared};
+use crate::standalone::DirSource;
+
+/// weir: a Kubernetes-native API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: standalone with --config-dir, else against Kubernetes.
+    Run(RunArgs),
+    /// Load and compile files or directories offline; print every object's conditions.
+    Validate(ValidateArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds(CrdsArgs),
+}
+
+/// Flags of `weir crds`.
+#[derive(Debug, Clone, Args)]
+pub struct CrdsArgs {
+    /// Instead of printing, write one `<plural>.weir.dev.yaml` file per CRD into this
+    /// directory (what `make crds` does for `charts/weir/crds/`).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `weir run`; each also reads `WEIR_<FLAG>`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Standalone mode: serve the YAML under this directory and reload it on change.
+    #[arg(long, env = "WEIR_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Address of the HTTP listener.
+    #[arg(long, env = "WEIR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Address of the HTTPS listener (bound only when a TLS route exists).
+    #[arg(long, env = "WEIR_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
+    pub https_addr: SocketAddr,
+    /// Address of the admin server (health, readiness, metrics, debug).
+    #[arg(long, env = "WEIR_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
+    pub admin_addr: SocketAddr,
+    /// Redis for shared rate-limit counters, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "WEIR_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The controller's own namespace (where global Plugins are honoured).
+    #[arg(long, env = "WEIR_NAMESPACE", default_value = "weir-system")]
+    pub namespace: String,
+    /// Namespaces to watch, comma-separated (default: all).
+    #[arg(long, env = "WEIR_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Kubeconfig to use outside a cluster (default: in-cluster, then KUBECONFIG).
+    #[arg(long, env = "WEIR_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Flags of `weir validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// A YAML file or a directory (searched recursively); repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The controller namespace assumed for global Plugins.
+    #[arg(long, env = "WEIR_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+/// Installs the tracing subscriber: `RUST_LOG` filter (default `info`), text or JSON.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Worker threads for the runtime: `WEIR_WORKER_THREADS`, else the number of cores.
+pub fn worker_threads() -> usize {
+    std::env::var("WEIR_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// `weir run`. Returns the process exit code.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let Some(dir) = args.config_dir.clone() else {
+        eprintln!("error: Kubernetes mode is not implemented yet; use --config-dir");
+        return Ok(ExitCode::from(2));
+    };
+    if !dir.is_dir() {
+        anyhow::bail!("--config-dir {}: not a directory", dir.display());
+    }
+    if args.redis_url.is_some() {
+        tracing::info!("--redis-url is set; it is used once Redis-backed rate limits exist");
+    }
+    let dataplane = DataPlane::new();
+    let shared = Shared::new(Arc::clone(&dataplane));
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    let admin = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
+    tracing::info!(
+        http = %http.local_addr()?, admin = %admin.local_addr()?, config_dir = %dir.display(),
+        "weir starting in standalone mode"
+    );
+
+    let (stop, stop_rx) = watch::channel(false);
+    let source = DirSource::new(dir, args.namespace.clone());
+    let mut source_task = tokio::spawn(crate::standalone::run(
+        source,
+        Publisher::new(Arc::clone(&shared)),
+        stop_rx.clone(),
+    ));
+    let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&shared), stop_rx.clone()));
+    let mut data_rx = stop_rx.clone();
+    let data_task = tokio::spawn(weir_dataplane::serve(http, dataplane, async move {
+        let _ = data_rx.wait_for(|stop| *stop).await;
+    }));
+
+    let mut failed = None;
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        res = &mut source_task => {
+            failed = Some(match res {
+                Ok(Ok(())) => anyhow::anyhow!("the config source stopped"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("the config source panicked: {e}"),
+            });
+        }
+    }
+    let _ = stop.send(true);
+    if !source_task.is_finished() {
+        let _ = source_task.await;
+    }
+    let _ = admin_task.await;
+    match data_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("data plane server: {e}"),
+        Err(e) => tracing::warn!("data plane server task: {e}"),
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `weir validate`: prints the report, exit 1 when anything is invalid.
+pub fn validate(args: &ValidateArgs) -> ExitCode {
+    let report = crate::validate::validate(&args.files, args.namespace.as_deref());
+    print!("{}", report.text);
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// `weir crds`: prints every CRD, or writes one file per CRD into `--dir`.
+pub fn crds(args: &CrdsArgs) -> ExitCode {
+    use weir_crds::generate::{crd_document, crd_file_names, crd_yaml, crds};
+    let Some(dir) = &args.dir else {
+        print!("{}", crd_yaml());
+        return ExitCode::SUCCESS;
+    };
+    for (crd, name) in crds().iter().zip(crd_file_names()) {
+        let path = dir.join(name);
+        if let Err(e) = std::fs::write(&path, crd_document(crd)) {
+            eprintln!("error: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn parses_run_flags_with_defaults() {
+        let cli =
+            Cli::try_parse_from(["weir", "run", "--config-dir", "x", "--watch-namespaces", "a,b"])
+                .unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.config_dir, Some(PathBuf::from("x")));
+        assert_eq!(args.watch_namespaces, vec!["a", "b"]);
+        assert_eq!(args.admin_addr, "127.0.0.1:9901".parse().unwrap());
+        assert_eq!(args.http_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn parses_validate_and_crds() {
+        let cli = Cli::try_parse_from(["weir", "validate", "-f", "a.yaml", "-f", "dir"]).unwrap();
+        let Command::Validate(args) = cli.command else { panic!("not validate") };
+        assert_eq!(args.files, vec![PathBuf::from("a.yaml"), PathBuf::from("dir")]);
+        assert!(Cli::try_parse_from(["weir", "validate"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["weir", "crds"]).unwrap().command,
+            Command::Crds(CrdsArgs { dir: None })
+        ));
+    }
+}

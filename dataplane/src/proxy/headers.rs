@@ -1,0 +1,135 @@
+//! Header handling between client and upstream: hop-by-hop removal and `X-Forwarded-*`.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{
+    CONNECTION, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): every header named in `Connection`, then
+/// `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE` (unless it is exactly `trailers`,
+/// which may be forwarded), `Trailer`, `Transfer-Encoding`, `Upgrade`,
+/// `Proxy-Authenticate` and `Proxy-Authorization`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        // Collect first: the names borrow the map. Rare (HTTP/1 clients only), so a small
+        // allocation is acceptable here.
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    if let Some(te) = headers.get(TE) {
+        let only_trailers = headers.get_all(TE).iter().count() == 1
+            && te.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
+        if !only_trailers {
+            headers.remove(TE);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For` (the client's address appended to any incoming list),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (the host the client asked for).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: &HeaderValue,
+) {
+    let ip = client.to_canonical().to_string();
+    let xff = match headers.get(X_FORWARDED_FOR) {
+        None => HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)).ok(),
+        Some(_) => {
+            let mut joined = String::new();
+            for v in headers.get_all(X_FORWARDED_FOR) {
+                if let Ok(s) = v.to_str() {
+                    let s = s.trim();
+                    if !s.is_empty() {
+                        joined.push_str(s);
+                        joined.push_str(", ");
+                    }
+                }
+            }
+            joined.push_str(&ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
+        }
+    };
+    if let Some(xff) = xff {
+        headers.insert(X_FORWARDED_FOR, xff);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_HOST, host.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(TE, HeaderValue::from_static("gzip"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+
+        let mut h = HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h[TE], "trailers");
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        let host = HeaderValue::from_static("api.example.com");
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http", &host);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "api.example.com");
+
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, "::ffff:10.0.0.2".parse().unwrap(), "http", &host);
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.2");
+    }
+}

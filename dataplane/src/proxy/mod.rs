@@ -1,0 +1,131 @@
+//! The proxy: one request from the client through the router and balancer to an upstream.
+//!
+//! Per request: one snapshot load, one route lookup, one backend pick. The request and
+//! response bodies stream through; hop-by-hop headers are removed both ways and the
+//! `X-Forwarded-*` headers are set. Every failure is a [`ProxyError`], answered by
+//! [`error_response`].
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http::header::HOST;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+pub use body::ProxyBody;
+pub use error::{ProxyError, X_REQUEST_ID, error_response};
+pub use upstream::Upstream;
+
+use crate::rewrite::rewrite_path;
+use crate::router::RequestView;
+use crate::server::DataPlane;
+
+/// Proxies one request from the client at `client` and returns the response to send:
+/// the upstream's, or the gateway's own JSON error.
+pub async fn handle(
+    dataplane: &DataPlane,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ProxyBody> {
+    let request_id = request.headers().get(X_REQUEST_ID).cloned();
+    match proxy(dataplane, request, client).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error, request_id.as_ref()),
+    }
+}
+
+/// The host the client asked for: the URI authority (HTTP/2 `:authority`, HTTP/1
+/// absolute-form), else the `Host` header; empty when neither is present.
+fn original_host(parts: &http::request::Parts) -> HeaderValue {
+    let from_header = || parts.headers.get(HOST).cloned();
+    let from_uri = || parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let host = if parts.version == Version::HTTP_2 {
+        from_uri().or_else(from_header)
+    } else {
+        from_header().or_else(from_uri)
+    };
+    host.unwrap_or_else(|| HeaderValue::from_static(""))
+}
+
+async fn proxy(
+    dataplane: &DataPlane,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let snapshot = dataplane.current();
+    let (mut parts, body) = request.into_parts();
+    let host = original_host(&parts);
+    let view = RequestView {
+        method: &parts.method,
+        host: host.to_str().unwrap_or(""),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    };
+    let Some(matched) = snapshot.routes.find(&view) else {
+        return Err(ProxyError::NoRoute);
+    };
+    let rule = matched.rule;
+    let action = &rule.action;
+
+    let backend = action.backends.pick().and_then(|id| snapshot.backends.get(id));
+    let backend = match backend {
+        Some(b) if b.problem.is_none() && !b.endpoints.is_empty() => b,
+        other => {
+            let reason = match other {
+                None => "no backend with a positive weight".to_owned(),
+                Some(b) => match &b.problem {
+                    Some(problem) => format!("backend {}: {problem}", b.key),
+                    None => format!("backend {} has no ready endpoint", b.key),
+                },
+            };
+            tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "no endpoint, answering 503");
+            return Err(ProxyError::NoEndpoint { reason });
+        }
+    };
+
+    let rewritten = action
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rewrite_path(rw, matched.matched, parts.uri.path(), parts.uri.query()));
+    let path_and_query = match rewritten {
+        Some(pq) => PathAndQuery::try_from(pq)
+            .map_err(|e| ProxyError::InvalidUpstreamRequest { reason: e.to_string() })?,
+        None => {
+            parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+        }
+    };
+
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(&mut parts.headers, client.ip(), "http", &host);
+    let upstream_host = action.rewrite.as_ref().and_then(|rw| rw.host.clone()).unwrap_or(host);
+    parts.headers.insert(HOST, upstream_host);
+
+    let body = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
+    let prepared =
+        upstream::Prepared { method: parts.method, path_and_query, headers: parts.headers, body };
+    let result =
+        upstream::send(&dataplane.upstream, backend, &action.timeouts, &action.retries, prepared)
+            .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(
+                route = %rule.route, rule = %rule.name, backend = %backend.key, %error,
+                "upstream request failed"
+            );
+            return Err(error);
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+}
