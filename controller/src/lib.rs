@@ -1,10 +1,10 @@
 //! weir's controller: sources, the index, `compile()`, the admin server, and the wiring
 //! behind the `weir` binary.
 
-pub mod compile;
-pub mod index;
 pub mod admin;
 pub mod cli;
+pub mod compile;
+pub mod index;
 pub mod load;
 pub mod runtime;
 pub mod standalone;

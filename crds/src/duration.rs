@@ -35,9 +35,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         if start == i {
             return Err(DurationError::Syntax(s.to_owned()));
         }
-        let n: u128 = s[start..i]
-            .parse()
-            .map_err(|_| DurationError::Overflow(s.to_owned()))?;
+        let n: u128 = s[start..i].parse().map_err(|_| DurationError::Overflow(s.to_owned()))?;
         let unit_start = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;

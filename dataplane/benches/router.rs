@@ -59,9 +59,7 @@ fn paths(n: usize) -> Vec<String> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     (0..1024)
         .map(|k| {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let i = (x >> 33) as usize % n;
             match k % 3 {
                 0 => format!("/svc-{i}/api/v1/orders/{k}"),

@@ -60,20 +60,11 @@ mod tests {
     }
 
     fn replace_prefix(r: &str) -> Rewrite {
-        Rewrite {
-            replace_prefix: Some(r.into()),
-            replace_full_path: None,
-            host: None,
-        }
+        Rewrite { replace_prefix: Some(r.into()), replace_full_path: None, host: None }
     }
 
     fn rw(prefix: &str, replacement: &str, path: &str) -> Option<String> {
-        rewrite_path(
-            &replace_prefix(replacement),
-            &prefix_match(prefix),
-            path,
-            None,
-        )
+        rewrite_path(&replace_prefix(replacement), &prefix_match(prefix), path, None)
     }
 
     #[test]
@@ -96,10 +87,7 @@ mod tests {
     fn replace_prefix_keeps_the_query_and_skips_unchanged_paths() {
         let r = replace_prefix("/v2");
         let m = prefix_match("/api");
-        assert_eq!(
-            rewrite_path(&r, &m, "/api/x", Some("a=1&b")).as_deref(),
-            Some("/v2/x?a=1&b")
-        );
+        assert_eq!(rewrite_path(&r, &m, "/api/x", Some("a=1&b")).as_deref(), Some("/v2/x?a=1&b"));
         assert_eq!(rw("/api", "/api", "/api/x"), None);
         // The path does not carry the prefix (cannot happen after a match): nothing to do.
         assert_eq!(rw("/api", "/v2", "/apix"), None);
@@ -107,34 +95,18 @@ mod tests {
 
     #[test]
     fn replace_full_path_and_non_prefix_matches() {
-        let full = Rewrite {
-            replace_prefix: None,
-            replace_full_path: Some("/new".into()),
-            host: None,
-        };
+        let full =
+            Rewrite { replace_prefix: None, replace_full_path: Some("/new".into()), host: None };
         let exact = RequestMatch {
             path: PathMatch::Exact("/old".into()),
             methods: vec![],
             headers: vec![],
             query: vec![],
         };
-        assert_eq!(
-            rewrite_path(&full, &exact, "/old", Some("q=1")).as_deref(),
-            Some("/new?q=1")
-        );
-        assert_eq!(
-            rewrite_path(&full, &prefix_match("/a"), "/a/b", None).as_deref(),
-            Some("/new")
-        );
-        assert_eq!(
-            rewrite_path(&replace_prefix("/v2"), &exact, "/old", None),
-            None
-        );
-        let none = Rewrite {
-            replace_prefix: None,
-            replace_full_path: None,
-            host: None,
-        };
+        assert_eq!(rewrite_path(&full, &exact, "/old", Some("q=1")).as_deref(), Some("/new?q=1"));
+        assert_eq!(rewrite_path(&full, &prefix_match("/a"), "/a/b", None).as_deref(), Some("/new"));
+        assert_eq!(rewrite_path(&replace_prefix("/v2"), &exact, "/old", None), None);
+        let none = Rewrite { replace_prefix: None, replace_full_path: None, host: None };
         assert_eq!(rewrite_path(&none, &exact, "/old", None), None);
     }
 }

@@ -7,15 +7,10 @@ use weir_e2e::{ConfigDir, EchoOrigin, http_request};
 #[tokio::test]
 async fn echo_origin_describes_the_request() {
     let origin = EchoOrigin::start("orders-v1").await.unwrap();
-    let reply = http_request(
-        origin.addr,
-        "POST",
-        "api.test",
-        "/a/b?c=1&d=2",
-        &[("x-canary", "true")],
-    )
-    .await
-    .unwrap();
+    let reply =
+        http_request(origin.addr, "POST", "api.test", "/a/b?c=1&d=2", &[("x-canary", "true")])
+            .await
+            .unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.headers["content-type"], "application/json");
     let body = reply.json().unwrap();
@@ -47,10 +42,8 @@ fn config_dir_writes_and_cleans_up() {
     let dir = ConfigDir::new("helpers").unwrap();
     let path = dir.write("a.yaml", "x: 1\n").unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "x: 1\n");
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec!["a.yaml"], "no temporary file left behind");
     let root = dir.path().to_path_buf();
     drop(dir);

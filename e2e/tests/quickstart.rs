@@ -12,11 +12,9 @@ use weir_e2e::{ConfigDir, EchoOrigin, WeirProcess, http_request, service_yaml, w
 async fn quickstart() -> (Vec<EchoOrigin>, ConfigDir, WeirProcess) {
     let mut origins = Vec::new();
     let mut services = String::new();
-    for (service, backend) in [
-        ("orders", "orders-v1"),
-        ("orders-canary", "orders-v2"),
-        ("users", "users-v1"),
-    ] {
+    for (service, backend) in
+        [("orders", "orders-v1"), ("orders-canary", "orders-v2"), ("users", "users-v1")]
+    {
         let origin = EchoOrigin::start(backend).await.unwrap();
         services.push_str(&service_yaml(service, origin.addr.port()));
         origins.push(origin);
@@ -32,9 +30,7 @@ async fn quickstart() -> (Vec<EchoOrigin>, ConfigDir, WeirProcess) {
 }
 
 async fn backend_of(weir: &WeirProcess, path: &str, headers: &[(&str, &str)]) -> serde_json::Value {
-    let reply = http_request(weir.http_addr, "GET", "localhost:8080", path, headers)
-        .await
-        .unwrap();
+    let reply = http_request(weir.http_addr, "GET", "localhost:8080", path, headers).await.unwrap();
     assert_eq!(reply.status, 200, "{path}: {}", reply.text());
     reply.json().unwrap()
 }
@@ -69,9 +65,7 @@ async fn quickstart_routes_behave_as_the_readme_says() {
     let mut counts = BTreeMap::new();
     for _ in 0..200 {
         let body = backend_of(&weir, "/api/split", &[]).await;
-        *counts
-            .entry(body["backend"].as_str().unwrap().to_owned())
-            .or_insert(0u32) += 1;
+        *counts.entry(body["backend"].as_str().unwrap().to_owned()).or_insert(0u32) += 1;
     }
     let v1 = counts.get("orders-v1").copied().unwrap_or(0);
     let v2 = counts.get("orders-v2").copied().unwrap_or(0);

@@ -265,3 +265,29 @@ async fn reloads_under_load_fail_no_request_and_keep_client_connections() {
         assert!(served >= 10, "{served}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_backend_answers_503_and_reports_backend_not_found() {
+    let orders = EchoOrigin::start("orders").await.unwrap();
+    let dir = ConfigDir::new("missing").unwrap();
+    dir.write("services.yaml", &service_yaml("orders", orders.addr.port())).unwrap();
+    dir.write("good.yaml", &prefix_route_yaml("good", "/good", "orders")).unwrap();
+    dir.write("lonely.yaml", &prefix_route_yaml("lonely", "/lonely", "nowhere")).unwrap();
+    let weir = WeirProcess::start(dir.path()).await.unwrap();
+
+    let reply = weir.get("localhost", "/lonely/1").await.unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let body = reply.json().unwrap();
+    assert_eq!(body["status"], 503);
+    assert_eq!(weir.get("localhost", "/good").await.unwrap().status, 200);
+
+    let status = weir.status().await.unwrap();
+    let conds = conditions_of(&status, "Route", "lonely").expect("conditions for lonely");
+    let refs = condition(&conds, "ResolvedRefs").expect("ResolvedRefs");
+    assert_eq!((refs.status.as_str(), refs.reason.as_str()), ("False", "BackendNotFound"));
+    assert!(refs.message.contains("spec.rules[0].backends[0]"), "{refs:?}");
+
+    // Adding the Service resolves it, live.
+    dir.write("nowhere.yaml", &service_yaml("nowhere", orders.addr.port())).unwrap();
+    wait_for_backend(&weir, "/lonely/1", "orders").await.unwrap();
+}

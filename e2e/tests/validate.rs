@@ -19,10 +19,7 @@ fn quickstart_is_valid() {
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     for route in ["orders", "users", "split"] {
-        assert!(
-            text.contains(route),
-            "validate prints every Route ({route}): {text}"
-        );
+        assert!(text.contains(route), "validate prints every Route ({route}): {text}");
     }
 }
 
@@ -31,22 +28,16 @@ fn quickstart_files_one_by_one_and_together() {
     let dir = workspace_root().join("deploy/examples/quickstart");
     let services = dir.join("services.yaml");
     let routes = dir.join("routes.yaml");
-    let out = run_weir(&[
-        "validate",
-        "-f",
-        services.to_str().unwrap(),
-        "-f",
-        routes.to_str().unwrap(),
-    ])
-    .unwrap();
+    let out =
+        run_weir(&["validate", "-f", services.to_str().unwrap(), "-f", routes.to_str().unwrap()])
+            .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
 
 #[test]
 fn invalid_route_fails_validation() {
     let dir = ConfigDir::new("validate-bad").unwrap();
-    dir.write("services.yaml", &service_yaml("orders", 9))
-        .unwrap();
+    dir.write("services.yaml", &service_yaml("orders", 9)).unwrap();
     dir.write(
         "bad.yaml",
         r#"
@@ -70,24 +61,17 @@ spec:
 #[test]
 fn missing_backend_fails_validation() {
     let dir = ConfigDir::new("validate-ref").unwrap();
-    let path = dir
-        .write("route.yaml", &prefix_route_yaml("lonely", "/x", "nowhere"))
-        .unwrap();
+    let path = dir.write("route.yaml", &prefix_route_yaml("lonely", "/x", "nowhere")).unwrap();
     let out = run_weir(&["validate", "-f", path.to_str().unwrap()]).unwrap();
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("BackendNotFound"),
-        "prints the reason: {text}"
-    );
+    assert!(text.contains("BackendNotFound"), "prints the reason: {text}");
 }
 
 #[test]
 fn unparsable_file_fails_validation() {
     let dir = ConfigDir::new("validate-yaml").unwrap();
-    let path = dir
-        .write("broken.yaml", "kind: Route\nmetadata: [oops\n")
-        .unwrap();
+    let path = dir.write("broken.yaml", "kind: Route\nmetadata: [oops\n").unwrap();
     let out = run_weir(&["validate", "-f", path.to_str().unwrap()]).unwrap();
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");

@@ -29,10 +29,7 @@ fn value_holds(cond: &ValueMatch, value: &[u8]) -> bool {
 
 /// A header condition holds when any of the header's values satisfies it.
 fn header_holds(h: &HeaderMatcher, headers: &HeaderMap) -> bool {
-    headers
-        .get_all(&h.name)
-        .iter()
-        .any(|v| value_holds(&h.value, v.as_bytes()))
+    headers.get_all(&h.name).iter().any(|v| value_holds(&h.value, v.as_bytes()))
 }
 
 /// A query condition is checked against the first occurrence of the parameter (the Gateway
@@ -67,10 +64,8 @@ pub(crate) fn decode(s: &str) -> Cow<'_, [u8]> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(hex),
-                bytes.get(i + 2).and_then(hex),
-            )
+            && let (Some(h), Some(l)) =
+                (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex))
         {
             out.push(h << 4 | l);
             i += 3;

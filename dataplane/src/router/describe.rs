@@ -50,12 +50,8 @@ fn request_match(m: &RequestMatch) -> Value {
 
 fn rule(r: &Rule) -> Value {
     let a = &r.action;
-    let backends: Vec<Value> = a
-        .backends
-        .backends()
-        .iter()
-        .map(|b| json!({"id": b.id.0, "weight": b.weight}))
-        .collect();
+    let backends: Vec<Value> =
+        a.backends.backends().iter().map(|b| json!({"id": b.id.0, "weight": b.weight})).collect();
     let rewrite = a.rewrite.as_ref().map(|rw| {
         json!({
             "replacePrefix": rw.replace_prefix,
@@ -91,11 +87,8 @@ impl RouteTable {
     pub fn describe(&self) -> Value {
         let mut exact: Vec<&str> = self.exact_hosts.keys().map(|k| &**k).collect();
         exact.sort_unstable();
-        let mut wildcard: Vec<String> = self
-            .wildcard_hosts
-            .keys()
-            .map(|k| format!("*{k}"))
-            .collect();
+        let mut wildcard: Vec<String> =
+            self.wildcard_hosts.keys().map(|k| format!("*{k}")).collect();
         wildcard.sort_unstable();
         let routes: Vec<Value> = self
             .routes

@@ -49,10 +49,7 @@ pub(crate) fn with_normalized<R>(host: &str, f: impl FnOnce(&str) -> R) -> R {
 /// matches `a.example.com` and `a.b.example.com` but never `example.com` itself.
 #[inline]
 pub(crate) fn wildcard_suffixes(host: &str) -> impl Iterator<Item = &str> {
-    host.bytes()
-        .enumerate()
-        .filter(|&(i, b)| b == b'.' && i > 0)
-        .map(move |(i, _)| &host[i..])
+    host.bytes().enumerate().filter(|&(i, b)| b == b'.' && i > 0).map(move |(i, _)| &host[i..])
 }
 
 #[cfg(test)]
@@ -71,19 +68,10 @@ mod tests {
 
     #[test]
     fn lower_cases_only_when_needed() {
-        assert_eq!(
-            with_normalized("API.Example.COM:443", |h| h.to_owned()),
-            "api.example.com"
-        );
-        assert_eq!(
-            with_normalized("api.example.com", |h| h.to_owned()),
-            "api.example.com"
-        );
+        assert_eq!(with_normalized("API.Example.COM:443", |h| h.to_owned()), "api.example.com");
+        assert_eq!(with_normalized("api.example.com", |h| h.to_owned()), "api.example.com");
         let long = format!("{}.COM", "A".repeat(300));
-        assert_eq!(
-            with_normalized(&long, |h| h.to_owned()),
-            long.to_ascii_lowercase()
-        );
+        assert_eq!(with_normalized(&long, |h| h.to_owned()), long.to_ascii_lowercase());
     }
 
     #[test]

@@ -83,9 +83,9 @@ impl RouteTable {
                     HostMatch::Exact(name) => {
                         exact.entry(name.to_ascii_lowercase().into()).or_default()
                     }
-                    HostMatch::Wildcard(suffix) => wildcard
-                        .entry(suffix.to_ascii_lowercase().into())
-                        .or_default(),
+                    HostMatch::Wildcard(suffix) => {
+                        wildcard.entry(suffix.to_ascii_lowercase().into()).or_default()
+                    }
                 };
                 for rule in &route.rules {
                     b.add(rule, route.created);

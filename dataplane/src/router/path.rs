@@ -36,10 +36,7 @@ impl Entry {
     #[inline]
     fn check<'t>(&'t self, req: &RequestView<'_>) -> Option<RouteMatch<'t>> {
         let m = self.request_match()?;
-        conditions::hold(m, req).then_some(RouteMatch {
-            rule: &self.rule,
-            matched: m,
-        })
+        conditions::hold(m, req).then_some(RouteMatch { rule: &self.rule, matched: m })
     }
 }
 
@@ -62,20 +59,13 @@ impl BucketBuilder {
     /// Adds every match entry of `rule`, from a Route created at `created`.
     pub(crate) fn add(&mut self, rule: &Arc<Rule>, created: i64) {
         for (i, m) in rule.matches.iter().enumerate() {
-            let item = (
-                Precedence::of(rule, m, i, created),
-                Entry {
-                    rule: rule.clone(),
-                    match_index: i,
-                },
-            );
+            let item =
+                (Precedence::of(rule, m, i, created), Entry { rule: rule.clone(), match_index: i });
             match &m.path {
                 PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(item),
-                PathMatch::Prefix(p) => self
-                    .prefix
-                    .entry(normalise_prefix(p).into())
-                    .or_default()
-                    .push(item),
+                PathMatch::Prefix(p) => {
+                    self.prefix.entry(normalise_prefix(p).into()).or_default().push(item)
+                }
                 PathMatch::Regex(_) => self.regex.push(item),
             }
         }
@@ -88,38 +78,20 @@ impl BucketBuilder {
             c.into_iter().map(|(_, e)| e).collect()
         }
         let longest_prefix = self.prefix.keys().map(|k| k.len()).max().unwrap_or(0);
-        let exact = self
-            .exact
-            .into_iter()
-            .map(|(k, v)| (k, freeze(v)))
-            .collect();
-        let prefix = self
-            .prefix
-            .into_iter()
-            .map(|(k, v)| (k, freeze(v)))
-            .collect();
+        let exact = self.exact.into_iter().map(|(k, v)| (k, freeze(v))).collect();
+        let prefix = self.prefix.into_iter().map(|(k, v)| (k, freeze(v))).collect();
         let regex = freeze(self.regex);
         let set = if regex.len() > REGEX_SET_THRESHOLD {
-            let patterns = regex
-                .iter()
-                .filter_map(|e| match e.request_match().map(|m| &m.path) {
-                    Some(PathMatch::Regex(re)) => Some(re.as_str()),
-                    _ => None,
-                });
+            let patterns = regex.iter().filter_map(|e| match e.request_match().map(|m| &m.path) {
+                Some(PathMatch::Regex(re)) => Some(re.as_str()),
+                _ => None,
+            });
             // If the set cannot be built (size limits), the linear scan still works.
-            RegexSet::new(patterns)
-                .ok()
-                .filter(|s| s.len() == regex.len())
+            RegexSet::new(patterns).ok().filter(|s| s.len() == regex.len())
         } else {
             None
         };
-        Bucket {
-            exact,
-            prefix,
-            longest_prefix,
-            regex,
-            regex_set: set,
-        }
+        Bucket { exact, prefix, longest_prefix, regex, regex_set: set }
     }
 }
 
@@ -159,11 +131,7 @@ impl Bucket {
         let path = req.path;
         let regex_holds = |e: &Entry| matches!(e.request_match().map(|m| &m.path), Some(PathMatch::Regex(re)) if re.is_match(path));
         match &self.regex_set {
-            None => self
-                .regex
-                .iter()
-                .filter(|e| regex_holds(e))
-                .find_map(|e| e.check(req)),
+            None => self.regex.iter().filter(|e| regex_holds(e)).find_map(|e| e.check(req)),
             Some(set) => {
                 if !set.is_match(path) {
                     return None;

@@ -13,12 +13,7 @@ use crate::snapshot::{
 };
 
 fn m(path: PathMatch) -> RequestMatch {
-    RequestMatch {
-        path,
-        methods: vec![],
-        headers: vec![],
-        query: vec![],
-    }
+    RequestMatch { path, methods: vec![], headers: vec![], query: vec![] }
 }
 fn exact(p: &str) -> RequestMatch {
     m(PathMatch::Exact(p.into()))
@@ -30,17 +25,12 @@ fn regex(p: &str) -> RequestMatch {
     m(PathMatch::Regex(Regex::new(&format!("^(?:{p})$")).unwrap()))
 }
 fn header(mut r: RequestMatch, name: &str, v: ValueMatch) -> RequestMatch {
-    r.headers.push(HeaderMatcher {
-        name: HeaderName::from_bytes(name.as_bytes()).unwrap(),
-        value: v,
-    });
+    r.headers
+        .push(HeaderMatcher { name: HeaderName::from_bytes(name.as_bytes()).unwrap(), value: v });
     r
 }
 fn query(mut r: RequestMatch, name: &str, v: ValueMatch) -> RequestMatch {
-    r.query.push(QueryMatcher {
-        name: name.into(),
-        value: v,
-    });
+    r.query.push(QueryMatcher { name: name.into(), value: v });
     r
 }
 fn method(mut r: RequestMatch, x: Method) -> RequestMatch {
@@ -83,13 +73,7 @@ fn route(
             None => HostMatch::Exact((*h).into()),
         })
         .collect();
-    RouteModel {
-        key,
-        generation: 1,
-        created,
-        hosts,
-        rules,
-    }
+    RouteModel { key, generation: 1, created, hosts, rules }
 }
 
 struct Req {
@@ -105,13 +89,7 @@ fn req(host: &str, path_and_query: &str) -> Req {
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
         None => (path_and_query.to_owned(), None),
     };
-    Req {
-        method: Method::GET,
-        host: host.into(),
-        path,
-        query: q,
-        headers: HeaderMap::new(),
-    }
+    Req { method: Method::GET, host: host.into(), path, query: q, headers: HeaderMap::new() }
 }
 
 impl Req {
@@ -134,8 +112,7 @@ fn find(t: &RouteTable, r: &Req) -> String {
         query: r.query.as_deref(),
         headers: &r.headers,
     };
-    t.find(&view)
-        .map_or_else(|| "-".to_owned(), |m| m.rule.name.to_string())
+    t.find(&view).map_or_else(|| "-".to_owned(), |m| m.rule.name.to_string())
 }
 
 #[test]
@@ -178,20 +155,8 @@ fn tie_breaks_method_headers_query_age_name() {
     let eq = |v: &str| ValueMatch::Exact(v.into());
     let t = RouteTable::new(vec![
         route("d", "plain", 0, &[], vec![prefix("/p")]),
-        route(
-            "d",
-            "meth",
-            5,
-            &[],
-            vec![method(prefix("/p"), Method::POST)],
-        ),
-        route(
-            "d",
-            "hdr1",
-            5,
-            &[],
-            vec![header(prefix("/p"), "x-a", eq("1"))],
-        ),
+        route("d", "meth", 5, &[], vec![method(prefix("/p"), Method::POST)]),
+        route("d", "hdr1", 5, &[], vec![header(prefix("/p"), "x-a", eq("1"))]),
         route(
             "d",
             "hdr2",
@@ -199,13 +164,7 @@ fn tie_breaks_method_headers_query_age_name() {
             &[],
             vec![header(header(prefix("/p"), "x-a", eq("1")), "x-b", eq("1"))],
         ),
-        route(
-            "d",
-            "qry",
-            5,
-            &[],
-            vec![query(header(prefix("/p"), "x-a", eq("1")), "q", eq("1"))],
-        ),
+        route("d", "qry", 5, &[], vec![query(header(prefix("/p"), "x-a", eq("1")), "q", eq("1"))]),
         route("d", "young", 9, &[], vec![exact("/age")]),
         route("d", "old", 1, &[], vec![exact("/age")]),
         route("b", "zz", 1, &[], vec![exact("/name")]),
@@ -213,23 +172,11 @@ fn tie_breaks_method_headers_query_age_name() {
     ]);
     assert_eq!(find(&t, &req("h", "/p")), "plain#0");
     assert_eq!(
-        find(
-            &t,
-            &req("h", "/p")
-                .method(Method::POST)
-                .h("x-a", "1")
-                .h("x-b", "1")
-        ),
+        find(&t, &req("h", "/p").method(Method::POST).h("x-a", "1").h("x-b", "1")),
         "meth#0"
     );
-    assert_eq!(
-        find(&t, &req("h", "/p").h("x-a", "1").h("x-b", "1")),
-        "hdr2#0"
-    );
-    assert_eq!(
-        find(&t, &req("h", "/p?q=1").h("x-a", "1").h("x-b", "1")),
-        "hdr2#0"
-    );
+    assert_eq!(find(&t, &req("h", "/p").h("x-a", "1").h("x-b", "1")), "hdr2#0");
+    assert_eq!(find(&t, &req("h", "/p?q=1").h("x-a", "1").h("x-b", "1")), "hdr2#0");
     assert_eq!(find(&t, &req("h", "/p?q=1").h("x-a", "1")), "qry#0");
     assert_eq!(find(&t, &req("h", "/p").h("x-a", "1")), "hdr1#0");
     assert_eq!(find(&t, &req("h", "/age")), "old#0");
@@ -264,10 +211,7 @@ fn longer_prefix_with_failing_condition_falls_through() {
     assert_eq!(find(&t, &req("h", "/a/b/c")), "r#1");
     assert_eq!(find(&t, &req("h", "/a/b")), "r#1");
     assert_eq!(find(&t, &req("h", "/a/b/c").h("x-canary", "")), "r#0");
-    assert_eq!(
-        find(&t, &req("h", "/a/b").h("x-e", "1").h("x-canary", "1")),
-        "r#2"
-    );
+    assert_eq!(find(&t, &req("h", "/a/b").h("x-e", "1").h("x-canary", "1")), "r#2");
 }
 
 #[test]
@@ -291,13 +235,8 @@ fn hosts_exact_then_wildcard_then_any_with_fallback() {
     assert_eq!(find(&t, &req("API.Example.COM:8443", "/e")), "exact#0");
     assert_eq!(find(&t, &req("X.EXAMPLE.com:80", "/w")), "wild#0");
 
-    let only_host = RouteTable::new(vec![route(
-        "d",
-        "exact",
-        0,
-        &["api.example.com"],
-        vec![prefix("/")],
-    )]);
+    let only_host =
+        RouteTable::new(vec![route("d", "exact", 0, &["api.example.com"], vec![prefix("/")])]);
     assert_eq!(find(&only_host, &req("other.example.com", "/")), "-");
     assert_eq!(find(&RouteTable::new(vec![]), &req("h", "/")), "-");
 }
@@ -311,11 +250,7 @@ fn header_conditions_present_regex_exact_any_value() {
         &[],
         vec![
             header(exact("/p"), "x-present", ValueMatch::Present),
-            header(
-                exact("/r"),
-                "x-ver",
-                ValueMatch::Regex(Regex::new("^v[0-9]+$").unwrap()),
-            ),
+            header(exact("/r"), "x-ver", ValueMatch::Regex(Regex::new("^v[0-9]+$").unwrap())),
             header(exact("/e"), "x-canary", ValueMatch::Exact("true".into())),
         ],
     )]);
@@ -325,13 +260,7 @@ fn header_conditions_present_regex_exact_any_value() {
     assert_eq!(find(&t, &req("h", "/r").h("x-ver", "v1x")), "-");
     assert_eq!(find(&t, &req("h", "/e").h("X-Canary", "true")), "r#2");
     assert_eq!(find(&t, &req("h", "/e").h("x-canary", "TRUE")), "-");
-    assert_eq!(
-        find(
-            &t,
-            &req("h", "/e").h("x-canary", "no").h("x-canary", "true")
-        ),
-        "r#2"
-    );
+    assert_eq!(find(&t, &req("h", "/e").h("x-canary", "no").h("x-canary", "true")), "r#2");
 }
 
 #[test]
@@ -344,11 +273,7 @@ fn query_conditions_with_percent_encoding() {
         vec![
             query(exact("/q"), "v", ValueMatch::Exact("a b/c".into())),
             query(exact("/p"), "debug", ValueMatch::Present),
-            query(
-                exact("/x"),
-                "id",
-                ValueMatch::Regex(Regex::new("^[0-9]+$").unwrap()),
-            ),
+            query(exact("/x"), "id", ValueMatch::Regex(Regex::new("^[0-9]+$").unwrap())),
         ],
     )]);
     assert_eq!(find(&t, &req("h", "/q?x=1&v=a%20b%2Fc")), "r#0");
@@ -365,10 +290,8 @@ fn query_conditions_with_percent_encoding() {
 
 #[test]
 fn many_regexes_use_the_set_and_keep_precedence() {
-    let rules: Vec<RequestMatch> = (0..40)
-        .map(|i| regex(&format!("/r{i}/[0-9]+")))
-        .chain([regex("/r7/.*")])
-        .collect();
+    let rules: Vec<RequestMatch> =
+        (0..40).map(|i| regex(&format!("/r{i}/[0-9]+"))).chain([regex("/r7/.*")]).collect();
     let t = RouteTable::new(vec![route("d", "r", 0, &[], rules)]);
     assert_eq!(find(&t, &req("h", "/r7/123")), "r#7");
     assert_eq!(find(&t, &req("h", "/r7/abc")), "r#40");
@@ -380,20 +303,13 @@ fn many_regexes_use_the_set_and_keep_precedence() {
 fn ten_thousand_routes_find_the_right_rule() {
     let routes: Vec<RouteModel> = (0..10_000)
         .map(|i| {
-            let hosts: &[&str] = if i % 3 == 0 {
-                &["svc.example.com"]
-            } else {
-                &[]
-            };
+            let hosts: &[&str] = if i % 3 == 0 { &["svc.example.com"] } else { &[] };
             route(
                 "d",
                 &format!("r{i}"),
                 i,
                 hosts,
-                vec![
-                    prefix(&format!("/svc-{i}")),
-                    exact(&format!("/svc-{i}/exact")),
-                ],
+                vec![prefix(&format!("/svc-{i}")), exact(&format!("/svc-{i}/exact"))],
             )
         })
         .collect();
@@ -422,13 +338,7 @@ fn describe_lists_hosts_routes_and_matches() {
     assert_eq!(v["hosts"]["wildcard"][0], "*.example.com");
     assert_eq!(v["hosts"]["exact"][0], "a.io");
     assert_eq!(v["routes"][0]["key"], "d/r");
-    assert_eq!(
-        v["routes"][0]["rules"][0]["matches"][0]["path"]["value"],
-        "^(?:/x)$"
-    );
-    assert_eq!(
-        v["routes"][0]["rules"][1]["matches"][0]["path"]["value"],
-        "/"
-    );
+    assert_eq!(v["routes"][0]["rules"][0]["matches"][0]["path"]["value"], "^(?:/x)$");
+    assert_eq!(v["routes"][0]["rules"][1]["matches"][0]["path"]["value"], "/");
     assert_eq!(v["routes"][0]["rules"][1]["timeouts"]["connect"], "5s");
 }

@@ -18,13 +18,9 @@ fn parse_args() -> anyhow::Result<Vec<(String, SocketAddr)>> {
             println!("{USAGE}");
             std::process::exit(0);
         }
-        let (name, addr) = arg
-            .split_once('=')
-            .with_context(|| format!("`{arg}`: {USAGE}"))?;
+        let (name, addr) = arg.split_once('=').with_context(|| format!("`{arg}`: {USAGE}"))?;
         anyhow::ensure!(!name.is_empty(), "`{arg}`: empty NAME; {USAGE}");
-        let addr: SocketAddr = addr
-            .parse()
-            .with_context(|| format!("`{arg}`: bad address"))?;
+        let addr: SocketAddr = addr.parse().with_context(|| format!("`{arg}`: bad address"))?;
         out.push((name.to_owned(), addr));
     }
     anyhow::ensure!(!out.is_empty(), "{USAGE}");
@@ -46,15 +42,9 @@ async fn main() -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(());
     let mut tasks = Vec::new();
     for (name, addr) in backends {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         eprintln!("weir-demo-backend: {name} listening on http://{addr}");
-        tasks.push(tokio::spawn(weir_e2e::serve_echo(
-            name,
-            listener,
-            rx.clone(),
-        )));
+        tasks.push(tokio::spawn(weir_e2e::serve_echo(name, listener, rx.clone())));
     }
     shutdown_signal().await?;
     let _ = tx.send(());
