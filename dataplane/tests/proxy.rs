@@ -134,6 +134,37 @@ async fn forwarded_headers_set_and_hop_by_hop_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_id_and_traceparent_reach_the_upstream() {
+    let a = Origin::start("a").await;
+    let snap = snapshot(
+        1,
+        vec![route("r", &[], vec![rule("r", "/", action(&[(0, 1)]))])],
+        vec![Backend::new(key("a"), vec![a.addr])],
+    );
+    let gw = Gateway::start(snap).await;
+    let client = client();
+    // Minted when absent.
+    let answer = get(&client, &gw.url("/t"), "shop.test").await;
+    let headers = &answer.json()["headers"];
+    assert!(uuid_like(headers["x-request-id"].as_str().unwrap()), "{headers}");
+    let tp = headers["traceparent"].as_str().unwrap();
+    assert_eq!(tp.len(), 55, "{tp}");
+    assert!(tp.starts_with("00-") && tp.ends_with("-01"), "{tp}");
+    // Kept when valid.
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = Request::get(gw.url("/t"))
+        .header("host", "shop.test")
+        .header("x-request-id", "req-7")
+        .header("traceparent", incoming)
+        .body(empty())
+        .unwrap();
+    let answer = send(&client, request).await;
+    let headers = &answer.json()["headers"];
+    assert_eq!(headers["x-request-id"], "req-7");
+    assert_eq!(headers["traceparent"], incoming);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_is_a_json_404() {
     let a = Origin::start("a").await;
     let snap = snapshot(

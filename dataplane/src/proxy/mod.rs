@@ -8,6 +8,7 @@
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -34,10 +35,11 @@ pub async fn handle(
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<ProxyBody> {
-    let request_id = request.headers().get(X_REQUEST_ID).cloned();
+    let mut request = request;
+    let request_id = trace::ensure_request_identity(request.headers_mut());
     match proxy(dataplane, request, client).await {
         Ok(response) => response,
-        Err(error) => error_response(&error, request_id.as_ref()),
+        Err(error) => error_response(&error, Some(&request_id)),
     }
 }
 

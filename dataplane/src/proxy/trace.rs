@@ -1,0 +1,105 @@
+//! Request identity sent upstream: the request id header and W3C `traceparent`.
+//!
+//! A valid incoming `X-Request-ID` is kept, otherwise the gateway mints a UUID v4; the same
+//! id is the `requestId` of the gateway's own error bodies. A valid incoming `traceparent`
+//! is forwarded unchanged; a missing or malformed one is replaced by a new sampled trace.
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+use super::error::{X_REQUEST_ID, valid_request_id};
+
+/// `traceparent` (W3C Trace Context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Makes sure `headers` carries a valid request id and a valid `traceparent`, and returns
+/// the request id.
+pub fn ensure_request_identity(headers: &mut HeaderMap) -> HeaderValue {
+    let id = match headers.get(X_REQUEST_ID) {
+        Some(v) if valid_request_id(v) => v.clone(),
+        _ => {
+            let id = new_request_id();
+            headers.insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    };
+    if !headers.get(TRACEPARENT).is_some_and(valid_traceparent) {
+        headers.insert(TRACEPARENT, new_traceparent());
+    }
+    id
+}
+
+/// A fresh request id (UUID v4, hyphenated).
+pub fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// A new sampled `traceparent`: version 00, random trace id and parent id.
+fn new_traceparent() -> HeaderValue {
+    let trace = uuid::Uuid::new_v4().as_u128();
+    let span = (uuid::Uuid::new_v4().as_u128() as u64).max(1);
+    let value = format!("00-{trace:032x}-{span:016x}-01");
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// W3C Trace Context version-00 shape: `00-<32 hex>-<16 hex>-<2 hex>`, lower-case, with
+/// non-zero trace and parent ids. Future versions (not `ff`) are accepted by prefix.
+pub fn valid_traceparent(value: &HeaderValue) -> bool {
+    let b = value.as_bytes();
+    if b.len() < 55 || (b.len() > 55 && b[55] != b'-') {
+        return false;
+    }
+    let hex = |s: &[u8]| s.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    let nonzero = |s: &[u8]| s.iter().any(|c| *c != b'0');
+    let (version, trace, parent, flags) = (&b[0..2], &b[3..35], &b[36..52], &b[53..55]);
+    b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(version)
+        && version != b"ff"
+        && (version != b"00" || b.len() == 55)
+        && hex(trace)
+        && nonzero(trace)
+        && hex(parent)
+        && nonzero(parent)
+        && hex(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn keeps_valid_and_mints_missing_identity() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-1"));
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        h.insert(TRACEPARENT, HeaderValue::from_static(tp));
+        assert_eq!(ensure_request_identity(&mut h), "abc-1");
+        assert_eq!(h.get(TRACEPARENT).unwrap(), tp);
+
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("bad id with spaces"));
+        h.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
+        let id = ensure_request_identity(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h.get(X_REQUEST_ID).unwrap(), &id);
+        assert!(valid_traceparent(h.get(TRACEPARENT).unwrap()));
+        assert_ne!(h.get(TRACEPARENT).unwrap(), "garbage");
+    }
+
+    #[test]
+    fn traceparent_validation() {
+        let ok = |s: &'static str| valid_traceparent(&HeaderValue::from_static(s));
+        assert!(ok("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!ok("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+        assert!(!ok("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"));
+        assert!(!ok("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!ok("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+        assert!(!ok("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
+        assert!(ok("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
+    }
+}
