@@ -212,12 +212,22 @@ fn compile_route(
     let mut effective = Vec::new();
     match served {
         Some((valid, served_gen, spec)) => {
-            let message = if errors.is_empty() {
-                "programmed".to_owned()
+            // Programmed is about *this* generation: an invalid update is not programmed,
+            // even though the last good generation keeps serving.
+            if errors.is_empty() {
+                conditions.push(condition(
+                    PROGRAMMED,
+                    true,
+                    "Programmed",
+                    "programmed".to_owned(),
+                    generation,
+                ));
             } else {
-                format!("the last good version (generation {served_gen}) is programmed")
-            };
-            conditions.push(condition(PROGRAMMED, true, "Programmed", message, generation));
+                let message = format!(
+                    "generation {generation} is not programmed; the last good version (generation {served_gen}) keeps serving"
+                );
+                conditions.push(condition(PROGRAMMED, false, "Invalid", message, generation));
+            }
             let (per_rule, _) = plugins::rule_plugins(ns, spec, catalog);
             effective = effective_plugins(&per_rule);
             out.rule_plugins = Some(per_rule);

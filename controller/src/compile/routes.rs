@@ -304,9 +304,13 @@ pub(crate) fn parse_host(raw: &str) -> Result<HostMatch, String> {
 }
 
 /// Compiles a regex anchored at both ends.
+/// The pattern is parsed on its own first, so an unbalanced group such as `/a)|(/b` is
+/// rejected instead of escaping the anchors.
 pub(crate) fn anchored_regex(pattern: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{pattern})$"))
-        .map_err(|e| format!("regex {pattern:?} is invalid: {}", one_line(&e.to_string())))
+    let invalid =
+        |e: regex::Error| format!("regex {pattern:?} is invalid: {}", one_line(&e.to_string()));
+    Regex::new(pattern).map_err(invalid)?;
+    Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)
 }
 
 fn one_line(s: &str) -> String {

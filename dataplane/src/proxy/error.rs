@@ -16,6 +16,15 @@ pub enum ProxyError {
     /// No route matched the request (router).
     #[error("no route matches the request")]
     NoRoute,
+    /// The request cannot be routed as sent (downstream), e.g. an authority-form target.
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// CONNECT: the gateway does not tunnel (downstream).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The matched rule has no usable endpoint: no backend with weight, an unresolved
     /// backend, or no ready endpoint (balancer).
     #[error("no ready endpoint: {reason}")]
@@ -53,6 +62,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect { .. } | ProxyError::BadResponse { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -66,6 +77,8 @@ impl ProxyError {
     pub fn public_message(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no route matches the request",
+            ProxyError::BadRequest { .. } => "bad request",
+            ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::NoEndpoint { .. } => "no ready endpoint",
             ProxyError::UpstreamConnect { .. } => "upstream connect failure",
             ProxyError::UpstreamTimeout => "upstream timeout",

@@ -8,6 +8,7 @@
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod normalize;
 pub mod trace;
 pub mod upstream;
 
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use http::header::HOST;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
@@ -48,12 +49,8 @@ pub async fn handle(
 fn original_host(parts: &http::request::Parts) -> HeaderValue {
     let from_header = || parts.headers.get(HOST).cloned();
     let from_uri = || parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    let host = if parts.version == Version::HTTP_2 {
-        from_uri().or_else(from_header)
-    } else {
-        from_header().or_else(from_uri)
-    };
-    host.unwrap_or_else(|| HeaderValue::from_static(""))
+    // RFC 9112 §3.2.2: an absolute-form target's authority wins over the Host header.
+    from_uri().or_else(from_header).unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
 async fn proxy(
@@ -63,6 +60,26 @@ async fn proxy(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let snapshot = dataplane.current();
     let (mut parts, body) = request.into_parts();
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    if !parts.uri.path().starts_with('/') {
+        return Err(ProxyError::BadRequest {
+            reason: "the request target is not an absolute path",
+        });
+    }
+    if let Some(normal) = normalize::remove_dot_segments(parts.uri.path()) {
+        let target = match parts.uri.query() {
+            Some(query) => format!("{normal}?{query}"),
+            None => normal,
+        };
+        let path_and_query = PathAndQuery::try_from(target)
+            .map_err(|_| ProxyError::BadRequest { reason: "invalid request target" })?;
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = Some(path_and_query);
+        parts.uri = http::Uri::from_parts(uri)
+            .map_err(|_| ProxyError::BadRequest { reason: "invalid request target" })?;
+    }
     let host = original_host(&parts);
     let view = RequestView {
         method: &parts.method,

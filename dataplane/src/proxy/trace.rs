@@ -15,17 +15,20 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Makes sure `headers` carries a valid request id and a valid `traceparent`, and returns
 /// the request id.
 pub fn ensure_request_identity(headers: &mut HeaderMap) -> HeaderValue {
+    // `insert` also collapses duplicates: only the value chosen here goes upstream.
     let id = match headers.get(X_REQUEST_ID) {
         Some(v) if valid_request_id(v) => v.clone(),
-        _ => {
-            let id = new_request_id();
-            headers.insert(X_REQUEST_ID, id.clone());
-            id
-        }
+        _ => new_request_id(),
     };
-    if !headers.get(TRACEPARENT).is_some_and(valid_traceparent) {
-        headers.insert(TRACEPARENT, new_traceparent());
-    }
+    headers.insert(X_REQUEST_ID, id.clone());
+    // W3C: several traceparent headers make the context invalid.
+    let traceparent = match headers.get(TRACEPARENT) {
+        Some(v) if valid_traceparent(v) && headers.get_all(TRACEPARENT).iter().count() == 1 => {
+            v.clone()
+        }
+        _ => new_traceparent(),
+    };
+    headers.insert(TRACEPARENT, traceparent);
     id
 }
 

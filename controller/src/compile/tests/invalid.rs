@@ -86,7 +86,7 @@ fn invalid_update_keeps_the_last_good_version_serving() {
             "the last good version (generation 1) keeps serving",
         ],
     );
-    assert_cond(s, PROGRAMMED, "True", "Programmed", &["generation 1"]);
+    assert_cond(s, PROGRAMMED, "False", "Invalid", &["is not programmed", "generation 1"]);
     let live: Vec<(String, i64)> =
         second.routes.route_keys().map(|(k, g)| (k.to_string(), g)).collect();
     assert_eq!(live, [("default/r".to_owned(), 1)]);

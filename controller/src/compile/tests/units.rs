@@ -22,6 +22,8 @@ fn regexes_are_anchored() {
     let re = anchored_regex("/a|/b").unwrap();
     assert!(re.is_match("/a") && re.is_match("/b"));
     assert!(!re.is_match("/ab") && !re.is_match("x/a"));
+    // An unbalanced group cannot escape the anchors.
+    assert!(anchored_regex("/a)|(/b").is_err());
 }
 
 fn spec(yaml: &str) -> RouteSpec {
