@@ -210,8 +210,18 @@ fn yaml_error(e: serde_saphyr::Error) -> String {
     first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
-fn parse_typed<T: DeserializeOwned>(padded: &str) -> Result<T, String> {
-    serde_saphyr::from_str::<T>(padded).map_err(yaml_error)
+/// Parses a document's text. Only on failure is it parsed again, padded with the lines
+/// before it, so the error carries file line numbers without making every parse cost
+/// O(lines before it).
+fn parse_at<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, String> {
+    serde_saphyr::from_str::<T>(doc.text).map_err(|first| {
+        let mut padded = "\n".repeat(doc.line);
+        padded.push_str(doc.text);
+        match serde_saphyr::from_str::<T>(&padded) {
+            Err(e) => yaml_error(e),
+            Ok(_) => yaml_error(first),
+        }
+    })
 }
 
 /// Parses one document. `Ok(None)` for an empty document.
@@ -219,10 +229,7 @@ fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
     if is_blank(doc.text) {
         return Ok(None);
     }
-    // Pad with the lines before the document so parser errors carry file line numbers.
-    let mut padded = "\n".repeat(doc.line);
-    padded.push_str(doc.text);
-    let value: Value = serde_saphyr::from_str(&padded).map_err(yaml_error)?;
+    let value: Value = parse_at(doc)?;
     let map = match &value {
         Value::Null => return Ok(None),
         Value::Object(m) => m,
@@ -245,18 +252,18 @@ fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
         |r: Result<Object, String>| r.map_err(|e| format!("{kind} {}: {e}", name.unwrap_or("")));
     let mut object = match (api_version, kind) {
         (weir_crds::API_VERSION, "Route") => {
-            typed(parse_typed(&padded).map(|o| Object::Route(Box::new(o))))?
+            typed(parse_at(doc).map(|o| Object::Route(Box::new(o))))?
         }
         (weir_crds::API_VERSION, "Plugin") => {
-            typed(parse_typed(&padded).map(|o| Object::Plugin(Box::new(o))))?
+            typed(parse_at(doc).map(|o| Object::Plugin(Box::new(o))))?
         }
         (weir_crds::API_VERSION, "Consumer") => {
-            typed(parse_typed(&padded).map(|o| Object::Consumer(Box::new(o))))?
+            typed(parse_at(doc).map(|o| Object::Consumer(Box::new(o))))?
         }
-        ("v1", "Service") => typed(parse_typed(&padded).map(|o| Object::Service(Box::new(o))))?,
-        ("v1", "Secret") => typed(parse_typed(&padded).map(|o| Object::Secret(Box::new(o))))?,
+        ("v1", "Service") => typed(parse_at(doc).map(|o| Object::Service(Box::new(o))))?,
+        ("v1", "Secret") => typed(parse_at(doc).map(|o| Object::Secret(Box::new(o))))?,
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            typed(parse_typed(&padded).map(|o| Object::EndpointSlice(Box::new(o))))?
+            typed(parse_at(doc).map(|o| Object::EndpointSlice(Box::new(o))))?
         }
         _ => {
             return Err(format!(
@@ -324,8 +331,19 @@ pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         if visited > 100_000 {
             break; // a symlink loop: stop rather than spin
         }
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
+        // The root must be readable; a subdirectory that cannot be read (or vanished
+        // mid-scan) is skipped so it does not block reloads of every other file.
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if d == dir => return Err(e),
+            Err(e) => {
+                tracing::warn!(dir = %d.display(), error = %e, "skipping unreadable directory");
+                continue;
+            }
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
             if hidden(&path) {
                 continue;
             }
