@@ -14,7 +14,7 @@ help:
 	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), admin $(ADMIN_ADDR))"
 	@echo "make test   - build every binary, then run every test"
 	@echo "make crds   - regenerate charts/weir/crds/ from the Rust types (weir crds)"
-	@echo "make bench  - run the data-plane benchmarks"
+	@echo "make bench  - weir vs nginx/haproxy on loopback (bench/bench.py); cargo bench -p weir-dataplane for micro"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 
 build:
@@ -39,8 +39,11 @@ test:
 crds:
 	$(CARGO) run -q -p weir-controller --bin weir -- crds | scripts/split-crds.sh charts/weir/crds
 
+# weir vs nginx (and haproxy) on loopback, see bench/bench.py and docs/performance.md.
+# Needs: apt-get install -y nginx-light wrk haproxy. Shorter: make bench ROUNDS=3 DURATION=3.
 bench:
-	$(CARGO) bench -p weir-dataplane
+	$(CARGO) build --release -p weir-controller -p weir-e2e --bins
+	NO_BUILD=1 TARGET_DIR=$(TARGET_DIR) $(if $(ROUNDS),ROUNDS=$(ROUNDS)) $(if $(DURATION),DURATION=$(DURATION)) python3 bench/bench.py
 
 lint:
 	$(CARGO) fmt --all -- --check

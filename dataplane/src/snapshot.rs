@@ -324,13 +324,27 @@ pub struct Backend {
     pub endpoints: Arc<[SocketAddr]>,
     /// Why the backend cannot be used (e.g. the Service does not exist). Answered as 503.
     pub problem: Option<Box<str>>,
+    /// `endpoints[i]` as a URI authority, built once here instead of per request.
+    authorities: Box<[http::uri::Authority]>,
     cursor: AtomicUsize,
 }
 
 impl Backend {
     /// A backend with ready endpoints (possibly none).
     pub fn new(key: BackendKey, endpoints: Vec<SocketAddr>) -> Self {
-        Backend { key, endpoints: endpoints.into(), problem: None, cursor: AtomicUsize::new(0) }
+        // A socket address always formats as a valid authority; filter defensively anyway.
+        let endpoints: Vec<(SocketAddr, http::uri::Authority)> = endpoints
+            .into_iter()
+            .filter_map(|e| http::uri::Authority::try_from(e.to_string()).ok().map(|a| (e, a)))
+            .collect();
+        let (endpoints, authorities): (Vec<_>, Vec<_>) = endpoints.into_iter().unzip();
+        Backend {
+            key,
+            endpoints: endpoints.into(),
+            problem: None,
+            authorities: authorities.into(),
+            cursor: AtomicUsize::new(0),
+        }
     }
 
     /// A backend that cannot be resolved; requests get 503 with `problem` logged.
@@ -339,17 +353,23 @@ impl Backend {
             key,
             endpoints: Arc::new([]),
             problem: Some(problem.into()),
+            authorities: Box::new([]),
             cursor: AtomicUsize::new(0),
         }
     }
 
     /// Round-robin over ready endpoints: one atomic increment.
     pub fn next_endpoint(&self) -> Option<SocketAddr> {
+        self.next_target().map(|(addr, _)| addr)
+    }
+
+    /// Like [`Backend::next_endpoint`], with the endpoint's precomputed URI authority.
+    pub fn next_target(&self) -> Option<(SocketAddr, &http::uri::Authority)> {
         if self.endpoints.is_empty() {
             return None;
         }
         let n = self.cursor.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        Some(self.endpoints[n])
+        Some((self.endpoints[n], &self.authorities[n]))
     }
 }
 

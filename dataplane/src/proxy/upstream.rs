@@ -12,7 +12,6 @@
 //! only apply to idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE); a connect
 //! failure is retried for any method, because nothing reached the upstream.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -115,12 +114,10 @@ impl Prepared {
 
     fn build(
         &self,
-        endpoint: SocketAddr,
+        authority: &Authority,
         headers: HeaderMap,
     ) -> Result<Request<UpstreamBody>, ProxyError> {
-        let authority = Authority::try_from(endpoint.to_string()).map_err(|e| {
-            ProxyError::InvalidUpstreamRequest { reason: format!("authority {endpoint}: {e}") }
-        })?;
+        let authority = authority.clone();
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(authority);
@@ -164,12 +161,13 @@ pub(crate) async fn send(
     let idempotent = idempotent(&request.method);
     let mut left = retries.attempts;
     loop {
-        let endpoint = backend.next_endpoint().ok_or_else(|| ProxyError::NoEndpoint {
-            reason: format!("backend {} has no ready endpoint", backend.key),
-        })?;
+        let (endpoint, authority) =
+            backend.next_target().ok_or_else(|| ProxyError::NoEndpoint {
+                reason: format!("backend {} has no ready endpoint", backend.key),
+            })?;
         let headers =
             if left == 0 { std::mem::take(&mut request.headers) } else { request.headers.clone() };
-        let future = upstream.request(timeouts.connect, request.build(endpoint, headers)?);
+        let future = upstream.request(timeouts.connect, request.build(authority, headers)?);
         let try_deadline = retries.per_try_timeout.map(|d| Instant::now() + d);
         let limit = match (deadline, try_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
