@@ -15,10 +15,15 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             cli::init_tracing(args.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cli::worker_threads())
-                .enable_all()
-                .build();
+            // One worker (as benchmarks pin it): a current-thread runtime, which avoids the
+            // cross-thread wake-ups of a one-worker multi-thread scheduler.
+            let runtime = match cli::worker_threads() {
+                1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n)
+                    .enable_all()
+                    .build(),
+            };
             let runtime = match runtime {
                 Ok(rt) => rt,
                 Err(e) => {
