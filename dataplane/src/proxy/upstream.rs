@@ -31,7 +31,9 @@ use crate::snapshot::{Backend, RetryPolicy, Timeouts};
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Distinct connect timeouts kept before the client set is reset.
+/// Distinct connect timeouts that get their own pooled client; past this, the client with
+/// the closest timeout is used (a configuration with more is unusual; such requests take
+/// the cold path's lock).
 const MAX_CLIENTS: usize = 64;
 
 type HttpClient = Client<HttpConnector, UpstreamBody>;
@@ -74,8 +76,17 @@ impl Upstream {
         if let Some((_, client)) = current.iter().find(|(d, _)| *d == connect_timeout) {
             return client.clone();
         }
+        if current.len() >= MAX_CLIENTS {
+            // Never drop existing pools (that would close every route's keep-alive
+            // connections): past the cap, the client with the closest timeout serves.
+            if let Some((_, client)) =
+                current.iter().min_by_key(|(d, _)| d.abs_diff(connect_timeout))
+            {
+                return client.clone();
+            }
+        }
         let client = build_client(connect_timeout);
-        let mut next = if current.len() >= MAX_CLIENTS { Vec::new() } else { (*current).clone() };
+        let mut next = (*current).clone();
         next.push((connect_timeout, client.clone()));
         self.clients.store(Arc::new(next));
         client
