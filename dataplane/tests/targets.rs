@@ -79,4 +79,11 @@ async fn connect_and_authority_form_are_refused_absolute_form_routes_by_its_auth
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(b.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "{answer}");
     assert_eq!(a.requests.load(std::sync::atomic::Ordering::SeqCst), 1, "{answer}");
+
+    // HTTP/1.1 without Host is a 400 (RFC 9112 §3.2); HTTP/1.0 without Host is served.
+    let answer = raw(gw.addr, "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let answer = raw(gw.addr, "GET /x HTTP/1.0\r\n\r\n").await;
+    assert!(answer.contains(" 200 "), "{answer}");
+    assert!(!answer.contains("x-forwarded-host"), "{answer}");
 }

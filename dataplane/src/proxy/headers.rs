@@ -88,7 +88,9 @@ pub fn set_forwarded(
         headers.insert(X_FORWARDED_FOR, xff);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(X_FORWARDED_HOST, host.clone());
+    if !host.is_empty() {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,11 @@ async fn proxy(
             .map_err(|_| ProxyError::BadRequest { reason: "invalid request target" })?;
     }
     let host = original_host(&parts);
+    // RFC 9112 §3.2: an HTTP/1.1 request without a Host is answered 400.
+    let host_missing = !parts.headers.contains_key(HOST) && parts.uri.authority().is_none();
+    if host_missing && parts.version == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest { reason: "missing Host header" });
+    }
     let view = RequestView {
         method: &parts.method,
         host: host.to_str().unwrap_or(""),
@@ -125,7 +130,9 @@ async fn proxy(
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::set_forwarded(&mut parts.headers, client.ip(), "http", &host);
     let upstream_host = action.rewrite.as_ref().and_then(|rw| rw.host.clone()).unwrap_or(host);
-    parts.headers.insert(HOST, upstream_host);
+    if !upstream_host.is_empty() {
+        parts.headers.insert(HOST, upstream_host);
+    }
 
     let body = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
     let prepared =
