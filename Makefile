@@ -8,7 +8,7 @@ QUICKSTART ?= deploy/examples/quickstart
 DEMO_BACKENDS ?= orders-v1=127.0.0.1:9001 orders-v2=127.0.0.1:9002 users-v1=127.0.0.1:9003
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help run build test crds bench lint
+.PHONY: help run build test crds bench lint chart
 
 help:
 	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), admin $(ADMIN_ADDR))"
@@ -16,6 +16,7 @@ help:
 	@echo "make crds   - regenerate charts/weir/crds/ from the Rust types (weir crds)"
 	@echo "make bench  - weir vs nginx/haproxy on loopback (bench/bench.py); cargo bench -p weir-dataplane for micro"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+	@echo "make chart  - lint, render and check charts/weir with the Helm engine; write deploy/install.yaml"
 
 build:
 	$(CARGO) build -p weir-controller -p weir-e2e --bins
@@ -48,3 +49,16 @@ bench:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Lints and renders charts/weir with Helm's own Go library (the helm-python-sdk package, no
+# helm binary), checks the rendered objects and writes deploy/install.yaml.
+# `make chart CHECK=1` fails instead if deploy/install.yaml is out of date (for CI).
+HELM_PYTHON_SDK ?= helm-python-sdk==0.2.2
+chart:
+	@python3 -c 'import helm_python' 2>/dev/null || { \
+	  echo "make chart: helm-python-sdk is not installed; installing $(HELM_PYTHON_SDK) with pip"; \
+	  python3 -m pip install -q '$(HELM_PYTHON_SDK)'; }
+	@python3 -c 'import yaml' 2>/dev/null || { \
+	  echo "make chart: PyYAML is not installed; installing it with pip"; \
+	  python3 -m pip install -q PyYAML; }
+	python3 scripts/chart.py $(if $(CHECK),--check)

@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Lints and renders charts/weir with the real Helm engine, checks it, writes deploy/install.yaml.
+
+The engine is Helm's Go library itself, bundled by the `helm-python-sdk` PyPI package
+(`import helm_python`), so no `helm` binary is needed. `make chart` installs it if missing.
+
+What it does:
+  1. `helm lint --strict` of the chart with the default values and with every optional
+     feature on (HPA, ServiceMonitor, Redis URL, watch namespaces, ...).
+  2. Renders both value sets (release `weir`, namespace `weir-system`), parses every
+     document and checks invariants: each object has apiVersion/kind/metadata.name, names
+     are unique, namespaced objects live in the release namespace, the Deployment runs
+     hardened (non-root 65532, read-only root, no privilege escalation, ALL capabilities
+     dropped, RuntimeDefault seccomp), probes hit the admin port, the RBAC rules are exactly
+     the expected least-privilege set, Services select the pods, optional objects appear
+     only when enabled.
+  3. Checks that values.schema.json rejects bad values.
+  4. Writes deploy/install.yaml: the Namespace, the CRDs from charts/weir/crds/ and the
+     chart rendered with defaults, in Helm's install order. With `--check` it instead
+     fails if deploy/install.yaml differs from a fresh rendering (for CI).
+
+Exit status 0 when everything passes; 1 with a list of failures otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+try:
+    import helm_python as helm
+except ImportError:  # pragma: no cover - reported to the user
+    sys.exit("chart.py: the helm-python-sdk package is missing: pip install helm-python-sdk")
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "weir"
+INSTALL = ROOT / "deploy" / "install.yaml"
+RELEASE = "weir"
+NAMESPACE = "weir-system"
+
+# Every optional feature on.
+ALL_ON: dict[str, Any] = {
+    "redisUrl": "redis://redis.weir-system:6379",
+    "watchNamespaces": ["team-a", "team-b"],
+    "logFormat": "text",
+    "extraArgs": ["--https-addr", "0.0.0.0:8443"],
+    "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
+    "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
+                    "targetMemoryUtilizationPercentage": 80},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "service": {"type": "NodePort", "externalTrafficPolicy": "Local",
+                "annotations": {"example.com/lb": "internal"}},
+    "imagePullSecrets": [{"name": "regcred"}],
+    "podAnnotations": {"example.com/scrape": "true"},
+    "priorityClassName": "system-cluster-critical",
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "gateway",
+                     "effect": "NoSchedule"}],
+}
+
+# Values the schema must reject.
+BAD_VALUES: list[dict[str, Any]] = [
+    {"service": {"type": "Ingress"}},
+    {"logFormat": "xml"},
+    {"replicaCount": -1},
+    {"redisUrl": "http://not-redis"},
+    {"watchNamespaces": ["Not_A_Namespace"]},
+    {"autoscaling": {"enabled": "yes"}},
+    {"unknownTopLevelKey": 1},
+]
+
+# The exact rules the controller needs (issue 3, item 5).
+EXPECTED_CLUSTER_RULES = {
+    ("weir.dev", "routes", "get"), ("weir.dev", "routes", "list"), ("weir.dev", "routes", "watch"),
+    ("weir.dev", "plugins", "get"), ("weir.dev", "plugins", "list"),
+    ("weir.dev", "plugins", "watch"),
+    ("weir.dev", "consumers", "get"), ("weir.dev", "consumers", "list"),
+    ("weir.dev", "consumers", "watch"),
+    *{("weir.dev", f"{r}/status", v) for r in ("routes", "plugins", "consumers")
+      for v in ("get", "patch", "update")},
+    *{("", r, v) for r in ("services", "secrets") for v in ("get", "list", "watch")},
+    *{("discovery.k8s.io", "endpointslices", v) for v in ("get", "list", "watch")},
+    *{(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")},
+}
+EXPECTED_ROLE_RULES = {("coordination.k8s.io", "leases", v)
+                       for v in ("get", "create", "update", "patch")}
+
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+
+# Helm's install order (pkg/release/util/kind_sorter.go), for a stable install.yaml.
+INSTALL_ORDER = [
+    "PriorityClass", "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange",
+    "PodSecurityPolicy", "PodDisruptionBudget", "ServiceAccount", "Secret", "SecretList",
+    "ConfigMap", "StorageClass", "PersistentVolume", "PersistentVolumeClaim",
+    "CustomResourceDefinition", "ClusterRole", "ClusterRoleList", "ClusterRoleBinding",
+    "ClusterRoleBindingList", "Role", "RoleList", "RoleBinding", "RoleBindingList", "Service",
+    "DaemonSet", "Pod", "ReplicationController", "ReplicaSet", "Deployment",
+    "HorizontalPodAutoscaler", "StatefulSet", "Job", "CronJob", "IngressClass", "Ingress",
+    "APIService",
+]
+
+
+class Checker:
+    """Collects failures instead of stopping at the first one."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.passed = 0
+
+    def check(self, ok: bool, what: str) -> None:
+        if ok:
+            self.passed += 1
+        else:
+            self.failures.append(what)
+
+
+def lint(c: Checker, values: dict[str, Any] | None, label: str) -> None:
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
+    bad = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+    for m in bad:
+        c.failures.append(f"lint ({label}): {m.get('path')}: {m.get('error', '').strip()}")
+    c.check(not report.get("errors"), f"lint ({label}): errors {report.get('errors')}")
+    print(f"lint ({label}): {len(bad)} warnings/errors, "
+          f"{len(report.get('messages', [])) - len(bad)} info")
+
+
+def render(chart: Any, values: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """(template path, object) for every non-empty rendered document, NOTES.txt excluded."""
+    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    out = []
+    for path in sorted(manifests):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(manifests[path]):
+            if doc is not None:
+                out.append((path, doc))
+    return out
+
+
+def rules_of(obj: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in obj.get("rules", []) for g in rule.get("apiGroups", [])
+            for r in rule.get("resources", []) for v in rule.get("verbs", [])}
+
+
+def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str,
+                  values: dict[str, Any]) -> None:
+    seen: set[tuple[str, str]] = set()
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for path, o in objs:
+        where = f"{label}: {path}"
+        meta = o.get("metadata") or {}
+        c.check(bool(o.get("apiVersion")), f"{where}: object without apiVersion")
+        c.check(bool(o.get("kind")), f"{where}: object without kind")
+        c.check(bool(meta.get("name")), f"{where}: object without metadata.name")
+        key = (o.get("kind", ""), meta.get("name", ""))
+        c.check(key not in seen, f"{where}: duplicate {key}")
+        seen.add(key)
+        if o.get("kind") not in CLUSTER_SCOPED:
+            c.check(meta.get("namespace") == NAMESPACE,
+                    f"{where}: {key} not in namespace {NAMESPACE}")
+        c.check((meta.get("labels") or {}).get("app.kubernetes.io/instance") == RELEASE,
+                f"{where}: {key} lacks the instance label")
+        by_kind.setdefault(o.get("kind", ""), []).append(o)
+
+    def one(kind: str) -> dict[str, Any]:
+        found = by_kind.get(kind, [])
+        c.check(len(found) == 1, f"{label}: expected one {kind}, got {len(found)}")
+        return found[0] if found else {}
+
+    hpa_on = bool(values.get("autoscaling", {}).get("enabled"))
+    sm_on = bool(values.get("serviceMonitor", {}).get("enabled"))
+    c.check(len(by_kind.get("HorizontalPodAutoscaler", [])) == int(hpa_on),
+            f"{label}: HPA present={not hpa_on}, enabled={hpa_on}")
+    c.check(len(by_kind.get("ServiceMonitor", [])) == int(sm_on),
+            f"{label}: ServiceMonitor present={not sm_on}, enabled={sm_on}")
+    for kind in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                 "PodDisruptionBudget"):
+        one(kind)
+
+    # Deployment.
+    dep = one("Deployment")
+    spec = dep.get("spec", {})
+    pod = spec.get("template", {}).get("spec", {})
+    pod_labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
+    selector = spec.get("selector", {}).get("matchLabels", {})
+    c.check(selector.items() <= pod_labels.items(), f"{label}: selector does not match pods")
+    if hpa_on:
+        c.check("replicas" not in spec, f"{label}: replicas set although the HPA owns them")
+    else:
+        c.check(spec.get("replicas") == values.get("replicaCount", 2),
+                f"{label}: replicas {spec.get('replicas')}")
+    psc = pod.get("securityContext", {})
+    c.check(psc.get("runAsNonRoot") is True, f"{label}: pod runAsNonRoot")
+    c.check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{label}: pod seccomp")
+    c.check(pod.get("terminationGracePeriodSeconds", 0) > 0, f"{label}: no grace period")
+    c.check(pod.get("serviceAccountName") == one("ServiceAccount").get("metadata", {}).get("name"),
+            f"{label}: pod does not use the chart's ServiceAccount")
+    c.check(len(pod.get("topologySpreadConstraints", [])) >= 1, f"{label}: no topology spread")
+    containers = pod.get("containers", [])
+    c.check(len(containers) == 1, f"{label}: expected one container")
+    ct = containers[0] if containers else {}
+    sc = ct.get("securityContext", {})
+    c.check(sc.get("runAsNonRoot") is True, f"{label}: container runAsNonRoot")
+    c.check(sc.get("runAsUser") == 65532, f"{label}: container runAsUser {sc.get('runAsUser')}")
+    c.check(sc.get("readOnlyRootFilesystem") is True, f"{label}: readOnlyRootFilesystem")
+    c.check(sc.get("allowPrivilegeEscalation") is False, f"{label}: allowPrivilegeEscalation")
+    c.check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{label}: capabilities.drop ALL")
+    c.check(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+            f"{label}: container seccomp")
+    args = ct.get("args", [])
+    expected_prefix = ["run", "--http-addr", "0.0.0.0:8080", "--admin-addr", "0.0.0.0:9901",
+                       "--namespace", NAMESPACE]
+    c.check(args[:len(expected_prefix)] == expected_prefix, f"{label}: args {args}")
+    flags = dict(zip(args[len(expected_prefix)::2], args[len(expected_prefix) + 1::2]))
+    if values.get("redisUrl"):
+        c.check(flags.get("--redis-url") == values["redisUrl"], f"{label}: --redis-url {args}")
+    else:
+        c.check("--redis-url" not in args, f"{label}: --redis-url set without a value")
+    if values.get("watchNamespaces"):
+        c.check(flags.get("--watch-namespaces") == ",".join(values["watchNamespaces"]),
+                f"{label}: --watch-namespaces {args}")
+    else:
+        c.check("--watch-namespaces" not in args, f"{label}: --watch-namespaces without value")
+    c.check(flags.get("--log-format") == values.get("logFormat", "json"),
+            f"{label}: --log-format {args}")
+    ports = {p.get("name"): p.get("containerPort") for p in ct.get("ports", [])}
+    c.check(ports == {"http": 8080, "https": 8443, "admin": 9901}, f"{label}: ports {ports}")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = ct.get(probe, {}).get("httpGet", {})
+        c.check(get.get("path") == path and get.get("port") in ("admin", 9901),
+                f"{label}: {probe} {get}")
+    c.check(bool(ct.get("resources", {}).get("requests")), f"{label}: no resource requests")
+    c.check(ct.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0) > 0,
+            f"{label}: no preStop drain sleep")
+    mounts = {m.get("mountPath") for m in ct.get("volumeMounts", [])}
+    c.check("/tmp" in mounts, f"{label}: no writable /tmp with a read-only root")
+
+    # Services.
+    services = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
+    traffic = services.get(RELEASE, {})
+    admin = services.get(f"{RELEASE}-admin", {})
+    c.check(bool(traffic) and bool(admin), f"{label}: services {sorted(services)}")
+    want_type = values.get("service", {}).get("type", "LoadBalancer")
+    c.check(traffic.get("spec", {}).get("type") == want_type,
+            f"{label}: traffic Service type {traffic.get('spec', {}).get('type')}")
+    tports = {(p.get("name"), p.get("port"), p.get("targetPort"))
+              for p in traffic.get("spec", {}).get("ports", [])}
+    c.check(tports == {("http", 80, "http"), ("https", 443, "https")}, f"{label}: {tports}")
+    c.check(admin.get("spec", {}).get("type") == "ClusterIP", f"{label}: admin Service type")
+    aports = {(p.get("name"), p.get("port")) for p in admin.get("spec", {}).get("ports", [])}
+    c.check(aports == {("admin", 9901)}, f"{label}: admin ports {aports}")
+    for name, svc in services.items():
+        sel = svc.get("spec", {}).get("selector", {})
+        c.check(bool(sel) and sel.items() <= pod_labels.items(),
+                f"{label}: Service {name} does not select the pods")
+
+    # RBAC: exactly the expected rules, bound to the ServiceAccount.
+    got = rules_of(one("ClusterRole"))
+    c.check(got == EXPECTED_CLUSTER_RULES,
+            f"{label}: ClusterRole extra {sorted(got - EXPECTED_CLUSTER_RULES)} "
+            f"missing {sorted(EXPECTED_CLUSTER_RULES - got)}")
+    got = rules_of(one("Role"))
+    c.check(got == EXPECTED_ROLE_RULES, f"{label}: Role rules {sorted(got)}")
+    sa = one("ServiceAccount").get("metadata", {}).get("name")
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        b = one(kind)
+        c.check(b.get("roleRef", {}).get("kind") == role_kind
+                and b.get("roleRef", {}).get("name") == one(role_kind)["metadata"]["name"],
+                f"{label}: {kind} roleRef {b.get('roleRef')}")
+        c.check(b.get("subjects") == [{"kind": "ServiceAccount", "name": sa,
+                                       "namespace": NAMESPACE}],
+                f"{label}: {kind} subjects {b.get('subjects')}")
+
+    pdb = one("PodDisruptionBudget")
+    c.check(pdb.get("spec", {}).get("minAvailable") == 1, f"{label}: PDB minAvailable")
+    c.check(pdb.get("spec", {}).get("selector", {}).get("matchLabels") == selector,
+            f"{label}: PDB selector")
+    if hpa_on:
+        hpa = one("HorizontalPodAutoscaler")
+        c.check(hpa.get("apiVersion") == "autoscaling/v2", f"{label}: HPA apiVersion")
+        c.check(hpa.get("spec", {}).get("scaleTargetRef", {}).get("name")
+                == dep["metadata"]["name"], f"{label}: HPA target")
+    if sm_on:
+        sm = one("ServiceMonitor")
+        c.check(sm.get("apiVersion") == "monitoring.coreos.com/v1", f"{label}: SM apiVersion")
+        sm_sel = sm.get("spec", {}).get("selector", {}).get("matchLabels", {})
+        c.check(sm_sel.items() <= admin.get("metadata", {}).get("labels", {}).items()
+                and not sm_sel.items() <= traffic.get("metadata", {}).get("labels", {}).items(),
+                f"{label}: ServiceMonitor must select only the admin Service")
+        c.check([e.get("port") for e in sm.get("spec", {}).get("endpoints", [])] == ["admin"],
+                f"{label}: ServiceMonitor endpoint port")
+
+
+def install_yaml(chart: Any) -> str:
+    """deploy/install.yaml: Namespace, CRDs, then the default rendering, in install order."""
+    docs: list[tuple[int, str, str, str]] = []  # (order, kind, name, yaml text)
+
+    def add(obj: dict[str, Any], text: str) -> None:
+        kind = obj["kind"]
+        order = INSTALL_ORDER.index(kind) if kind in INSTALL_ORDER else len(INSTALL_ORDER)
+        docs.append((order, kind, obj["metadata"]["name"], text.strip("\n")))
+
+    ns = {"apiVersion": "v1", "kind": "Namespace",
+          "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "weir"}}}
+    add(ns, yaml.safe_dump(ns, sort_keys=False))
+    for crd in sorted(chart.crds, key=lambda d: d["name"]):
+        # Verbatim, one document per `---`-separated part of each file.
+        for part in crd["data"].split("\n---"):
+            part = part.strip("\n-")
+            obj = yaml.safe_load(part) if part.strip() else None
+            if obj is not None:
+                add(obj, f"# Source: weir/{crd['name']}\n{part}")
+    manifests = chart.render(None, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    for path in sorted(manifests):
+        if path.endswith("NOTES.txt"):
+            continue
+        # Keep Helm's text (comments and all); split into documents to sort them.
+        for part in manifests[path].split("\n---"):
+            part = part.strip("\n-")
+            obj = yaml.safe_load(part) if part.strip() else None
+            if obj is not None:
+                add(obj, f"# Source: {path}\n{part}")
+    docs.sort(key=lambda d: (d[0], d[1], d[2]))
+    header = (
+        "# weir: everything to run it in a cluster, the Helm chart charts/weir rendered with\n"
+        f"# default values (release {RELEASE}, namespace {NAMESPACE}) plus the Namespace and\n"
+        "# the CRDs. Generated by `make chart` (scripts/chart.py); do not edit by hand.\n"
+        "#   kubectl apply --server-side -f deploy/install.yaml\n"
+    )
+    return header + "".join(f"---\n{d[3]}\n" for d in docs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="fail if deploy/install.yaml is out of date instead of writing it")
+    args = parser.parse_args()
+
+    print(f"helm engine: Helm Go SDK {helm.helm_sdk_version()} "
+          f"(helm-python-sdk {helm.__version__})")
+    c = Checker()
+    lint(c, None, "defaults")
+    lint(c, ALL_ON, "all features on")
+
+    chart = helm.Chart.load(CHART)
+    c.check(chart.metadata.get("apiVersion") == "v2", "Chart.yaml apiVersion must be v2")
+    c.check(chart.metadata.get("appVersion") == "0.1.0", "appVersion must be 0.1.0")
+    crd_names = sorted(d["name"] for d in chart.crds)
+    c.check(crd_names == ["crds/consumers.weir.dev.yaml", "crds/plugins.weir.dev.yaml",
+                          "crds/routes.weir.dev.yaml"], f"CRDs in the chart: {crd_names}")
+
+    for label, values in (("defaults", {}), ("all features on", ALL_ON)):
+        objs = render(chart, values or None)
+        check_objects(c, objs, label, values)
+        kinds = sorted({o["kind"] for _, o in objs})
+        print(f"render ({label}): {len(objs)} objects: {', '.join(kinds)}")
+
+    rejected = 0
+    for bad in BAD_VALUES:
+        try:
+            chart.render(bad, name=RELEASE, namespace=NAMESPACE)
+            c.failures.append(f"schema accepted bad values {bad}")
+        except helm.HelmError:
+            rejected += 1
+            c.passed += 1
+    print(f"schema: rejected {rejected} of {len(BAD_VALUES)} invalid value sets")
+
+    text = install_yaml(chart)
+    parsed = [d for d in yaml.safe_load_all(text) if d is not None]
+    c.check(all(d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name")
+                for d in parsed), "install.yaml: a document lacks apiVersion/kind/name")
+    c.check(sum(d["kind"] == "CustomResourceDefinition" for d in parsed) == 3,
+            "install.yaml: expected 3 CRDs")
+    if args.check:
+        current = INSTALL.read_text() if INSTALL.exists() else ""
+        c.check(current == text, f"{INSTALL.relative_to(ROOT)} is out of date: run `make chart`")
+        print(f"install.yaml: {'up to date' if current == text else 'OUT OF DATE'}")
+    else:
+        INSTALL.parent.mkdir(parents=True, exist_ok=True)
+        INSTALL.write_text(text)
+        print(f"wrote {INSTALL.relative_to(ROOT)}: {len(parsed)} objects")
+
+    if c.failures:
+        print(f"\nFAILED: {len(c.failures)} check(s) failed, {c.passed} passed", file=sys.stderr)
+        for f in c.failures:
+            print(f"  - {f}", file=sys.stderr)
+        return 1
+    print(f"chart: ok ({c.passed} checks passed)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
