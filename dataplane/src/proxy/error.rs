@@ -37,7 +37,7 @@ pub enum ProxyError {
     UpstreamConnect {
         /// The last connect error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No response headers before the request or per-try timeout (upstream timeout).
     #[error("upstream timeout")]
@@ -45,9 +45,9 @@ pub enum ProxyError {
     /// The upstream connection failed after connecting or sent an invalid response.
     #[error("bad upstream response: {source}")]
     BadResponse {
-        /// The client error.
+        /// The connection error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The upstream request could not be built (e.g. a rewrite produced an invalid URI).
     #[error("invalid upstream request: {reason}")]

@@ -9,6 +9,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 pub mod normalize;
+pub mod pool;
 pub mod trace;
 pub mod upstream;
 
@@ -153,5 +154,5 @@ async fn proxy(
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+    Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
 }

@@ -1,8 +1,10 @@
-//! The pooled upstream client, and sending a request with timeouts and retries.
+//! Sending a request upstream over weir's connection pool, with timeouts and retries.
 //!
-//! Clients (each with its own keep-alive pool) are keyed by connect timeout, since hyper's
-//! connector holds the timeout: routes with the same connect timeout share one pool. The
-//! set is created lazily, read lock-free and outlives snapshots.
+//! Each attempt takes an idle keep-alive connection to the chosen endpoint from the
+//! [`Pool`] or opens a new one (the route's connect timeout bounds the TCP connect), and
+//! sends the request in origin form with the `Host` header as prepared. A request that a
+//! reused connection could not send (it closed while idle) goes out again on another
+//! connection, since nothing of it reached the upstream.
 //!
 //! Retry semantics (`RetryPolicy`): a request is sent again, to the backend's next
 //! endpoint, only when its body can still be sent: either the request had no body, or
@@ -12,97 +14,71 @@
 //! only apply to idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE); a connect
 //! failure is retried for any method, because nothing reached the upstream.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::ResponseFuture;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::{Instant, timeout_at};
 
 use super::body::{BodySlot, UpstreamBody, unsent};
 use super::error::ProxyError;
+use super::pool::{self, Pool, PooledBody};
 use crate::snapshot::{Backend, RetryPolicy, Timeouts};
 
-/// How long an idle pooled upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Distinct connect timeouts that get their own pooled client; past this, the client with
-/// the closest timeout is used (a configuration with more is unusual; such requests take
-/// the cold path's lock).
-const MAX_CLIENTS: usize = 64;
-
-type HttpClient = Client<HttpConnector, UpstreamBody>;
-
-/// The upstream clients, shared by every snapshot.
+/// The upstream connection pool, shared by every snapshot.
+#[derive(Debug, Default)]
 pub struct Upstream {
-    clients: ArcSwap<Vec<(Duration, HttpClient)>>,
-    grow: Mutex<()>,
+    pool: Arc<Pool>,
 }
 
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let timeouts: Vec<Duration> = self.clients.load().iter().map(|(d, _)| *d).collect();
-        f.debug_struct("Upstream").field("connect_timeouts", &timeouts).finish()
-    }
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Upstream { clients: ArcSwap::from_pointee(Vec::new()), grow: Mutex::new(()) }
-    }
+/// Why one attempt failed.
+enum AttemptError {
+    /// No connection could be made; nothing reached the upstream.
+    Connect(pool::ConnectError),
+    /// The exchange failed after connecting.
+    Exchange(hyper::Error),
 }
 
 impl Upstream {
-    /// Starts sending `request` with the client for `connect_timeout`.
-    fn request(&self, connect_timeout: Duration, request: Request<UpstreamBody>) -> ResponseFuture {
-        {
-            let clients = self.clients.load();
-            if let Some((_, client)) = clients.iter().find(|(d, _)| *d == connect_timeout) {
-                return client.request(request);
-            }
-        }
-        self.add_client(connect_timeout).request(request)
+    /// The pool of idle upstream connections.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
-    #[cold]
-    fn add_client(&self, connect_timeout: Duration) -> HttpClient {
-        let _guard = self.grow.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.clients.load_full();
-        if let Some((_, client)) = current.iter().find(|(d, _)| *d == connect_timeout) {
-            return client.clone();
-        }
-        if current.len() >= MAX_CLIENTS {
-            // Never drop existing pools (that would close every route's keep-alive
-            // connections): past the cap, the client with the closest timeout serves.
-            if let Some((_, client)) =
-                current.iter().min_by_key(|(d, _)| d.abs_diff(connect_timeout))
-            {
-                return client.clone();
+    /// Sends `request` to `addr` over a pooled or new connection, until response headers.
+    async fn request(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        // Each pass either takes a connection out of the pool (finitely many) or is the
+        // last one, over a new connection.
+        loop {
+            let (mut sender, reused) = match self.pool.checkout(addr) {
+                Some(sender) => (sender, true),
+                None => (
+                    pool::connect(addr, connect_timeout).await.map_err(AttemptError::Connect)?,
+                    false,
+                ),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let pool = Arc::clone(&self.pool);
+                    return Ok(response.map(|body| PooledBody::new(body, pool, addr, sender)));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => {
+                        tracing::debug!(%addr, error = %error.error(), "pooled connection closed, resending");
+                        request = unsent;
+                    }
+                    _ => return Err(AttemptError::Exchange(error.into_error())),
+                },
             }
         }
-        let client = build_client(connect_timeout);
-        let mut next = (*current).clone();
-        next.push((connect_timeout, client.clone()));
-        self.clients.store(Arc::new(next));
-        client
     }
-}
-
-fn build_client(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .set_host(false)
-        .build(connector)
 }
 
 /// An upstream request, prepared once and built per attempt.
@@ -123,28 +99,18 @@ impl Prepared {
         self.body.as_ref().is_none_or(unsent)
     }
 
-    fn build(
-        &self,
-        authority: &Authority,
-        headers: HeaderMap,
-    ) -> Result<Request<UpstreamBody>, ProxyError> {
-        let authority = authority.clone();
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority);
-        parts.path_and_query = Some(self.path_and_query.clone());
-        let uri = Uri::from_parts(parts)
-            .map_err(|e| ProxyError::InvalidUpstreamRequest { reason: e.to_string() })?;
+    fn build(&self, headers: HeaderMap) -> Request<UpstreamBody> {
         let body = match &self.body {
             None => UpstreamBody::Empty,
             Some(slot) => UpstreamBody::streamed(slot),
         };
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
-        *request.uri_mut() = uri;
+        // Origin form: HTTP/1.1 to an origin server sends the path and query only.
+        *request.uri_mut() = Uri::from(self.path_and_query.clone());
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
-        Ok(request)
+        request
     }
 }
 
@@ -167,18 +133,17 @@ pub(crate) async fn send(
     timeouts: &Timeouts,
     retries: &RetryPolicy,
     mut request: Prepared,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<PooledBody>, ProxyError> {
     let deadline = timeouts.request.map(|d| Instant::now() + d);
     let idempotent = idempotent(&request.method);
     let mut left = retries.attempts;
     loop {
-        let (endpoint, authority) =
-            backend.next_target().ok_or_else(|| ProxyError::NoEndpoint {
-                reason: format!("backend {} has no ready endpoint", backend.key),
-            })?;
+        let endpoint = backend.next_endpoint().ok_or_else(|| ProxyError::NoEndpoint {
+            reason: format!("backend {} has no ready endpoint", backend.key),
+        })?;
         let headers =
             if left == 0 { std::mem::take(&mut request.headers) } else { request.headers.clone() };
-        let future = upstream.request(timeouts.connect, request.build(authority, headers)?);
+        let future = upstream.request(endpoint, timeouts.connect, request.build(headers));
         let try_deadline = retries.per_try_timeout.map(|d| Instant::now() + d);
         let limit = match (deadline, try_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -199,14 +164,16 @@ pub(crate) async fn send(
                     return Err(ProxyError::UpstreamTimeout);
                 }
             }
-            Some(Err(source)) if source.is_connect() => {
+            Some(Err(AttemptError::Connect(source))) => {
                 if retries.on_connect_failure && can_retry {
                     tracing::debug!(%endpoint, error = %source, "upstream connect failed, retrying");
                 } else {
-                    return Err(ProxyError::UpstreamConnect { source });
+                    return Err(ProxyError::UpstreamConnect { source: Box::new(source) });
                 }
             }
-            Some(Err(source)) => return Err(ProxyError::BadResponse { source }),
+            Some(Err(AttemptError::Exchange(source))) => {
+                return Err(ProxyError::BadResponse { source: Box::new(source) });
+            }
             Some(Ok(response)) => {
                 if retries.on_5xx && idempotent && can_retry && retryable_status(response.status())
                 {
