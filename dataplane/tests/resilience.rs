@@ -31,6 +31,11 @@ async fn connect_failures_are_retried_on_the_next_endpoint() {
         let answer = get(&client, &gw.url(&format!("/get/{i}")), "h").await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
         assert_eq!(answer.origin(), "live");
+        // The retried attempt carries the full headers (they come back from the failed connect).
+        let headers = &answer.json()["headers"];
+        assert_eq!(headers["host"], "h", "{headers}");
+        assert_eq!(headers["x-forwarded-host"], "h", "{headers}");
+        assert!(headers["x-request-id"].is_string(), "{headers}");
     }
     // A POST with a body is re-sent too: its body never left the gateway.
     for i in 0..4 {

@@ -18,8 +18,6 @@ use super::pool::PooledBody;
 /// a small body the gateway produced itself.
 #[derive(Debug)]
 pub enum ProxyBody {
-    /// Streamed from the upstream.
-    Upstream(Incoming),
     /// Streamed from a pooled upstream connection, which goes back to the pool at the end.
     Pooled(PooledBody),
     /// Produced by the gateway (error responses); `None` once sent.
@@ -42,7 +40,6 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Pooled(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
@@ -50,7 +47,6 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Pooled(body) => body.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
         }
@@ -58,7 +54,6 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(body) => body.size_hint(),
             ProxyBody::Pooled(body) => body.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),

@@ -35,8 +35,9 @@ pub struct Upstream {
 
 /// Why one attempt failed.
 enum AttemptError {
-    /// No connection could be made; nothing reached the upstream.
-    Connect(pool::ConnectError),
+    /// No connection could be made; nothing reached the upstream, and the request's
+    /// headers come back so a retry needs no copy of them.
+    Connect(pool::ConnectError, HeaderMap),
     /// The exchange failed after connecting.
     Exchange(hyper::Error),
 }
@@ -59,10 +60,15 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match self.pool.checkout(addr) {
                 Some(sender) => (sender, true),
-                None => (
-                    pool::connect(addr, connect_timeout).await.map_err(AttemptError::Connect)?,
-                    false,
-                ),
+                None => match pool::connect(addr, connect_timeout).await {
+                    Ok(sender) => (sender, false),
+                    Err(e) => {
+                        return Err(AttemptError::Connect(
+                            e,
+                            std::mem::take(request.headers_mut()),
+                        ));
+                    }
+                },
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -141,8 +147,14 @@ pub(crate) async fn send(
         let endpoint = backend.next_endpoint().ok_or_else(|| ProxyError::NoEndpoint {
             reason: format!("backend {} has no ready endpoint", backend.key),
         })?;
-        let headers =
-            if left == 0 { std::mem::take(&mut request.headers) } else { request.headers.clone() };
+        // A copy of the headers is needed only when a request that reached the upstream
+        // may be sent again; after a connect failure the headers come back unused.
+        let resend_after_sent = left > 0 && (retries.on_timeout || retries.on_5xx);
+        let headers = if resend_after_sent {
+            request.headers.clone()
+        } else {
+            std::mem::take(&mut request.headers)
+        };
         let future = upstream.request(endpoint, timeouts.connect, request.build(headers));
         let try_deadline = retries.per_try_timeout.map(|d| Instant::now() + d);
         let limit = match (deadline, try_deadline) {
@@ -164,7 +176,10 @@ pub(crate) async fn send(
                     return Err(ProxyError::UpstreamTimeout);
                 }
             }
-            Some(Err(AttemptError::Connect(source))) => {
+            Some(Err(AttemptError::Connect(source, headers))) => {
+                if !resend_after_sent {
+                    request.headers = headers;
+                }
                 if retries.on_connect_failure && can_retry {
                     tracing::debug!(%endpoint, error = %source, "upstream connect failed, retrying");
                 } else {
