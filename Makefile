@@ -12,7 +12,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 help:
 	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), admin $(ADMIN_ADDR))"
-	@echo "make test   - build every binary, then run every test"
+	@echo "make test   - build every binary, run every test, then check the Helm chart (make chart CHECK=1)"
 	@echo "make crds   - regenerate charts/weir/crds/ from the Rust types (weir crds)"
 	@echo "make bench  - weir vs nginx/haproxy on loopback (bench/bench.py); cargo bench -p weir-dataplane for micro"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
@@ -33,9 +33,11 @@ run: build
 
 # The e2e tests start target/debug/weir as a process, so the binaries are built first
 # (with the same workspace feature set as the tests, so nothing is rebuilt twice).
+# Then the chart: linted and rendered with Helm's engine, deploy/install.yaml checked in sync.
 test:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory chart CHECK=1
 
 crds:
 	$(CARGO) run -q -p weir-controller --bin weir -- crds | scripts/split-crds.sh charts/weir/crds

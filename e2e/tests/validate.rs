@@ -34,6 +34,31 @@ fn quickstart_files_one_by_one_and_together() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
 
+/// The Kubernetes example (docs/install.md): its Routes compile against its Services. The
+/// Deployments are not weir's to validate, so only the Service documents are kept.
+#[test]
+fn kubernetes_example_routes_are_valid() {
+    let dir = workspace_root().join("deploy/examples/kubernetes");
+    let echo = std::fs::read_to_string(dir.join("echo.yaml")).unwrap();
+    let services: Vec<&str> =
+        echo.split("\n---\n").filter(|doc| doc.contains("\nkind: Service\n")).collect();
+    assert_eq!(services.len(), 2, "echo.yaml defines echo-v1 and echo-v2 Services");
+    let tmp = ConfigDir::new("validate-k8s-example").unwrap();
+    tmp.write("services.yaml", &services.join("\n---\n")).unwrap();
+    let routes = dir.join("routes.yaml");
+    let out = run_weir(&[
+        "validate",
+        "-f",
+        tmp.path().to_str().unwrap(),
+        "-f",
+        routes.to_str().unwrap(),
+    ])
+    .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("echo"), "{text}");
+}
+
 #[test]
 fn invalid_route_fails_validation() {
     let dir = ConfigDir::new("validate-bad").unwrap();
