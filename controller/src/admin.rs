@@ -209,7 +209,11 @@ pub fn handle(shared: &Shared, method: &Method, path: &str, query: Option<&str>)
         }
         "/debug/status" => {
             let status = shared.status.load();
-            json_response(StatusCode::OK, &serde_json::to_value(&**status).unwrap_or(Value::Null))
+            let mut value = serde_json::to_value(&**status).unwrap_or(Value::Null);
+            if let (Some(leader), Some(map)) = (shared.leader(), value.as_object_mut()) {
+                map.insert("leader".to_owned(), Value::Bool(leader));
+            }
+            json_response(StatusCode::OK, &value)
         }
         "/debug/match" => {
             let (status, body) = match_request(shared, query);

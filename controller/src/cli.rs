@@ -71,9 +71,10 @@ pub struct RunArgs {
     /// Redis for shared rate-limit counters, e.g. redis://127.0.0.1:6379.
     #[arg(long, env = "WEIR_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// The controller's own namespace (where global Plugins are honoured).
-    #[arg(long, env = "WEIR_NAMESPACE", default_value = "weir-system")]
-    pub namespace: String,
+    /// The controller's own namespace (global Plugins, the leader Lease); default: the pod's
+    /// service account namespace, else `weir-system`.
+    #[arg(long, env = "WEIR_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Namespaces to watch, comma-separated (default: all).
     #[arg(long, env = "WEIR_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
@@ -83,6 +84,24 @@ pub struct RunArgs {
     /// Kubeconfig to use outside a cluster (default: in-cluster, then KUBECONFIG).
     #[arg(long, env = "WEIR_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where a pod finds its own namespace.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+impl RunArgs {
+    /// `--namespace`, else the pod's service account namespace, else `weir-system`.
+    pub fn controller_namespace(&self) -> String {
+        if let Some(ns) = self.namespace.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            return ns.to_owned();
+        }
+        std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+            .ok()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| crate::index::DEFAULT_CONTROLLER_NAMESPACE.to_owned())
+    }
 }
 
 /// Flags of `weir validate`.
@@ -145,8 +164,7 @@ pub async fn shutdown_signal() {
 /// `weir run`. Returns the process exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(dir) = args.config_dir.clone() else {
-        eprintln!("error: Kubernetes mode is not implemented yet; use --config-dir");
-        return Ok(ExitCode::from(2));
+        return run_kube(args).await;
     };
     if !dir.is_dir() {
         anyhow::bail!("--config-dir {}: not a directory", dir.display());
@@ -168,7 +186,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
 
     let (stop, stop_rx) = watch::channel(false);
-    let source = DirSource::new(dir, args.namespace.clone());
+    let source = DirSource::new(dir, args.controller_namespace());
     let mut source_task = tokio::spawn(crate::standalone::run(
         source,
         Publisher::new(Arc::clone(&shared)),
@@ -205,6 +223,54 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// How long `weir run` waits for the API server at startup before giving up.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `weir run` in Kubernetes mode: watch the cluster, serve, and (as lease holder) write
+/// statuses. Exits with an error when no cluster is configured or reachable.
+async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let namespace = args.controller_namespace();
+    let client = crate::kube::connect(args.kubeconfig.as_deref(), CONNECT_TIMEOUT)
+        .await
+        .context("Kubernetes mode (no --config-dir)")?;
+    let dataplane = DataPlane::new();
+    let shared = Shared::new(Arc::clone(&dataplane));
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    let admin = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
+    let options = crate::kube::KubeOptions::new(namespace.clone(), args.watch_namespaces.clone());
+    tracing::info!(
+        http = %http.local_addr()?, admin = %admin.local_addr()?, namespace = %namespace,
+        watch_namespaces = ?args.watch_namespaces, identity = %options.lease.identity,
+        "weir starting in Kubernetes mode"
+    );
+    let (stop, stop_rx) = watch::channel(false);
+    let controller =
+        tokio::spawn(crate::kube::run(client, options, Arc::clone(&shared), stop_rx.clone()));
+    let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&shared), stop_rx.clone()));
+    let mut data_rx = stop_rx.clone();
+    let data_task = tokio::spawn(weir_dataplane::serve(http, dataplane, async move {
+        let _ = data_rx.wait_for(|stop| *stop).await;
+    }));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    // Bounded: releasing the lease must not hold up the shutdown when the API is gone.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), controller).await.is_err() {
+        tracing::warn!("the controller did not stop within 5s");
+    }
+    let _ = admin_task.await;
+    match data_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("data plane server: {e}"),
+        Err(e) => tracing::warn!("data plane server task: {e}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `weir validate`: prints the report, exit 1 when anything is invalid.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cli;
 pub mod compile;
 pub mod index;
+pub mod kube;
 pub mod load;
 pub mod runtime;
 pub mod standalone;

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -65,6 +66,10 @@ pub struct Metrics {
     pub snapshot_version: Gauge,
     /// `weir_config_errors`: load errors currently reported.
     pub config_errors: Gauge,
+    /// `weir_leader`: 1 while this replica holds the status writer's lease.
+    pub leader: Gauge,
+    /// `weir_status_writes_total{result="written"|"error"}` (Kubernetes mode).
+    pub status_writes: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
@@ -73,6 +78,8 @@ impl Metrics {
         let reloads = Family::<Vec<(String, String)>, Counter>::default();
         let snapshot_version = Gauge::default();
         let config_errors = Gauge::default();
+        let leader = Gauge::default();
+        let status_writes = Family::<Vec<(String, String)>, Counter>::default();
         registry.register(
             "weir_config_reloads",
             "Configuration reloads, by result",
@@ -88,7 +95,22 @@ impl Metrics {
             "Configuration load errors currently reported",
             config_errors.clone(),
         );
-        Metrics { registry, reloads, snapshot_version, config_errors }
+        registry.register(
+            "weir_leader",
+            "1 while this replica holds the status writer's lease (Kubernetes mode)",
+            leader.clone(),
+        );
+        registry.register(
+            "weir_status_writes",
+            "Status writes to the Kubernetes API, by result",
+            status_writes.clone(),
+        );
+        Metrics { registry, reloads, snapshot_version, config_errors, leader, status_writes }
+    }
+
+    /// Counts one status write with `result`.
+    pub fn status_write(&self, result: &str) {
+        self.status_writes.get_or_create(&vec![("result".to_owned(), result.to_owned())]).inc();
     }
 
     fn reload(&self, result: &str) {
@@ -116,6 +138,8 @@ pub struct Shared {
     pub live: ArcSwapOption<Compiled>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Leader state: 0 = no election (standalone), 1 = follower, 2 = leader.
+    leader: AtomicU8,
 }
 
 impl Shared {
@@ -126,7 +150,22 @@ impl Shared {
             status: ArcSwap::from_pointee(StatusView::default()),
             live: ArcSwapOption::empty(),
             metrics: Metrics::new(),
+            leader: AtomicU8::new(0),
         })
+    }
+
+    /// Records whether this replica holds the status writer's lease.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(if leader { 2 } else { 1 }, Ordering::Relaxed);
+        self.metrics.leader.set(i64::from(leader));
+    }
+
+    /// `Some(true)` while this replica holds the lease; `None` when there is no election.
+    pub fn leader(&self) -> Option<bool> {
+        match self.leader.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == 2),
+        }
     }
 }
 

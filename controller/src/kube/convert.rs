@@ -1,0 +1,217 @@
+//! Per-object conversion of watched `DynamicObject`s into the typed objects of the index.
+//!
+//! Every kind is watched untyped so that one object that does not deserialize cannot fail
+//! the whole watch stream: it is converted here, alone, and reported `Invalid` with the
+//! serde error and the path of the offending field.
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Resource as _;
+use kube::api::DynamicObject;
+use kube::discovery::ApiResource;
+use weir_crds::{Consumer, Plugin, Route, RouteStatus};
+
+use crate::index::{Kind, ObjectRef};
+use crate::load::Object;
+
+/// The API resource (group, version, plural) watched for a kind.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    match kind {
+        Kind::Route => ApiResource::erase::<Route>(&()),
+        Kind::Plugin => ApiResource::erase::<Plugin>(&()),
+        Kind::Consumer => ApiResource::erase::<Consumer>(&()),
+        Kind::Service => ApiResource::erase::<Service>(&()),
+        Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
+        Kind::Secret => ApiResource::erase::<Secret>(&()),
+    }
+}
+
+/// True for the weir kinds, which carry a status this controller writes.
+pub fn has_status(kind: Kind) -> bool {
+    matches!(kind, Kind::Route | Kind::Plugin | Kind::Consumer)
+}
+
+/// What the API server holds for a weir object: what the status writer compares with.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Existing {
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// The status on the object (read leniently: a malformed status reads as empty).
+    pub status: RouteStatus,
+}
+
+/// An object that does not convert: its generation and the reason, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// The serde error with the path of the field, e.g. `spec.rateLimit.limit: invalid type`.
+    pub message: String,
+}
+
+/// One watched object after conversion.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The kind.
+    pub kind: Kind,
+    /// Namespace and name.
+    pub key: ObjectRef,
+    /// The typed object, stripped of what never affects compile() (status,
+    /// resourceVersion, managedFields); `None` when it did not convert.
+    pub object: Option<Object>,
+    /// Set when the object did not convert.
+    pub invalid: Option<Invalid>,
+    /// Weir kinds only: what the status writer compares with.
+    pub existing: Option<Existing>,
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+    })
+}
+
+fn convert(kind: Kind, value: serde_json::Value) -> Result<Object, String> {
+    Ok(match kind {
+        Kind::Route => Object::Route(Box::new(typed(value)?)),
+        Kind::Plugin => Object::Plugin(Box::new(typed(value)?)),
+        Kind::Consumer => Object::Consumer(Box::new(typed(value)?)),
+        Kind::Service => Object::Service(Box::new(typed(value)?)),
+        Kind::EndpointSlice => Object::EndpointSlice(Box::new(typed(value)?)),
+        Kind::Secret => Object::Secret(Box::new(typed(value)?)),
+    })
+}
+
+/// Removes what changes without changing the configuration (a status write bumps
+/// `resourceVersion`), so that such writes do not recompile anything.
+fn strip(object: &mut Object) {
+    let meta = object.meta_mut();
+    meta.resource_version = None;
+    meta.managed_fields = None;
+    match object {
+        Object::Route(o) => o.status = None,
+        Object::Plugin(o) => o.status = None,
+        Object::Consumer(o) => o.status = None,
+        Object::Service(o) => o.status = None,
+        Object::EndpointSlice(_) | Object::Secret(_) => {}
+    }
+}
+
+/// Namespace and name of a watched object.
+pub fn key_of(obj: &DynamicObject) -> ObjectRef {
+    ObjectRef::new(
+        obj.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        obj.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Converts one watched object.
+pub fn item(kind: Kind, obj: DynamicObject) -> Item {
+    let key = key_of(&obj);
+    let generation = obj.metadata.generation.unwrap_or(0);
+    let existing = has_status(kind).then(|| Existing {
+        uid: obj.metadata.uid.clone(),
+        generation,
+        status: obj
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default(),
+    });
+    let mut value = match serde_json::to_value(&obj) {
+        Ok(v) => v,
+        Err(e) => {
+            let invalid = Some(Invalid { generation, message: e.to_string() });
+            return Item { kind, key, object: None, invalid, existing };
+        }
+    };
+    if let Some(map) = value.as_object_mut() {
+        // A malformed status must not make the object invalid: only the spec is the user's.
+        map.remove("status");
+    }
+    match convert(kind, value) {
+        Ok(mut object) => {
+            strip(&mut object);
+            Item { kind, key, object: Some(object), invalid: None, existing }
+        }
+        Err(message) => Item {
+            kind,
+            key,
+            object: None,
+            invalid: Some(Invalid { generation, message }),
+            existing,
+        },
+    }
+}
+
+/// The `apiVersion` of a weir kind (for status patches and event references).
+pub fn api_version(kind: Kind) -> String {
+    match kind {
+        Kind::Route => Route::api_version(&()).into_owned(),
+        Kind::Plugin => Plugin::api_version(&()).into_owned(),
+        Kind::Consumer => Consumer::api_version(&()).into_owned(),
+        Kind::Service | Kind::Secret => "v1".to_owned(),
+        Kind::EndpointSlice => "discovery.k8s.io/v1".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn dynamic(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn converts_a_route_and_strips_status_and_resource_version() {
+        let obj = dynamic(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": "r", "namespace": "ns", "generation": 3, "resourceVersion": "7"},
+            "spec": {"rules": [{"backends": [{"service": "s", "port": 80}]}]},
+            "status": {"observedGeneration": 2, "conditions": [{"type": "Accepted",
+                "status": "True", "reason": "Accepted", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
+        }));
+        let item = item(Kind::Route, obj);
+        assert_eq!(item.key, ObjectRef::new("ns", "r"));
+        assert!(item.invalid.is_none());
+        let Some(Object::Route(route)) = &item.object else { panic!("not a route") };
+        assert!(route.status.is_none());
+        assert!(route.metadata.resource_version.is_none());
+        let existing = item.existing.unwrap();
+        assert_eq!(existing.generation, 3);
+        assert_eq!(existing.status.observed_generation, Some(2));
+        assert_eq!(existing.status.conditions.len(), 1);
+    }
+
+    #[test]
+    fn an_object_that_does_not_convert_is_invalid_with_the_field_path() {
+        let obj = dynamic(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Plugin",
+            "metadata": {"name": "p", "namespace": "ns", "generation": 1},
+            "spec": {"rateLimit": {"limit": "lots", "window": "1m"}}
+        }));
+        let item = item(Kind::Plugin, obj);
+        assert!(item.object.is_none());
+        let invalid = item.invalid.unwrap();
+        assert!(invalid.message.starts_with("spec.rateLimit.limit: invalid type"), "{invalid:?}");
+        assert_eq!(invalid.generation, 1);
+    }
+
+    #[test]
+    fn a_malformed_status_does_not_invalidate_the_object() {
+        let obj = dynamic(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Consumer",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {}, "status": {"conditions": "nope"}
+        }));
+        let item = item(Kind::Consumer, obj);
+        assert!(item.object.is_some());
+        assert_eq!(item.existing.unwrap().status, RouteStatus::default());
+    }
+}

@@ -1,0 +1,238 @@
+//! Kubernetes mode: watchers fill the index, a debounced loop compiles and publishes it, and
+//! the lease holder writes statuses and Events back.
+//!
+//! ```text
+//! watchers (DynamicObject, per kind × namespace scope; per referenced Secret)
+//!   └─ Change ─> State ──debounce──> Index ──Publisher::apply──> data plane
+//!                                        └──> WriterInput ──(leader only)──> status subresource, Events
+//! Elector (Lease) ──leader──┘
+//! ```
+//! Every replica watches and serves; only the Lease holder writes. The first snapshot is
+//! published (and `/readyz` turns ready) only once every watch completed its first list.
+//! Losing the API server stops nothing: the last snapshot keeps serving while the watchers
+//! back off and resume.
+
+pub mod convert;
+pub mod events;
+pub mod lease;
+pub mod rbac;
+pub mod state;
+pub mod status;
+pub mod watch;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube::api::Api;
+use tokio::sync::{mpsc, watch as channel};
+use tokio::time::Instant;
+
+use crate::index::{Kind, ObjectRef};
+use crate::kube::lease::{Elector, LeaseConfig};
+use crate::kube::state::{State, referenced_secrets};
+use crate::kube::watch::Watchers;
+use crate::kube::writer::{Writer, WriterInput};
+use crate::load::LoadError;
+use crate::runtime::{Publisher, Shared};
+
+/// Quiet time after the last change before compiling.
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
+/// Longest a stream of changes can delay a compile.
+pub const MAX_DELAY: Duration = Duration::from_millis(100);
+/// How long a newly started Secret watch may hold back publishing (after the first
+/// snapshot) before the index is published without it.
+pub const SECRET_GRACE: Duration = Duration::from_secs(5);
+
+/// How Kubernetes mode runs.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// The controller's namespace: global Plugins, and the Lease.
+    pub namespace: String,
+    /// Namespaces to watch; empty = all.
+    pub watch_namespaces: Vec<String>,
+    /// Leader election.
+    pub lease: LeaseConfig,
+}
+
+impl KubeOptions {
+    /// Options with the default lease and this replica's default identity.
+    pub fn new(namespace: impl Into<String>, watch_namespaces: Vec<String>) -> Self {
+        KubeOptions {
+            namespace: namespace.into(),
+            watch_namespaces,
+            lease: LeaseConfig::new(lease::default_identity()),
+        }
+    }
+}
+
+/// Errors of Kubernetes mode's setup.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No configuration to reach a cluster.
+    #[error("no Kubernetes configuration: {0}")]
+    Config(String),
+    /// The API server did not answer.
+    #[error("cannot reach the Kubernetes API server at {url}: {source}")]
+    Unreachable {
+        /// The cluster URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A stable reason, for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "Config",
+            Error::Unreachable { .. } => "Unreachable",
+        }
+    }
+}
+
+/// A client from `--kubeconfig`, else the in-cluster configuration or `KUBECONFIG`, checked
+/// by asking the API server for its version (bounded by `timeout`).
+pub async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<Client, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::Config(format!(
+                "{e} (not in a cluster and no KUBECONFIG; pass --config-dir for standalone mode \
+                 or --kubeconfig PATH)"
+            ))
+        })?,
+    };
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| Error::Config(e.to_string()))?;
+    match tokio::time::timeout(timeout, client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(source)) => Err(Error::Unreachable { url, source }),
+        Err(_) => Err(Error::Unreachable {
+            url,
+            source: kube::Error::Service(format!("no answer within {timeout:?}").into()),
+        }),
+    }
+}
+
+/// Runs Kubernetes mode until `stop` turns true: watchers, publishing, leader election and
+/// the status writer. Returns once the lease is released.
+pub async fn run(
+    client: Client,
+    options: KubeOptions,
+    shared: Arc<Shared>,
+    stop: channel::Receiver<bool>,
+) {
+    let (leader_tx, leader_rx) = channel::channel(false);
+    let (input_tx, input_rx) = channel::channel(Arc::new(WriterInput::default()));
+    shared.set_leader(false);
+    let leases = Api::namespaced(client.clone(), &options.namespace);
+    let elector =
+        tokio::spawn(Elector::new(leases, options.lease.clone()).run(leader_tx, stop.clone()));
+    let mut leader_view = leader_rx.clone();
+    let shared_leader = Arc::clone(&shared);
+    let leader_task = tokio::spawn(async move {
+        while leader_view.changed().await.is_ok() {
+            let leader = *leader_view.borrow_and_update();
+            tracing::info!(leader, "status writer lease");
+            shared_leader.set_leader(leader);
+        }
+    });
+    let writer = Writer::new(client.clone(), Arc::clone(&shared), &options.lease.identity);
+    let writer = tokio::spawn(writer.run(input_rx, leader_rx, stop.clone()));
+    sync(client, &options, Arc::clone(&shared), input_tx, stop).await;
+    let _ = writer.await;
+    let _ = elector.await;
+    leader_task.abort();
+}
+
+/// The watch → debounce → publish loop.
+async fn sync(
+    client: Client,
+    options: &KubeOptions,
+    shared: Arc<Shared>,
+    input: channel::Sender<Arc<WriterInput>>,
+    mut stop: channel::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut state = State::default();
+    let mut watchers = Watchers::new(client, tx);
+    watchers.start_all(&mut state, &options.watch_namespaces);
+    let mut publisher = Publisher::new(Arc::clone(&shared));
+    let mut published = false;
+    let mut secrets_started: Option<Instant> = None;
+    // (first change, last change) of the pending batch.
+    let mut pending: Option<(Instant, Instant)> = None;
+    loop {
+        let deadline = pending.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY));
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            change = rx.recv() => {
+                let Some(change) = change else { return };
+                if state.apply(change) {
+                    let now = Instant::now();
+                    pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                }
+            }
+            () = sleep_until(deadline) => {
+                pending = None;
+                let index = state.index(&options.namespace);
+                let wanted = referenced_secrets(&index);
+                if watchers.sync_secret_refs(&mut state, &wanted) {
+                    secrets_started = Some(Instant::now());
+                }
+                let waiting = !state.synced()
+                    && (!published || secrets_started.is_some_and(|t| t.elapsed() < SECRET_GRACE));
+                if waiting {
+                    // The new watches' first lists will trigger the next round; poll
+                    // anyway so the grace period is bounded.
+                    let now = Instant::now();
+                    pending = Some((now + Duration::from_millis(200), now + Duration::from_millis(200)));
+                    continue;
+                }
+                let watched = state.watched();
+                let errors = invalid_errors(&watched);
+                publisher.apply(&index, errors);
+                published = true;
+                let statuses = shared.live.load().as_ref().map(|c| c.statuses.clone()).unwrap_or_default();
+                input.send_replace(Arc::new(WriterInput { statuses, watched }));
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Objects that do not convert, as load errors (shown by `/debug/status` and counted in
+/// `weir_config_errors`).
+fn invalid_errors(
+    watched: &std::collections::BTreeMap<(Kind, ObjectRef), state::Watched>,
+) -> Vec<LoadError> {
+    watched
+        .iter()
+        .filter_map(|((kind, key), w)| {
+            w.invalid.as_ref().map(|i| LoadError {
+                file: format!("{} {key}", kind.as_str()),
+                document: 0,
+                reason: i.message.clone(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,135 @@
+//! The status writer: while this replica holds the lease, applies every weir object's
+//! status with server-side apply on the status subresource (field manager `weir`, forced),
+//! only when it differs from what the object carries, and publishes Events when the
+//! `Accepted` condition changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use tokio::sync::watch;
+use weir_crds::RouteStatus;
+
+use crate::compile::ObjectStatus;
+use crate::index::{Kind, ObjectRef};
+use crate::kube::convert::{api_resource, api_version};
+use crate::kube::events::Events;
+use crate::kube::state::Watched;
+use crate::kube::status::{accepted, to_write};
+use crate::runtime::{Shared, rfc3339};
+
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "weir";
+/// Delay before failed writes are retried.
+pub const RETRY: Duration = Duration::from_secs(2);
+
+/// What the writer works from: the statuses of the live compile, and the watched objects.
+#[derive(Debug, Default)]
+pub struct WriterInput {
+    /// Statuses computed by `compile()` for the live snapshot.
+    pub statuses: BTreeMap<(Kind, ObjectRef), ObjectStatus>,
+    /// Every watched weir object, with what the API server holds.
+    pub watched: BTreeMap<(Kind, ObjectRef), Watched>,
+}
+
+/// The writer's memory: what it last wrote, per object (and uid).
+pub struct Writer {
+    client: Client,
+    events: Events,
+    shared: Arc<Shared>,
+    written: HashMap<(Kind, ObjectRef), (Option<String>, RouteStatus)>,
+}
+
+impl Writer {
+    /// A writer using `client`; `identity` names this replica in Events.
+    pub fn new(client: Client, shared: Arc<Shared>, identity: &str) -> Self {
+        let events = Events::new(client.clone(), identity);
+        Writer { client, events, shared, written: HashMap::new() }
+    }
+
+    /// Writes every status that differs. Returns false when some write failed.
+    pub async fn write_all(&mut self, input: &WriterInput) -> bool {
+        self.written
+            .retain(|k, (uid, _)| input.watched.get(k).is_some_and(|w| w.existing.uid == *uid));
+        let now = rfc3339(SystemTime::now());
+        let mut ok = true;
+        for ((kind, key), watched) in &input.watched {
+            let id = (*kind, key.clone());
+            let last = self.written.get(&id).map(|(_, s)| s);
+            let Some(status) = to_write(*kind, input.statuses.get(&id), watched, last, &now) else {
+                continue;
+            };
+            let before = last.unwrap_or(&watched.existing.status);
+            let previous =
+                accepted(before).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+            match self.patch(*kind, key, &status).await {
+                Ok(()) => {
+                    self.shared.metrics.status_write("written");
+                    if let Some(c) = accepted(&status)
+                        && previous != Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+                    {
+                        let c = c.clone();
+                        self.events.accepted(*kind, key, watched.existing.uid.as_deref(), &c).await;
+                    }
+                    self.written.insert(id, (watched.existing.uid.clone(), status));
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    self.shared.metrics.status_write("error");
+                    tracing::warn!(kind = kind.as_str(), object = %key, "writing status: {e}");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    async fn patch(
+        &self,
+        kind: Kind,
+        key: &ObjectRef,
+        status: &RouteStatus,
+    ) -> Result<(), kube::Error> {
+        let api = Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            &key.namespace,
+            &api_resource(kind),
+        );
+        let body = serde_json::json!({
+            "apiVersion": api_version(kind),
+            "kind": kind.as_str(),
+            "status": status,
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&key.name, &params, &Patch::Apply(&body)).await.map(|_| ())
+    }
+
+    /// Runs until `stop`: writes whenever the input changes while `leader` is true, and
+    /// retries failed writes after [`RETRY`].
+    pub async fn run(
+        mut self,
+        mut input: watch::Receiver<Arc<WriterInput>>,
+        mut leader: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut retry = false;
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                changed = input.changed() => if changed.is_err() { return },
+                changed = leader.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(RETRY), if retry => {}
+            }
+            if !*leader.borrow_and_update() {
+                // A new term starts from what the objects carry.
+                self.written.clear();
+                retry = false;
+                continue;
+            }
+            let current = Arc::clone(&input.borrow_and_update());
+            retry = !self.write_all(&current).await;
+        }
+    }
+}
