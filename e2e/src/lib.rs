@@ -12,7 +12,11 @@
 //! assert_eq!(reply.status, 200);
 //! # Ok(()) }
 //! ```
+//!
+//! [`apiserver::ApiServer`] is an in-memory Kubernetes API server double that `kube::Client`
+//! talks to over HTTP, for controller integration tests and Kubernetes-mode e2e tests.
 
+pub mod apiserver;
 pub mod echo;
 pub mod process;
 pub mod status;
