@@ -7,5 +7,7 @@
 mod common;
 #[path = "apiserver/crud.rs"]
 mod crud;
+#[path = "apiserver/fixtures.rs"]
+mod fixtures;
 #[path = "apiserver/watching.rs"]
 mod watching;

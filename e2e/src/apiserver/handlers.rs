@@ -166,9 +166,29 @@ pub fn list(state: &State, call: &Call) -> Result<Value, ApiError> {
     }))
 }
 
-fn finalize_create(state: &mut State, call: &Call, name: &str, mut obj: Value) -> Value {
+fn finalize_create(
+    state: &mut State,
+    call: &Call,
+    name: &str,
+    mut obj: Value,
+) -> Result<Value, ApiError> {
     let kind = call.kind();
+    if !meta::valid_name(name, kind.plural == "namespaces" && kind.group.is_empty()) {
+        return Err(ApiError::Invalid(format!(
+            "{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 \
+             subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and \
+             end with an alphanumeric character",
+            kind.qualified()
+        )));
+    }
+    if kind.namespaced && !meta::valid_name(call.namespace(), true) {
+        return Err(ApiError::Invalid(format!(
+            "metadata.namespace: Invalid value: {:?}: a lowercase RFC 1123 label is required",
+            call.namespace()
+        )));
+    }
     set_type(&mut obj, kind);
+    meta::normalize(kind.group, kind.plural, &mut obj);
     let m = meta::metadata_mut(&mut obj);
     m.insert("name".into(), json!(name));
     if kind.namespaced {
@@ -183,9 +203,9 @@ fn finalize_create(state: &mut State, call: &Call, name: &str, mut obj: Value) -
         m.remove(f);
     }
     if call.query.dry_run {
-        return obj;
+        return Ok(obj);
     }
-    state.put(kind, call.key(name), obj, None)
+    Ok(state.put(kind, call.key(name), obj, None))
 }
 
 /// `POST` to a collection: 201 with the stored object.
@@ -227,7 +247,7 @@ pub fn create(state: &mut State, call: &Call) -> Result<Value, ApiError> {
         Scope::Main(call.kind().status),
         &call.kind().api_version(),
     );
-    Ok(finalize_create(state, call, &name, obj))
+    finalize_create(state, call, &name, obj)
 }
 
 /// Stores an update of `old` unless it changes nothing; bumps the generation when anything
@@ -237,6 +257,7 @@ fn commit_update(state: &mut State, call: &Call, name: &str, old: &Value, mut ne
     let kind = call.kind();
     meta::carry_system_fields(old, &mut new);
     set_type(&mut new, kind);
+    meta::normalize(kind.group, kind.plural, &mut new);
     if meta::same_content(old, &new) {
         return old.clone();
     }
@@ -338,7 +359,7 @@ fn apply(state: &mut State, call: &Call, name: &str) -> Result<(u16, Value), Api
                 call.scope(),
                 &kind.api_version(),
             )?;
-            Ok((201, finalize_create(state, call, name, new)))
+            Ok((201, finalize_create(state, call, name, new)?))
         }
         Some(old) => {
             call.check_rv(name, requested_rv, &old)?;

@@ -54,6 +54,11 @@ impl Kind {
         KINDS.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
     }
 
+    /// Finds a served resource by `apiVersion` and `kind`.
+    pub fn find_by_type(api_version: &str, kind: &str) -> Option<&'static Kind> {
+        KINDS.iter().find(|k| k.kind == kind && k.api_version() == api_version)
+    }
+
     /// `apiVersion` of the objects: `v1` or `group/version`.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {

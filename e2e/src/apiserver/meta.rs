@@ -119,6 +119,43 @@ pub fn keep_status_rules(old: Option<&Value>, new: &mut Value, has_status: bool,
     }
 }
 
+/// Whether `name` is a lowercase RFC 1123 subdomain (object names) or, with `label_only`,
+/// an RFC 1123 label (namespace names).
+pub fn valid_name(name: &str, label_only: bool) -> bool {
+    let max = if label_only { 63 } else { 253 };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty()
+        && name.len() <= max
+        && (if label_only { label_ok(name) } else { name.split('.').all(label_ok) })
+}
+
+/// Kind-specific normalisation the real server does on every write: a Secret's
+/// `stringData` is merged into `data` (base64) and dropped.
+pub fn normalize(kind_group: &str, plural: &str, obj: &mut Value) {
+    use base64::Engine as _;
+    if (kind_group, plural) != ("", "secrets") {
+        return;
+    }
+    let Some(map) = obj.as_object_mut() else { return };
+    let Some(Value::Object(string_data)) = map.remove("stringData") else { return };
+    let data = map.entry("data").or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Value::Object(data) = data {
+        for (k, v) in string_data {
+            let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            data.insert(k, Value::String(base64::engine::general_purpose::STANDARD.encode(text)));
+        }
+    }
+}
+
 /// 5 random characters for `generateName`, from the real server's alphabet.
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

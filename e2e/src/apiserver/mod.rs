@@ -69,6 +69,7 @@
 //! - Deprecated `/watch/` paths, `as=Table`, protobuf, CBOR and HTTP/2 are not served.
 
 pub mod error;
+mod fixtures;
 mod handlers;
 pub mod kinds;
 mod managed;
@@ -86,6 +87,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+pub use self::fixtures::FixtureError;
 use self::server::Shared;
 
 /// One request the double served, for assertions on what a client did.
@@ -209,6 +211,14 @@ impl ApiServer {
     /// opened afterwards.
     pub fn set_bookmark_interval(&self, every: Duration) {
         self.shared.set_bookmark_interval(every);
+    }
+
+    /// Creates every object of a (multi-document) YAML text directly in the store, as
+    /// `kubectl create -f` would (namespace `default` when unset); watchers see `ADDED`
+    /// events, and nothing is added to [`ApiServer::requests`]. Returns `namespace/name`
+    /// of each object.
+    pub fn create_yaml(&self, yaml: &str) -> Result<Vec<String>, FixtureError> {
+        fixtures::create_all(&self.shared, yaml)
     }
 
     /// The number of watch streams open right now.

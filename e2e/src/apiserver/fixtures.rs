@@ -1,0 +1,81 @@
+//! Test fixtures written straight into the store: objects from (multi-document) YAML,
+//! created as `kubectl create -f` would, without going through HTTP.
+
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::handlers::{self, Call};
+use super::kinds::Kind;
+use super::meta;
+use super::paths::{Query, ResourcePath};
+use super::server::Shared;
+
+/// Why a fixture could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// The YAML does not parse.
+    #[error("fixture YAML does not parse: {0}")]
+    Yaml(String),
+    /// A document's `apiVersion`/`kind` is not served.
+    #[error("document {index}: {api_version}/{kind} is not served by the API server double")]
+    UnknownKind {
+        /// Position of the document.
+        index: usize,
+        /// Its `apiVersion`.
+        api_version: String,
+        /// Its `kind`.
+        kind: String,
+    },
+    /// The create was refused (already exists, invalid name, ...).
+    #[error("document {index}: {source}")]
+    Refused {
+        /// Position of the document.
+        index: usize,
+        /// The API error.
+        source: ApiError,
+    },
+}
+
+/// Creates every document of `yaml` (namespace `default` when unset, for namespaced kinds)
+/// and returns `namespace/name` (or `name`) of each, in order.
+pub fn create_all(shared: &Shared, yaml: &str) -> Result<Vec<String>, FixtureError> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| FixtureError::Yaml(e.to_string()))?;
+    let mut created = Vec::new();
+    for (index, doc) in docs.into_iter().enumerate().filter(|(_, d)| !d.is_null()) {
+        let text = |f: &str| doc.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let (api_version, kind_name) = (text("apiVersion"), text("kind"));
+        let kind = Kind::find_by_type(&api_version, &kind_name).ok_or_else(|| {
+            FixtureError::UnknownKind {
+                index,
+                api_version: api_version.clone(),
+                kind: kind_name.clone(),
+            }
+        })?;
+        let namespace = kind.namespaced.then(|| {
+            meta::get_str(&doc, "namespace")
+                .filter(|n| !n.is_empty())
+                .unwrap_or("default")
+                .to_owned()
+        });
+        let path =
+            ResourcePath { kind, namespace: namespace.clone(), name: None, subresource: None };
+        let body = doc.to_string().into_bytes();
+        let query = Query::default();
+        let call = Call {
+            path: &path,
+            query: &query,
+            body: &body,
+            content_type: "application/json",
+            manager: "weir-e2e-fixture".into(),
+        };
+        let stored = handlers::create(&mut shared.store.lock(), &call)
+            .map_err(|source| FixtureError::Refused { index, source })?;
+        let name = meta::get_str(&stored, "name").unwrap_or_default();
+        created.push(match namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.to_owned(),
+        });
+    }
+    Ok(created)
+}
