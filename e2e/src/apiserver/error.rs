@@ -30,6 +30,10 @@ pub enum ApiError {
     /// 410: the requested resourceVersion is older than the retained history.
     #[error("{0}")]
     Expired(String),
+    /// 500: what the real server answers as an internal error (e.g. a create that carries a
+    /// resourceVersion).
+    #[error("{0}")]
+    Internal(String),
     /// 503: the double was switched off with `set_available(false)`.
     #[error("{0}")]
     ServiceUnavailable(String),
@@ -46,6 +50,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Expired(_) => 410,
+            ApiError::Internal(_) => 500,
             ApiError::ServiceUnavailable(_) => 503,
         }
     }
@@ -61,6 +66,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Expired(_) => "Expired",
+            ApiError::Internal(_) => "InternalError",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
         }
     }

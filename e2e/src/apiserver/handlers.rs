@@ -228,6 +228,12 @@ pub fn create(state: &mut State, call: &Call) -> Result<Value, ApiError> {
             })?
         }
     };
+    if meta::get_str(&obj, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+        // The real storage layer refuses this with a plain (500) error.
+        return Err(ApiError::Internal(
+            "resourceVersion should not be set on objects to be created".into(),
+        ));
+    }
     if state.get(&call.key(&name)).is_some() {
         return Err(ApiError::AlreadyExists(format!(
             "{} \"{name}\" already exists",
@@ -284,6 +290,16 @@ pub fn update(state: &mut State, call: &Call) -> Result<Value, ApiError> {
     call.check_identity(&new, false)?;
     let old = call.existing(state, name)?;
     call.check_rv(name, meta::get_str(&new, "resourceVersion"), &old)?;
+    if let Some(uid) = meta::get_str(&new, "uid").filter(|u| !u.is_empty())
+        && Some(uid) != meta::get_str(&old, "uid")
+    {
+        return Err(ApiError::Conflict(format!(
+            "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, \
+             UID in object meta: {}",
+            call.kind().qualified(),
+            meta::get_str(&old, "uid").unwrap_or_default()
+        )));
+    }
     let old_managed = old.pointer("/metadata/managedFields").cloned();
     let m = meta::metadata_mut(&mut new);
     match old_managed {

@@ -28,8 +28,9 @@
 //!   nothing bumps nothing and emits no event.
 //! - Status subresource (kinds with `status: true`): `.../status` writes change only
 //!   `status`; main-resource writes (create, update, patch, apply) never change it.
-//! - create (409 `AlreadyExists`, `generateName`), update (409 `Conflict` on a stale
-//!   `metadata.resourceVersion`; none = unconditional), patch with merge, strategic merge,
+//! - create (409 `AlreadyExists`, `generateName`, RFC 1123 names, 500 when the object
+//!   carries a resourceVersion), update (409 `Conflict` on a stale
+//!   `metadata.resourceVersion` or another `uid`; none = unconditional), patch with merge, strategic merge,
 //!   JSON patch and server-side apply, delete (preconditions, finalizers and
 //!   `deletionTimestamp`) and deletecollection; `dryRun=All` stores nothing.
 //! - list: `XList` at the current resourceVersion, label and field selectors.
@@ -46,7 +47,8 @@
 //! - Errors are `Status` objects with the real reasons and codes.
 //!
 //! # Approximations (on purpose; test against a real cluster for these)
-//! - No schema validation, defaulting, CEL rules, admission, RBAC or authentication; any
+//! - No schema validation, pruning of unknown fields, defaulting, CEL rules, admission,
+//!   RBAC or authentication (a real server drops fields a CRD schema does not declare); any
 //!   credentials are accepted. Namespaces need not exist (no NamespaceLifecycle), and
 //!   deleting a Namespace does not delete its contents.
 //! - Strategic merge patch is served as a JSON merge patch (no `patchStrategy` directives:

@@ -26,6 +26,11 @@ async fn route_create_get_list_update_patch_delete() {
         (409, "AlreadyExists".into())
     );
 
+    // like the real storage layer: no resourceVersion on create
+    let mut again = created.clone();
+    again.metadata.name = Some("copy".into());
+    assert_eq!(api_code(routes.create(&pp, &again).await), (500, "InternalError".into()));
+
     let got = routes.get("orders").await.unwrap();
     assert_eq!(got.spec, created.spec);
     let list = routes.list(&ListParams::default()).await.unwrap();
@@ -140,6 +145,9 @@ async fn lease_optimistic_concurrency_and_apply() {
     let mut unconditional = won.clone();
     unconditional.metadata.resource_version = None;
     unconditional.spec.as_mut().unwrap().lease_transitions = Some(3);
+    let mut other_uid = unconditional.clone();
+    other_uid.metadata.uid = Some("another-object".into());
+    assert_eq!(api_code(leases.replace("weir-leader", &pp, &other_uid).await).0, 409);
     let after = leases.replace("weir-leader", &pp, &unconditional).await.unwrap();
     assert_eq!(after.spec.unwrap().lease_transitions, Some(3));
 
