@@ -2,6 +2,7 @@
 //! started in standalone mode on free loopback ports, waited on until `/readyz` answers 200,
 //! and killed (by pid) when dropped.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,10 +89,16 @@ impl WeirProcess {
     /// until `/readyz` answers 200. Retries with new ports if the process exits early
     /// (another process may have taken a port between reservation and bind).
     pub async fn start(config_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(&[OsString::from("--config-dir"), config_dir.as_os_str().to_owned()]).await
+    }
+
+    /// Starts `weir run <mode_args>` (e.g. `--kubeconfig PATH` for Kubernetes mode) like
+    /// [`WeirProcess::start`]: free loopback ports, ready within 20 s, retried on early exit.
+    pub async fn start_with(mode_args: &[OsString]) -> anyhow::Result<Self> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::start_once(config_dir).await {
+            match Self::start_once(mode_args).await {
                 Ok(process) => return Ok(process),
                 Err(Start::Exited(e)) if attempt < 3 => {
                     eprintln!("weir exited early (attempt {attempt}), retrying: {e:#}");
@@ -101,7 +108,7 @@ impl WeirProcess {
         }
     }
 
-    async fn start_once(config_dir: &Path) -> Result<Self, Start> {
+    async fn start_once(mode_args: &[OsString]) -> Result<Self, Start> {
         let bin = weir_binary().map_err(Start::Failed)?;
         let http_addr = free_addr().map_err(Start::Failed)?;
         let admin_addr = free_addr().map_err(Start::Failed)?;
@@ -111,8 +118,7 @@ impl WeirProcess {
         let stdout = log.try_clone().context("cloning log file").map_err(Start::Failed)?;
         let child = Command::new(&bin)
             .arg("run")
-            .arg("--config-dir")
-            .arg(config_dir)
+            .args(mode_args)
             .arg("--http-addr")
             .arg(http_addr.to_string())
             .arg("--admin-addr")
