@@ -101,9 +101,13 @@ struct Controller {
 
 impl Controller {
     async fn start(server: &ApiServer, identity: &str) -> Controller {
+        Self::start_in(server, identity, Vec::new()).await
+    }
+
+    async fn start_in(server: &ApiServer, identity: &str, namespaces: Vec<String>) -> Controller {
         let dataplane = DataPlane::new();
         let shared = Shared::new(Arc::clone(&dataplane));
-        let mut options = KubeOptions::new("weir-system", Vec::new());
+        let mut options = KubeOptions::new("weir-system", namespaces);
         options.lease = LeaseConfig {
             duration: Duration::from_secs(3),
             renew_every: Duration::from_millis(300),
@@ -486,6 +490,55 @@ async fn invalid_objects_are_reported_and_every_api_call_is_listed() {
     ] {
         let e = (expected.0.to_owned(), expected.1.to_owned(), expected.2.to_owned());
         assert!(seen.contains(&e), "never made {expected:?}: {seen:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespaces_limit_the_watches_and_global_plugins_still_apply() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    let origin = EchoOrigin::start("o").await.unwrap();
+    for ns in ["team-a", "team-b"] {
+        for mut doc in docs(&service_yaml("o", origin.addr.port())) {
+            doc["metadata"]["namespace"] = json!(ns);
+            apply(&client, doc).await;
+        }
+        let mut r = route_json("r", &format!("{ns}.test"), "o");
+        r["metadata"]["namespace"] = json!(ns);
+        apply(&client, r).await;
+    }
+    apply(&client, json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Plugin",
+        "metadata": {"name": "everywhere", "namespace": "weir-system"},
+        "spec": {"global": true, "responseHeaders": {"set": [{"name": "x-global", "value": "yes"}]}}}))
+    .await;
+    let ctl = Controller::start_in(&server, "one", vec!["team-a".to_owned()]).await;
+    ctl.wait_ready().await;
+    ctl.wait_backend("team-a.test", "o").await;
+    // The global Plugin (controller namespace, not in --watch-namespaces) applies.
+    let r = poll_until(LIMIT, "route r with the global plugin", || async {
+        let api = api_for(
+            &client,
+            &json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Route",
+            "metadata": {"namespace": "team-a"}}),
+        );
+        let obj = serde_json::to_value(api.get("r").await?)?;
+        Ok(obj["status"]["effectivePlugins"].is_array().then_some(obj))
+    })
+    .await
+    .unwrap();
+    let effective = &r["status"]["effectivePlugins"][0];
+    assert_eq!(effective["source"], "weir-system/everywhere", "{r}");
+    assert_eq!(effective["level"], "global", "{r}");
+    assert_eq!(ctl.status_of("team-b.test").await, 404);
+    ctl.stop().await;
+    for r in server.requests() {
+        if matches!(r.verb.as_str(), "list" | "watch") && r.field_manager.is_none() {
+            let allowed: &[&str] =
+                if r.resource == "plugins" { &["team-a", "weir-system"] } else { &["team-a"] };
+            let ns = r.namespace.as_deref().unwrap_or("<all>");
+            assert!(allowed.contains(&ns), "{} {} in {ns}", r.verb, r.resource);
+        }
     }
     server.stop().await;
 }

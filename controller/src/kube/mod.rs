@@ -169,7 +169,7 @@ async fn sync(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut state = State::default();
     let mut watchers = Watchers::new(client, tx);
-    watchers.start_all(&mut state, &options.watch_namespaces);
+    watchers.start_all(&mut state, &options.watch_namespaces, &options.namespace);
     let mut publisher = Publisher::new(Arc::clone(&shared));
     let mut published = false;
     let mut secrets_started: Option<Instant> = None;

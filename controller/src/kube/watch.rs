@@ -87,8 +87,15 @@ impl Watchers {
     }
 
     /// Starts the watches of every kind, and of labelled Secrets, in each namespace scope
-    /// (`namespaces` empty = all namespaces, one watch per kind).
-    pub fn start_all(&mut self, state: &mut State, namespaces: &[String]) {
+    /// (`namespaces` empty = all namespaces, one watch per kind). When the controller's
+    /// namespace is not among `namespaces`, its Plugins are watched too (global Plugins
+    /// live there).
+    pub fn start_all(&mut self, state: &mut State, namespaces: &[String], controller_ns: &str) {
+        if !namespaces.is_empty() && !namespaces.iter().any(|n| n == controller_ns) {
+            let scope = Some(controller_ns);
+            let id = kind_source(Kind::Plugin, scope);
+            self.start(state, id, Kind::Plugin, scope, watcher::Config::default());
+        }
         let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
             vec![None]
         } else {
