@@ -118,6 +118,12 @@ pub struct ApiRequest {
     pub status: u16,
     /// The URL path, without query.
     pub path: String,
+    /// The `resourceVersion` query parameter (list, watch, get).
+    pub resource_version: Option<String>,
+    /// The `labelSelector` query parameter.
+    pub label_selector: Option<String>,
+    /// The `fieldSelector` query parameter.
+    pub field_selector: Option<String>,
 }
 
 /// A running API server double on `127.0.0.1`. Stop it with [`ApiServer::stop`]; dropping

@@ -183,6 +183,9 @@ async fn resource(
     record.name = path.name.clone();
     let query = Query::parse(req.uri().query().unwrap_or_default())?;
     record.field_manager = query.field_manager.clone();
+    record.resource_version = query.resource_version.clone();
+    record.label_selector = query.label_selector.clone();
+    record.field_selector = query.field_selector.clone();
     let verb = paths::verb(req.method(), &path, &query)?;
     record.verb = verb.to_owned();
     let content_type = header(&req, http::header::CONTENT_TYPE)

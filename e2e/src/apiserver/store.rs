@@ -269,3 +269,68 @@ impl Store {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn lease_kind() -> &'static Kind {
+        Kind::find("coordination.k8s.io", "v1", "leases").unwrap()
+    }
+
+    fn filter() -> WatchFilter {
+        WatchFilter {
+            kind: lease_kind(),
+            namespace: Some("ns".into()),
+            selectors: Selectors::default(),
+        }
+    }
+
+    #[test]
+    fn history_is_capped_like_a_compaction() {
+        let mut state = State::default();
+        let kind = lease_kind();
+        for i in 0..=MAX_HISTORY {
+            state.put(
+                kind,
+                key(kind, "ns", "l"),
+                json!({"metadata": {"name": "l"}, "spec": {"n": i}}),
+                None,
+            );
+        }
+        let (_, mut rx) = state.watch(filter(), WatchStart::After(0));
+        assert!(matches!(rx.try_recv(), Ok(WatchItem::Error(status)) if status["code"] == 410));
+        let recent = state.rv() - 3;
+        let (_, mut rx) = state.watch(filter(), WatchStart::After(recent));
+        let mut replayed = 0;
+        while let Ok(item) = rx.try_recv() {
+            assert!(matches!(item, WatchItem::Event("ADDED", _)));
+            replayed += 1;
+        }
+        assert_eq!(replayed, 3);
+    }
+
+    #[test]
+    fn watches_only_see_their_namespace_and_end_when_broken() {
+        let mut state = State::default();
+        let kind = lease_kind();
+        let (_, mut rx) = state.watch(filter(), WatchStart::Current(true));
+        assert!(matches!(rx.try_recv(), Ok(WatchItem::Bookmark(0, true))));
+        state.put(kind, key(kind, "other", "x"), json!({"metadata": {"name": "x"}}), None);
+        state.put(kind, key(kind, "ns", "y"), json!({"metadata": {"name": "y"}}), None);
+        match rx.try_recv() {
+            Ok(WatchItem::Event("ADDED", obj)) => {
+                assert_eq!(obj["metadata"]["resourceVersion"], "2")
+            }
+            other => panic!("{other:?}"),
+        }
+        state.remove(kind, &key(kind, "ns", "y"));
+        assert!(
+            matches!(rx.try_recv(), Ok(WatchItem::Event("DELETED", obj)) if obj["metadata"]["resourceVersion"] == "3")
+        );
+        state.break_watches();
+        assert!(matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+    }
+}

@@ -201,6 +201,9 @@ async fn kube_runtime_watcher_recovers_from_breaks_and_expiry() {
     routes.create(&PostParams::default(), &route("b", "a.example.com")).await.unwrap();
     poll_until(Duration::from_secs(10), "a, b in the store", has(&["a", "b"])).await.unwrap();
     assert_eq!(lists(&server), lists_before, "no re-list after a plain break");
+    let resumed = server.requests().into_iter().rfind(|r| r.verb == "watch").unwrap();
+    let resumed_rv: u64 = resumed.resource_version.unwrap().parse().unwrap();
+    assert!(resumed_rv > 0, "resumed from a resourceVersion, not from scratch");
 
     // expired history: the resumed watch gets 410 and the watcher re-lists
     server.expire_history();
@@ -210,5 +213,43 @@ async fn kube_runtime_watcher_recovers_from_breaks_and_expiry() {
     poll_until(Duration::from_secs(20), "b, c in the store", has(&["b", "c"])).await.unwrap();
     assert!(lists(&server) > lists_before, "re-listed after 410");
     task.abort();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_get_distinct_versions_in_watch_order() {
+    let server = ApiServer::start().await.unwrap();
+    let routes: Api<Route> = Api::default_namespaced(server.client());
+    let mut stream = routes.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                routes
+                    .create(&PostParams::default(), &route(&format!("r{i}"), "a.example.com"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let (mut last, mut added) = (0, 0);
+    for _ in 0..100 {
+        if added == 20 {
+            break;
+        }
+        match next(&mut stream).await.unwrap().unwrap() {
+            WatchEvent::Added(r) => {
+                let rv = rv_of(&r.metadata);
+                assert!(rv > last, "resourceVersions increase in watch order");
+                (last, added) = (rv, added + 1);
+            }
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(last, server.resource_version());
     server.stop().await;
 }
