@@ -296,8 +296,11 @@ async fn endpoint_slice_churn_takes_the_endpoints_only_path_and_watches_resume()
     let routes_before = Arc::clone(&ctl.shared.dataplane.current().routes);
     let version_before = ctl.shared.dataplane.current().version;
     let slice = |port: u16| doc_of(&service_yaml("svc", port), "EndpointSlice");
+    let started = std::time::Instant::now();
     apply(&client, slice(two.addr.port())).await;
     ctl.wait_backend("any.test", "two").await;
+    // Reported, not asserted (no wall-clock assertions): apply → traffic follows.
+    eprintln!("EndpointSlice change to traffic: {:?}", started.elapsed());
     let live = ctl.shared.dataplane.current();
     assert!(live.version > version_before);
     assert!(

@@ -8,7 +8,8 @@
 //! Elector (Lease) ──leader──┘
 //! ```
 //! Every replica watches and serves; only the Lease holder writes. The first snapshot is
-//! published (and `/readyz` turns ready) only once every watch completed its first list.
+//! published (and `/readyz` turns ready) only once every watch completed its first list
+//! (a referenced Secret's watch may hold it back for at most [`SECRET_GRACE`]).
 //! Losing the API server stops nothing: the last snapshot keeps serving while the watchers
 //! back off and resume.
 
@@ -41,8 +42,8 @@ use crate::runtime::{Publisher, Shared};
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
 /// Longest a stream of changes can delay a compile.
 pub const MAX_DELAY: Duration = Duration::from_millis(100);
-/// How long a newly started Secret watch may hold back publishing (after the first
-/// snapshot) before the index is published without it.
+/// How long a newly started Secret watch may hold back publishing before the index is
+/// published without it (every other watch must complete its first list).
 pub const SECRET_GRACE: Duration = Duration::from_secs(5);
 
 /// How Kubernetes mode runs.
@@ -171,7 +172,6 @@ async fn sync(
     let mut watchers = Watchers::new(client, tx);
     watchers.start_all(&mut state, &options.watch_namespaces, &options.namespace);
     let mut publisher = Publisher::new(Arc::clone(&shared));
-    let mut published = false;
     let mut secrets_started: Option<Instant> = None;
     // (first change, last change) of the pending batch.
     let mut pending: Option<(Instant, Instant)> = None;
@@ -194,7 +194,8 @@ async fn sync(
                     secrets_started = Some(Instant::now());
                 }
                 let waiting = !state.synced()
-                    && (!published || secrets_started.is_some_and(|t| t.elapsed() < SECRET_GRACE));
+                    && (!state.synced_except_secret_refs()
+                        || secrets_started.is_some_and(|t| t.elapsed() < SECRET_GRACE));
                 if waiting {
                     // The new watches' first lists will trigger the next round; poll
                     // anyway so the grace period is bounded.
@@ -205,7 +206,6 @@ async fn sync(
                 let watched = state.watched();
                 let errors = invalid_errors(&watched);
                 publisher.apply(&index, errors);
-                published = true;
                 let statuses = shared.live.load().as_ref().map(|c| c.statuses.clone()).unwrap_or_default();
                 input.send_replace(Arc::new(WriterInput { statuses, watched }));
             }

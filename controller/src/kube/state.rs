@@ -70,6 +70,12 @@ impl State {
         self.sources.values().all(|s| s.synced)
     }
 
+    /// True once every source except the per-Secret ones (ids starting `Secret:`) has
+    /// completed its first list.
+    pub fn synced_except_secret_refs(&self) -> bool {
+        self.sources.iter().all(|(id, s)| s.synced || id.starts_with("Secret:"))
+    }
+
     /// Applies a change; returns whether the source is known (changes of removed sources
     /// are dropped).
     pub fn apply(&mut self, change: Change) -> bool {
