@@ -172,6 +172,13 @@ async fn lease_optimistic_concurrency_and_apply() {
     assert_eq!(api_code(leases.delete("weir-leader", &stale).await).0, 409);
     leases.delete("weir-leader", &DeleteParams::default()).await.unwrap();
     assert!(leases.get_opt("weir-leader").await.unwrap().is_none());
+    assert_eq!(api_code(leases.delete("weir-leader", &DeleteParams::default()).await).0, 404);
+    // Leases have no status subresource
+    let status = Patch::Merge(json!({"status": {}}));
+    assert_eq!(
+        api_code(leases.patch_status("weir-leader", &PatchParams::default(), &status).await).0,
+        404
+    );
     server.stop().await;
 }
 

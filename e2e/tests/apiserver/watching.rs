@@ -253,3 +253,42 @@ async fn concurrent_writers_get_distinct_versions_in_watch_order() {
     assert_eq!(last, server.resource_version());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn streaming_list_ends_initial_events_with_a_bookmark() {
+    let server = ApiServer::start().await.unwrap();
+    let routes: Api<Route> = Api::default_namespaced(server.client());
+    for name in ["a", "b"] {
+        routes.create(&PostParams::default(), &route(name, "a.example.com")).await.unwrap();
+    }
+    let mut stream = routes.watch(&WatchParams::streaming_lists(), "").await.unwrap().boxed();
+    assert_eq!(next_change(&mut stream).await, ("ADDED".into(), "a".into()));
+    assert_eq!(next_change(&mut stream).await, ("ADDED".into(), "b".into()));
+    match next(&mut stream).await.unwrap().unwrap() {
+        WatchEvent::Bookmark(b) => {
+            assert_eq!(
+                b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str),
+                Some("true")
+            );
+            assert_eq!(b.metadata.resource_version, server.resource_version().to_string());
+        }
+        other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+    }
+    // kube-runtime's streaming-list watcher fills a store from it
+    let (reader, writer) = reflector::store::<Route>();
+    let config = watcher::Config::default().streaming_lists();
+    let stream = reflector(writer, watcher(routes.clone(), config)).applied_objects();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while stream.next().await.is_some() {}
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(10), reader.wait_until_ready()).await;
+    assert!(ready.is_ok_and(|r| r.is_ok()));
+    assert_eq!(reader.state().len(), 2);
+    assert!(
+        server.requests().iter().all(|r| r.verb != "list"),
+        "no list call with streaming lists"
+    );
+    task.abort();
+    server.stop().await;
+}
