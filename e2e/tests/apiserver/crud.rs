@@ -1,13 +1,16 @@
 //! The verbs and metadata rules: create/get/list/update/patch/delete, generation,
 //! resourceVersion conflicts, status subresource, server-side apply, discovery, outages.
 
+use futures_util::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use serde_json::json;
 use weir_crds::{Route, RouteStatus};
 use weir_e2e::apiserver::ApiServer;
 
-use crate::common::{api_code, lease, route, rv_of};
+use crate::common::{api_code, lease, next, route, rv_of};
 
 #[tokio::test]
 async fn route_create_get_list_update_patch_delete() {
@@ -373,8 +376,19 @@ async fn unavailable_server_fails_requests_until_it_is_back() {
     let server = ApiServer::start().await.unwrap();
     let leases: Api<Lease> = Api::default_namespaced(server.client());
     leases.create(&PostParams::default(), &lease("l", "a")).await.unwrap();
+    let mut watch = leases.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+    assert!(matches!(next(&mut watch).await, Some(Ok(WatchEvent::Added(_)))));
     server.set_available(false);
+    let mut ended = false;
+    for _ in 0..100 {
+        if next(&mut watch).await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "open watches end when the server goes down");
     assert_eq!(api_code(leases.get("l").await), (503, "ServiceUnavailable".into()));
+    assert_eq!(api_code(leases.watch(&WatchParams::default(), "0").await.map(|_| ())).0, 503);
     assert_eq!(server.requests().last().map(|r| r.status), Some(503));
     server.set_available(true);
     assert_eq!(leases.get("l").await.unwrap().spec.unwrap().holder_identity.as_deref(), Some("a"));
