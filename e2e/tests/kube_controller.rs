@@ -545,3 +545,43 @@ async fn watch_namespaces_limit_the_watches_and_global_plugins_still_apply() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_holder_is_replaced_after_the_lease_duration() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    let origin = EchoOrigin::start("o").await.unwrap();
+    apply_yaml(&client, &service_yaml("o", origin.addr.port())).await;
+    let a = Controller::start(&server, "replica-a").await;
+    a.wait_ready().await;
+    let leader_a = Arc::clone(&a.shared);
+    poll_until(LIMIT, "a leads", || {
+        let l = leader_a.leader();
+        async move { Ok((l == Some(true)).then_some(())) }
+    })
+    .await
+    .unwrap();
+    let b = Controller::start(&server, "replica-b").await;
+    b.wait_ready().await;
+    // A dies without releasing the lease (its future is dropped).
+    a.task.abort();
+    let _ = a.task.await;
+    let lease_api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "weir-system");
+    let lease = lease_api.get("weir-status-writer").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-a"));
+    let leader_b = Arc::clone(&b.shared);
+    poll_until(LIMIT, "b takes over after the lease duration", || {
+        let l = leader_b.leader();
+        async move { Ok((l == Some(true)).then_some(())) }
+    })
+    .await
+    .unwrap();
+    apply(&client, route_json("after", "after.test", "o")).await;
+    wait_condition(&client, "Route", "after", "Programmed", "True").await;
+    let lease = lease_api.get("weir-status-writer").await.unwrap().spec.unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("replica-b"));
+    assert_eq!(lease.lease_transitions, Some(1));
+    b.stop().await;
+    server.stop().await;
+}

@@ -129,7 +129,8 @@ pub async fn connect(
 }
 
 /// Runs Kubernetes mode until `stop` turns true: watchers, publishing, leader election and
-/// the status writer. Returns once the lease is released.
+/// the status writer. Returns once the lease is released. Everything runs inside this
+/// future: dropping it stops it all at once (without releasing the lease, like a crash).
 pub async fn run(
     client: Client,
     options: KubeOptions,
@@ -140,23 +141,23 @@ pub async fn run(
     let (input_tx, input_rx) = channel::channel(Arc::new(WriterInput::default()));
     shared.set_leader(false);
     let leases = Api::namespaced(client.clone(), &options.namespace);
-    let elector =
-        tokio::spawn(Elector::new(leases, options.lease.clone()).run(leader_tx, stop.clone()));
+    let elector = Elector::new(leases, options.lease.clone()).run(leader_tx, stop.clone());
     let mut leader_view = leader_rx.clone();
     let shared_leader = Arc::clone(&shared);
-    let leader_task = tokio::spawn(async move {
+    let leader = async move {
         while leader_view.changed().await.is_ok() {
             let leader = *leader_view.borrow_and_update();
             tracing::info!(leader, "status writer lease");
             shared_leader.set_leader(leader);
         }
-    });
-    let writer = Writer::new(client.clone(), Arc::clone(&shared), &options.lease.identity);
-    let writer = tokio::spawn(writer.run(input_rx, leader_rx, stop.clone()));
-    sync(client, &options, Arc::clone(&shared), input_tx, stop).await;
-    let _ = writer.await;
-    let _ = elector.await;
-    leader_task.abort();
+    };
+    let writer = Writer::new(client.clone(), Arc::clone(&shared), &options.lease.identity).run(
+        input_rx,
+        leader_rx,
+        stop.clone(),
+    );
+    let sync = sync(client, &options, Arc::clone(&shared), input_tx, stop);
+    tokio::join!(elector, leader, writer, sync);
 }
 
 /// The watch → debounce → publish loop.
