@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::index::{Kind, ObjectRef};
-use crate::kube::convert::{api_resource, item, key_of};
+use crate::kube::convert::{Item, api_resource, item, key_of};
 use crate::kube::state::{Change, SourceId, State};
 
 /// Secrets with this label (value `true`) are watched, whether referenced or not.
@@ -139,6 +139,14 @@ impl Watchers {
     }
 }
 
+/// Logs an object that does not convert (weir kinds also report it in their status).
+fn logged(item: Item) -> Item {
+    if let Some(invalid) = &item.invalid {
+        tracing::warn!(kind = item.kind.as_str(), object = %item.key, "invalid object: {}", invalid.message);
+    }
+    item
+}
+
 /// One watch: converts and forwards events until the receiver is gone.
 async fn watch(
     api: Api<DynamicObject>,
@@ -149,7 +157,7 @@ async fn watch(
 ) {
     let stream = watcher::watcher(api, config).default_backoff();
     let mut stream = std::pin::pin!(stream);
-    let mut listing: Vec<crate::kube::convert::Item> = Vec::new();
+    let mut listing: Vec<Item> = Vec::new();
     while let Some(event) = stream.next().await {
         let change = match event {
             Ok(Event::Init) => {
@@ -157,11 +165,11 @@ async fn watch(
                 None
             }
             Ok(Event::InitApply(obj)) => {
-                listing.push(item(kind, obj));
+                listing.push(logged(item(kind, obj)));
                 None
             }
             Ok(Event::InitDone) => Some(Change::Relisted(id.clone(), std::mem::take(&mut listing))),
-            Ok(Event::Apply(obj)) => Some(Change::Applied(id.clone(), item(kind, obj))),
+            Ok(Event::Apply(obj)) => Some(Change::Applied(id.clone(), logged(item(kind, obj)))),
             Ok(Event::Delete(obj)) => Some(Change::Deleted(id.clone(), key_of(&obj))),
             Err(e) => {
                 tracing::warn!(source = %id, "watch error (retrying with backoff): {e}");

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt as _;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use tokio::sync::watch;
@@ -22,6 +23,8 @@ use crate::runtime::{Shared, rfc3339};
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "weir";
+/// Status writes in flight at once.
+pub const CONCURRENCY: usize = 8;
 /// Delay before failed writes are retried.
 pub const RETRY: Duration = Duration::from_secs(2);
 
@@ -54,7 +57,7 @@ impl Writer {
         self.written
             .retain(|k, (uid, _)| input.watched.get(k).is_some_and(|w| w.existing.uid == *uid));
         let now = rfc3339(SystemTime::now());
-        let mut ok = true;
+        let mut jobs = Vec::new();
         for ((kind, key), watched) in &input.watched {
             let id = (*kind, key.clone());
             let last = self.written.get(&id).map(|(_, s)| s);
@@ -62,18 +65,32 @@ impl Writer {
                 continue;
             };
             let before = last.unwrap_or(&watched.existing.status);
-            let previous =
-                accepted(before).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
-            match self.patch(*kind, key, &status).await {
+            let previous = accepted(before).cloned();
+            jobs.push((id, watched.clone(), status, previous));
+        }
+        let this = &*self;
+        let results: Vec<_> = futures_util::stream::iter(jobs)
+            .map(|(id, watched, status, previous)| async move {
+                let result = this.patch(id.0, &id.1, &status).await;
+                (id, watched, status, previous, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut ok = true;
+        for ((kind, key), watched, status, previous, result) in results {
+            match result {
                 Ok(()) => {
                     self.shared.metrics.status_write("written");
                     if let Some(c) = accepted(&status)
-                        && previous != Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+                        && previous.as_ref().is_none_or(|p| {
+                            (&p.status, &p.reason, &p.message) != (&c.status, &c.reason, &c.message)
+                        })
                     {
                         let c = c.clone();
-                        self.events.accepted(*kind, key, watched.existing.uid.as_deref(), &c).await;
+                        self.events.accepted(kind, &key, watched.existing.uid.as_deref(), &c).await;
                     }
-                    self.written.insert(id, (watched.existing.uid.clone(), status));
+                    self.written.insert((kind, key), (watched.existing.uid.clone(), status));
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
