@@ -53,10 +53,11 @@
 //!   deleting a Namespace does not delete its contents.
 //! - Strategic merge patch is served as a JSON merge patch (no `patchStrategy` directives:
 //!   lists are replaced).
-//! - Server-side apply tracks ownership per leaf field and treats every list as atomic (the
-//!   real server merges associative lists by key); conflicts are reported when another
-//!   manager owns a field the apply would change to a different value (403-free, 409 with
-//!   the conflicting fields), `force=true` takes them over; fields the manager applied
+//! - Server-side apply tracks ownership per leaf field and treats every list as atomic —
+//!   right for CRD lists without `x-kubernetes-list-type` (all of weir's), while a real server
+//!   merges built-in map lists such as Service `ports` by key; conflicts are reported when another
+//!   manager owns a field the apply would change to a different value (409 naming the
+//!   conflicting fields), `force=true` takes them over; fields the manager applied
 //!   before and omits now are removed unless another manager owns them; `fieldsV1` has no
 //!   `.` markers; managedFields sent by clients are ignored.
 //! - Non-apply writes without `fieldManager` are recorded under the user agent's product
