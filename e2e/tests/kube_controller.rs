@@ -470,7 +470,11 @@ async fn invalid_objects_are_reported_and_every_api_call_is_listed() {
         }
         seen.insert((r.group.clone(), resource.clone(), r.verb.clone()));
         if r.resource == "secrets" {
-            // (ApiRequest carries no query, so the selectors themselves are not visible.)
+            assert!(
+                r.label_selector.as_deref() == Some("weir.dev/secret=true")
+                    || r.field_selector.as_deref() == Some("metadata.name=app-key"),
+                "an unfiltered Secret request: {r:?}"
+            );
             assert_ne!(r.name.as_deref(), Some("unrelated"));
         }
     }
@@ -583,5 +587,38 @@ async fn a_crashed_holder_is_replaced_after_the_lease_duration() {
     assert_eq!(lease.holder_identity.as_deref(), Some("replica-b"));
     assert_eq!(lease.lease_transitions, Some(1));
     b.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_every_watch_has_listed() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    let origin = EchoOrigin::start("o").await.unwrap();
+    apply_yaml(&client, &service_yaml("o", origin.addr.port())).await;
+    apply(&client, route_json("r", "r.test", "o")).await;
+    server.set_available(false);
+    let ctl = Controller::start(&server, "one").await;
+    // Every list fails: the watchers back off, nothing is published, not ready.
+    poll_until(LIMIT, "list attempts while the API is down", || async {
+        let failed = server.requests().iter().filter(|r| r.status == 503).count();
+        Ok((failed >= 6).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(!ctl.shared.status.load().ready);
+    assert_eq!(ctl.shared.dataplane.current().version, 0);
+    server.set_available(true);
+    // kube's default backoff may wait several seconds between attempts.
+    poll_until(Duration::from_secs(40), "ready after the API is back", || {
+        let ready = ctl.shared.status.load().ready;
+        async move { Ok(ready.then_some(())) }
+    })
+    .await
+    .unwrap();
+    // The first snapshot already holds everything.
+    assert_eq!(ctl.shared.dataplane.current().version, 1);
+    ctl.wait_backend("r.test", "o").await;
+    ctl.stop().await;
     server.stop().await;
 }
