@@ -68,6 +68,7 @@ pub fn create_all(shared: &Shared, yaml: &str) -> Result<Vec<String>, FixtureErr
             body: &body,
             content_type: "application/json",
             manager: "weir-e2e-fixture".into(),
+            require_namespace: shared.require_namespaces(),
         };
         let stored = handlers::create(&mut shared.store.lock(), &call)
             .map_err(|source| FixtureError::Refused { index, source })?;

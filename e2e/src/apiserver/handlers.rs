@@ -26,6 +26,8 @@ pub struct Call<'a> {
     /// The manager recorded for non-apply writes: `fieldManager`, else the user agent's
     /// product name, like the real server.
     pub manager: String,
+    /// Refuse creates in namespaces that do not exist (the real NamespaceLifecycle admission).
+    pub require_namespace: bool,
 }
 
 impl Call<'_> {
@@ -180,6 +182,14 @@ fn finalize_create(
              end with an alphanumeric character",
             kind.qualified()
         )));
+    }
+    if kind.namespaced && call.require_namespace {
+        let Some(ns_kind) = Kind::find("", "v1", "namespaces") else {
+            return Err(ApiError::Internal("namespaces are not served".into()));
+        };
+        if state.get(&store::key(ns_kind, "", call.namespace())).is_none() {
+            return Err(ApiError::not_found("namespaces", call.namespace()));
+        }
     }
     if kind.namespaced && !meta::valid_name(call.namespace(), true) {
         return Err(ApiError::Invalid(format!(

@@ -49,8 +49,9 @@
 //! # Approximations (on purpose; test against a real cluster for these)
 //! - No schema validation, pruning of unknown fields, defaulting, CEL rules, admission,
 //!   RBAC or authentication (a real server drops fields a CRD schema does not declare); any
-//!   credentials are accepted. Namespaces need not exist (no NamespaceLifecycle), and
-//!   deleting a Namespace does not delete its contents.
+//!   credentials are accepted. Namespaces need not exist unless
+//!   [`ApiServer::require_namespaces`] is on, and deleting a Namespace does not delete its
+//!   contents.
 //! - Strategic merge patch is served as a JSON merge patch (no `patchStrategy` directives:
 //!   lists are replaced).
 //! - Server-side apply tracks ownership per leaf field and treats every list as atomic —
@@ -228,6 +229,13 @@ impl ApiServer {
     /// of each object.
     pub fn create_yaml(&self, yaml: &str) -> Result<Vec<String>, FixtureError> {
         fixtures::create_all(&self.shared, yaml)
+    }
+
+    /// With `true`, creating a namespaced object in a Namespace that does not exist is
+    /// answered 404, like the real server's NamespaceLifecycle admission. Off by default so
+    /// tests need not create Namespaces (`default`, `kube-system` and `kube-public` exist).
+    pub fn require_namespaces(&self, on: bool) {
+        self.shared.set_require_namespaces(on);
     }
 
     /// The number of watch streams open right now.

@@ -45,6 +45,7 @@ pub struct Shared {
     /// Flips to `true` once, on stop.
     pub shutdown: watch::Sender<bool>,
     bookmark_ms: AtomicU64,
+    require_namespaces: AtomicBool,
 }
 
 impl Shared {
@@ -56,6 +57,7 @@ impl Shared {
             available: AtomicBool::new(true),
             shutdown: watch::Sender::new(false),
             bookmark_ms: AtomicU64::new(1000),
+            require_namespaces: AtomicBool::new(false),
         }
     }
 
@@ -68,6 +70,16 @@ impl Shared {
     pub fn set_bookmark_interval(&self, every: Duration) {
         let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
         self.bookmark_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether creates need an existing Namespace.
+    pub fn require_namespaces(&self) -> bool {
+        self.require_namespaces.load(Ordering::Relaxed)
+    }
+
+    /// Turns the Namespace existence check on or off.
+    pub fn set_require_namespaces(&self, on: bool) {
+        self.require_namespaces.store(on, Ordering::Relaxed);
     }
 
     /// The request log.
@@ -242,8 +254,15 @@ async fn resource(
         .await
         .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?
         .to_bytes();
-    let call =
-        Call { path: &path, query: &query, body: &body, content_type: &content_type, manager };
+    let require_namespace = shared.require_namespaces();
+    let call = Call {
+        path: &path,
+        query: &query,
+        body: &body,
+        content_type: &content_type,
+        manager,
+        require_namespace,
+    };
     let (status, value) = {
         let mut state = shared.store.lock();
         match verb {

@@ -53,9 +53,19 @@ async fn yaml_fixtures_are_created_and_seen_by_watches() {
 }
 
 #[tokio::test]
-async fn invalid_names_and_yaml_apply_bodies() {
+async fn invalid_names_yaml_apply_bodies_and_missing_namespaces() {
     let server = ApiServer::start().await.unwrap();
     let routes: Api<Route> = Api::default_namespaced(server.client());
+    server.require_namespaces(true);
+    let elsewhere: Api<Route> = Api::namespaced(server.client(), "team-b");
+    let r = route("r", "a.example.com");
+    assert_eq!(
+        api_code(elsewhere.create(&PostParams::default(), &r).await),
+        (404, "NotFound".into())
+    );
+    server.create_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n").unwrap();
+    elsewhere.create(&PostParams::default(), &r).await.unwrap();
+    routes.create(&PostParams::default(), &r).await.unwrap();
     assert_eq!(
         api_code(routes.create(&PostParams::default(), &route("Not_Valid", "a.example.com")).await),
         (422, "Invalid".into())
