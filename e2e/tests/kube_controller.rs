@@ -622,3 +622,34 @@ async fn not_ready_until_every_watch_has_listed() {
     ctl.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_steps_down_and_serving_goes_on() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    let origin = EchoOrigin::start("o").await.unwrap();
+    apply_yaml(&client, &service_yaml("o", origin.addr.port())).await;
+    apply(&client, route_json("r", "r.test", "o")).await;
+    let ctl = Controller::start(&server, "one").await;
+    ctl.wait_ready().await;
+    let wait_leader = |want: bool| {
+        let shared = Arc::clone(&ctl.shared);
+        async move {
+            poll_until(LIMIT, &format!("leader == {want}"), || {
+                let l = shared.leader();
+                async move { Ok((l == Some(want)).then_some(())) }
+            })
+            .await
+            .unwrap();
+        }
+    };
+    wait_leader(true).await;
+    server.set_available(false);
+    wait_leader(false).await;
+    assert!(ctl.shared.metrics.encode().contains("weir_leader 0"));
+    ctl.wait_backend("r.test", "o").await;
+    server.set_available(true);
+    wait_leader(true).await;
+    ctl.stop().await;
+    server.stop().await;
+}

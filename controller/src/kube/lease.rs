@@ -2,7 +2,8 @@
 //! renewed with get/create/update and `resourceVersion` optimistic concurrency — the
 //! algorithm of client-go's leader election.
 //!
-//! A holder renews every `renew_every`; others retry every `retry_every` and take over once
+//! A holder renews every `renew_every` and stops acting as leader when it could not renew
+//! for two thirds of the lease duration; others retry every `retry_every` and take over once
 //! they have seen the same record for longer than `leaseDurationSeconds` (measured on their
 //! own clock, so clock skew between nodes does not matter). On graceful shutdown the holder
 //! clears `holderIdentity`, so another replica takes over at its next retry.
@@ -87,16 +88,19 @@ impl Elector {
         Elector { api, config, observed: None, renewed: None }
     }
 
-    /// True while this replica holds the lease (renewed within the lease duration).
+    /// True while this replica holds the lease: its last successful renewal (timed from
+    /// when the request was sent) is younger than the renew deadline, two thirds of the
+    /// lease duration — so it stops writing well before another replica may take over.
     pub fn is_leader(&self) -> bool {
-        self.renewed.is_some_and(|t| t.elapsed() < self.config.duration)
+        self.renewed.is_some_and(|t| t.elapsed() < self.config.duration * 2 / 3)
     }
 
     /// One round: acquire or renew. Returns whether this replica holds the lease.
     pub async fn round(&mut self) -> Result<bool, kube::Error> {
+        let sent = Instant::now();
         let result = self.try_acquire_or_renew().await;
         match &result {
-            Ok(true) => self.renewed = Some(Instant::now()),
+            Ok(true) => self.renewed = Some(sent),
             Ok(false) => self.renewed = None,
             Err(_) => {}
         }
