@@ -318,6 +318,20 @@ mod tests {
     }
 
     #[test]
+    fn the_controller_namespace_comes_from_the_flag_else_a_default() {
+        let cli = Cli::try_parse_from(["weir", "run", "--namespace", "gw"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.controller_namespace(), "gw");
+        assert_eq!(args.config_dir, None);
+        let cli = Cli::try_parse_from(["weir", "run"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        let expected = std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_else(|_| "weir-system".to_owned());
+        assert_eq!(args.controller_namespace(), expected);
+    }
+
+    #[test]
     fn parses_validate_and_crds() {
         let cli = Cli::try_parse_from(["weir", "validate", "-f", "a.yaml", "-f", "dir"]).unwrap();
         let Command::Validate(args) = cli.command else { panic!("not validate") };

@@ -58,11 +58,18 @@ pub struct KubeOptions {
 }
 
 impl KubeOptions {
-    /// Options with the default lease and this replica's default identity.
+    /// Options with the default lease and this replica's default identity. Blank and
+    /// repeated namespaces are dropped (an empty list means all namespaces).
     pub fn new(namespace: impl Into<String>, watch_namespaces: Vec<String>) -> Self {
+        let mut namespaces: Vec<String> = Vec::new();
+        for ns in watch_namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+            if !namespaces.iter().any(|n| n == ns) {
+                namespaces.push(ns.to_owned());
+            }
+        }
         KubeOptions {
             namespace: namespace.into(),
-            watch_namespaces,
+            watch_namespaces: namespaces,
             lease: LeaseConfig::new(lease::default_identity()),
         }
     }
@@ -236,4 +243,19 @@ fn invalid_errors(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_and_repeated_watch_namespaces_are_dropped() {
+        let o = KubeOptions::new(
+            "weir-system",
+            vec![" a".into(), String::new(), "b".into(), "a".into()],
+        );
+        assert_eq!(o.watch_namespaces, vec!["a", "b"]);
+        assert!(KubeOptions::new("x", vec![String::new()]).watch_namespaces.is_empty());
+    }
 }
