@@ -250,10 +250,13 @@ async fn refresh_loop(jwks: Weak<RemoteJwks>, wake: Arc<Notify>) {
     }
 }
 
+/// The identity of a remote JWKS: its URI and settings.
+type JwksId = (String, JwksSettings);
+
 /// The remote JWKS in use, keyed by URI and settings. Clones share the same registry.
 #[derive(Debug, Clone, Default)]
 pub struct JwksRegistry {
-    inner: Arc<Mutex<HashMap<(String, JwksSettings), Weak<RemoteJwks>>>>,
+    inner: Arc<Mutex<HashMap<JwksId, Weak<RemoteJwks>>>>,
 }
 
 impl JwksRegistry {
