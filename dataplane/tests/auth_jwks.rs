@@ -173,3 +173,48 @@ async fn an_idp_down_from_the_start_fails_closed() {
         weir_dataplane::metrics::encode()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_over_https_with_a_private_ca() {
+    let s = Scratch::new();
+    let k1 = Key::rsa(&s, "k1");
+    let (acceptor, client_tls) = private_tls(&s);
+    let idp = JwksOrigin::start_with(jwks(&[k1.jwk_with("k1")]), Some(acceptor)).await;
+    let t = mint(&s, &json!({"alg": "RS256", "kid": "k1"}), &claims("a"), &Signer::Key(&k1));
+    let origin = Origin::start("o").await;
+    let gateway = |registry: JwksRegistry| {
+        let remote = registry.get(&idp.https_uri(), settings()).unwrap();
+        let auth = Arc::new(JwtAuth::new(JwtSettings {
+            source: ObjectKey::new("default", "jwt"),
+            algorithms: vec![parse_algorithm("RS256").unwrap()],
+            issuer: None,
+            audiences: vec![],
+            keys: KeySource::Remote(remote),
+            key_claim: "iss".into(),
+            consumer_claim: None,
+            claims_to_headers: vec![],
+            forward_authorization: false,
+            clock_skew: Duration::from_secs(30),
+            consumers: Arc::new(ConsumerStore::default()),
+        }));
+        let mut a = action(&[(0, 1)]);
+        a.filters = Arc::from(vec![Filter::Authenticate(Arc::new(Authenticate {
+            jwt: Some(auth),
+            key_auth: None,
+        }))]);
+        Gateway::start(snapshot(
+            1,
+            vec![route("r", &[], vec![rule("r", "/", a)])],
+            vec![Backend::new(key("o"), vec![origin.addr])],
+        ))
+    };
+    // Trusting the private CA: the keys are fetched over TLS.
+    let gw = gateway(JwksRegistry::with_tls(client_tls)).await;
+    assert_eq!(bearer(&gw, &t).await.status, 200);
+    assert!(idp.fetches.load(Ordering::SeqCst) >= 1);
+    // With the public roots only, the certificate is refused: no keys, fail closed.
+    let fetches = idp.fetches.load(Ordering::SeqCst);
+    let gw = gateway(JwksRegistry::default()).await;
+    assert_gateway_error(&bearer(&gw, &t).await, 401);
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), fetches, "no request got past TLS");
+}

@@ -239,6 +239,14 @@ pub struct JwksOrigin {
 
 impl JwksOrigin {
     pub async fn start(document: String) -> JwksOrigin {
+        Self::start_with(document, None).await
+    }
+
+    /// Serves over TLS with `acceptor`.
+    pub async fn start_with(
+        document: String,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+    ) -> JwksOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let document = Arc::new(Mutex::new(document));
@@ -248,6 +256,7 @@ impl JwksOrigin {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let (doc, count) = (Arc::clone(&doc), Arc::clone(&count));
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |_req| {
                         count.fetch_add(1, Ordering::SeqCst);
@@ -258,10 +267,17 @@ impl JwksOrigin {
                             Ok::<_, Infallible>(r)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(false)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder.keep_alive(false);
+                    match acceptor {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(stream).await else { return };
+                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                    }
                 });
             }
         });
@@ -270,6 +286,10 @@ impl JwksOrigin {
 
     pub fn uri(&self) -> String {
         format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    pub fn https_uri(&self) -> String {
+        format!("https://{}/.well-known/jwks.json", self.addr)
     }
 
     pub fn publish(&self, document: String) {
@@ -286,4 +306,65 @@ impl Drop for JwksOrigin {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A private CA and a server certificate for 127.0.0.1 it signed, made by openssl:
+/// returns (TLS acceptor for the server, client config trusting only that CA).
+pub fn private_tls(s: &Scratch) -> (tokio_rustls::TlsAcceptor, Arc<rustls::ClientConfig>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let p = |n: &str| s.path(n).to_str().unwrap().to_owned();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    let (ca_key, ca, leaf_key, csr, leaf, ext) =
+        (p("ca.key"), p("ca.pem"), p("leaf.key"), p("leaf.csr"), p("leaf.pem"), p("ext.cnf"));
+    args.extend(["-keyout", &ca_key, "-out", &ca, "-subj", "/CN=weir-test-ca", "-days", "1"]);
+    openssl(&args);
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-keyout", &leaf_key, "-out", &csr, "-subj", "/CN=localhost"]);
+    openssl(&args);
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &leaf,
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+    ]);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(&leaf).unwrap().map(|c| c.unwrap()).collect();
+    let key = PrivateKeyDer::from_pem_file(&leaf_key).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(server)), Arc::new(client))
 }

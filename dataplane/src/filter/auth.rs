@@ -102,7 +102,6 @@ impl Authenticate {
 
     fn reject(&self, reason: AuthFailure, invalid_token: bool) -> ProxyError {
         crate::metrics::auth_failure(reason);
-        tracing::debug!(reason = reason.as_str(), "authentication failed");
         ProxyError::Unauthorized { challenge: self.challenge(invalid_token), reason }
     }
 

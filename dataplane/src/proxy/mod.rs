@@ -105,8 +105,15 @@ async fn proxy(
     let mut ctx = RequestContext::default();
     if !action.filters.is_empty() {
         filter::request_phase(&action.filters, &mut parts, &mut ctx).await.inspect_err(|e| {
-            if let ProxyError::Unavailable { reason } = e {
-                tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "rule unavailable, answering 503");
+            match e {
+                ProxyError::Unavailable { reason } => {
+                    tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "rule unavailable, answering 503");
+                }
+                // The reason only: never the credential.
+                ProxyError::Unauthorized { reason, .. } => {
+                    tracing::debug!(route = %rule.route, rule = %rule.name, reason = reason.as_str(), "unauthenticated, answering 401");
+                }
+                _ => {}
             }
         })?;
     }

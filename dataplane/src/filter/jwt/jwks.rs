@@ -67,6 +67,7 @@ pub enum JwksError {
 pub struct RemoteJwks {
     uri: http::Uri,
     settings: JwksSettings,
+    tls: Option<Arc<rustls::ClientConfig>>,
     keys: ArcSwap<KeySet>,
     /// Bumped whenever the key set content changes (invalidates verified-token caches).
     generation: AtomicU64,
@@ -98,22 +99,30 @@ impl Drop for RemoteJwks {
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-fn client() -> Option<HttpsClient> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .ok()?
-        .https_or_http()
-        .enable_http1()
-        .build();
+/// An HTTP(S) client: Mozilla's root CAs (webpki-roots) with aws-lc-rs, or `tls` when given.
+fn client(tls: Option<&rustls::ClientConfig>) -> Option<HttpsClient> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match tls {
+        Some(config) => builder.with_tls_config(config.clone()),
+        None => {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            builder.with_provider_and_webpki_roots(provider).ok()?
+        }
+    };
+    let https = builder.https_or_http().enable_http1().build();
     Some(Client::builder(TokioExecutor::new()).build(https))
 }
 
 impl RemoteJwks {
-    fn new(uri: http::Uri, settings: JwksSettings) -> Arc<Self> {
+    fn new(
+        uri: http::Uri,
+        settings: JwksSettings,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Arc<Self> {
         Arc::new(RemoteJwks {
             uri,
             settings,
+            tls,
             keys: ArcSwap::from_pointee(KeySet::default()),
             generation: AtomicU64::new(0),
             fetched: AtomicBool::new(false),
@@ -225,7 +234,8 @@ impl RemoteJwks {
 }
 
 async fn refresh_loop(jwks: Weak<RemoteJwks>, wake: Arc<Notify>) {
-    let Some(client) = client() else {
+    let tls = jwks.upgrade().and_then(|j| j.tls.clone());
+    let Some(client) = client(tls.as_deref()) else {
         tracing::error!("no TLS configuration for JWKS fetching");
         return;
     };
@@ -257,9 +267,16 @@ type JwksId = (String, JwksSettings);
 #[derive(Debug, Clone, Default)]
 pub struct JwksRegistry {
     inner: Arc<Mutex<HashMap<JwksId, Weak<RemoteJwks>>>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl JwksRegistry {
+    /// A registry whose fetches use this TLS configuration (e.g. a private CA) instead of
+    /// Mozilla's root CAs. It must not set ALPN protocols.
+    pub fn with_tls(tls: Arc<rustls::ClientConfig>) -> Self {
+        JwksRegistry { inner: Arc::default(), tls: Some(tls) }
+    }
+
     /// The shared [`RemoteJwks`] for `uri`: the live one if any snapshot still uses it.
     pub fn get(&self, uri: &str, settings: JwksSettings) -> Result<Arc<RemoteJwks>, JwksError> {
         let parsed: http::Uri = uri.parse().map_err(|_| JwksError::Uri(uri.to_owned()))?;
@@ -272,7 +289,7 @@ impl JwksRegistry {
         if let Some(live) = map.get(&key).and_then(Weak::upgrade) {
             return Ok(live);
         }
-        let fresh = RemoteJwks::new(parsed, settings);
+        let fresh = RemoteJwks::new(parsed, settings, self.tls.clone());
         map.insert(key, Arc::downgrade(&fresh));
         Ok(fresh)
     }
