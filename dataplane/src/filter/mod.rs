@@ -147,3 +147,50 @@ pub fn response_phase(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::filter::consumers::hash_api_key;
+    use crate::filter::keyauth::{DEFAULT_KEY_HEADER, KeyAuth};
+    use crate::snapshot::ObjectKey;
+
+    fn run(filters: &[Filter], key: &str) -> (Result<(), ProxyError>, RequestContext) {
+        let mut parts =
+            http::Request::get("/").header("x-api-key", key).body(()).unwrap().into_parts().0;
+        let mut ctx = RequestContext::default();
+        let r = request_phase(filters, &mut parts, &mut ctx).now_or_never().unwrap();
+        (r, ctx)
+    }
+
+    #[test]
+    fn consumer_plugins_are_merged_after_authentication() {
+        let blocked: Arc<[Filter]> = Arc::from(vec![Filter::Unavailable("consumer".into())]);
+        let a = ConsumerEntry::new(ObjectKey::new("ns", "a"), "a", Some("pro"), blocked);
+        let b = ConsumerEntry::new(ObjectKey::new("ns", "b"), "b", None, Arc::from(Vec::new()));
+        let mut store = ConsumerStore::default();
+        for (c, k) in [(&a, b"ka"), (&b, b"kb")] {
+            store.add_consumer(c);
+            store.add_api_key(hash_api_key(k), c);
+        }
+        let key_auth = Arc::new(KeyAuth {
+            header: DEFAULT_KEY_HEADER,
+            query: None,
+            forward_credential: false,
+            consumers: Arc::new(store),
+        });
+        let chain =
+            [Filter::Authenticate(Arc::new(Authenticate { jwt: None, key_auth: Some(key_auth) }))];
+        let (r, ctx) = run(&chain, "kb");
+        assert!(r.is_ok() && ctx.authenticated);
+        assert_eq!(ctx.consumer.unwrap().username.as_ref(), "b");
+        let (r, ctx) = run(&chain, "ka");
+        assert!(matches!(r, Err(ProxyError::Unavailable { .. })), "a's own filter ran");
+        assert_eq!(ctx.tier(), Some("pro"));
+        let (r, ctx) = run(&chain, "nope");
+        assert!(matches!(r, Err(ProxyError::Unauthorized { .. })) && !ctx.authenticated);
+    }
+}

@@ -166,3 +166,33 @@ impl KeySet {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn families_pins_and_unusable_entries() {
+        let doc = br#"{"keys":[
+            {"kty":"oct","kid":"h","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0","alg":"HS256"},
+            {"kty":"oct","kid":"enc","use":"enc","k":"c2VjcmV0"},
+            {"kty":"oct","kid":"mismatch","alg":"RS256","k":"c2VjcmV0"}
+        ]}"#;
+        let set = KeySet::from_jwks(doc).unwrap();
+        assert_eq!((set.keys.len(), set.skipped), (1, 2));
+        let key = &set.keys[0];
+        assert!(key.accepts(Algorithm::HS256));
+        assert!(!key.accepts(Algorithm::HS512), "pinned by the JWK's alg");
+        assert!(!key.accepts(Algorithm::RS256), "wrong family");
+        assert_eq!(set.candidates(Some("h"), Algorithm::HS256).count(), 1);
+        assert_eq!(set.candidates(Some("x"), Algorithm::HS256).count(), 0);
+        assert_eq!(set.candidates(None, Algorithm::HS256).count(), 1);
+        assert!(parse_algorithm("none").is_err());
+        assert!(JwtKey::from_credential("RS256", b"not a pem").is_err());
+        assert!(JwtKey::from_credential("HS256", b"").is_err());
+        assert!(KeySet::from_jwks(b"{").is_err());
+        let debug = format!("{key:?}");
+        assert!(!debug.contains("c2Vj") && !debug.contains("secret"), "{debug}");
+    }
+}
