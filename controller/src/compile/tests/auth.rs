@@ -78,6 +78,18 @@ spec:
     - jwt: {secretRef: {name: broken-jwt}}
 ---
 apiVersion: v1
+kind: Secret
+metadata: {name: elsewhere-key, namespace: other}
+stringData: {key: the-other-namespace-key}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Consumer
+metadata: {name: elsewhere, namespace: other}
+spec:
+  credentials:
+    - apiKey: {secretRef: {name: elsewhere-key}}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: web}
 spec: {ports: [{port: 80}]}
@@ -137,6 +149,10 @@ fn global_jwt_protects_every_route_unless_it_opts_out() {
     let mobile = key_auth.consumers.find_api_key(b"the-mobile-api-key").expect("consumer");
     assert_eq!((&*mobile.username, mobile.tier.as_deref()), ("mobile-app", Some("pro")));
     assert!(key_auth.consumers.jwt_keys("mobile-issuer").len() == 1);
+    // A consumer authenticates only on Routes of its own namespace.
+    assert!(key_auth.consumers.find_api_key(b"the-other-namespace-key").is_none());
+    let elsewhere = status(&c, Kind::Consumer, "other", "elsewhere");
+    assert_cond(elsewhere, RESOLVED_REFS, "True", "ResolvedRefs", &[]);
     // A missing plugin fails closed, and says so.
     let g = filters(&c, "api.test", "/gone");
     assert!(matches!(&g[..], [Filter::Unavailable(m)] if m.contains("does-not-exist")), "{g:?}");
