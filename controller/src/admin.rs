@@ -202,7 +202,7 @@ pub fn handle(shared: &Shared, method: &Method, path: &str, query: Option<&str>)
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.encode(),
+            weir_dataplane::metrics::append_to(shared.metrics.encode()),
         ),
         "/debug/snapshot" => {
             json_response(StatusCode::OK, &describe_snapshot(&shared.dataplane.current()))

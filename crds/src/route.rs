@@ -31,6 +31,11 @@ pub struct RouteSpec {
     /// Names of Plugins in this namespace applied to every rule of this Route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<String>,
+    /// Plugin types (e.g. `jwt`, `keyAuth`) whose global Plugins do not apply to this Route:
+    /// the explicit opt-out from global authentication. Route- and rule-level Plugins of
+    /// those types still apply. Listed in `status.effectivePlugins` with level `skipped`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_global_plugins: Vec<String>,
     /// The routing rules. A request is served by the most specific matching rule.
     #[schemars(length(min = 1))]
     pub rules: Vec<RouteRule>,
@@ -231,6 +236,7 @@ pub struct EffectivePlugin {
     pub type_: String,
     /// The Plugin object, as `namespace/name`.
     pub source: String,
-    /// Where it was attached: `global`, `route`, `rule:<name or index>` or `consumer`.
+    /// Where it was attached: `global`, `route`, `rule:<name or index>` or `consumer`;
+    /// `skipped` for a global Plugin this Route opts out of (`spec.skipGlobalPlugins`).
     pub level: String,
 }

@@ -1,7 +1,10 @@
-//! weir's data plane: the snapshot contract, the router, the proxy and its runtime state.
+//! weir's data plane: the snapshot contract, the router, the proxy, the filter chain and
+//! their runtime state.
 //!
 //! It depends on no Kubernetes crate: it is buildable, testable and benchable alone.
 
+pub mod filter;
+pub mod metrics;
 pub mod proxy;
 pub mod rewrite;
 pub mod router;

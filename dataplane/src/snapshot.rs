@@ -169,9 +169,30 @@ pub struct RuleAction {
     pub filters: Arc<[Filter]>,
 }
 
-/// Built-in filters, a closed set. Filled in by the plugin issues.
+/// Built-in filters, a closed set, compiled per rule and kept in the fixed phase order of
+/// [`crate::filter::Phase`] (correlation id → ip restriction → CORS → authentication →
+/// consumer plugins → rate limit → request headers → cache → proxy → response headers).
+/// The chain runner in [`crate::filter`] dispatches on the variant: a new kind of filter is
+/// a new variant plus one arm there, without touching the others.
 #[derive(Debug, Clone)]
-pub enum Filter {}
+pub enum Filter {
+    /// Authentication by `jwt` and/or `keyAuth` (either credential suffices).
+    Authenticate(Arc<crate::filter::Authenticate>),
+    /// The rule cannot be served safely, e.g. it references a Plugin that does not exist
+    /// (which might have been an authentication plugin): every request is answered 503.
+    /// The message is for logs only.
+    Unavailable(Arc<str>),
+}
+
+impl Filter {
+    /// The phase this filter runs in.
+    pub fn phase(&self) -> crate::filter::Phase {
+        match self {
+            Filter::Unavailable(_) => crate::filter::Phase::Guard,
+            Filter::Authenticate(_) => crate::filter::Phase::Authentication,
+        }
+    }
+}
 
 /// A parsed rewrite.
 #[derive(Debug, Clone)]

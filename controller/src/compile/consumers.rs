@@ -1,8 +1,15 @@
 //! Consumer validation: credentials (exactly one kind each), their Secrets, and the
-//! Consumer's plugins. Messages name fields and Secrets, never secret values.
+//! Consumer's plugins; and the usable credentials, turned into data-plane form (API keys as
+//! SHA-256 hashes, JWT keys parsed). Messages name fields and Secrets, never secret values.
+//!
+//! A credential whose Secret is missing or malformed makes the Consumer `ResolvedRefs=False`
+//! and is simply not usable; the Consumer's other credentials keep working (key rotation:
+//! a new credential whose Secret does not exist yet never locks out the old one).
 
 use k8s_openapi::api::core::v1::Secret;
 use weir_crds::ConsumerSpec;
+use weir_dataplane::filter::consumers::{KeyHash, hash_api_key};
+use weir_dataplane::filter::jwt::JwtKey;
 
 use super::conditions::{RefProblem, RefReason};
 use super::plugins::{JWT_ALGORITHMS, PluginCatalog};
@@ -22,6 +29,10 @@ pub fn secret_value<'s>(secret: &'s Secret, key: &str) -> Option<&'s [u8]> {
 pub(crate) struct ConsumerCheck {
     pub(crate) errors: Vec<String>,
     pub(crate) problems: Vec<RefProblem>,
+    /// Hashes of the usable API keys.
+    pub(crate) api_keys: Vec<KeyHash>,
+    /// Usable JWT credentials: the `key` value (matched against `keyClaim`) and the key.
+    pub(crate) jwt_keys: Vec<(String, JwtKey)>,
 }
 
 fn non_empty(secret: &Secret, key: &str) -> bool {
@@ -70,6 +81,7 @@ pub(crate) fn check_consumer(
             ));
             continue;
         };
+        let problems_before = out.problems.len();
         let mut missing = Vec::new();
         if !non_empty(secret, "key") {
             missing.push("key");
@@ -100,6 +112,29 @@ pub(crate) fn check_consumer(
                 RefReason::InvalidCredential,
                 format!("{at}: secret {sref} has no (or an empty) entry {}", missing.join(", ")),
             ));
+            continue;
+        }
+        let Some(key) = secret_value(secret, "key") else { continue };
+        if out.problems.len() > problems_before {
+            continue;
+        }
+        if kind == "apiKey" {
+            out.api_keys.push(hash_api_key(key));
+            continue;
+        }
+        let algorithm = secret_value(secret, "algorithm")
+            .map(|a| String::from_utf8_lossy(a).trim().to_owned())
+            .unwrap_or_default();
+        let material_key = if algorithm.starts_with("HS") { "secret" } else { "publicKey" };
+        let material = secret_value(secret, material_key).unwrap_or_default();
+        match JwtKey::from_credential(&algorithm, material) {
+            Ok(jwt_key) => {
+                out.jwt_keys.push((String::from_utf8_lossy(key).trim().to_owned(), jwt_key))
+            }
+            Err(e) => out.problems.push(RefProblem::new(
+                RefReason::InvalidCredential,
+                format!("{at}: secret {sref} entry `{material_key}`: {e}"),
+            )),
         }
     }
     for (i, name) in spec.plugins.iter().enumerate() {

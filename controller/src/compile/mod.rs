@@ -10,6 +10,7 @@
 pub mod backends;
 pub mod conditions;
 pub mod consumers;
+pub mod filters;
 pub mod plugins;
 pub(crate) mod routes;
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weir_crds::{Condition, EffectivePlugin, Route};
+use weir_dataplane::filter::jwt::JwksRegistry;
 use weir_dataplane::{BackendKey, BackendTable, ObjectKey, RouteTable};
 
 use crate::index::{Index, Kind, ObjectRef};
@@ -28,12 +30,18 @@ pub use plugins::AppliedPlugin;
 use plugins::PluginCatalog;
 pub use routes::{MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
 
-/// What the compiler remembers between runs: the last good version of every Route, so an
-/// invalid update keeps the previous version serving. Owned by the caller and passed back in.
+/// What the compiler remembers between runs: the last good version of every Route and
+/// Plugin, so an invalid update keeps the previous version serving (an authentication
+/// Plugin broken by an edit keeps protecting its routes), and the remote JWKS in use (runtime
+/// state that outlives snapshots). Owned by the caller and passed back in.
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
     /// Last accepted spec and generation of each Route.
     pub last_good_routes: BTreeMap<ObjectRef, (i64, weir_crds::RouteSpec)>,
+    /// Last accepted spec and generation of each Plugin.
+    pub last_good_plugins: BTreeMap<ObjectRef, (i64, weir_crds::PluginSpec)>,
+    /// Remote JWKS shared by successive snapshots (clones share the registry).
+    pub jwks: JwksRegistry,
 }
 
 /// The status computed for one object (without `lastTransitionTime`, which the status
@@ -100,26 +108,48 @@ fn generation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
 /// Compiles the index. Pure: same input, same output; no I/O, no clock.
 pub fn compile(index: &Index, memory: &Memory) -> Compiled {
     let mut statuses = BTreeMap::new();
-    let (catalog, plugin_results) = plugins::catalog(index);
+    let mut new_memory = Memory { jwks: memory.jwks.clone(), ..Memory::default() };
+    let (catalog, plugin_results) =
+        plugins::catalog(index, &memory.last_good_plugins, &mut new_memory.last_good_plugins);
     for (key, plugin) in &index.plugins {
         let generation = generation(&plugin.metadata);
-        let errors = match plugin_results.get(key) {
-            Some(Err(e)) => e.clone(),
-            _ => Vec::new(),
+        let (errors, suffix) = match plugin_results.get(key) {
+            Some((Err(e), Some(g))) => {
+                (e.clone(), format!("; the last good version (generation {g}) keeps serving"))
+            }
+            Some((Err(e), None)) => (e.clone(), String::new()),
+            _ => (Vec::new(), String::new()),
         };
-        let conditions = vec![accepted(&errors, generation, "")];
+        let conditions = vec![accepted(&errors, generation, &suffix)];
         statuses.insert(
             (Kind::Plugin, key.clone()),
             ObjectStatus { generation, conditions, effective_plugins: Vec::new() },
         );
     }
 
+    // Consumers first: the authentication filters of Routes hold their namespace's store.
+    let mut builder = filters::FilterBuilder::new(index, &catalog, &memory.jwks);
+    for (key, consumer) in &index.consumers {
+        let generation = generation(&consumer.metadata);
+        let check = consumers::check_consumer(index, &key.namespace, &consumer.spec, &catalog);
+        if check.errors.is_empty() {
+            builder.add_consumer(key, &consumer.spec, &check);
+        }
+        let conditions = vec![
+            accepted(&check.errors, generation, ""),
+            resolved_refs(&check.problems, generation),
+        ];
+        statuses.insert(
+            (Kind::Consumer, key.clone()),
+            ObjectStatus { generation, conditions, effective_plugins: Vec::new() },
+        );
+    }
+
     let mut interner = backends::BackendInterner::default();
     let mut models = Vec::new();
-    let mut new_memory = Memory::default();
     let mut rule_plugins = BTreeMap::new();
     for (key, route) in &index.routes {
-        let out = compile_route(index, key, route, memory, &catalog, &mut interner);
+        let out = compile_route(index, key, route, memory, &catalog, &mut builder, &mut interner);
         if let Some(model) = out.model {
             models.push(model);
         }
@@ -130,19 +160,6 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
             rule_plugins.insert(key.clone(), p);
         }
         statuses.insert((Kind::Route, key.clone()), out.status);
-    }
-
-    for (key, consumer) in &index.consumers {
-        let generation = generation(&consumer.metadata);
-        let check = consumers::check_consumer(index, &key.namespace, &consumer.spec, &catalog);
-        let conditions = vec![
-            accepted(&check.errors, generation, ""),
-            resolved_refs(&check.problems, generation),
-        ];
-        statuses.insert(
-            (Kind::Consumer, key.clone()),
-            ObjectStatus { generation, conditions, effective_plugins: Vec::new() },
-        );
     }
 
     let backend_keys = interner.into_keys();
@@ -170,6 +187,7 @@ fn compile_route(
     route: &Route,
     memory: &Memory,
     catalog: &PluginCatalog,
+    builder: &mut filters::FilterBuilder<'_>,
     interner: &mut backends::BackendInterner,
 ) -> RouteOutput {
     let ns = key.namespace.as_str();
@@ -199,9 +217,7 @@ fn compile_route(
 
     // References are checked on the current spec: that is what the user is editing.
     let mut problems = backend_problems(index, ns, &route.spec);
-    let (_, plugin_problems) = plugins::rule_plugins(ns, &route.spec, catalog);
-    problems.extend(plugin_problems);
-    conditions.push(resolved_refs(&problems, generation));
+    problems.extend(plugins::rule_plugins(ns, &route.spec, catalog).problems);
 
     let mut out = RouteOutput {
         model: None,
@@ -210,6 +226,7 @@ fn compile_route(
         status: ObjectStatus::default(),
     };
     let mut effective = Vec::new();
+    let mut filter_problems = Vec::new();
     match served {
         Some((valid, served_gen, spec)) => {
             // Programmed is about *this* generation: an invalid update is not programmed,
@@ -228,10 +245,26 @@ fn compile_route(
                 );
                 conditions.push(condition(PROGRAMMED, false, "Invalid", message, generation));
             }
-            let (per_rule, _) = plugins::rule_plugins(ns, spec, catalog);
-            effective = effective_plugins(&per_rule);
-            out.rule_plugins = Some(per_rule);
-            out.model = Some(valid.into_model(object_key, served_gen, created, interner));
+            let resolved = plugins::rule_plugins(ns, spec, catalog);
+            let mut rule_filters = Vec::with_capacity(resolved.per_rule.len());
+            for (applied, unresolved) in resolved.per_rule.iter().zip(&resolved.unresolved) {
+                let (chain, found) = builder.rule_filters(ns, applied, unresolved);
+                rule_filters.push(chain);
+                for p in found {
+                    if !filter_problems.contains(&p) {
+                        filter_problems.push(p);
+                    }
+                }
+            }
+            effective = effective_plugins(&resolved.per_rule);
+            effective.extend(resolved.skipped.iter().map(|p| EffectivePlugin {
+                type_: p.type_.to_owned(),
+                source: p.source.to_string(),
+                level: p.level.clone(),
+            }));
+            out.rule_plugins = Some(resolved.per_rule);
+            out.model =
+                Some(valid.into_model(object_key, served_gen, created, rule_filters, interner));
             out.remember = Some((served_gen, spec.clone()));
         }
         None => conditions.push(condition(
@@ -242,6 +275,9 @@ fn compile_route(
             generation,
         )),
     }
+    problems.extend(filter_problems);
+    // ResolvedRefs sits between Accepted and Programmed.
+    conditions.insert(1, resolved_refs(&problems, generation));
     out.status = ObjectStatus { generation, conditions, effective_plugins: effective };
     out
 }

@@ -267,12 +267,14 @@ pub fn validate_plugin(
     }
 }
 
-/// The accepted Plugins, with their type, for reference resolution.
+/// The Plugins that can be referenced: accepted ones, and invalid ones whose last good
+/// version keeps serving.
 #[derive(Debug, Default)]
 pub(crate) struct PluginCatalog {
-    /// Every Plugin object: `Some(type)` when accepted, `None` when invalid.
-    pub(crate) plugins: BTreeMap<ObjectRef, Option<&'static str>>,
-    /// Accepted global plugins: (type, source), in name order.
+    /// Every Plugin object: `Some((type, served spec))` when usable, `None` when invalid
+    /// without a last good version.
+    pub(crate) plugins: BTreeMap<ObjectRef, Option<(&'static str, PluginSpec)>>,
+    /// Usable global plugins: (type, source), in name order.
     pub(crate) globals: Vec<(&'static str, ObjectRef)>,
 }
 
@@ -285,7 +287,7 @@ impl PluginCatalog {
         at: &str,
     ) -> Result<&'static str, RefProblem> {
         match self.plugins.get(&ObjectRef::new(namespace, name)) {
-            Some(Some(t)) => Ok(t),
+            Some(Some((t, _))) => Ok(t),
             Some(None) => Err(RefProblem::new(
                 RefReason::PluginNotFound,
                 format!("{at}: plugin {namespace}/{name} is not accepted"),
@@ -296,6 +298,11 @@ impl PluginCatalog {
             )),
         }
     }
+
+    /// The served spec of a usable plugin.
+    pub(crate) fn spec(&self, key: &ObjectRef) -> Option<&PluginSpec> {
+        self.plugins.get(key).and_then(|p| p.as_ref()).map(|(_, spec)| spec)
+    }
 }
 
 /// One plugin that applies to a rule.
@@ -305,8 +312,22 @@ pub struct AppliedPlugin {
     pub type_: &'static str,
     /// The Plugin object.
     pub source: ObjectRef,
-    /// `global`, `route` or `rule:<name or index>`.
+    /// `global`, `route` or `rule:<name or index>` (`skipped` for an opted-out global).
     pub level: String,
+}
+
+/// The plugins of a Route's rules, and what could not be resolved.
+#[derive(Debug, Default)]
+pub(crate) struct RulePlugins {
+    /// Per rule (index = rule index): most specific level winning per type, phase order.
+    pub(crate) per_rule: Vec<Vec<AppliedPlugin>>,
+    /// Per rule: messages of plugin references that do not resolve. Such a rule is served
+    /// as unavailable (fail closed: the missing plugin may have been authentication).
+    pub(crate) unresolved: Vec<Vec<String>>,
+    /// Every unresolved reference, for `ResolvedRefs`.
+    pub(crate) problems: Vec<RefProblem>,
+    /// Global plugins this Route opts out of (`spec.skipGlobalPlugins`), level `skipped`.
+    pub(crate) skipped: Vec<AppliedPlugin>,
 }
 
 /// The plugins of each rule of a Route (index = rule index), most specific level winning
@@ -315,11 +336,19 @@ pub(crate) fn rule_plugins(
     namespace: &str,
     spec: &RouteSpec,
     catalog: &PluginCatalog,
-) -> (Vec<Vec<AppliedPlugin>>, Vec<RefProblem>) {
-    let mut problems = Vec::new();
+) -> RulePlugins {
+    let mut out = RulePlugins::default();
+    let mut route_unresolved = Vec::new();
     let mut base: BTreeMap<&'static str, AppliedPlugin> = BTreeMap::new();
     for (t, src) in &catalog.globals {
-        base.insert(t, AppliedPlugin { type_: t, source: src.clone(), level: "global".to_owned() });
+        let skip = spec.skip_global_plugins.iter().any(|s| s == t);
+        let level = if skip { "skipped" } else { "global" }.to_owned();
+        let applied = AppliedPlugin { type_: t, source: src.clone(), level };
+        if skip {
+            out.skipped.push(applied);
+        } else {
+            base.insert(t, applied);
+        }
     }
     for (i, name) in spec.plugins.iter().enumerate() {
         match catalog.resolve(namespace, name, &format!("spec.plugins[{i}]")) {
@@ -327,12 +356,15 @@ pub(crate) fn rule_plugins(
                 let source = ObjectRef::new(namespace, name);
                 base.insert(t, AppliedPlugin { type_: t, source, level: "route".to_owned() });
             }
-            Err(p) => problems.push(p),
+            Err(p) => {
+                route_unresolved.push(p.message.clone());
+                out.problems.push(p);
+            }
         }
     }
-    let mut out = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let mut set = base.clone();
+        let mut unresolved = route_unresolved.clone();
         let level = format!("rule:{}", rule_name(rule, r));
         for (j, name) in rule.plugins.iter().enumerate() {
             match catalog.resolve(namespace, name, &format!("spec.rules[{r}].plugins[{j}]")) {
@@ -340,12 +372,16 @@ pub(crate) fn rule_plugins(
                     let source = ObjectRef::new(namespace, name);
                     set.insert(t, AppliedPlugin { type_: t, source, level: level.clone() });
                 }
-                Err(p) => problems.push(p),
+                Err(p) => {
+                    unresolved.push(p.message.clone());
+                    out.problems.push(p);
+                }
             }
         }
-        out.push(in_phase_order(set.into_values().collect()));
+        out.per_rule.push(in_phase_order(set.into_values().collect()));
+        out.unresolved.push(unresolved);
     }
-    (out, problems)
+    out
 }
 
 /// Sorts plugins in the fixed phase order of the filter chain.
@@ -354,23 +390,45 @@ pub(crate) fn in_phase_order(mut v: Vec<AppliedPlugin>) -> Vec<AppliedPlugin> {
     v
 }
 
-/// Builds the catalog from the index (validating each Plugin once).
+/// The validation result of every Plugin, and the generation of the last good version
+/// that keeps serving for the invalid ones that have one.
+pub(crate) type PluginResults =
+    BTreeMap<ObjectRef, (Result<&'static str, Vec<String>>, Option<i64>)>;
+
+/// Builds the catalog from the index (validating each Plugin once). An invalid Plugin with
+/// a last good version in `last_good` keeps serving that version; `remember` receives the
+/// version to remember for the next run.
 pub(crate) fn catalog(
     index: &Index,
-) -> (PluginCatalog, BTreeMap<ObjectRef, Result<&'static str, Vec<String>>>) {
+    last_good: &BTreeMap<ObjectRef, (i64, PluginSpec)>,
+    remember: &mut BTreeMap<ObjectRef, (i64, PluginSpec)>,
+) -> (PluginCatalog, PluginResults) {
     let ctrl = index.controller_namespace();
     let mut cat = PluginCatalog::default();
     let mut results = BTreeMap::new();
     for (key, plugin) in &index.plugins {
         let res = validate_plugin(&key.namespace, ctrl, &plugin.spec);
-        let accepted = res.as_ref().ok().copied();
-        if let Some(t) = accepted
-            && plugin.spec.global
-        {
-            cat.globals.push((t, key.clone()));
+        let generation = plugin.metadata.generation.unwrap_or(0);
+        let served = match &res {
+            Ok(t) => Some((*t, generation, plugin.spec.clone())),
+            Err(_) => last_good.get(key).and_then(|(g, spec)| {
+                validate_plugin(&key.namespace, ctrl, spec).ok().map(|t| (t, *g, spec.clone()))
+            }),
+        };
+        let fallback = match (&res, &served) {
+            (Err(_), Some((_, g, _))) => Some(*g),
+            _ => None,
+        };
+        if let Some((t, g, spec)) = served {
+            if spec.global {
+                cat.globals.push((t, key.clone()));
+            }
+            remember.insert(key.clone(), (g, spec.clone()));
+            cat.plugins.insert(key.clone(), Some((t, spec)));
+        } else {
+            cat.plugins.insert(key.clone(), None);
         }
-        cat.plugins.insert(key.clone(), accepted);
-        results.insert(key.clone(), res);
+        results.insert(key.clone(), (res, fallback));
     }
     (cat, results)
 }

@@ -10,7 +10,7 @@ use weir_crds::{
     StringMatchType,
 };
 use weir_dataplane::{
-    BackendKey, HeaderMatcher, HostMatch, ObjectKey, PathMatch, QueryMatcher, RequestMatch,
+    BackendKey, Filter, HeaderMatcher, HostMatch, ObjectKey, PathMatch, QueryMatcher, RequestMatch,
     RetryPolicy, Rewrite, RouteModel, Rule, RuleAction, Timeouts, ValueMatch, WeightedBackend,
     WeightedBackends,
 };
@@ -47,13 +47,16 @@ impl ValidRoute {
         key: ObjectKey,
         generation: i64,
         created: i64,
+        filters: Vec<Arc<[Filter]>>,
         interner: &mut BackendInterner,
     ) -> RouteModel {
+        let mut filters = filters.into_iter();
         let rules = self
             .rules
             .into_iter()
             .enumerate()
             .map(|(index, r)| {
+                let chain = filters.next().unwrap_or_else(|| Arc::from(Vec::new()));
                 let backends = r
                     .backends
                     .into_iter()
@@ -69,7 +72,7 @@ impl ValidRoute {
                         rewrite: r.rewrite,
                         timeouts: r.timeouts,
                         retries: r.retries,
-                        filters: Arc::from(Vec::new()),
+                        filters: chain,
                     },
                 })
             })
@@ -104,6 +107,14 @@ pub(crate) fn validate_route(namespace: &str, spec: &RouteSpec) -> Result<ValidR
     }
     if spec.rules.is_empty() {
         errs.push("spec.rules: at least one rule is required".to_owned());
+    }
+    for (i, t) in spec.skip_global_plugins.iter().enumerate() {
+        if !super::plugins::PLUGIN_TYPES.contains(&t.as_str()) {
+            errs.push(format!(
+                "spec.skipGlobalPlugins[{i}]: unknown plugin type {t:?} (one of {})",
+                super::plugins::PLUGIN_TYPES.join(", ")
+            ));
+        }
     }
     let mut names = std::collections::BTreeSet::new();
     let mut rules = Vec::new();

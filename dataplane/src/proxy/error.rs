@@ -1,10 +1,11 @@
 //! Proxy errors and the one function that turns them into the gateway's JSON responses.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use crate::filter::{AuthFailure, Challenge};
 
 /// The incoming header whose value, when valid, becomes the `requestId` of error bodies.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -55,6 +56,22 @@ pub enum ProxyError {
         /// What was invalid.
         reason: String,
     },
+    /// Authentication failed (filter chain): 401 with `WWW-Authenticate`. The reason is
+    /// for logs and metrics only.
+    #[error("unauthorized: {}", reason.as_str())]
+    Unauthorized {
+        /// The challenges to send.
+        challenge: Challenge,
+        /// Why.
+        reason: AuthFailure,
+    },
+    /// The rule cannot be served safely, e.g. it references a Plugin that is missing
+    /// (filter chain, fail closed).
+    #[error("rule unavailable: {reason}")]
+    Unavailable {
+        /// Why, for logs.
+        reason: String,
+    },
 }
 
 impl ProxyError {
@@ -70,6 +87,8 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::InvalidUpstreamRequest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -84,6 +103,8 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream timeout",
             ProxyError::BadResponse { .. } => "bad upstream response",
             ProxyError::InvalidUpstreamRequest { .. } => "internal error",
+            ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::Unavailable { .. } => "service unavailable",
         }
     }
 }
@@ -117,6 +138,22 @@ pub fn error_response(error: &ProxyError, request_id: Option<&HeaderValue>) -> R
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, v);
     }
+    if let ProxyError::Unauthorized { challenge, .. } = error {
+        let headers = response.headers_mut();
+        if challenge.bearer {
+            headers.append(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(if challenge.invalid_token {
+                    r#"Bearer realm="weir", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="weir""#
+                }),
+            );
+        }
+        if challenge.api_key {
+            headers.append(WWW_AUTHENTICATE, HeaderValue::from_static(r#"ApiKey realm="weir""#));
+        }
+    }
     response
 }
 
@@ -144,5 +181,19 @@ mod tests {
         assert_eq!(r.status(), 404);
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(r.headers()[X_REQUEST_ID], "id-1");
+    }
+
+    #[test]
+    fn unauthorized_carries_the_challenges_and_no_reason() {
+        let challenge = Challenge { bearer: true, api_key: true, invalid_token: true };
+        let e = ProxyError::Unauthorized { challenge, reason: AuthFailure::Expired };
+        let r = error_response(&e, None);
+        assert_eq!(r.status(), 401);
+        let values: Vec<_> = r.headers().get_all(WWW_AUTHENTICATE).iter().collect();
+        assert_eq!(
+            values,
+            [r#"Bearer realm="weir", error="invalid_token""#, r#"ApiKey realm="weir""#]
+        );
+        assert_eq!(ProxyError::Unavailable { reason: "x".into() }.status(), 503);
     }
 }

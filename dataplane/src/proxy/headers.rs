@@ -58,6 +58,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every `X-Consumer-*` header a client sent: only the gateway sets identity
+/// headers. Allocates only when such a header is present.
+pub fn remove_identity_headers(headers: &mut HeaderMap) {
+    fn is_identity(name: &HeaderName) -> bool {
+        name.as_str().starts_with("x-consumer-")
+    }
+    if !headers.keys().any(is_identity) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| is_identity(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 /// Sets `X-Forwarded-For` (the client's address appended to any incoming list),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` (the host the client asked for).
 pub fn set_forwarded(
@@ -117,6 +132,16 @@ mod tests {
         h.insert(TE, HeaderValue::from_static("trailers"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h[TE], "trailers");
+    }
+
+    #[test]
+    fn identity_headers_from_clients_go() {
+        let mut h = HeaderMap::new();
+        h.insert("x-consumer-username", HeaderValue::from_static("admin"));
+        h.insert("x-consumer-id", HeaderValue::from_static("1"));
+        h.insert("x-consumerish", HeaderValue::from_static("kept"));
+        remove_identity_headers(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 
     #[test]

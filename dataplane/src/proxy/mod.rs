@@ -26,6 +26,7 @@ pub use body::ProxyBody;
 pub use error::{ProxyError, X_REQUEST_ID, error_response};
 pub use upstream::Upstream;
 
+use crate::filter::{self, RequestContext};
 use crate::rewrite::rewrite_path;
 use crate::router::RequestView;
 use crate::server::DataPlane;
@@ -100,6 +101,23 @@ async fn proxy(
     let rule = matched.rule;
     let action = &rule.action;
 
+    headers::remove_identity_headers(&mut parts.headers);
+    let mut ctx = RequestContext::default();
+    if !action.filters.is_empty() {
+        filter::request_phase(&action.filters, &mut parts, &mut ctx).await.inspect_err(|e| {
+            match e {
+                ProxyError::Unavailable { reason } => {
+                    tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "rule unavailable, answering 503");
+                }
+                // The reason only: never the credential.
+                ProxyError::Unauthorized { reason, .. } => {
+                    tracing::debug!(route = %rule.route, rule = %rule.name, reason = reason.as_str(), "unauthenticated, answering 401");
+                }
+                _ => {}
+            }
+        })?;
+    }
+
     let backend = action.backends.pick().and_then(|id| snapshot.backends.get(id));
     let backend = match backend {
         Some(b) if b.problem.is_none() && !b.endpoints.is_empty() => b,
@@ -153,6 +171,9 @@ async fn proxy(
     };
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
+    if !action.filters.is_empty() {
+        filter::response_phase(&action.filters, &mut parts, &ctx);
+    }
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
 }

@@ -2,6 +2,7 @@
 //! small test-only loader that dispatches on `kind`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod endpoints;
 mod invalid;
 mod units;

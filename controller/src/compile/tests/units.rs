@@ -39,6 +39,7 @@ fn prefixes_are_normalised_and_empty_matches_mean_everything() {
         weir_dataplane::ObjectKey::new("default", "r"),
         1,
         0,
+        Vec::new(),
         &mut Default::default(),
     );
     let prefixes: Vec<String> = model

@@ -1,0 +1,246 @@
+//! Plugins and Consumers → data-plane filters: the `Arc<[Filter]>` chain of every rule.
+//!
+//! - A rule that references a Plugin that does not resolve (missing, or invalid without a
+//!   last good version) gets `Filter::Unavailable` and answers 503: the missing Plugin may
+//!   have been authentication, and a protected route must never serve unauthenticated.
+//! - `jwt` and `keyAuth` become one `Filter::Authenticate`, built once per (Plugin, Route
+//!   namespace) and shared by every rule using it (the verified-token cache with it).
+//! - Consumers become one `ConsumerStore` per namespace; a consumer authenticates only on
+//!   Routes of its own namespace, whatever the namespace of the (global) Plugin.
+//! - Remote JWKS come from the [`JwksRegistry`] kept in the compiler's memory, so a reload
+//!   keeps the fetched keys and the refresh task.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use weir_crds::{JwtConfig, KeyAuthConfig};
+use weir_dataplane::filter::jwt::{
+    JwksRegistry, JwksSettings, JwtAuth, JwtSettings, KeySet, KeySource, parse_algorithm,
+};
+use weir_dataplane::filter::keyauth::{DEFAULT_KEY_HEADER, KeyAuth};
+use weir_dataplane::filter::{Authenticate, ConsumerEntry, ConsumerStore};
+use weir_dataplane::{Filter, ObjectKey};
+
+use super::conditions::{RefProblem, RefReason};
+use super::consumers::{ConsumerCheck, secret_value};
+use super::plugins::{AppliedPlugin, PluginCatalog};
+use crate::index::{Index, ObjectRef};
+
+/// Default `clockSkew` of the jwt plugin.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+type Built<T> = Result<Arc<T>, RefProblem>;
+
+/// Builds filters for one compile run.
+pub(crate) struct FilterBuilder<'a> {
+    index: &'a Index,
+    catalog: &'a PluginCatalog,
+    jwks: &'a JwksRegistry,
+    stores: BTreeMap<String, Arc<ConsumerStore>>,
+    jwt: BTreeMap<(ObjectRef, String), Built<JwtAuth>>,
+    key_auth: BTreeMap<(ObjectRef, String), Arc<KeyAuth>>,
+}
+
+impl<'a> FilterBuilder<'a> {
+    /// A builder over the index and the usable plugins.
+    pub(crate) fn new(
+        index: &'a Index,
+        catalog: &'a PluginCatalog,
+        jwks: &'a JwksRegistry,
+    ) -> Self {
+        FilterBuilder {
+            index,
+            catalog,
+            jwks,
+            stores: BTreeMap::new(),
+            jwt: BTreeMap::new(),
+            key_auth: BTreeMap::new(),
+        }
+    }
+
+    /// Adds an accepted Consumer and its usable credentials to its namespace's store.
+    pub(crate) fn add_consumer(
+        &mut self,
+        key: &ObjectRef,
+        spec: &weir_crds::ConsumerSpec,
+        check: &ConsumerCheck,
+    ) {
+        let username = spec.username.clone().unwrap_or_else(|| key.name.clone());
+        let entry = ConsumerEntry::new(
+            ObjectKey::new(&key.namespace, &key.name),
+            &username,
+            spec.tier.as_deref(),
+            self.consumer_plugins(&key.namespace, &spec.plugins),
+        );
+        let store = self.stores.entry(key.namespace.clone()).or_default();
+        let Some(store) = Arc::get_mut(store) else { return };
+        store.add_consumer(&entry);
+        for hash in &check.api_keys {
+            if !store.add_api_key(*hash, &entry) {
+                tracing::warn!(consumer = %key, "an API key of this consumer is also another consumer's; ignored");
+            }
+        }
+        for (value, jwt_key) in &check.jwt_keys {
+            store.add_jwt_key(
+                value,
+                weir_dataplane::filter::consumers::ConsumerJwtKey {
+                    consumer: Arc::clone(&entry),
+                    key: jwt_key.clone(),
+                },
+            );
+        }
+    }
+
+    /// A consumer's own plugins as filters. Authentication plugins never apply at the
+    /// consumer level (the consumer is already authenticated); the other kinds are added
+    /// here as they get data-plane filters.
+    fn consumer_plugins(&mut self, _namespace: &str, _names: &[String]) -> Arc<[Filter]> {
+        Arc::from(Vec::new())
+    }
+
+    fn store(&mut self, namespace: &str) -> Arc<ConsumerStore> {
+        Arc::clone(self.stores.entry(namespace.to_owned()).or_default())
+    }
+
+    /// The filter chain of one rule of a Route in `namespace`, and reference problems
+    /// found while building it (e.g. a JWKS Secret that does not exist).
+    pub(crate) fn rule_filters(
+        &mut self,
+        namespace: &str,
+        applied: &[AppliedPlugin],
+        unresolved: &[String],
+    ) -> (Arc<[Filter]>, Vec<RefProblem>) {
+        if !unresolved.is_empty() {
+            let reason = format!("unresolved plugin reference: {}", unresolved.join("; "));
+            return (Arc::from(vec![Filter::Unavailable(reason.into())]), Vec::new());
+        }
+        let mut problems = Vec::new();
+        let mut filters = Vec::new();
+        let mut jwt = None;
+        let mut key_auth = None;
+        for p in applied {
+            match p.type_ {
+                "jwt" => match self.jwt(namespace, &p.source) {
+                    Ok(j) => jwt = Some(j),
+                    Err(problem) => problems.push(problem),
+                },
+                "keyAuth" => key_auth = self.key_auth(namespace, &p.source),
+                _ => {}
+            }
+        }
+        if !problems.is_empty() {
+            let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+            let reason = format!("authentication is misconfigured: {}", messages.join("; "));
+            return (Arc::from(vec![Filter::Unavailable(reason.into())]), problems);
+        }
+        if jwt.is_some() || key_auth.is_some() {
+            filters.push(Filter::Authenticate(Arc::new(Authenticate { jwt, key_auth })));
+        }
+        filters.sort_by_key(Filter::phase);
+        (Arc::from(filters), problems)
+    }
+
+    fn key_auth(&mut self, namespace: &str, source: &ObjectRef) -> Option<Arc<KeyAuth>> {
+        let id = (source.clone(), namespace.to_owned());
+        if let Some(k) = self.key_auth.get(&id) {
+            return Some(Arc::clone(k));
+        }
+        let config: KeyAuthConfig = self.catalog.spec(source)?.key_auth.clone()?;
+        let header = config
+            .header
+            .as_deref()
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .unwrap_or(DEFAULT_KEY_HEADER);
+        let built = Arc::new(KeyAuth {
+            header,
+            query: config.query.as_deref().map(Box::from),
+            forward_credential: config.forward_credential,
+            consumers: self.store(namespace),
+        });
+        self.key_auth.insert(id, Arc::clone(&built));
+        Some(built)
+    }
+
+    fn jwt(&mut self, namespace: &str, source: &ObjectRef) -> Built<JwtAuth> {
+        let id = (source.clone(), namespace.to_owned());
+        if let Some(built) = self.jwt.get(&id) {
+            return built.clone();
+        }
+        let built = self.build_jwt(namespace, source);
+        self.jwt.insert(id, built.clone());
+        built
+    }
+
+    fn build_jwt(&mut self, namespace: &str, source: &ObjectRef) -> Built<JwtAuth> {
+        let not_found = || {
+            RefProblem::new(
+                RefReason::PluginNotFound,
+                format!("plugin {source} is not a jwt plugin"),
+            )
+        };
+        let config: JwtConfig =
+            self.catalog.spec(source).and_then(|s| s.jwt.clone()).ok_or_else(not_found)?;
+        let keys = if let Some(uri) = &config.jwks_uri {
+            let remote = self.jwks.get(uri, JwksSettings::default()).map_err(|e| {
+                RefProblem::new(RefReason::InvalidCredential, format!("plugin {source}: {e}"))
+            })?;
+            KeySource::Remote(remote)
+        } else if let Some(secret_ref) = &config.jwks_secret_ref {
+            KeySource::Static(Arc::new(self.jwks_secret(source, &secret_ref.name)?))
+        } else {
+            KeySource::Consumers
+        };
+        let clock_skew = config
+            .clock_skew
+            .as_deref()
+            .and_then(|s| weir_crds::parse_duration(s).ok())
+            .unwrap_or(DEFAULT_CLOCK_SKEW);
+        let settings = JwtSettings {
+            source: ObjectKey::new(&source.namespace, &source.name),
+            algorithms: config.algorithms.iter().filter_map(|a| parse_algorithm(a).ok()).collect(),
+            issuer: config.issuer.clone(),
+            audiences: config.audiences.clone(),
+            keys,
+            key_claim: config.key_claim.clone().unwrap_or_else(|| "iss".to_owned()),
+            consumer_claim: config.consumer_claim.clone(),
+            claims_to_headers: config
+                .claims_to_headers
+                .iter()
+                .filter_map(|c| {
+                    Some((c.claim.clone(), HeaderName::from_bytes(c.header.as_bytes()).ok()?))
+                })
+                .collect(),
+            forward_authorization: config.forward_authorization,
+            clock_skew,
+            consumers: self.store(namespace),
+        };
+        Ok(Arc::new(JwtAuth::new(settings)))
+    }
+
+    /// The JWKS of a `jwksSecretRef` (key `jwks.json`, in the Plugin's namespace).
+    fn jwks_secret(&self, source: &ObjectRef, name: &str) -> Result<KeySet, RefProblem> {
+        let sref = ObjectRef::new(&source.namespace, name);
+        let secret = self.index.secrets.get(&sref).ok_or_else(|| {
+            RefProblem::new(
+                RefReason::SecretNotFound,
+                format!("plugin {source}: spec.jwt.jwksSecretRef: secret {sref} not found"),
+            )
+        })?;
+        let invalid = |what: String| {
+            RefProblem::new(
+                RefReason::InvalidCredential,
+                format!("plugin {source}: spec.jwt.jwksSecretRef: secret {sref} {what}"),
+            )
+        };
+        let json = secret_value(secret, "jwks.json")
+            .ok_or_else(|| invalid("has no entry `jwks.json`".to_owned()))?;
+        let set =
+            KeySet::from_jwks(json).map_err(|e| invalid(format!("entry `jwks.json`: {e}")))?;
+        if set.keys.is_empty() {
+            return Err(invalid("entry `jwks.json` holds no usable key".to_owned()));
+        }
+        Ok(set)
+    }
+}

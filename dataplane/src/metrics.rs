@@ -1,0 +1,91 @@
+//! Data-plane metrics (prometheus-client): authentication failures by reason and JWKS fetch
+//! failures. They live in the data plane's own registry; the admin server appends them to
+//! its `/metrics` answer with [`append_to`].
+
+use std::sync::LazyLock;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::filter::AuthFailure;
+
+/// The label set of `weir_auth_failures_total`.
+type ReasonLabel = [(&'static str, &'static str); 1];
+
+/// The data plane's metrics.
+#[derive(Debug)]
+pub struct DataPlaneMetrics {
+    registry: Registry,
+    /// `weir_auth_failures_total{reason}`: requests answered 401, by reason.
+    pub auth_failures: Family<ReasonLabel, Counter>,
+    /// `weir_jwks_fetch_failures_total`: failed JWKS fetches (keys are served stale).
+    pub jwks_fetch_failures: Counter,
+}
+
+static METRICS: LazyLock<DataPlaneMetrics> = LazyLock::new(|| {
+    let mut registry = Registry::default();
+    let auth_failures = Family::<ReasonLabel, Counter>::default();
+    let jwks_fetch_failures = Counter::default();
+    registry.register(
+        "weir_auth_failures",
+        "Requests refused by authentication (401), by reason",
+        auth_failures.clone(),
+    );
+    registry.register(
+        "weir_jwks_fetch_failures",
+        "Failed JWKS fetches; cached keys keep serving",
+        jwks_fetch_failures.clone(),
+    );
+    DataPlaneMetrics { registry, auth_failures, jwks_fetch_failures }
+});
+
+/// The process-wide data-plane metrics.
+pub fn metrics() -> &'static DataPlaneMetrics {
+    &METRICS
+}
+
+/// Counts a 401 with its reason.
+pub fn auth_failure(reason: AuthFailure) {
+    METRICS.auth_failures.get_or_create(&[("reason", reason.as_str())]).inc();
+}
+
+/// Counts a failed JWKS fetch.
+pub fn jwks_fetch_failure() {
+    METRICS.jwks_fetch_failures.inc();
+}
+
+/// The data plane's metrics in the Prometheus text format (ending with `# EOF`).
+pub fn encode() -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &METRICS.registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Appends the data plane's metrics to another registry's text exposition, keeping a
+/// single `# EOF` at the end.
+pub fn append_to(mut exposition: String) -> String {
+    let trimmed = exposition.trim_end().strip_suffix("# EOF").map(str::len);
+    if let Some(len) = trimmed {
+        exposition.truncate(len);
+    }
+    exposition.push_str(&encode());
+    exposition
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_by_reason_and_merged_with_one_eof() {
+        auth_failure(AuthFailure::Expired);
+        let text = append_to("# HELP x y\n# TYPE x counter\nx_total 1\n# EOF\n".to_owned());
+        assert!(text.contains("weir_auth_failures_total{reason=\"expired\"}"), "{text}");
+        assert!(text.contains("x_total 1"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    }
+}
