@@ -3,6 +3,7 @@
 //! It depends on no Kubernetes crate: it is buildable, testable and benchable alone.
 
 pub mod proxy;
+pub mod ratelimit;
 pub mod rewrite;
 pub mod router;
 pub mod server;
