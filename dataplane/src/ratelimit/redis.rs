@@ -20,9 +20,19 @@ use super::algorithm::{Limit, State, Step};
 /// The script's source; its SHA-1 is what `EVALSHA` names.
 pub const SCRIPT: &str = include_str!("script.lua");
 
+/// The URL schemes `--redis-url` accepts.
+const SCHEMES: [&str; 6] =
+    ["redis", "rediss", "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster"];
+
 /// Errors of the Redis store.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisStoreError {
+    /// `--redis-url` has a scheme other than `redis`, `rediss`, `redis-sentinel`,
+    /// `rediss-sentinel`, `redis-cluster` or `rediss-cluster`.
+    #[error(
+        "unsupported Redis URL scheme {0:?} (use redis://, rediss://, redis-sentinel:// or redis-cluster://)"
+    )]
+    Scheme(String),
     /// `--redis-url` could not be parsed, or the pool could not be built.
     #[error("invalid Redis configuration: {0}")]
     Config(#[source] FredError),
@@ -47,7 +57,8 @@ pub enum RedisTime {
     #[default]
     Server,
     /// The caller's clock, passed as an argument: for tests and benchmarks that need
-    /// exact timestamps (and to compare with the local store on the same timeline).
+    /// exact timestamps (and to compare with the local store on the same timeline). Keys
+    /// then live at least an hour of server time, since the TTL runs on the server clock.
     Caller,
 }
 
@@ -96,6 +107,10 @@ impl RedisStore {
     /// error: an unreachable Redis is retried in the background, and until it answers every
     /// decision takes the `onStoreError` path. Must run inside a tokio runtime.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, RedisStoreError> {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        if !SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+            return Err(RedisStoreError::Scheme(scheme.to_owned()));
+        }
         let mut config = Config::from_url(url).map_err(RedisStoreError::Config)?;
         // Apply the reconnect policy to the first connection too: a gateway starts even
         // when Redis is not up yet.

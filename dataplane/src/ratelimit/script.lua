@@ -10,7 +10,8 @@ local limit = tonumber(ARGV[2])
 local w = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
 local now
-if ARGV[5] ~= nil and ARGV[5] ~= '' then
+local caller_time = ARGV[5] ~= nil and ARGV[5] ~= ''
+if caller_time then
   now = tonumber(ARGV[5])
 else
   if redis.replicate_commands then redis.replicate_commands() end
@@ -60,6 +61,8 @@ end
 
 local ttl = expires - now
 if ttl < 1 then ttl = 1 end
+-- A caller's timeline is not the server's, whose clock runs the TTL: keep such keys an hour.
+if caller_time and ttl < 3600000 then ttl = 3600000 end
 redis.call('HSET', key, 'a', string.format('%d', a), 'b', string.format('%d', b),
   'c', string.format('%d', c))
 redis.call('PEXPIRE', key, string.format('%d', ttl))
