@@ -55,6 +55,13 @@ impl RedisServer {
         }
     }
 
+    /// Sends a signal (`STOP`, `CONT`) to the process by pid.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -75,8 +82,9 @@ impl Drop for RedisServer {
     }
 }
 
+/// A generous timeout: a loaded CI machine must not turn a slow answer into a store error.
 fn options(time: RedisTime) -> RedisOptions {
-    RedisOptions { timeout: Duration::from_millis(200), time, ..RedisOptions::default() }
+    RedisOptions { timeout: Duration::from_secs(2), time, ..RedisOptions::default() }
 }
 
 fn spec(
@@ -326,4 +334,53 @@ async fn redis_urls_of_every_kind_are_accepted_and_bad_ones_rejected() {
     assert!(matches!(bad, Err(RedisStoreError::Scheme(_))), "{bad:?}");
     let bad = RedisStore::connect("redis://127.0.0.1:notaport", RedisOptions::default()).await;
     assert!(matches!(bad, Err(RedisStoreError::Config(_))), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_bounded_by_the_timeout() {
+    let redis = RedisServer::start();
+    let shared = registry(&redis.url(), RedisTime::Server).await;
+    let hour = Duration::from_secs(3_600);
+    let open = shared.limiter(&spec(
+        "slow-open",
+        Algorithm::SlidingWindow,
+        2,
+        hour,
+        0,
+        OnStoreError::Allow,
+        StoreKind::Redis,
+    ));
+    let closed = shared.limiter(&spec(
+        "slow-closed",
+        Algorithm::FixedWindow,
+        2,
+        hour,
+        0,
+        OnStoreError::Deny,
+        StoreKind::Redis,
+    ));
+    assert_eq!(open.check(&ip(1), None).await.source, DecisionSource::Store);
+    // A stopped process keeps its connections open but never answers: only the timeout
+    // ends the call. (Were it not bounded, the answer would come after CONT, from the store.)
+    redis.signal("STOP");
+    let stalled = async {
+        let a = open.check(&ip(1), None).await;
+        let b = closed.check(&ip(1), None).await;
+        (a, b)
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(30), stalled).await;
+    redis.signal("CONT");
+    let (a, b) = outcome.expect("a stalled Redis must not hang a decision");
+    assert_eq!((a.allowed, a.source), (true, DecisionSource::FailOpen));
+    assert_eq!((b.allowed, b.source), (false, DecisionSource::FailClosed));
+    assert_eq!(shared.metrics().store_errors(), 2);
+    // Answering again, it is used again.
+    let resumed = tokio::time::timeout(Duration::from_secs(30), async {
+        while closed.check(&ip(2), None).await.source != DecisionSource::Store {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(resumed.is_ok());
+    shared.redis().unwrap().quit().await;
 }
