@@ -171,6 +171,20 @@ async fn two_instances_sharing_redis_allow_exactly_the_limit_between_them() {
         let (a, b) = (one.limiter(&s), two.limiter(&s));
         assert_eq!(admitted_between(&a, &b, &ip(1), 60).await, 25, "{algorithm}");
     }
+    // Redis forgetting the script (SCRIPT FLUSH, a restart) costs one reload, no error.
+    assert_eq!(redis.cli(&["script", "flush"]).trim(), "OK");
+    let s = spec(
+        "windows",
+        Algorithm::FixedWindow,
+        25,
+        Duration::from_secs(60),
+        0,
+        OnStoreError::Deny,
+        StoreKind::Redis,
+    );
+    let after_flush = one.limiter(&s).check(&ip(1), None).await;
+    assert_eq!((after_flush.allowed, after_flush.source), (false, DecisionSource::Store));
+    assert_eq!(one.metrics().store_errors() + two.metrics().store_errors(), 0);
     // Every key has a TTL, and a limiter's keys share one Cluster hash tag.
     let keys = redis.cli(&["--scan", "--pattern", "weir:rl:*"]);
     let keys: Vec<&str> = keys.lines().collect();

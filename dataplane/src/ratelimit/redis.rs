@@ -6,6 +6,7 @@
 //! or finds no connected client, fails at once: the limiter then applies `onStoreError`.
 //! fred's reconnect policy (forever, backing off to 2 s) picks a restarted Redis up.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -92,6 +93,8 @@ pub struct RedisStore {
     pool: Pool,
     sha: String,
     options: RedisOptions,
+    /// The last call failed: log the change of state once, not every failing request.
+    failing: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -130,7 +133,12 @@ impl RedisStore {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
         let pool = builder.build_pool(options.pool_size.max(1)).map_err(RedisStoreError::Config)?;
         let _connection_task = pool.connect();
-        let store = RedisStore { pool, sha: fred::util::sha1_hash(SCRIPT), options };
+        let store = RedisStore {
+            pool,
+            sha: fred::util::sha1_hash(SCRIPT),
+            options,
+            failing: AtomicBool::new(false),
+        };
         match tokio::time::timeout(store.options.connect_wait, store.pool.wait_for_connect()).await
         {
             Ok(Ok(())) => {
@@ -175,10 +183,24 @@ impl RedisStore {
         now_ms: u64,
     ) -> Result<Step, RedisStoreError> {
         let timeout = self.options.timeout;
-        match tokio::time::timeout(timeout, self.step_unbounded(key, limit, now_ms)).await {
-            Ok(result) => result,
-            Err(_) => Err(RedisStoreError::Timeout(timeout)),
+        let result =
+            match tokio::time::timeout(timeout, self.step_unbounded(key, limit, now_ms)).await {
+                Ok(result) => result,
+                Err(_) => Err(RedisStoreError::Timeout(timeout)),
+            };
+        match &result {
+            Ok(_)
+                if self.failing.load(Ordering::Relaxed)
+                    && self.failing.swap(false, Ordering::Relaxed) =>
+            {
+                tracing::info!("rate limit: Redis answers again; shared limiting resumed");
+            }
+            Err(error) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(%error, "rate limit: Redis unavailable; applying onStoreError until it answers");
+            }
+            _ => {}
         }
+        result
     }
 
     async fn step_unbounded(
