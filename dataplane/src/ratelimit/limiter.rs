@@ -19,16 +19,31 @@ use super::spec::{OnStoreError, RateLimitSpec, StoreKind};
 /// or set by hand (tests and benchmarks).
 #[derive(Debug, Clone)]
 pub enum Clock {
-    /// Milliseconds since this instant.
-    Monotonic(tokio::time::Instant),
+    /// `offset_ms` plus the milliseconds elapsed since `epoch`.
+    Monotonic {
+        /// When the clock started.
+        epoch: tokio::time::Instant,
+        /// Its reading then.
+        offset_ms: u64,
+    },
     /// Whatever the test stored.
     Manual(Arc<AtomicU64>),
 }
 
 impl Clock {
-    /// A monotonic clock starting now.
+    /// A monotonic clock that reads the Unix time in ms when created, so that windows align
+    /// with the wall clock (`1m` windows start on the minute) like the Redis store's, yet
+    /// never go back when the system clock is adjusted.
     pub fn monotonic() -> Self {
-        Clock::Monotonic(tokio::time::Instant::now())
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Clock::monotonic_at(unix_ms)
+    }
+
+    /// A monotonic clock reading `offset_ms` now (paused-time tests use 0).
+    pub fn monotonic_at(offset_ms: u64) -> Self {
+        Clock::Monotonic { epoch: tokio::time::Instant::now(), offset_ms }
     }
 
     /// A manual clock at `ms`, and the handle that moves it.
@@ -40,9 +55,8 @@ impl Clock {
     /// The current time in ms.
     pub fn now_ms(&self) -> u64 {
         match self {
-            Clock::Monotonic(epoch) => {
-                u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-            }
+            Clock::Monotonic { epoch, offset_ms } => offset_ms
+                .saturating_add(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)),
             Clock::Manual(cell) => cell.load(Ordering::Relaxed),
         }
     }

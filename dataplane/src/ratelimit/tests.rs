@@ -58,7 +58,7 @@ fn allowed(v: &[bool]) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn fixed_window_counts_per_aligned_window_and_bursts_at_the_edge() {
-    let registry = RateLimiters::new(None);
+    let registry = RateLimiters::new(None).with_clock(Clock::monotonic_at(0));
     let limiter =
         registry.limiter(&Arc::new(spec(Algorithm::FixedWindow, 3, Duration::from_secs(10), 0)));
     advance(Duration::from_secs(9)).await; // 1 s before the first window ends
@@ -82,7 +82,7 @@ async fn fixed_window_counts_per_aligned_window_and_bursts_at_the_edge() {
 
 #[tokio::test(start_paused = true)]
 async fn sliding_window_weights_the_previous_window() {
-    let registry = RateLimiters::new(None);
+    let registry = RateLimiters::new(None).with_clock(Clock::monotonic_at(0));
     let w = Duration::from_secs(60);
     let limiter = registry.limiter(&Arc::new(spec(Algorithm::SlidingWindow, 10, w, 0)));
     advance(Duration::from_secs(50)).await;
@@ -107,7 +107,7 @@ async fn sliding_window_weights_the_previous_window() {
 
 #[tokio::test(start_paused = true)]
 async fn token_bucket_bursts_to_capacity_and_refills_at_the_rate() {
-    let registry = RateLimiters::new(None);
+    let registry = RateLimiters::new(None).with_clock(Clock::monotonic_at(0));
     let limiter =
         registry.limiter(&Arc::new(spec(Algorithm::TokenBucket, 10, Duration::from_secs(10), 5)));
     let first = limiter.check(&key(1), None).await;
@@ -188,6 +188,18 @@ fn retry_after_and_remaining_are_exact() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_default_clock_aligns_windows_with_unix_time_and_is_monotonic() {
+    let clock = Clock::monotonic();
+    let unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64;
+    let start = clock.now_ms();
+    assert!(start.abs_diff(unix_ms) < 60_000, "{start} vs {unix_ms}");
+    advance(Duration::from_secs(61)).await;
+    assert_eq!(clock.now_ms(), start + 61_000);
+}
+
 #[test]
 fn limits_are_validated() {
     let s = Duration::from_secs(1);
@@ -222,7 +234,7 @@ async fn tiers_pick_their_own_limit_and_counters() {
     assert_eq!(s.limit_for(Some("free")).limit(), 1);
     assert_eq!(s.limit_for(Some("gold")).limit(), 2);
     assert_eq!(s.limit_for(None).limit(), 2);
-    let registry = RateLimiters::new(None);
+    let registry = RateLimiters::new(None).with_clock(Clock::monotonic_at(0));
     let limiter = registry.limiter(&s);
     let mut pro = 0;
     for _ in 0..8 {
@@ -249,7 +261,7 @@ async fn tiers_pick_their_own_limit_and_counters() {
 
 #[tokio::test(start_paused = true)]
 async fn counters_survive_an_unchanged_reload_and_go_with_their_plugin() {
-    let registry = RateLimiters::new(None);
+    let registry = RateLimiters::new(None).with_clock(Clock::monotonic_at(0));
     let w = Duration::from_secs(60);
     let a1 = RateLimit::new(spec_named("a", Algorithm::FixedWindow, 3, w, 0, &[]));
     let b1 = RateLimit::new(spec_named("b", Algorithm::FixedWindow, 3, w, 0, &[]));
