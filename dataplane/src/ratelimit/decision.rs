@@ -1,8 +1,29 @@
 //! A limiter's answer for one request, and the response headers it renders to.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Numbers below this render from a table of static header values built once: cloning one
+/// copies a pointer (no allocation, no reference count), which covers nearly every
+/// `remaining`, reset and `Retry-After` a client sees.
+const SMALL: u64 = 1024;
+
+static SMALL_VALUES: LazyLock<Box<[HeaderValue]>> = LazyLock::new(|| {
+    (0..SMALL)
+        .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+        .collect()
+});
+
+/// `n` as a header value, cheaply for small numbers.
+pub fn number_value(n: u64) -> HeaderValue {
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| SMALL_VALUES.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
 
 /// `RateLimit-Limit` (IETF draft).
 pub static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -68,8 +89,8 @@ impl Decision {
     /// Adds the `RateLimit-*` and `X-RateLimit-*` headers, and `Retry-After` on refusal,
     /// replacing any an upstream sent.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let remaining = HeaderValue::from(self.remaining);
-        let reset = HeaderValue::from(self.reset_secs());
+        let remaining = number_value(self.remaining);
+        let reset = number_value(self.reset_secs());
         headers.insert(RATELIMIT_LIMIT.clone(), self.limit_value.clone());
         headers.insert(RATELIMIT_REMAINING.clone(), remaining.clone());
         headers.insert(RATELIMIT_RESET.clone(), reset.clone());
@@ -77,7 +98,7 @@ impl Decision {
         headers.insert(X_RATELIMIT_REMAINING.clone(), remaining);
         headers.insert(X_RATELIMIT_RESET.clone(), reset);
         if let Some(secs) = self.retry_after_secs() {
-            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(http::header::RETRY_AFTER, number_value(secs));
         }
     }
 }
@@ -112,6 +133,13 @@ mod tests {
         assert_eq!(headers["x-ratelimit-remaining"], "3");
         assert_eq!(headers["x-ratelimit-reset"], "2");
         assert!(headers.get("retry-after").is_none());
+    }
+
+    #[test]
+    fn numbers_render_alike_from_the_table_and_beyond_it() {
+        for n in [0, 1, 9, 10, 1023, 1024, 1025, u64::MAX] {
+            assert_eq!(number_value(n), HeaderValue::from(n));
+        }
     }
 
     #[test]

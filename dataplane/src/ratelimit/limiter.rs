@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use super::algorithm::{self, Limit, Step};
-use super::decision::{Decision, DecisionSource};
+use super::decision::{Decision, DecisionSource, number_value};
 use super::key::LimitKey;
 use super::local::LocalStore;
 use super::metrics::RateLimitMetrics;
@@ -108,7 +108,7 @@ impl Limiter {
             }
             (StoreKind::Local, _) => None,
         };
-        let limit_values = spec.limits().iter().map(|l| HeaderValue::from(l.quota())).collect();
+        let limit_values = spec.limits().iter().map(|l| number_value(l.quota())).collect();
         let local = LocalStore::new(spec.limits().into(), max_keys);
         Limiter { spec, local, shared, limit_values, clock, metrics }
     }
