@@ -1,15 +1,16 @@
 //! One plugin's runtime limiter: its local counters, its Redis keys, and `check()`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 
 use super::algorithm::{self, Limit, Step};
 use super::decision::{Decision, DecisionSource, number_value};
-use super::key::LimitKey;
+use super::key::{LimitKey, TrustedProxies};
 use super::local::LocalStore;
 use super::metrics::RateLimitMetrics;
 use super::redis::RedisStore;
@@ -121,6 +122,20 @@ impl Limiter {
     /// Keys held in local memory (the counters of a local limiter, or the fail-open guard's).
     pub fn local_keys(&self) -> usize {
         self.local.len()
+    }
+
+    /// Builds the request's key (see [`KeySource::key`](super::KeySource::key)) and decides
+    /// it: the whole request phase of the filter.
+    pub async fn check_request(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        consumer: Option<&Arc<str>>,
+        tier: Option<&str>,
+        trusted: &TrustedProxies,
+    ) -> Decision {
+        let key = self.spec.key().key(peer, headers, consumer, trusted);
+        self.check(&key, tier).await
     }
 
     /// Decides one request with key `key` from a consumer of `tier` (None = anonymous or no

@@ -30,8 +30,8 @@
 //! let mut last = StatusCode::OK;
 //! for _ in 0..3 {
 //!     let limiter = limiters.bind(&rate_limit);
-//!     let key = limiter.spec().key().key(peer, &request_headers, consumer, &trusted);
-//!     let decision = limiter.check(&key, tier).await;
+//!     let decision =
+//!         limiter.check_request(peer, &request_headers, consumer, tier, &trusted).await;
 //!     let mut response_headers = HeaderMap::new();
 //!     decision.write_headers(&mut response_headers); // on every response
 //!     if !decision.allowed {
