@@ -6,6 +6,7 @@
 pub mod filter;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod rewrite;
 pub mod router;
 pub mod server;
