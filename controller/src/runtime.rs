@@ -145,11 +145,13 @@ pub struct Shared {
 impl Shared {
     /// Shared state around a data plane; not ready until the first publish.
     pub fn new(dataplane: Arc<DataPlane>) -> Arc<Self> {
+        let mut metrics = Metrics::new();
+        dataplane.rate_limits.limiters.register_metrics(&mut metrics.registry);
         Arc::new(Shared {
             dataplane,
             status: ArcSwap::from_pointee(StatusView::default()),
             live: ArcSwapOption::empty(),
-            metrics: Metrics::new(),
+            metrics,
             leader: AtomicU8::new(0),
         })
     }
@@ -246,6 +248,10 @@ impl Publisher {
             Some(compiled) => {
                 self.version += 1;
                 self.memory = compiled.memory.clone();
+                // Bind the rate limits to their limiters (unchanged plugins keep their
+                // counters) and drop those of removed or changed plugins, before going live.
+                let dataplane = &self.shared.dataplane;
+                dataplane.rate_limits.limiters.publish(compiled.rate_limits.iter().map(|r| &**r));
                 self.shared.dataplane.publish(Snapshot {
                     version: self.version,
                     routes: Arc::clone(&compiled.routes),
