@@ -368,6 +368,33 @@ mod tests {
     }
 
     #[test]
+    fn publishing_binds_rate_limits_keeps_unchanged_ones_and_drops_removed_ones() {
+        const LIMIT: &str = "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\n\
+            metadata: {name: l}\nspec: {rateLimit: {limit: 5, window: 1m}}\n";
+        let routed = ROUTE.replace("spec: {rules", "spec: {plugins: [l], rules");
+        let shared = Shared::new(DataPlane::new());
+        let limiters = &shared.dataplane.rate_limits.limiters;
+        let mut p = Publisher::new(Arc::clone(&shared));
+        p.apply(&index(&format!("{routed}{LIMIT}")), Vec::new());
+        assert_eq!(limiters.len(), 1);
+        let first = Arc::clone(&p.last.as_ref().unwrap().2.rate_limits[0]);
+        let limiter = Arc::clone(limiters.bind(&first));
+        // An endpoint change and a full recompile keep the same limiter (and counters).
+        p.apply(&index(&format!("{routed}{LIMIT}{SLICE}")), Vec::new());
+        let recompiled =
+            index(&format!("{routed}{LIMIT}{SLICE}---\n{}", ROUTE.replace("name: r", "name: r2")));
+        p.apply(&recompiled, Vec::new());
+        let live = &p.last.as_ref().unwrap().2.rate_limits[0];
+        assert!(!Arc::ptr_eq(&first, live), "a new compile builds a new RateLimit");
+        assert!(Arc::ptr_eq(&limiter, limiters.bind(live)), "counters were reset");
+        assert_eq!(limiters.len(), 1);
+        // No Route uses it any more: its limiter is dropped.
+        p.apply(&index(&format!("{ROUTE}{LIMIT}")), Vec::new());
+        assert!(limiters.is_empty());
+        assert!(shared.metrics.encode().contains("weir_ratelimit_store_errors_total 0"));
+    }
+
+    #[test]
     fn keeps_transition_times_while_the_status_is_unchanged() {
         let shared = Shared::new(DataPlane::new());
         let mut p = Publisher::new(Arc::clone(&shared));
