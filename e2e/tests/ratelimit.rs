@@ -2,8 +2,8 @@
 //! every response of a limited route (upstream answers and gateway errors alike), the 429
 //! that never reaches the upstream, two Routes sharing one Plugin's counters, counters kept
 //! across a reload that leaves the plugin alone, keys by consumer and tiers (the quickstart
-//! Consumer), and two gateways sharing one real `redis-server` (killed and restarted
-//! mid-test).
+//! Consumer), two gateways sharing one real `redis-server` (killed and restarted
+//! mid-test), and the same sharing in Kubernetes mode (against the API server double).
 //!
 //! Limits use `TokenBucket` with long windows (one token back per several minutes), so a
 //! test is deterministic however slowly a loaded machine runs it: nothing here depends on
@@ -23,6 +23,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::Value;
+use weir_e2e::apiserver::ApiServer;
 use weir_e2e::{
     ConfigDir, Reply, WeirProcess, free_port, http_request, poll_until, service_yaml,
     workspace_root,
@@ -427,4 +430,66 @@ async fn two_gateways_share_one_redis_and_apply_on_store_error_when_it_dies() {
         assert_eq!(gateway.admin("/healthz").await.unwrap().status, 200);
         assert!(!gateway.log().contains("panicked"), "{}", gateway.log());
     }
+}
+
+/// Applies every document of `yaml` (namespace `default`) to the API server double.
+async fn apply_all(client: &kube::Client, yaml: &str) {
+    for doc in yaml.split("\n---").map(|d| d.trim().trim_start_matches("---").trim()) {
+        if doc.is_empty() {
+            continue;
+        }
+        let value: Value = serde_saphyr::from_str(doc).unwrap();
+        let api_version = value["apiVersion"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, value["kind"].as_str().unwrap());
+        let api: kube::Api<DynamicObject> =
+            kube::Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
+        let name = value["metadata"]["name"].as_str().unwrap();
+        api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&value)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_mode_replicas_share_one_redis() {
+    let redis = RedisServer::start();
+    let origin = CountingOrigin::start().await;
+    let server = ApiServer::start().await.unwrap();
+    let dir = ConfigDir::new("rl-kubeconfig").unwrap();
+    dir.write("kubeconfig.yaml", &server.kubeconfig_yaml()).unwrap();
+    let client = server.client();
+    let config = [
+        service_yaml("app", origin.addr.port()),
+        limit_plugin("shared", 4, "    store: Redis\n"),
+        route("limited", "/limited", "app", "shared"),
+    ]
+    .concat();
+    apply_all(&client, &config).await;
+
+    let args: Vec<OsString> = [
+        "--kubeconfig".as_ref(),
+        dir.path().join("kubeconfig.yaml").as_os_str(),
+        "--namespace".as_ref(),
+        "weir-system".as_ref(),
+        "--redis-url".as_ref(),
+        redis.url().as_ref(),
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    let a = WeirProcess::start_with(&args).await.unwrap();
+    let b = WeirProcess::start_with(&args).await.unwrap();
+    for gateway in [&a, &b] {
+        poll_until(Duration::from_secs(15), "the route in the live snapshot", || async {
+            let reply = gateway.admin("/debug/match?method=GET&host=x&path=/limited").await?;
+            Ok((reply.status == 200 && reply.text().contains("limited")).then_some(()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gateway.log()));
+    }
+    let statuses = alternate(&[&a, &b], "/limited", 10).await;
+    assert_eq!(count(&statuses, 200), 4, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 6, "{statuses:?}");
+    assert_eq!(origin.count(), 4);
+    drop((a, b));
+    server.stop().await;
 }
