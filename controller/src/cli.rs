@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// Redis for shared rate-limit counters, e.g. redis://127.0.0.1:6379.
     #[arg(long, env = "WEIR_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Longest wait for one rate-limit decision from Redis (`100ms`, `1s`…); past it the
+    /// Plugin's `onStoreError` applies.
+    #[arg(long, env = "WEIR_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_timeout)]
+    pub redis_timeout: std::time::Duration,
     /// Proxies in front of the gateway whose `X-Forwarded-For` is believed by rate limits
     /// keyed by client IP: CIDRs or addresses, comma-separated (default: none).
     #[arg(long, env = "WEIR_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -110,6 +114,14 @@ impl RunArgs {
     }
 }
 
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match weir_crds::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be positive".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The rate-limit state of `weir run`: the Redis store of `--redis-url` (connected in the
 /// background when Redis is down at start) and the `--trusted-proxies`.
 pub async fn rate_limit_runtime(args: &RunArgs) -> anyhow::Result<RateLimitRuntime> {
@@ -122,8 +134,8 @@ pub async fn rate_limit_runtime(args: &RunArgs) -> anyhow::Result<RateLimitRunti
     let redis = match args.redis_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         None => None,
         Some(url) => {
-            let store =
-                RedisStore::connect(url, RedisOptions::default()).await.context("--redis-url")?;
+            let options = RedisOptions { timeout: args.redis_timeout, ..RedisOptions::default() };
+            let store = RedisStore::connect(url, options).await.context("--redis-url")?;
             // The URL may hold a password: never logged.
             tracing::info!("rate limits with store: Redis use --redis-url");
             Some(store)
@@ -341,6 +353,11 @@ mod tests {
         assert_eq!(args.http_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(args.log_format, LogFormat::Text);
         assert!(args.trusted_proxies.is_empty());
+        assert_eq!(args.redis_timeout, std::time::Duration::from_millis(100));
+        assert!(Cli::try_parse_from(["weir", "run", "--redis-timeout", "0s"]).is_err());
+        let cli = Cli::try_parse_from(["weir", "run", "--redis-timeout", "2s"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.redis_timeout, std::time::Duration::from_secs(2));
     }
 
     #[tokio::test]

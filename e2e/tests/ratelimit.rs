@@ -338,13 +338,24 @@ async fn quickstart_limits_key_by_consumer_and_tiers_choose_the_limit() {
     assert_eq!(origin.count(), 5 + 10 + 3);
 }
 
+/// A Redis round trip on a loaded 2-core machine can take longer than the 100 ms default:
+/// the tests wait longer, so that only a Redis that is really gone takes `onStoreError`
+/// (a killed Redis fails at once: no client is connected).
+const REDIS_TIMEOUT: &str = "3s";
+
 /// Starts weir on `dir` with `--redis-url url`.
 async fn weir_with_redis(dir: &Path, url: &str) -> WeirProcess {
-    let args: Vec<OsString> =
-        ["--config-dir".as_ref(), dir.as_os_str(), "--redis-url".as_ref(), url.as_ref()]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
+    let args: Vec<OsString> = [
+        "--config-dir".as_ref(),
+        dir.as_os_str(),
+        "--redis-url".as_ref(),
+        url.as_ref(),
+        "--redis-timeout".as_ref(),
+        REDIS_TIMEOUT.as_ref(),
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
     WeirProcess::start_with(&args).await.unwrap()
 }
 
@@ -472,6 +483,8 @@ async fn kubernetes_mode_replicas_share_one_redis() {
         "weir-system".as_ref(),
         "--redis-url".as_ref(),
         redis.url().as_ref(),
+        "--redis-timeout".as_ref(),
+        REDIS_TIMEOUT.as_ref(),
     ]
     .into_iter()
     .map(OsString::from)
