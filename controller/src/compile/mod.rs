@@ -81,7 +81,8 @@ pub struct Compiled {
     /// [`compile_backends`] when only endpoints changed.
     pub backend_keys: Vec<BackendKey>,
     /// The plugins of each rule of each served Route (outer index = rule index), most
-    /// specific level first resolved, in phase order. Typed but not executed yet.
+    /// specific level first resolved, in phase order (the filters built from them are in
+    /// the route table).
     pub rule_plugins: BTreeMap<ObjectRef, Vec<Vec<AppliedPlugin>>>,
     /// Every rate limit of the snapshot (one per `rateLimit` Plugin in use): the publisher
     /// binds them to their runtime limiters (`RateLimiters::publish`) before going live.
