@@ -250,6 +250,8 @@ async fn limited_routes_send_the_headers_share_counters_and_refuse_without_proxy
         assert_headers(&reply, 5, 0);
     }
     assert_eq!(origin.count(), 4, "a refused request reached the upstream");
+    // Without --trusted-proxies, X-Forwarded-For is the client's word: ignored.
+    assert_429(&get(&weir, "/a", &[("x-forwarded-for", "203.0.113.9")]).await);
 
     // A route without the plugin: no headers, not limited.
     let reply = get(&weir, "/free", &[]).await;
@@ -505,4 +507,32 @@ async fn kubernetes_mode_replicas_share_one_redis() {
     assert_eq!(origin.count(), 4);
     drop((a, b));
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_make_forwarded_clients_count_apart() {
+    let origin = CountingOrigin::start().await;
+    let dir = ConfigDir::new("rl-trusted").unwrap();
+    dir.write("services.yaml", &service_yaml("app", origin.addr.port())).unwrap();
+    dir.write("plugins.yaml", &limit_plugin("one", 1, "")).unwrap();
+    dir.write("routes.yaml", &route("a", "/a", "app", "one")).unwrap();
+    let args: Vec<OsString> = [
+        "--config-dir".as_ref(),
+        dir.path().as_os_str(),
+        "--trusted-proxies".as_ref(),
+        "127.0.0.0/8".as_ref(),
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    let weir = WeirProcess::start_with(&args).await.unwrap();
+    // The test client stands for a proxy on 127.0.0.1: the right-most untrusted address
+    // of X-Forwarded-For is the client.
+    let first = [("x-forwarded-for", "198.51.100.7, 203.0.113.1")];
+    assert_eq!(get(&weir, "/a", &first).await.status, 200);
+    assert_429(&get(&weir, "/a", &first).await);
+    let second = [("x-forwarded-for", "203.0.113.1, 203.0.113.2")];
+    assert_eq!(get(&weir, "/a", &second).await.status, 200);
+    assert_429(&get(&weir, "/a", &second).await);
+    assert_eq!(origin.count(), 2);
 }
