@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weir_dataplane::DataPlane;
+use weir_dataplane::filter::RateLimitRuntime;
+use weir_dataplane::ratelimit::{RateLimiters, RedisOptions, RedisStore, TrustedProxies};
 
 use crate::runtime::{Publisher, Shared};
 use crate::standalone::DirSource;
@@ -25,6 +27,9 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at startup: the size of `RunArgs` costs nothing worth a Box (which would
+// change what `main` matches on).
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the gateway: standalone with --config-dir, else against Kubernetes.
     Run(RunArgs),
@@ -71,6 +76,14 @@ pub struct RunArgs {
     /// Redis for shared rate-limit counters, e.g. redis://127.0.0.1:6379.
     #[arg(long, env = "WEIR_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Longest wait for one rate-limit decision from Redis (`100ms`, `1s`…); past it the
+    /// Plugin's `onStoreError` applies.
+    #[arg(long, env = "WEIR_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_timeout)]
+    pub redis_timeout: std::time::Duration,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed by rate limits
+    /// keyed by client IP: CIDRs or addresses, comma-separated (default: none).
+    #[arg(long, env = "WEIR_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// The controller's own namespace (global Plugins, the leader Lease); default: the pod's
     /// service account namespace, else `weir-system`.
     #[arg(long, env = "WEIR_NAMESPACE")]
@@ -102,6 +115,36 @@ impl RunArgs {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| crate::index::DEFAULT_CONTROLLER_NAMESPACE.to_owned())
     }
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match weir_crds::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be positive".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The rate-limit state of `weir run`: the Redis store of `--redis-url` (connected in the
+/// background when Redis is down at start) and the `--trusted-proxies`.
+pub async fn rate_limit_runtime(args: &RunArgs) -> anyhow::Result<RateLimitRuntime> {
+    let trusted = TrustedProxies::parse(
+        args.trusted_proxies.iter().map(|s| s.trim()).filter(|s| !s.is_empty()),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!("--trusted-proxies: {e} (use CIDRs or addresses, comma-separated)")
+    })?;
+    let redis = match args.redis_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+        None => None,
+        Some(url) => {
+            let options = RedisOptions { timeout: args.redis_timeout, ..RedisOptions::default() };
+            let store = RedisStore::connect(url, options).await.context("--redis-url")?;
+            // The URL may hold a password: never logged.
+            tracing::info!("rate limits with store: Redis use --redis-url");
+            Some(store)
+        }
+    };
+    Ok(RateLimitRuntime::new(RateLimiters::new(redis), trusted))
 }
 
 /// Flags of `weir validate`.
@@ -169,10 +212,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !dir.is_dir() {
         anyhow::bail!("--config-dir {}: not a directory", dir.display());
     }
-    if args.redis_url.is_some() {
-        tracing::info!("--redis-url is set; it is used once Redis-backed rate limits exist");
-    }
-    let dataplane = DataPlane::new();
+    let dataplane = DataPlane::with_rate_limits(rate_limit_runtime(&args).await?);
     let shared = Shared::new(Arc::clone(&dataplane));
     let http = TcpListener::bind(args.http_addr)
         .await
@@ -235,7 +275,7 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = crate::kube::connect(args.kubeconfig.as_deref(), CONNECT_TIMEOUT)
         .await
         .context("Kubernetes mode (no --config-dir)")?;
-    let dataplane = DataPlane::new();
+    let dataplane = DataPlane::with_rate_limits(rate_limit_runtime(&args).await?);
     let shared = Shared::new(Arc::clone(&dataplane));
     let http = TcpListener::bind(args.http_addr)
         .await
@@ -315,6 +355,39 @@ mod tests {
         assert_eq!(args.admin_addr, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(args.http_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(args.log_format, LogFormat::Text);
+        assert!(args.trusted_proxies.is_empty());
+        assert_eq!(args.redis_timeout, std::time::Duration::from_millis(100));
+        assert!(Cli::try_parse_from(["weir", "run", "--redis-timeout", "0s"]).is_err());
+        let cli = Cli::try_parse_from(["weir", "run", "--redis-timeout", "2s"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.redis_timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn trusted_proxies_are_parsed_and_checked() {
+        let cli = Cli::try_parse_from([
+            "weir",
+            "run",
+            "--config-dir",
+            "x",
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.0.2.7",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        let runtime = rate_limit_runtime(&args).await.unwrap();
+        assert!(runtime.trusted.contains("10.1.2.3".parse().unwrap()));
+        assert!(runtime.trusted.contains("192.0.2.7".parse().unwrap()));
+        assert!(!runtime.trusted.contains("192.0.2.8".parse().unwrap()));
+        assert!(runtime.limiters.redis().is_none());
+        let cli = Cli::try_parse_from(["weir", "run", "--trusted-proxies", "10.0.0.0/33"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        let e = rate_limit_runtime(&args).await.unwrap_err().to_string();
+        assert!(e.starts_with("--trusted-proxies:"), "{e}");
+        let cli = Cli::try_parse_from(["weir", "run", "--redis-url", "http://x"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        let e = format!("{:#}", rate_limit_runtime(&args).await.unwrap_err());
+        assert!(e.contains("--redis-url") && e.contains("scheme"), "{e}");
     }
 
     #[test]

@@ -145,11 +145,13 @@ pub struct Shared {
 impl Shared {
     /// Shared state around a data plane; not ready until the first publish.
     pub fn new(dataplane: Arc<DataPlane>) -> Arc<Self> {
+        let mut metrics = Metrics::new();
+        dataplane.rate_limits.limiters.register_metrics(&mut metrics.registry);
         Arc::new(Shared {
             dataplane,
             status: ArcSwap::from_pointee(StatusView::default()),
             live: ArcSwapOption::empty(),
-            metrics: Metrics::new(),
+            metrics,
             leader: AtomicU8::new(0),
         })
     }
@@ -246,6 +248,10 @@ impl Publisher {
             Some(compiled) => {
                 self.version += 1;
                 self.memory = compiled.memory.clone();
+                // Bind the rate limits to their limiters (unchanged plugins keep their
+                // counters) and drop those of removed or changed plugins, before going live.
+                let dataplane = &self.shared.dataplane;
+                dataplane.rate_limits.limiters.publish(compiled.rate_limits.iter().map(|r| &**r));
                 self.shared.dataplane.publish(Snapshot {
                     version: self.version,
                     routes: Arc::clone(&compiled.routes),
@@ -359,6 +365,33 @@ mod tests {
         let metrics = shared.metrics.encode();
         assert!(metrics.contains("weir_snapshot_version 2"), "{metrics}");
         assert!(metrics.contains("weir_config_reloads_total{result=\"unchanged\"} 1"), "{metrics}");
+    }
+
+    #[test]
+    fn publishing_binds_rate_limits_keeps_unchanged_ones_and_drops_removed_ones() {
+        const LIMIT: &str = "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\n\
+            metadata: {name: l}\nspec: {rateLimit: {limit: 5, window: 1m}}\n";
+        let routed = ROUTE.replace("spec: {rules", "spec: {plugins: [l], rules");
+        let shared = Shared::new(DataPlane::new());
+        let limiters = &shared.dataplane.rate_limits.limiters;
+        let mut p = Publisher::new(Arc::clone(&shared));
+        p.apply(&index(&format!("{routed}{LIMIT}")), Vec::new());
+        assert_eq!(limiters.len(), 1);
+        let first = Arc::clone(&p.last.as_ref().unwrap().2.rate_limits[0]);
+        let limiter = Arc::clone(limiters.bind(&first));
+        // An endpoint change and a full recompile keep the same limiter (and counters).
+        p.apply(&index(&format!("{routed}{LIMIT}{SLICE}")), Vec::new());
+        let recompiled =
+            index(&format!("{routed}{LIMIT}{SLICE}---\n{}", ROUTE.replace("name: r", "name: r2")));
+        p.apply(&recompiled, Vec::new());
+        let live = &p.last.as_ref().unwrap().2.rate_limits[0];
+        assert!(!Arc::ptr_eq(&first, live), "a new compile builds a new RateLimit");
+        assert!(Arc::ptr_eq(&limiter, limiters.bind(live)), "counters were reset");
+        assert_eq!(limiters.len(), 1);
+        // No Route uses it any more: its limiter is dropped.
+        p.apply(&index(&format!("{ROUTE}{LIMIT}")), Vec::new());
+        assert!(limiters.is_empty());
+        assert!(shared.metrics.encode().contains("weir_ratelimit_store_errors_total 0"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::filter::RateLimitRuntime;
 use crate::proxy::{self, Upstream};
 use crate::snapshot::Snapshot;
 
@@ -25,14 +26,22 @@ pub struct DataPlane {
     current: ArcSwap<Snapshot>,
     /// Pooled upstream clients, shared by every snapshot.
     pub upstream: Upstream,
+    /// Rate-limit counters, Redis store and trusted proxies, shared by every snapshot.
+    pub rate_limits: RateLimitRuntime,
 }
 
 impl DataPlane {
     /// A data plane serving an empty snapshot (every request gets 404).
     pub fn new() -> Arc<Self> {
+        Self::with_rate_limits(RateLimitRuntime::default())
+    }
+
+    /// Like [`new`](Self::new), with the rate-limit state of `weir run`.
+    pub fn with_rate_limits(rate_limits: RateLimitRuntime) -> Arc<Self> {
         Arc::new(DataPlane {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             upstream: Upstream::default(),
+            rate_limits,
         })
     }
 

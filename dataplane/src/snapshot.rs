@@ -178,6 +178,9 @@ pub struct RuleAction {
 pub enum Filter {
     /// Authentication by `jwt` and/or `keyAuth` (either credential suffices).
     Authenticate(Arc<crate::filter::Authenticate>),
+    /// `rateLimit`: one per Plugin object, shared by every rule (and Consumer) using it, so
+    /// they share its counters.
+    RateLimit(Arc<crate::ratelimit::RateLimit>),
     /// The rule cannot be served safely, e.g. it references a Plugin that does not exist
     /// (which might have been an authentication plugin): every request is answered 503.
     /// The message is for logs only.
@@ -190,6 +193,7 @@ impl Filter {
         match self {
             Filter::Unavailable(_) => crate::filter::Phase::Guard,
             Filter::Authenticate(_) => crate::filter::Phase::Authentication,
+            Filter::RateLimit(_) => crate::filter::Phase::RateLimit,
         }
     }
 }

@@ -7,6 +7,11 @@
 //!   namespace) and shared by every rule using it (the verified-token cache with it).
 //! - Consumers become one `ConsumerStore` per namespace; a consumer authenticates only on
 //!   Routes of its own namespace, whatever the namespace of the (global) Plugin.
+//! - `rateLimit` becomes one `Filter::RateLimit` per Plugin object, shared by every rule
+//!   and Consumer that uses it: they share its counters. [`FilterBuilder::rate_limits`]
+//!   lists them for the publisher, which binds them to their runtime limiters.
+//! - A Consumer's own plugins (only `rateLimit` today) are merged into the chain after
+//!   authentication, replacing the rule's filter of the same phase.
 //! - Remote JWKS come from the [`JwksRegistry`] kept in the compiler's memory, so a reload
 //!   keeps the fetched keys and the refresh task.
 
@@ -21,6 +26,7 @@ use weir_dataplane::filter::jwt::{
 };
 use weir_dataplane::filter::keyauth::{DEFAULT_KEY_HEADER, KeyAuth};
 use weir_dataplane::filter::{Authenticate, ConsumerEntry, ConsumerStore};
+use weir_dataplane::ratelimit::RateLimit;
 use weir_dataplane::{Filter, ObjectKey};
 
 use super::conditions::{RefProblem, RefReason};
@@ -41,6 +47,7 @@ pub(crate) struct FilterBuilder<'a> {
     stores: BTreeMap<String, Arc<ConsumerStore>>,
     jwt: BTreeMap<(ObjectRef, String), Built<JwtAuth>>,
     key_auth: BTreeMap<(ObjectRef, String), Arc<KeyAuth>>,
+    rate_limits: BTreeMap<ObjectRef, Arc<RateLimit>>,
 }
 
 impl<'a> FilterBuilder<'a> {
@@ -57,7 +64,13 @@ impl<'a> FilterBuilder<'a> {
             stores: BTreeMap::new(),
             jwt: BTreeMap::new(),
             key_auth: BTreeMap::new(),
+            rate_limits: BTreeMap::new(),
         }
+    }
+
+    /// Every rate limit built in this run (one per Plugin object), to bind on publish.
+    pub(crate) fn rate_limits(&self) -> Vec<Arc<RateLimit>> {
+        self.rate_limits.values().cloned().collect()
     }
 
     /// Adds an accepted Consumer and its usable credentials to its namespace's store.
@@ -93,11 +106,36 @@ impl<'a> FilterBuilder<'a> {
         }
     }
 
-    /// A consumer's own plugins as filters. Authentication plugins never apply at the
-    /// consumer level (the consumer is already authenticated); the other kinds are added
-    /// here as they get data-plane filters.
-    fn consumer_plugins(&mut self, _namespace: &str, _names: &[String]) -> Arc<[Filter]> {
-        Arc::from(Vec::new())
+    /// A consumer's own plugins as filters, in phase order. Authentication plugins never
+    /// apply at the consumer level (the consumer is already authenticated); the other kinds
+    /// are added here as they get data-plane filters (`rateLimit` so far). Of several of
+    /// one type, the last listed wins (as a rule's plugins override the route's).
+    fn consumer_plugins(&mut self, namespace: &str, names: &[String]) -> Arc<[Filter]> {
+        let mut filters: Vec<Filter> = Vec::new();
+        for name in names {
+            let source = ObjectRef::new(namespace, name);
+            if let Some(rl) = self.rate_limit(&source) {
+                filters.retain(|f| !matches!(f, Filter::RateLimit(_)));
+                filters.push(Filter::RateLimit(rl));
+            }
+        }
+        filters.sort_by_key(Filter::phase);
+        Arc::from(filters)
+    }
+
+    /// The rate limit of Plugin `source` (built once per run), when it is a usable
+    /// `rateLimit` plugin.
+    fn rate_limit(&mut self, source: &ObjectRef) -> Option<Arc<RateLimit>> {
+        if let Some(rl) = self.rate_limits.get(source) {
+            return Some(Arc::clone(rl));
+        }
+        let config = self.catalog.spec(source)?.rate_limit.as_ref()?;
+        let key = ObjectKey::new(&source.namespace, &source.name);
+        // The catalog holds only validated specs, so this succeeds.
+        let spec = super::ratelimit::rate_limit_spec(key, config).ok()?;
+        let built = Arc::new(RateLimit::new(spec));
+        self.rate_limits.insert(source.clone(), Arc::clone(&built));
+        Some(built)
     }
 
     fn store(&mut self, namespace: &str) -> Arc<ConsumerStore> {
@@ -127,6 +165,11 @@ impl<'a> FilterBuilder<'a> {
                     Err(problem) => problems.push(problem),
                 },
                 "keyAuth" => key_auth = self.key_auth(namespace, &p.source),
+                "rateLimit" => {
+                    if let Some(rl) = self.rate_limit(&p.source) {
+                        filters.push(Filter::RateLimit(rl));
+                    }
+                }
                 _ => {}
             }
         }

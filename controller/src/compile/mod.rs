@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod consumers;
 pub mod filters;
 pub mod plugins;
+pub mod ratelimit;
 pub(crate) mod routes;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use weir_crds::{Condition, EffectivePlugin, Route};
 use weir_dataplane::filter::jwt::JwksRegistry;
+use weir_dataplane::ratelimit::RateLimit;
 use weir_dataplane::{BackendKey, BackendTable, ObjectKey, RouteTable};
 
 use crate::index::{Index, Kind, ObjectRef};
@@ -79,8 +81,12 @@ pub struct Compiled {
     /// [`compile_backends`] when only endpoints changed.
     pub backend_keys: Vec<BackendKey>,
     /// The plugins of each rule of each served Route (outer index = rule index), most
-    /// specific level first resolved, in phase order. Typed but not executed yet.
+    /// specific level first resolved, in phase order (the filters built from them are in
+    /// the route table).
     pub rule_plugins: BTreeMap<ObjectRef, Vec<Vec<AppliedPlugin>>>,
+    /// Every rate limit of the snapshot (one per `rateLimit` Plugin in use): the publisher
+    /// binds them to their runtime limiters (`RateLimiters::publish`) before going live.
+    pub rate_limits: Vec<Arc<RateLimit>>,
     /// Status of every weir object (Route, Plugin, Consumer).
     pub statuses: BTreeMap<(Kind, ObjectRef), ObjectStatus>,
     /// The memory to pass to the next run.
@@ -96,6 +102,7 @@ pub fn compile_endpoints_only(index: &Index, previous: &Compiled) -> Compiled {
         backends: Arc::new(compile_backends(index, &previous.backend_keys)),
         backend_keys: previous.backend_keys.clone(),
         rule_plugins: previous.rule_plugins.clone(),
+        rate_limits: previous.rate_limits.clone(),
         statuses: previous.statuses.clone(),
         memory: previous.memory.clone(),
     }
@@ -168,6 +175,7 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         backends: Arc::new(compile_backends(index, &backend_keys)),
         backend_keys,
         rule_plugins,
+        rate_limits: builder.rate_limits(),
         statuses,
         memory: new_memory,
     }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use http::HeaderName;
-use weir_crds::{PluginSpec, RateLimitKey, RouteSpec};
+use weir_crds::{PluginSpec, RouteSpec};
+use weir_dataplane::ObjectKey;
 
 use super::conditions::{RefProblem, RefReason};
 use super::routes::rule_name;
@@ -130,29 +131,10 @@ pub fn validate_plugin(
             "spec.global: honoured only in namespace {controller_namespace:?}, not {namespace:?}"
         ));
     }
-    if let Some(rl) = &spec.rate_limit {
-        if rl.limit == 0 {
-            errs.push("spec.rateLimit.limit: must be greater than 0".to_owned());
-        }
-        duration(&mut errs, "spec.rateLimit.window", Some(&rl.window), true);
-        match (rl.key, &rl.header) {
-            (RateLimitKey::Header, None) => {
-                errs.push("spec.rateLimit.header: required when key is Header".to_owned())
-            }
-            (_, Some(h)) => header_name(&mut errs, "spec.rateLimit.header", h),
-            _ => {}
-        }
-        for (i, t) in rl.tiers.iter().enumerate() {
-            if t.limit == 0 {
-                errs.push(format!("spec.rateLimit.tiers[{i}].limit: must be greater than 0"));
-            }
-            duration(
-                &mut errs,
-                &format!("spec.rateLimit.tiers[{i}].window"),
-                Some(&t.window),
-                true,
-            );
-        }
+    if let Some(rl) = &spec.rate_limit
+        && let Err(e) = super::ratelimit::rate_limit_spec(ObjectKey::new(namespace, ""), rl)
+    {
+        errs.extend(e);
     }
     if let Some(jwt) = &spec.jwt {
         if jwt.algorithms.is_empty() {

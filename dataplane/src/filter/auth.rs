@@ -109,7 +109,7 @@ impl Authenticate {
     pub async fn authenticate(
         &self,
         request: &mut http::request::Parts,
-        ctx: &mut RequestContext,
+        ctx: &mut RequestContext<'_>,
     ) -> Result<(), ProxyError> {
         if let Some(jwt) = &self.jwt {
             jwt.strip_claim_headers(&mut request.headers);

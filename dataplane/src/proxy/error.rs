@@ -1,7 +1,7 @@
 //! Proxy errors and the one function that turns them into the gateway's JSON responses.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
@@ -65,6 +65,13 @@ pub enum ProxyError {
         /// Why.
         reason: AuthFailure,
     },
+    /// The rate limit refused the request (filter chain): 429 with `Retry-After` and
+    /// `retryAfter` in the body. Never proxied.
+    #[error("rate limited (retry after {retry_after_secs}s)")]
+    RateLimited {
+        /// Seconds until a request would be admitted (at least 1).
+        retry_after_secs: u64,
+    },
     /// The rule cannot be served safely, e.g. it references a Plugin that is missing
     /// (filter chain, fail closed).
     #[error("rule unavailable: {reason}")]
@@ -88,6 +95,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::InvalidUpstreamRequest { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -104,6 +112,7 @@ impl ProxyError {
             ProxyError::BadResponse { .. } => "bad upstream response",
             ProxyError::InvalidUpstreamRequest { .. } => "internal error",
             ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::RateLimited { .. } => "rate limit exceeded",
             ProxyError::Unavailable { .. } => "service unavailable",
         }
     }
@@ -119,7 +128,7 @@ pub fn valid_request_id(value: &HeaderValue) -> bool {
 }
 
 /// The gateway's JSON response for `error`: `{"error", "status", "requestId"}` with
-/// `content-type: application/json`. The request id is the incoming `x-request-id` when
+/// `content-type: application/json` (a 429 adds `retryAfter` and `Retry-After`). The request id is the incoming `x-request-id` when
 /// valid, else a fresh UUID v4. This is the only place errors become responses.
 pub fn error_response(error: &ProxyError, request_id: Option<&HeaderValue>) -> Response<ProxyBody> {
     let status = error.status();
@@ -127,16 +136,26 @@ pub fn error_response(error: &ProxyError, request_id: Option<&HeaderValue>) -> R
         Some(id) => id.to_owned(),
         None => uuid::Uuid::new_v4().to_string(),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "error": error.public_message(),
         "status": status.as_u16(),
         "requestId": id,
     });
+    let retry_after = match error {
+        ProxyError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+        _ => None,
+    };
+    if let (Some(secs), Some(map)) = (retry_after, body.as_object_mut()) {
+        map.insert("retryAfter".to_owned(), secs.into());
+    }
     let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    if let Some(secs) = retry_after {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     if let ProxyError::Unauthorized { challenge, .. } = error {
         let headers = response.headers_mut();
@@ -195,5 +214,21 @@ mod tests {
             [r#"Bearer realm="weir", error="invalid_token""#, r#"ApiKey realm="weir""#]
         );
         assert_eq!(ProxyError::Unavailable { reason: "x".into() }.status(), 503);
+    }
+
+    #[test]
+    fn rate_limited_is_a_429_with_retry_after_in_header_and_body() {
+        let e = ProxyError::RateLimited { retry_after_secs: 42 };
+        let r = error_response(&e, Some(&HeaderValue::from_static("rid-7")));
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[RETRY_AFTER], "42");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let ProxyBody::Full(Some(bytes)) = r.into_body() else { panic!("not a full body") };
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "rate limit exceeded", "status": 429,
+                "requestId": "rid-7", "retryAfter": 42})
+        );
     }
 }

@@ -40,10 +40,18 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let mut request = request;
     let request_id = trace::ensure_request_identity(request.headers_mut());
-    match proxy(dataplane, request, client).await {
+    let mut ctx = RequestContext {
+        client: Some(client),
+        rate_limits: Some(&dataplane.rate_limits),
+        ..RequestContext::default()
+    };
+    let mut response = match proxy(dataplane, request, client, &mut ctx).await {
         Ok(response) => response,
         Err(error) => error_response(&error, Some(&request_id)),
-    }
+    };
+    // Upstream responses and gateway errors alike (rate-limit headers).
+    filter::finish_response(response.headers_mut(), &ctx);
+    response
 }
 
 /// The host the client asked for: the URI authority (HTTP/2 `:authority`, HTTP/1
@@ -59,6 +67,7 @@ async fn proxy(
     dataplane: &DataPlane,
     request: Request<Incoming>,
     client: SocketAddr,
+    ctx: &mut RequestContext<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let snapshot = dataplane.current();
     let (mut parts, body) = request.into_parts();
@@ -102,9 +111,8 @@ async fn proxy(
     let action = &rule.action;
 
     headers::remove_identity_headers(&mut parts.headers);
-    let mut ctx = RequestContext::default();
     if !action.filters.is_empty() {
-        filter::request_phase(&action.filters, &mut parts, &mut ctx).await.inspect_err(|e| {
+        filter::request_phase(&action.filters, &mut parts, ctx).await.inspect_err(|e| {
             match e {
                 ProxyError::Unavailable { reason } => {
                     tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "rule unavailable, answering 503");
@@ -112,6 +120,9 @@ async fn proxy(
                 // The reason only: never the credential.
                 ProxyError::Unauthorized { reason, .. } => {
                     tracing::debug!(route = %rule.route, rule = %rule.name, reason = reason.as_str(), "unauthenticated, answering 401");
+                }
+                ProxyError::RateLimited { retry_after_secs } => {
+                    tracing::debug!(route = %rule.route, rule = %rule.name, retry_after_secs, "rate limited, answering 429");
                 }
                 _ => {}
             }
@@ -172,7 +183,7 @@ async fn proxy(
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     if !action.filters.is_empty() {
-        filter::response_phase(&action.filters, &mut parts, &ctx);
+        filter::response_phase(&action.filters, &mut parts, ctx);
     }
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))

@@ -5,6 +5,7 @@
 mod auth;
 mod endpoints;
 mod invalid;
+mod ratelimit;
 mod units;
 mod valid;
 
