@@ -256,6 +256,7 @@ impl Publisher {
                     version: self.version,
                     routes: Arc::clone(&compiled.routes),
                     backends: Arc::clone(&compiled.backends),
+                    identity_headers: Arc::clone(&compiled.identity_headers),
                 });
                 self.shared.live.store(Some(Arc::new(compiled.clone())));
                 self.last = Some((config, endpoints, compiled));

@@ -25,6 +25,11 @@ pub struct Snapshot {
     pub routes: Arc<RouteTable>,
     /// Endpoints of every backend referenced by a rule, indexed by [`BackendId`].
     pub backends: Arc<BackendTable>,
+    /// Headers the gateway sets from a verified identity (every `claimsToHeaders` header of
+    /// every jwt Plugin): removed from every incoming request, on every route, so a client
+    /// can never forge them — also on routes without authentication. `X-Consumer-*` is
+    /// always removed besides these.
+    pub identity_headers: Arc<[HeaderName]>,
 }
 
 impl Snapshot {
@@ -34,6 +39,7 @@ impl Snapshot {
             version: 0,
             routes: Arc::new(RouteTable::new(Vec::new())),
             backends: Arc::new(BackendTable::default()),
+            identity_headers: Arc::from([]),
         }
     }
 }

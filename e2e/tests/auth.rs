@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use weir_e2e::{
     ConfigDir, EchoOrigin, WeirProcess, condition, conditions_of, http_request, poll_until,
-    service_yaml, workspace_root,
+    prefix_route_yaml, service_yaml, workspace_root,
 };
 
 /// The README's token: HS256, iss `quickstart-issuer`, sub `user-42`, exp 2100-01-01, signed
@@ -31,7 +31,16 @@ async fn quickstart_protected_route_behaves_as_the_readme_says() {
     let dir = ConfigDir::new("auth-quickstart").unwrap();
     dir.write("services.yaml", &service_yaml("users", users.addr.port())).unwrap();
     dir.write("auth.yaml", &quickstart_auth()).unwrap();
+    dir.write("public.yaml", &prefix_route_yaml("public", "/public", "users")).unwrap();
     let weir = WeirProcess::start(dir.path()).await.unwrap();
+
+    // A route without authentication: the claim header a jwt Plugin sets (X-User-Id) and
+    // X-Consumer-* are still removed, so a backend can trust them wherever they appear.
+    let reply =
+        call(&weir, "/public/x", &[("x-user-id", "root"), ("x-consumer-username", "admin")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = &reply.json().unwrap()["headers"];
+    assert!(seen.get("x-user-id").is_none() && seen.get("x-consumer-username").is_none(), "{seen}");
 
     // No credential: 401, the gateway's JSON, one challenge per method.
     let reply = call(&weir, "/api/account", &[]).await;

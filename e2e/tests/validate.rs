@@ -46,14 +46,9 @@ fn kubernetes_example_routes_are_valid() {
     let tmp = ConfigDir::new("validate-k8s-example").unwrap();
     tmp.write("services.yaml", &services.join("\n---\n")).unwrap();
     let routes = dir.join("routes.yaml");
-    let out = run_weir(&[
-        "validate",
-        "-f",
-        tmp.path().to_str().unwrap(),
-        "-f",
-        routes.to_str().unwrap(),
-    ])
-    .unwrap();
+    let out =
+        run_weir(&["validate", "-f", tmp.path().to_str().unwrap(), "-f", routes.to_str().unwrap()])
+            .unwrap();
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("echo"), "{text}");

@@ -87,6 +87,9 @@ pub struct Compiled {
     /// Every rate limit of the snapshot (one per `rateLimit` Plugin in use): the publisher
     /// binds them to their runtime limiters (`RateLimiters::publish`) before going live.
     pub rate_limits: Vec<Arc<RateLimit>>,
+    /// Every `claimsToHeaders` header of every jwt Plugin (current or last good): the data
+    /// plane removes them from every incoming request.
+    pub identity_headers: Arc<[http::HeaderName]>,
     /// Status of every weir object (Route, Plugin, Consumer).
     pub statuses: BTreeMap<(Kind, ObjectRef), ObjectStatus>,
     /// The memory to pass to the next run.
@@ -103,6 +106,7 @@ pub fn compile_endpoints_only(index: &Index, previous: &Compiled) -> Compiled {
         backend_keys: previous.backend_keys.clone(),
         rule_plugins: previous.rule_plugins.clone(),
         rate_limits: previous.rate_limits.clone(),
+        identity_headers: Arc::clone(&previous.identity_headers),
         statuses: previous.statuses.clone(),
         memory: previous.memory.clone(),
     }
@@ -176,9 +180,26 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         backend_keys,
         rule_plugins,
         rate_limits: builder.rate_limits(),
+        identity_headers: identity_headers(index, &new_memory),
         statuses,
         memory: new_memory,
     }
+}
+
+/// The `claimsToHeaders` header names of every jwt Plugin in the index and of every last
+/// good Plugin version still in force, sorted and without duplicates.
+fn identity_headers(index: &Index, memory: &Memory) -> Arc<[http::HeaderName]> {
+    let specs = index
+        .plugins
+        .values()
+        .map(|p| &p.spec)
+        .chain(memory.last_good_plugins.values().map(|(_, spec)| spec));
+    let names: std::collections::BTreeSet<String> = specs
+        .filter_map(|spec| spec.jwt.as_ref())
+        .flat_map(|jwt| jwt.claims_to_headers.iter())
+        .map(|c| c.header.to_ascii_lowercase())
+        .collect();
+    names.iter().filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()).collect()
 }
 
 /// What compiling one Route yields.

@@ -60,9 +60,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes every `X-Consumer-*` header a client sent: only the gateway sets identity
 /// headers. Allocates only when such a header is present.
-pub fn remove_identity_headers(headers: &mut HeaderMap) {
+pub fn remove_identity_headers(headers: &mut HeaderMap, configured: &[HeaderName]) {
     fn is_identity(name: &HeaderName) -> bool {
         name.as_str().starts_with("x-consumer-")
+    }
+    for name in configured {
+        headers.remove(name);
     }
     if !headers.keys().any(is_identity) {
         return;
@@ -140,8 +143,10 @@ mod tests {
         h.insert("x-consumer-username", HeaderValue::from_static("admin"));
         h.insert("x-consumer-id", HeaderValue::from_static("1"));
         h.insert("x-consumerish", HeaderValue::from_static("kept"));
-        remove_identity_headers(&mut h);
+        h.insert("x-user-id", HeaderValue::from_static("forged"));
+        remove_identity_headers(&mut h, &[HeaderName::from_static("x-user-id")]);
         assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-consumerish"));
     }
 
     #[test]

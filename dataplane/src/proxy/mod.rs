@@ -110,7 +110,7 @@ async fn proxy(
     let rule = matched.rule;
     let action = &rule.action;
 
-    headers::remove_identity_headers(&mut parts.headers);
+    headers::remove_identity_headers(&mut parts.headers, &snapshot.identity_headers);
     if !action.filters.is_empty() {
         filter::request_phase(&action.filters, &mut parts, ctx).await.inspect_err(|e| {
             match e {

@@ -262,6 +262,7 @@ pub fn snapshot(version: u64, routes: Vec<RouteModel>, backends: Vec<Backend>) -
         version,
         routes: Arc::new(RouteTable::new(routes)),
         backends: Arc::new(BackendTable { backends }),
+        identity_headers: Arc::from([]),
     }
 }
 

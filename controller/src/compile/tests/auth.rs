@@ -184,8 +184,12 @@ fn consumer_credential_problems_are_reported_and_only_those_credentials_are_unus
 #[test]
 fn no_secret_reaches_the_snapshot_views() {
     let c = compile(&load_str(FIXTURE), &Memory::default());
-    let snapshot =
-        Snapshot { version: 1, routes: Arc::clone(&c.routes), backends: Arc::clone(&c.backends) };
+    let snapshot = Snapshot {
+        version: 1,
+        routes: Arc::clone(&c.routes),
+        backends: Arc::clone(&c.backends),
+        identity_headers: Arc::clone(&c.identity_headers),
+    };
     let json = describe_snapshot(&snapshot).to_string();
     let debug = format!("{:?}", c.routes);
     let hash: String = weir_dataplane::filter::consumers::hash_api_key(b"the-mobile-api-key")
