@@ -159,19 +159,54 @@ fn xorshift(state: &mut u64) -> u64 {
     *state
 }
 
-async fn rate(opts: &Opts) -> anyhow::Result<()> {
-    let addr: SocketAddr = opts.get("addr").context("--addr is required")?.parse()?;
-    let rate: f64 = opts.num("rate", None)?;
-    let duration: f64 = opts.num("duration", Some(5.0))?;
-    let connections: usize = opts.num("connections", Some(32))?;
+/// What one fixed-rate run measured.
+#[derive(Debug)]
+struct Report {
+    scheduled: u64,
+    ok: u64,
+    non_2xx: u64,
+    errors: u64,
+    reconnects: u64,
+    /// Latency from the scheduled send time, sorted, in ns.
+    totals: Vec<u64>,
+    /// Latency from the actual send, sorted, in ns.
+    services: Vec<u64>,
+    /// How late the dispatcher handed each request over, sorted, in ns.
+    late: Vec<u64>,
+}
+
+impl Report {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scheduled": self.scheduled,
+            "ok": self.ok,
+            "non_2xx": self.non_2xx,
+            "errors": self.errors,
+            "reconnects": self.reconnects,
+            "p50_us": percentile(&self.totals, 50.0),
+            "p90_us": percentile(&self.totals, 90.0),
+            "p99_us": percentile(&self.totals, 99.0),
+            "service_p50_us": percentile(&self.services, 50.0),
+            "service_p99_us": percentile(&self.services, 99.0),
+            "dispatch_late_p50_us": percentile(&self.late, 50.0),
+            "dispatch_late_p99_us": percentile(&self.late, 99.0),
+        })
+    }
+}
+
+/// Sends `rate * duration` GETs (random paths from `paths`) at a fixed rate over
+/// `connections` keep-alive connections to `addr`.
+async fn run_rate(
+    addr: SocketAddr,
+    rate: f64,
+    duration: f64,
+    connections: usize,
+    paths: Vec<String>,
+) -> anyhow::Result<Report> {
     anyhow::ensure!(
         rate > 0.0 && duration > 0.0 && connections > 0,
         "rate, duration, connections > 0"
     );
-    let paths: Vec<String> = match opts.get("paths-file") {
-        Some(file) => std::fs::read_to_string(file)?.lines().map(str::to_owned).collect(),
-        None => vec![opts.get("path").unwrap_or("/").to_owned()],
-    };
     anyhow::ensure!(!paths.is_empty(), "no paths");
     let total = (rate * duration) as u64;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -215,21 +250,29 @@ async fn rate(opts: &Opts) -> anyhow::Result<()> {
     totals.sort_unstable();
     services.sort_unstable();
     late.sort_unstable();
-    let out = serde_json::json!({
-        "scheduled": total,
-        "ok": counters.ok.load(Ordering::Relaxed),
-        "non_2xx": counters.non_2xx.load(Ordering::Relaxed),
-        "errors": counters.errors.load(Ordering::Relaxed),
-        "reconnects": counters.reconnects.load(Ordering::Relaxed),
-        "p50_us": percentile(&totals, 50.0),
-        "p90_us": percentile(&totals, 90.0),
-        "p99_us": percentile(&totals, 99.0),
-        "service_p50_us": percentile(&services, 50.0),
-        "service_p99_us": percentile(&services, 99.0),
-        "dispatch_late_p50_us": percentile(&late, 50.0),
-        "dispatch_late_p99_us": percentile(&late, 99.0),
-    });
-    println!("{out}");
+    Ok(Report {
+        scheduled: total,
+        ok: counters.ok.load(Ordering::Relaxed),
+        non_2xx: counters.non_2xx.load(Ordering::Relaxed),
+        errors: counters.errors.load(Ordering::Relaxed),
+        reconnects: counters.reconnects.load(Ordering::Relaxed),
+        totals,
+        services,
+        late,
+    })
+}
+
+async fn rate(opts: &Opts) -> anyhow::Result<()> {
+    let addr: SocketAddr = opts.get("addr").context("--addr is required")?.parse()?;
+    let rate: f64 = opts.num("rate", None)?;
+    let duration: f64 = opts.num("duration", Some(5.0))?;
+    let connections: usize = opts.num("connections", Some(32))?;
+    let paths: Vec<String> = match opts.get("paths-file") {
+        Some(file) => std::fs::read_to_string(file)?.lines().map(str::to_owned).collect(),
+        None => vec![opts.get("path").unwrap_or("/").to_owned()],
+    };
+    let report = run_rate(addr, rate, duration, connections, paths).await?;
+    println!("{}", report.json());
     Ok(())
 }
 
@@ -283,5 +326,58 @@ fn main() -> anyhow::Result<()> {
         "rate" => runtime.block_on(rate(&opts)),
         "reload-live" => runtime.block_on(reload_live(&opts)),
         other => bail!("unknown command `{other}`: rate or reload-live"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use weir_e2e::echo::EchoOrigin;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let v: Vec<u64> = (1..=100).map(|x| x * 1000).collect();
+        assert_eq!(percentile(&v, 50.0), 51.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&v, 100.0), 100.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn options_parse_and_reject_strays() {
+        let args: Vec<String> = ["--rate", "10", "--addr", "127.0.0.1:1"].map(String::from).into();
+        let o = Opts::parse(&args).unwrap();
+        assert_eq!(o.num::<f64>("rate", None).unwrap(), 10.0);
+        assert_eq!(o.num::<usize>("connections", Some(32)).unwrap(), 32);
+        assert!(o.num::<f64>("duration", None).is_err());
+        assert!(Opts::parse(&["stray".to_owned()]).is_err());
+        assert!(Opts::parse(&["--rate".to_owned()]).is_err());
+    }
+
+    /// A real echo origin on 127.0.0.1:0: every scheduled request is answered 2xx on the
+    /// same keep-alive connections, and a missing path list is refused.
+    #[tokio::test]
+    async fn fixed_rate_run_sends_every_scheduled_request() {
+        let origin = EchoOrigin::start("o").await.unwrap();
+        let paths = vec!["/a".to_owned(), "/b".to_owned()];
+        let r = run_rate(origin.addr, 200.0, 0.5, 4, paths).await.unwrap();
+        assert_eq!(r.scheduled, 100);
+        assert_eq!((r.ok, r.non_2xx, r.errors, r.reconnects), (100, 0, 0, 0));
+        assert_eq!(r.totals.len(), 100);
+        // Latency from the scheduled time includes the service time.
+        assert!(r.totals[50] >= r.services[0]);
+        assert!(run_rate(origin.addr, 200.0, 0.5, 4, Vec::new()).await.is_err());
+    }
+
+    /// Nothing listens: every request is a transport error, none is counted as answered.
+    #[tokio::test]
+    async fn refused_connections_are_errors() {
+        let addr = weir_e2e::free_addr().unwrap();
+        let r = run_rate(addr, 100.0, 0.2, 2, vec!["/".to_owned()]).await.unwrap();
+        assert_eq!(r.scheduled, 20);
+        assert_eq!(r.ok, 0);
+        assert_eq!(r.errors, 20);
     }
 }
