@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use regex::RegexSet;
 
 use super::hash::FxHashMap;
@@ -137,12 +138,14 @@ impl BucketBuilder {
             }
             List::Many(entries.into_boxed_slice())
         }
-        fn index(map: FxHashMap<Box<str>, Candidates>) -> (FxHashMap<Box<str>, List>, Lengths) {
+        fn index(
+            map: FxHashMap<Box<str>, Candidates>,
+        ) -> (FxHashMap<CompactString, List>, Lengths) {
             let mut lengths = Lengths::default();
             let mut out = FxHashMap::with_capacity_and_hasher(map.len(), Default::default());
             for (k, v) in map {
                 lengths.insert(k.len());
-                out.insert(k, list(v));
+                out.insert(CompactString::from(&*k), list(v));
             }
             (out, lengths)
         }
@@ -166,9 +169,11 @@ impl BucketBuilder {
 /// The frozen path index of one host bucket.
 #[derive(Debug)]
 pub(crate) struct Bucket {
-    exact: FxHashMap<Box<str>, List>,
+    // Keys up to 24 bytes live inline in the map's slots: a hit compares the key without
+    // another pointer chase (a cache miss on large tables).
+    exact: FxHashMap<CompactString, List>,
     exact_lengths: Lengths,
-    prefix: FxHashMap<Box<str>, List>,
+    prefix: FxHashMap<CompactString, List>,
     prefix_lengths: Lengths,
     regex: Box<[Entry]>,
     regex_set: Option<RegexSet>,
