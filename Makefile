@@ -14,7 +14,7 @@ help:
 	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), admin $(ADMIN_ADDR))"
 	@echo "make test   - build every binary, run every test, then check the Helm chart (make chart CHECK=1)"
 	@echo "make crds   - regenerate charts/weir/crds/ from the Rust types (weir crds)"
-	@echo "make bench  - weir vs nginx/haproxy on loopback (bench/bench.py); cargo bench -p weir-dataplane for micro"
+	@echo "make bench  - weir vs nginx/haproxy on loopback, all figures (bench/bench.py; QUICK=1 ~2 min); cargo bench -p weir-dataplane for micro"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make chart  - lint, render and check charts/weir with the Helm engine; write deploy/install.yaml"
 
@@ -43,10 +43,13 @@ crds:
 	$(CARGO) run -q -p weir-controller --bin weir -- crds | scripts/split-crds.sh charts/weir/crds
 
 # weir vs nginx (and haproxy) on loopback, see bench/bench.py and docs/performance.md.
-# Needs: apt-get install -y nginx-light wrk haproxy. Shorter: make bench ROUNDS=3 DURATION=3.
+# Needs: apt-get install -y nginx-light wrk haproxy nghttp2-client (the harness only checks).
+# About 6-8 minutes; `make bench QUICK=1` about 2-3. Knobs (environment or make variables):
+# ROUNDS, DURATION, WARMUP, CONNECTIONS, PEERS, FIGURES, SCALE_NS, ROUTES_PER_FILE, CHANGES.
+BENCH_VARS := QUICK ROUNDS DURATION WARMUP CONNECTIONS PEERS FIGURES SCALE_NS ROUTES_PER_FILE CHANGES LAT_LOAD LAT_RATE KEEP_TMP
 bench:
 	$(CARGO) build --release -p weir-controller -p weir-e2e --bins
-	NO_BUILD=1 TARGET_DIR=$(TARGET_DIR) $(if $(ROUNDS),ROUNDS=$(ROUNDS)) $(if $(DURATION),DURATION=$(DURATION)) python3 bench/bench.py
+	NO_BUILD=1 TARGET_DIR=$(TARGET_DIR) $(foreach v,$(BENCH_VARS),$(if $($(v)),$(v)='$($(v))')) python3 bench/bench.py
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -2,425 +2,403 @@
 """weir vs nginx (and haproxy) on loopback, as described in ../shared/BENCHMARKING.md.
 
 Starts a static upstream (nginx `return 200`, pinned on CPU 1), weir (one tokio worker,
-pinned on CPU 0) and nginx (one worker, upstream keep-alive, pinned on CPU 0) proxying the
-same route, and haproxy (one thread, CPU 0) when it is installed. It runs interleaved rounds
-of `wrk -t1 -c32` (pinned on CPU 1), measures requests/s, proxy CPU time per request
-(utime+stime from /proc/<pid>/stat, summed over the proxy's processes) and latency
-percentiles, and prints one line per figure: weir's value, the peer's value, the median
-ratio of the per-round ratios (min..max), the target and whether it holds.
+pinned on CPU 0), nginx (one worker, upstream keep-alive, CPU 0) and haproxy (one thread,
+CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k routes. Figures
+(FIGURES, comma-separated, default all):
 
-Standard library only. Installs nothing: it prints the Debian packages it needs and exits 2.
-Every process it starts is stopped by pid on exit; the temp dir is removed.
+  core     interleaved `wrk -t1 -c32` rounds: proxy CPU time per request (utime+stime from
+           /proc/<pid>/stat over the run / requests), saturation requests/s, wrk latency
+  latency  open-loop fixed rate (weir-loadgen) at LAT_LOAD x weir's saturation: p50/p99
+           from the scheduled send time, added over the upstream measured directly
+  h2       h2load (h2c prior knowledge, -c32 -m10): CPU/request and requests/s
+  scaling  weir at SCALE_NS routes (Prefix /r<i>, ROUTES_PER_FILE per file): first-load
+           parse and compile time, Pss, memory per route, CPU/request with random paths
+  reload   one route changed (file renamed into place) -> live, polled every 1 ms, at the
+           largest two SCALE_NS; errors and server-closed connections under fixed-rate load
+           while a route file is rewritten every RELOAD_EVERY_MS (and nginx under SIGHUP)
+  idle     idle Pss
 
-Environment: ROUNDS (default 5), DURATION (s, default 5), WARMUP (s, default 1),
-CONNECTIONS (default 32), PEERS (default "nginx,haproxy"; haproxy is skipped if missing),
-NO_BUILD=1 (use the existing target/release binaries), TARGET_DIR (default target).
+Prints one line per figure: weir's value, the peer's, the median of per-round ratios
+(min..max), the target and whether it holds. Installs nothing: it names the Debian packages
+it needs and exits 2. Stops every process it started by pid; removes its temp dir.
+
+Environment: QUICK=1 (about 2 minutes), ROUNDS (5), DURATION (s, 5), WARMUP (s, 1),
+CONNECTIONS (32), PEERS ("nginx,haproxy"), FIGURES, SCALE_NS ("1,1000,10000,100000"),
+ROUTES_PER_FILE (1000), CHANGES (20), LAT_LOAD (0.3), NO_BUILD=1, TARGET_DIR, KEEP_TMP=1.
 """
 
 import atexit
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROUNDS = int(os.environ.get("ROUNDS", "5"))
-DURATION = int(os.environ.get("DURATION", "5"))
+sys.dont_write_bytecode = True  # no bench/__pycache__ in the tree
+import benchlib as b  # noqa: E402
+
+QUICK = os.environ.get("QUICK") == "1"
+ROUNDS = int(os.environ.get("ROUNDS", "2" if QUICK else "5"))
+DURATION = int(os.environ.get("DURATION", "2" if QUICK else "5"))
 WARMUP = int(os.environ.get("WARMUP", "1"))
 CONNS = int(os.environ.get("CONNECTIONS", "32"))
 PEERS = [p for p in os.environ.get("PEERS", "nginx,haproxy").split(",") if p]
-TARGET_DIR = os.environ.get("TARGET_DIR", os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PROXY_CPU = "0"
-LOAD_CPU = "1"
+FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,scaling,reload,idle").split(","))
+SCALE_NS = [int(x) for x in os.environ.get("SCALE_NS", "1,1000,10000,100000").split(",") if x]
+PER_FILE = int(os.environ.get("ROUTES_PER_FILE", "1000"))
+CHANGES = int(os.environ.get("CHANGES", "8" if QUICK else "20"))
+LAT_LOAD = float(os.environ.get("LAT_LOAD", "0.3"))
+RELOAD_EVERY_MS = int(os.environ.get("RELOAD_EVERY_MS", "100"))
 
-_procs = []  # Popen objects we started, stopped in reverse order on exit
-_extra_pids = []  # child pids (nginx workers) to kill if their master will not stop
-_tmp = None
-
-
-def log(msg):
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
+ROWS = []
 
 
-def cleanup():
-    for p in reversed(_procs):
-        if p.poll() is None:
-            try:
-                p.terminate()
-            except ProcessLookupError:
-                pass
-    deadline = time.time() + 5
-    for p in reversed(_procs):
-        try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
-    for pid in _extra_pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    _procs.clear()
-    if _tmp and os.path.isdir(_tmp):
-        shutil.rmtree(_tmp, ignore_errors=True)
-
-
-def on_signal(signum, _frame):
-    cleanup()
-    sys.exit(128 + signum)
-
-
-def check_tools():
-    missing = [t for t in ("nginx", "wrk", "taskset") if shutil.which(t) is None]
-    if missing:
-        print("bench: missing tools: " + ", ".join(missing), file=sys.stderr)
-        print("bench: install the Debian packages with:", file=sys.stderr)
-        print("    apt-get install -y nginx-light wrk haproxy util-linux", file=sys.stderr)
-        sys.exit(2)
-    if "haproxy" in PEERS and shutil.which("haproxy") is None:
-        log("haproxy not found, skipping it (apt-get install -y haproxy)")
-        PEERS.remove("haproxy")
-    if (os.cpu_count() or 1) < 2:
-        log("fewer than 2 CPUs: proxy and load generator will share CPU 0")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(argv, name, env=None):
-    out = open(os.path.join(_tmp, f"{name}.log"), "wb")
-    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    _procs.append(p)
-    return p
-
-
-def wait_http(url, what, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.05)
-    sys.exit(f"bench: {what} not ready at {url} within {timeout}s (logs in {_tmp})")
-
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def proc_tree(pid):
-    """The pid plus its direct children (nginx master + workers)."""
-    return [pid] + children(pid)
-
-
-def cpu_ticks(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total
-
-
-def pss_kib(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-    return total
-
-
-NGINX_UPSTREAM_CONF = """
-worker_processes 1;
-pid {tmp}/upstream.pid;
-error_log {tmp}/upstream-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port} reuseport;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-
-NGINX_PROXY_CONF = """
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    upstream backend {{
-        server 127.0.0.1:{upstream};
-        keepalive 32;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
-
-HAPROXY_CONF = """
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-backend be
-    server up 127.0.0.1:{upstream}
-"""
-
-WEIR_CONF = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: upstream
-spec:
-  ports:
-    - {{name: http, port: 80, targetPort: {upstream}}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: upstream-local
-  labels:
-    kubernetes.io/service-name: upstream
-addressType: IPv4
-ports:
-  - {{name: http, port: {upstream}}}
-endpoints:
-  - addresses: ["127.0.0.1"]
-    conditions: {{ready: true}}
----
-apiVersion: weir.dev/v1alpha1
-kind: Route
-metadata:
-  name: bench
-spec:
-  rules:
-    - name: all
-      matches:
-        - path: {{type: Prefix, value: /}}
-      backends:
-        - {{service: upstream, port: 80}}
-"""
-
-
-def start_nginx(name, conf, cpu, port):
-    path = os.path.join(_tmp, f"{name}.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    prefix = os.path.join(_tmp, name)
-    os.makedirs(prefix, exist_ok=True)
-    p = start(["taskset", "-c", cpu, "nginx", "-p", prefix, "-e", os.path.join(_tmp, f"{name}-error.log"),
-               "-c", path, "-g", "daemon off;"], name)
-    wait_http(f"http://127.0.0.1:{port}/", name)
-    workers = children(p.pid)
-    _extra_pids.extend(workers)
-    return p
-
-
-def start_weir(upstream, port, admin):
-    cfg = os.path.join(_tmp, "weir-config")
-    os.makedirs(cfg, exist_ok=True)
-    with open(os.path.join(cfg, "bench.yaml"), "w") as f:
-        f.write(WEIR_CONF.format(upstream=upstream))
-    env = dict(os.environ, WEIR_WORKER_THREADS="1", RUST_LOG=os.environ.get("RUST_LOG", "warn"))
-    p = start(["taskset", "-c", PROXY_CPU, os.path.join(TARGET_DIR, "release", "weir"), "run",
-               "--config-dir", cfg, "--http-addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}"],
-              "weir", env=env)
-    wait_http(f"http://127.0.0.1:{admin}/readyz", "weir /readyz")
-    wait_http(f"http://127.0.0.1:{port}/", "weir proxy route")
-    return p
-
-
-def start_haproxy(upstream, port):
-    path = os.path.join(_tmp, "haproxy.cfg")
-    with open(path, "w") as f:
-        f.write(HAPROXY_CONF.format(port=port, upstream=upstream))
-    p = start(["taskset", "-c", PROXY_CPU, "haproxy", "-db", "-f", path], "haproxy")
-    wait_http(f"http://127.0.0.1:{port}/", "haproxy")
-    return p
-
-
-UNITS = {"us": 1.0, "ms": 1000.0, "s": 1e6}
-
-
-def parse_wrk(out):
-    res = {}
-    m = re.search(r"(\d+) requests in", out)
-    res["requests"] = int(m.group(1)) if m else 0
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    res["rps"] = float(m.group(1)) if m else 0.0
-    for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        res[f"p{pct}"] = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
-    errs = 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errs += int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errs += sum(int(x) for x in m.groups())
-    res["errors"] = errs
-    return res
-
-
-def wrk(port, seconds, latency=False):
-    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNS}", f"-d{seconds}s"]
-    if latency:
-        argv.append("--latency")
-    argv.append(f"http://127.0.0.1:{port}/")
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    return out
-
-
-def measure(pids_fn, port):
-    """One round: warm-up, then a measured run with CPU ticks read around it."""
-    wrk(port, WARMUP)
-    pids = pids_fn()
-    before = cpu_ticks(pids)
-    out = wrk(port, DURATION, latency=True)
-    after = cpu_ticks(pids)
-    res = parse_wrk(out)
-    if res["requests"] == 0:
-        sys.exit(f"bench: wrk served no requests on port {port}:\n{out}")
-    res["cpu_us_per_req"] = (after - before) / CLK_TCK * 1e6 / res["requests"]
-    res["busy"] = (after - before) / CLK_TCK / DURATION
-    return res
+def row(figure, weir, peer="", peer_value="", ratio="", target="-", holds="-"):
+    ROWS.append((figure, weir, peer, peer_value, ratio, target, holds))
 
 
 def fmt(v, unit):
-    if v != v:  # NaN
+    if v is None or v != v:  # NaN
         return "n/a"
-    if unit == "rps":
-        return f"{v:,.0f}/s"
-    if unit == "us":
-        return f"{v:.1f}us"
-    if unit == "MiB":
-        return f"{v:.1f}MiB"
-    return f"{v:.3g}"
+    return {"rps": f"{v:,.0f}/s", "us": f"{v:.1f}us", "ms": f"{v:.1f}ms", "MiB": f"{v:.1f}MiB",
+            "KiB": f"{v:.2f}KiB"}.get(unit, f"{v:.3g}")
 
 
-def main():
-    global _tmp
-    check_tools()
-    atexit.register(cleanup)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    if os.environ.get("NO_BUILD") != "1":
-        log("building release binaries")
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-controller", "-p", "weir-e2e", "--bins"],
-                       cwd=ROOT, check=True, timeout=3600)
-    _tmp = tempfile.mkdtemp(prefix="weir-bench-")
+def ratio_text(ws, ps):
+    ratios = [a / c for a, c in zip(ws, ps) if c]
+    if not ratios:
+        return float("nan"), "n/a"
+    med = statistics.median(ratios)
+    return med, f"{med:.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
 
-    up_port, weir_port, admin_port, nginx_port, ha_port = (free_port() for _ in range(5))
-    start_nginx("upstream", NGINX_UPSTREAM_CONF.format(tmp=_tmp, port=up_port), LOAD_CPU, up_port)
-    weir = start_weir(up_port, weir_port, admin_port)
-    time.sleep(0.5)
-    weir_idle_pss = pss_kib([weir.pid]) / 1024
-    proxies = {"weir": (lambda: [weir.pid], weir_port)}
-    if "nginx" in PEERS:
-        ng = start_nginx("nginx", NGINX_PROXY_CONF.format(tmp=_tmp, port=nginx_port, upstream=up_port),
-                         PROXY_CPU, nginx_port)
-        proxies["nginx"] = (lambda: proc_tree(ng.pid), nginx_port)
-    if "haproxy" in PEERS:
-        ha = start_haproxy(up_port, ha_port)
-        proxies["haproxy"] = (lambda: proc_tree(ha.pid), ha_port)
-    idle_pss = {"weir": weir_idle_pss}
-    for name, (pids_fn, _) in proxies.items():
-        if name != "weir":
-            idle_pss[name] = pss_kib(pids_fn()) / 1024
 
-    log(f"upstream direct: {WARMUP}s warm-up + {DURATION}s")
-    direct = measure(lambda: [], up_port)
-    results = {name: [] for name in proxies}
-    order = list(proxies)
-    total = ROUNDS * len(order) * (WARMUP + DURATION)
-    log(f"{ROUNDS} interleaved rounds of {', '.join(order)}: about {total}s")
-    for r in range(ROUNDS):
-        for name in order:
-            pids_fn, port = proxies[name]
-            res = measure(pids_fn, port)
-            results[name].append(res)
-            log(f"round {r + 1} {name}: {res['rps']:,.0f} req/s, {res['cpu_us_per_req']:.2f} us CPU/req, "
-                f"proxy CPU busy {res['busy']:.0%}, p50 {res['p50']:.0f}us p99 {res['p99']:.0f}us, "
-                f"errors {res['errors']}")
-    weir_final_pss = pss_kib([weir.pid]) / 1024
+def pctl(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] if s else float("nan")
 
-    figures = [
-        ("cpu/request (h1 keep-alive, 1 route)", "cpu_us_per_req", "us", "<= 0.9x", lambda x: x <= 0.9),
-        ("requests/s (saturation, wrk -c%d)" % CONNS, "rps", "rps", ">= 1.1x", lambda x: x >= 1.1),
-        ("latency p50 at saturation", "p50", "us", "-", None),
-        ("latency p99 at saturation", "p99", "us", "-", None),
-    ]
-    print()
-    print(f"weir bench: {ROUNDS} rounds x {DURATION}s (+{WARMUP}s warm-up), wrk -t1 -c{CONNS}, "
-          f"proxy on CPU {PROXY_CPU}, wrk+upstream on CPU {LOAD_CPU}; medians, ratio = weir/peer "
-          f"median of per-round ratios (min..max)")
-    print(f"upstream direct (nginx return 200, CPU {LOAD_CPU}): {direct['rps']:,.0f} req/s, "
-          f"p50 {direct['p50']:.0f}us")
-    hdr = f"{'figure':<40} {'weir':>11} {'peer':>8} {'peer value':>11} {'ratio (min..max)':>22} {'target':>8}  holds"
-    print(hdr)
-    print("-" * len(hdr))
-    for peer in order[1:]:
+
+def interleave(targets, run_one, rounds, label):
+    """Runs `run_one(name)` for every target, `rounds` times, interleaved."""
+    out = {n: [] for n in targets}
+    for r in range(rounds):
+        for n in targets:
+            res = run_one(n)
+            out[n].append(res)
+            b.log(f"{label} round {r + 1} {n}: " + ", ".join(
+                f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()
+                if k in ("rps", "cpu_us_per_req", "busy", "p50", "p99", "p50_us", "errors", "non_2xx", "reconnects")))
+    return out
+
+
+def compare(results, peers, figures):
+    for peer in peers:
         for label, key, unit, target, ok in figures:
             w = [x[key] for x in results["weir"]]
             p = [x[key] for x in results[peer]]
-            ratios = [a / b for a, b in zip(w, p) if b]
-            med = statistics.median(ratios)
-            rtxt = f"{med:.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
+            med, rtxt = ratio_text(w, p)
             holds = "-" if ok is None else ("yes" if ok(med) else "no")
-            print(f"{label:<40} {fmt(statistics.median(w), unit):>11} {peer:>8} "
-                  f"{fmt(statistics.median(p), unit):>11} {rtxt:>22} {target:>8}  {holds}")
-        iw, ip = idle_pss["weir"], idle_pss[peer]
-        print(f"{'idle memory (Pss, all processes)':<40} {fmt(iw, 'MiB'):>11} {peer:>8} {fmt(ip, 'MiB'):>11} "
-              f"{f'{iw / ip:.2f}x':>22} {'-':>8}  -")
-    holds = "yes" if weir_idle_pss <= 10 else "no"
-    print(f"{'weir idle memory (Pss)':<40} {fmt(weir_idle_pss, 'MiB'):>11} {'':>8} {'':>11} {'':>22} "
-          f"{'<= 10MiB':>8}  {holds}")
-    print(f"{'weir memory after load (Pss)':<40} {fmt(weir_final_pss, 'MiB'):>11}")
-    errs = {n: sum(x["errors"] for x in rs) for n, rs in results.items()}
-    print("errors (non-2xx + socket errors, all rounds): " + ", ".join(f"{n} {e}" for n, e in errs.items()))
-    print("not yet measured: fixed-rate latency (p50 added over direct), HTTP/2 (h2load), route scaling, "
-          "reload-to-live, errors during reloads")
+            row(label, fmt(statistics.median(w), unit), peer, fmt(statistics.median(p), unit), rtxt, target, holds)
+
+
+def core(proxies):
+    def run_one(name):
+        pids_fn, port, _ = proxies[name]
+
+        def run(seconds, warm):
+            out = b.wrk(port, seconds or DURATION, CONNS, latency=not warm)
+            return b.parse_wrk(out)
+        return b.measure(pids_fn, run, WARMUP)
+    results = interleave(list(proxies), run_one, ROUNDS, "h1")
+    compare(results, [p for p in proxies if p != "weir"], [
+        ("cpu/request (h1 keep-alive, 1 route)", "cpu_us_per_req", "us", "<= 0.9x", lambda x: x <= 0.9),
+        (f"requests/s (saturation, wrk -c{CONNS})", "rps", "rps", ">= 1.1x", lambda x: x >= 1.1),
+        ("latency p50 at saturation (wrk)", "p50", "us", "-", None),
+        ("latency p99 at saturation (wrk)", "p99", "us", "-", None),
+    ])
+    return results
+
+
+def latency(proxies, up_port, rate):
+    targets = {"direct": up_port, **{n: port for n, (_, port, _) in proxies.items()}}
+    rounds = max(1, ROUNDS // 2)
+
+    def run_one(name):
+        return b.loadgen(["rate", "--addr", f"127.0.0.1:{targets[name]}", "--rate", rate, "--duration", DURATION,
+                          "--connections", CONNS], timeout=DURATION + 60)
+    res = interleave(list(targets), run_one, rounds, f"fixed-rate {rate}/s")
+    for name in proxies:
+        for pct in ("p50", "p99"):
+            added = [x[f"{pct}_us"] - d[f"{pct}_us"] for x, d in zip(res[name], res["direct"])]
+            med = statistics.median(added)
+            target, holds = ("<= 50us", "yes" if med <= 50 else "no") if pct == "p50" else ("-", "-")
+            shown = name if name != "weir" else ""
+            label = f"{pct} added over direct at {rate}/s" + (f" ({name})" if shown else "")
+            row(label, fmt(med, "us"), "", f"direct {fmt(statistics.median(x[f'{pct}_us'] for x in res['direct']), 'us')}",
+                f"{min(added):.1f}..{max(added):.1f}us", target if name == "weir" else "-",
+                holds if name == "weir" else "-")
+    late = statistics.median(x["dispatch_late_p50_us"] for xs in res.values() for x in xs)
+    errs = {n: sum(x["non_2xx"] + x["errors"] for x in xs) for n, xs in res.items()}
+    b.log(f"fixed-rate: dispatcher lateness p50 {late:.1f}us; errors {errs}")
+
+
+def h2(proxies):
+    def run_one(name):
+        pids_fn, _, h2port = proxies[name]
+
+        def run(seconds, warm):
+            return b.parse_h2load(b.h2load(h2port, seconds or DURATION, CONNS, 10))
+        return b.measure(pids_fn, run, WARMUP)
+    results = interleave(list(proxies), run_one, max(1, ROUNDS // 2 + 1), "h2")
+    compare(results, [p for p in proxies if p != "weir"], [
+        ("cpu/request (h2c, h2load -c32 -m10)", "cpu_us_per_req", "us", "-", None),
+        ("requests/s (h2c, h2load -c32 -m10)", "rps", "rps", "-", None),
+    ])
+    errs = {n: sum(x["errors"] for x in xs) for n, xs in results.items()}
+    b.log(f"h2 errors: {errs}")
+
+
+def lua_random_paths(n):
+    path = os.path.join(b.TMP, f"random-{n}.lua")
+    with open(path, "w") as f:
+        f.write(f"math.randomseed(42)\nlocal n = {n}\n"
+                "request = function() return wrk.format(\"GET\", \"/r\" .. math.random(0, n - 1) .. \"/x\") end\n")
+    return path
+
+
+def start_scaled(n, up_port):
+    cfg = os.path.join(b.TMP, f"cfg-{n}")
+    files = b.write_weir_config(cfg, up_port, n, PER_FILE)
+    port, admin = b.free_port(), b.free_port()
+    name = f"weir-{n}"
+    t0 = time.time()
+    p = b.start_weir(name, cfg, port, admin, ready_path="/r0/x", timeout=60 + n / 500)
+    ready_s = time.time() - t0
+    time.sleep(0.5)
+    pss = b.pss_kib([p.pid]) / 1024
+    times = b.weir_publish_times(name)
+    load_ms, compile_ms, _ = times[0] if times else (float("nan"), float("nan"), 0)
+    b.log(f"{name}: ready in {ready_s:.1f}s, load {load_ms:.0f}ms, compile {compile_ms:.0f}ms, Pss {pss:.1f}MiB")
+    return {"proc": p, "port": port, "cfg": cfg, "files": files, "name": name, "pss": pss,
+            "load_ms": load_ms, "compile_ms": compile_ms}
+
+
+def scaling(up_port):
+    inst = {}
+    for n in SCALE_NS:
+        inst[n] = start_scaled(n, up_port)
+    scripts = {n: lua_random_paths(n) for n in SCALE_NS}
+
+    def run_one(n):
+        i = inst[n]
+
+        def run(seconds, warm):
+            return b.parse_wrk(b.wrk(i["port"], seconds or DURATION, CONNS, script=scripts[n]))
+        return b.measure(lambda: [i["proc"].pid], run, WARMUP)
+    res = interleave(SCALE_NS, run_one, max(1, ROUNDS - 1), "scaling")
+    base = SCALE_NS[0]
+    for n in SCALE_NS:
+        i = inst[n]
+        w = [x["cpu_us_per_req"] for x in res[n]]
+        med, rtxt = ratio_text(w, [x["cpu_us_per_req"] for x in res[base]])
+        big = n == max(SCALE_NS) and n >= 100000
+        row(f"cpu/request, {n} routes, random paths", fmt(statistics.median(w), "us"), f"{base} route",
+            fmt(statistics.median(x["cpu_us_per_req"] for x in res[base]), "us"), rtxt,
+            "<= 1.1x" if big else "-", ("yes" if med <= 1.1 else "no") if big else "-")
+        row(f"requests/s, {n} routes, random paths", fmt(statistics.median(x["rps"] for x in res[n]), "rps"))
+        ctarget = {10000: 50, 100000: 500}.get(n)
+        row(f"full compile, {n} routes (parse {fmt(i['load_ms'], 'ms')})", fmt(i["compile_ms"], "ms"), "", "", "",
+            f"<= {ctarget}ms" if ctarget else "-",
+            ("yes" if i["compile_ms"] <= ctarget else "no") if ctarget else "-")
+        per_route = (i["pss"] - inst[base]["pss"]) * 1024 / max(1, n - base) if n > base else None
+        row(f"Pss, {n} routes", fmt(i["pss"], "MiB"), "", "",
+            f"{fmt(per_route, 'KiB')}/route" if per_route is not None else "",
+            "<= 2KiB/route" if n >= 10000 else "-",
+            ("yes" if per_route <= 2 else "no") if n >= 10000 and per_route is not None else "-")
+    errs = {n: sum(x["errors"] for x in xs) for n, xs in res.items()}
+    b.log(f"scaling errors: {errs}")
+    return inst
+
+
+def reload_live(inst):
+    for n in [n for n in SCALE_NS if n >= 10000] or SCALE_NS[-1:]:
+        i = inst[n]
+        path0, chunk = i["files"][0]
+        stage = os.path.join(b.TMP, f"stage-{n}")
+        os.makedirs(stage, exist_ok=True)
+        manifest = []
+        moved = list(chunk)
+        for k in range(CHANGES):
+            idx = k % len(moved)
+            moved[idx] = (moved[idx][0], f"/moved{n}-{k}")
+            src = os.path.join(stage, f"change-{k}.yaml")
+            with open(src, "w") as f:
+                f.write(b.route_file_text(moved))
+            manifest.append(f"{src}\t{path0}\t/moved{n}-{k}/x")
+        mpath = os.path.join(stage, "manifest.tsv")
+        with open(mpath, "w") as f:
+            f.write("\n".join(manifest) + "\n")
+        before = len(b.weir_publish_times(i["name"]))
+        out = b.loadgen(["reload-live", "--addr", f"127.0.0.1:{i['port']}", "--manifest", mpath,
+                         "--gap-ms", 150, "--interval-us", 1000, "--timeout-ms", 20000],
+                        timeout=CHANGES * 25 + 30)
+        live = out["live_ms"]
+        times = b.weir_publish_times(i["name"])[before:]
+        target = {10000: 10, 100000: 50}.get(n)
+        p99 = pctl(live, 99)
+        row(f"route change live, {n} routes, p50/p99 of {len(live)}",
+            f"{pctl(live, 50):.1f}/{p99:.1f}ms", "", f"timeouts {out['timeouts']}", "",
+            f"<= {target}ms p99" if target else "-",
+            ("yes" if p99 <= target and not out["timeouts"] else "no") if target else "-")
+        if times:
+            row(f"  of which reload parse / compile, {n} routes",
+                f"{statistics.median(t[0] for t in times):.1f}/{statistics.median(t[1] for t in times):.1f}ms")
+
+
+def reload_under_load(inst, proxies):
+    n = next((n for n in SCALE_NS if n >= 10000), SCALE_NS[-1])
+    i = inst[n]
+    if len(i["files"]) < 3:
+        row(f"errors during reloads ({n} routes)", "skipped", "", "", "needs >= 3 route files")
+        return
+    # Rewrite the last file (its last route flips path), send traffic to a middle file's
+    # routes (untouched by reload_live, which changes the first file).
+    path0, chunk = i["files"][-1]
+    seconds = max(4, DURATION + 2)
+    paths = os.path.join(b.TMP, "reload-paths.txt")
+    with open(paths, "w") as f:
+        f.write("\n".join(f"{p}/x" for _, p in i["files"][len(i["files"]) // 2][1]) + "\n")
+    rate = int(os.environ.get("RELOAD_RATE", "5000"))
+    variants = [os.path.join(b.TMP, f"reload-variant-{k}.yaml") for k in range(2)]
+    gen = b.loadgen_start(["rate", "--addr", f"127.0.0.1:{i['port']}", "--rate", rate, "--duration", seconds,
+                           "--connections", CONNS, "--paths-file", paths], "reload-load-weir")
+    before = len(b.weir_publish_times(i["name"]))
+    deadline = time.time() + seconds
+    k = 0
+    time.sleep(0.3)
+    while time.time() < deadline - 0.5 and k < 1000:
+        moved = list(chunk)
+        moved[-1] = (moved[-1][0], f"/flip{k}")
+        tmp = variants[k % 2]
+        with open(tmp, "w") as f:
+            f.write(b.route_file_text(moved))
+        os.replace(tmp, path0)
+        k += 1
+        time.sleep(RELOAD_EVERY_MS / 1000)
+    gen.wait(timeout=seconds + 60)
+    res = b.read_json_log("reload-load-weir")
+    # Let the last reloads land (each is logged when published), bounded.
+    settle = time.time() + 30
+    count = len(b.weir_publish_times(i["name"]))
+    while time.time() < settle:
+        time.sleep(1.5)
+        now = len(b.weir_publish_times(i["name"]))
+        if now == count:
+            break
+        count = now
+    reloads = count - before
+    errors = res["non_2xx"] + res["errors"]
+    row(f"errors during reloads ({reloads} reloads, {n} routes, {rate}/s)", str(errors), "", "",
+        f"of {res['ok'] + errors} requests", "0", "yes" if errors == 0 else "no")
+    row("closed keep-alive connections during reloads", str(res["reconnects"]), "", "", "", "0",
+        "yes" if res["reconnects"] == 0 else "no")
+    if "nginx" in proxies:
+        ng_proc = proxies["nginx"][3]
+        gen = b.loadgen_start(["rate", "--addr", f"127.0.0.1:{proxies['nginx'][1]}", "--rate", rate,
+                               "--duration", seconds, "--connections", CONNS], "reload-load-nginx")
+        deadline = time.time() + seconds
+        sighups = 0
+        time.sleep(0.3)
+        while time.time() < deadline - 1 and sighups < 100:
+            os.kill(ng_proc.pid, signal.SIGHUP)
+            sighups += 1
+            time.sleep(0.5)
+        gen.wait(timeout=seconds + 60)
+        nres = b.read_json_log("reload-load-nginx")
+        row(f"  nginx under SIGHUP x{sighups}: errors / closed conns",
+            f"{nres['non_2xx'] + nres['errors']}/{nres['reconnects']}")
+
+
+def print_table(header):
+    print()
+    print(header)
+    hdr = f"{'figure':<52} {'weir':>13} {'peer':>8} {'peer value':>16} {'ratio (min..max)':>22} {'target':>14}  holds"
+    print(hdr)
+    print("-" * len(hdr))
+    for fig, w, peer, pv, ratio, target, holds in ROWS:
+        print(f"{fig:<52} {w:>13} {peer:>8} {pv:>16} {ratio:>22} {target:>14}  {holds}")
+
+
+def main():
+    b.check_tools(PEERS, "h2" in FIGURES)
+    atexit.register(b.cleanup)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, b.on_signal)
+    if os.environ.get("NO_BUILD") != "1":
+        b.log("building release binaries")
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-controller", "-p", "weir-e2e", "--bins"],
+                       cwd=b.ROOT, check=True, timeout=3600)
+    for binary in ("weir", "weir-loadgen"):
+        if not os.path.exists(os.path.join(b.TARGET_DIR, "release", binary)):
+            sys.exit(f"bench: {b.TARGET_DIR}/release/{binary} is missing; build it or unset NO_BUILD")
+    b.make_tmp()
+    started = time.time()
+
+    up_port = b.free_port()
+    b.start_nginx("upstream", b.NGINX_UPSTREAM_CONF.format(tmp=b.TMP, port=up_port), b.LOAD_CPU, up_port)
+    cfg = os.path.join(b.TMP, "weir-config")
+    b.write_weir_config(cfg, up_port, 0, 1)
+    weir_port, admin = b.free_port(), b.free_port()
+    weir = b.start_weir("weir", cfg, weir_port, admin)
+    time.sleep(0.5)
+    idle = {"weir": b.pss_kib([weir.pid]) / 1024}
+    proxies = {"weir": (lambda: [weir.pid], weir_port, weir_port, weir)}
+    if "nginx" in PEERS:
+        port, h2port = b.free_port(), b.free_port()
+        ng = b.start_nginx("nginx", b.NGINX_PROXY_CONF.format(tmp=b.TMP, port=port, h2port=h2port, upstream=up_port),
+                           b.PROXY_CPU, port)
+        proxies["nginx"] = (lambda: b.proc_tree(ng.pid), port, h2port, ng)
+    if "haproxy" in PEERS:
+        port, h2port = b.free_port(), b.free_port()
+        ha = b.start_haproxy(up_port, port, h2port)
+        proxies["haproxy"] = (lambda: b.proc_tree(ha.pid), port, h2port, ha)
+    for name, (pids_fn, *_rest) in proxies.items():
+        if name != "weir":
+            idle[name] = b.pss_kib(pids_fn()) / 1024
+    plain = {n: v[:3] for n, v in proxies.items()}
+
+    saturation = None
+    if "core" in FIGURES:
+        res = core(plain)
+        saturation = statistics.median(x["rps"] for x in res["weir"])
+    if "latency" in FIGURES:
+        rate = int(float(os.environ.get("LAT_RATE", "0")) or (saturation or 33000) * LAT_LOAD)
+        latency(plain, up_port, rate)
+    if "h2" in FIGURES:
+        h2(plain)
+    if "idle" in FIGURES:
+        for peer in [p for p in proxies if p != "weir"]:
+            row("idle memory (Pss, all processes)", fmt(idle["weir"], "MiB"), peer, fmt(idle[peer], "MiB"),
+                f"{idle['weir'] / idle[peer]:.2f}x")
+        row("weir idle memory (Pss)", fmt(idle["weir"], "MiB"), "", "", "", "<= 10MiB",
+            "yes" if idle["weir"] <= 10 else "no")
+        row("weir memory after load (Pss)", fmt(b.pss_kib([weir.pid]) / 1024, "MiB"))
+    # The 1-route proxies are done: stop nginx/haproxy/weir before the scaling instances
+    # start (less memory pressure), except nginx if the reload figure wants it.
+    inst = {}
+    if "scaling" in FIGURES or "reload" in FIGURES:
+        b.stop(weir)
+        if "haproxy" in proxies:
+            b.stop(proxies["haproxy"][3])
+        inst = scaling(up_port) if "scaling" in FIGURES else {n: start_scaled(n, up_port) for n in SCALE_NS}
+    if "reload" in FIGURES:
+        reload_live(inst)
+        reload_under_load(inst, {k: v for k, v in proxies.items() if k == "nginx"})
+
+    print_table(f"weir bench ({'QUICK, ' if QUICK else ''}{ROUNDS} rounds x {DURATION}s +{WARMUP}s warm-up, "
+                f"wrk -t1 -c{CONNS}; proxy on CPU {b.PROXY_CPU}, load+upstream on CPU {b.LOAD_CPU}; "
+                f"2-core shared machine: compare ratios; took {time.time() - started:.0f}s)")
     return 0
 
 

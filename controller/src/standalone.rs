@@ -175,11 +175,25 @@ impl DirSource {
 async fn reload(source: DirSource, publisher: Publisher) -> (DirSource, Publisher) {
     let task = tokio::task::spawn_blocking(move || {
         let (mut source, mut publisher) = (source, publisher);
+        let started = std::time::Instant::now();
         let (index, errors) = source.load();
+        let loaded = started.elapsed();
         let error_count = errors.len();
-        match publisher.apply(&index, errors) {
+        let routes = index.routes.len();
+        let outcome = publisher.apply(&index, errors);
+        // Load (read + parse) and compile (+ publish + status) times, for `make bench`.
+        let load_ms = loaded.as_secs_f64() * 1e3;
+        let compile_ms = started.elapsed().saturating_sub(loaded).as_secs_f64() * 1e3;
+        match outcome {
             Outcome::Published(v) => {
-                tracing::info!(version = v, errors = error_count, "configuration published");
+                tracing::info!(
+                    version = v,
+                    errors = error_count,
+                    routes,
+                    load_ms,
+                    compile_ms,
+                    "configuration published"
+                );
             }
             Outcome::Unchanged(v) => {
                 tracing::debug!(version = v, errors = error_count, "configuration unchanged");

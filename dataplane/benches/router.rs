@@ -1,4 +1,5 @@
-//! Route lookup benchmarks: 1, 1k and 10k Routes with distinct path prefixes, plus the
+//! Route lookup benchmarks: 1, 1k, 10k and 100k Routes with distinct path prefixes (64k
+//! request paths spread over the table, so large tables are not all in cache), plus the
 //! time to build a 10k-Route table.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -57,7 +58,7 @@ fn routes(n: usize) -> Vec<RouteModel> {
 /// Request paths spread over the table (a cheap LCG, so the list is reproducible).
 fn paths(n: usize) -> Vec<String> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..1024)
+    (0..65_536)
         .map(|k| {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let i = (x >> 33) as usize % n;
@@ -73,7 +74,7 @@ fn paths(n: usize) -> Vec<String> {
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
     let headers = HeaderMap::new();
-    for n in [1usize, 1_000, 10_000] {
+    for n in [1usize, 1_000, 10_000, 100_000] {
         let table = RouteTable::new(routes(n));
         let paths = paths(n);
         let mut k = 0usize;

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use regex::RegexSet;
 
 use super::hash::FxHashMap;
@@ -25,9 +26,17 @@ const REGEX_SET_THRESHOLD: usize = 8;
 struct Entry {
     rule: Arc<Rule>,
     match_index: usize,
+    /// No method, header or query condition: the path alone decides, and the match entry
+    /// itself need not be read (one cache miss less on large tables).
+    unconditional: bool,
 }
 
 impl Entry {
+    fn new(rule: &Arc<Rule>, match_index: usize, m: &RequestMatch) -> Self {
+        let unconditional = m.methods.is_empty() && m.headers.is_empty() && m.query.is_empty();
+        Entry { rule: Arc::clone(rule), match_index, unconditional }
+    }
+
     #[inline]
     fn request_match(&self) -> Option<&RequestMatch> {
         self.rule.matches.get(self.match_index)
@@ -36,11 +45,55 @@ impl Entry {
     #[inline]
     fn check<'t>(&'t self, req: &RequestView<'_>) -> Option<RouteMatch<'t>> {
         let m = self.request_match()?;
-        conditions::hold(m, req).then_some(RouteMatch { rule: &self.rule, matched: m })
+        (self.unconditional || conditions::hold(m, req))
+            .then_some(RouteMatch { rule: &self.rule, matched: m })
     }
 }
 
 type Candidates = Vec<(Precedence, Entry)>;
+
+/// The precedence-ordered entries of one exact path or prefix. Almost always one, kept
+/// inline in the map so a hit costs no extra pointer chase.
+#[derive(Debug)]
+enum List {
+    One(Entry),
+    Many(Box<[Entry]>),
+}
+
+impl List {
+    #[inline]
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            List::One(e) => std::slice::from_ref(e),
+            List::Many(list) => list,
+        }
+    }
+}
+
+/// The key lengths present in a map: a probe whose length no key has is skipped, so
+/// requests for long paths do not pay a hash lookup (and its cache misses) per segment.
+#[derive(Debug, Default)]
+struct Lengths {
+    short: [u64; 4],
+    long: bool,
+}
+
+impl Lengths {
+    fn insert(&mut self, len: usize) {
+        match self.short.get_mut(len / 64) {
+            Some(word) => *word |= 1 << (len % 64),
+            None => self.long = true,
+        }
+    }
+
+    #[inline]
+    fn may_contain(&self, len: usize) -> bool {
+        match self.short.get(len / 64) {
+            Some(word) => word & (1 << (len % 64)) != 0,
+            None => self.long,
+        }
+    }
+}
 
 /// Collects match entries of one host bucket before sorting them.
 #[derive(Debug, Default)]
@@ -59,8 +112,7 @@ impl BucketBuilder {
     /// Adds every match entry of `rule`, from a Route created at `created`.
     pub(crate) fn add(&mut self, rule: &Arc<Rule>, created: i64) {
         for (i, m) in rule.matches.iter().enumerate() {
-            let item =
-                (Precedence::of(rule, m, i, created), Entry { rule: rule.clone(), match_index: i });
+            let item = (Precedence::of(rule, m, i, created), Entry::new(rule, i, m));
             match &m.path {
                 PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(item),
                 PathMatch::Prefix(p) => {
@@ -77,9 +129,28 @@ impl BucketBuilder {
             c.sort_by(|a, b| a.0.cmp(&b.0));
             c.into_iter().map(|(_, e)| e).collect()
         }
-        let longest_prefix = self.prefix.keys().map(|k| k.len()).max().unwrap_or(0);
-        let exact = self.exact.into_iter().map(|(k, v)| (k, freeze(v))).collect();
-        let prefix = self.prefix.into_iter().map(|(k, v)| (k, freeze(v))).collect();
+        fn list(c: Candidates) -> List {
+            let mut entries = freeze(c).into_vec();
+            if entries.len() == 1
+                && let Some(only) = entries.pop()
+            {
+                return List::One(only);
+            }
+            List::Many(entries.into_boxed_slice())
+        }
+        fn index(
+            map: FxHashMap<Box<str>, Candidates>,
+        ) -> (FxHashMap<CompactString, List>, Lengths) {
+            let mut lengths = Lengths::default();
+            let mut out = FxHashMap::with_capacity_and_hasher(map.len(), Default::default());
+            for (k, v) in map {
+                lengths.insert(k.len());
+                out.insert(CompactString::from(&*k), list(v));
+            }
+            (out, lengths)
+        }
+        let (exact, exact_lengths) = index(self.exact);
+        let (prefix, prefix_lengths) = index(self.prefix);
         let regex = freeze(self.regex);
         let set = if regex.len() > REGEX_SET_THRESHOLD {
             let patterns = regex.iter().filter_map(|e| match e.request_match().map(|m| &m.path) {
@@ -91,16 +162,19 @@ impl BucketBuilder {
         } else {
             None
         };
-        Bucket { exact, prefix, longest_prefix, regex, regex_set: set }
+        Bucket { exact, exact_lengths, prefix, prefix_lengths, regex, regex_set: set }
     }
 }
 
 /// The frozen path index of one host bucket.
 #[derive(Debug)]
 pub(crate) struct Bucket {
-    exact: FxHashMap<Box<str>, Box<[Entry]>>,
-    prefix: FxHashMap<Box<str>, Box<[Entry]>>,
-    longest_prefix: usize,
+    // Keys up to 24 bytes live inline in the map's slots: a hit compares the key without
+    // another pointer chase (a cache miss on large tables).
+    exact: FxHashMap<CompactString, List>,
+    exact_lengths: Lengths,
+    prefix: FxHashMap<CompactString, List>,
+    prefix_lengths: Lengths,
     regex: Box<[Entry]>,
     regex_set: Option<RegexSet>,
 }
@@ -114,8 +188,9 @@ impl Bucket {
     /// The best match in this bucket, or `None` so the caller falls back to the next bucket.
     pub(crate) fn find<'t>(&'t self, req: &RequestView<'_>) -> Option<RouteMatch<'t>> {
         let path = req.path;
-        if let Some(list) = self.exact.get(path)
-            && let Some(m) = first(list, req)
+        if self.exact_lengths.may_contain(path.len())
+            && let Some(list) = self.exact.get(path)
+            && let Some(m) = first(list.as_slice(), req)
         {
             return Some(m);
         }
@@ -151,10 +226,10 @@ impl Bucket {
         }
         let path = req.path;
         let probe = |key: &str| {
-            if key.len() > self.longest_prefix {
+            if !self.prefix_lengths.may_contain(key.len()) {
                 return None;
             }
-            self.prefix.get(key).and_then(|list| first(list, req))
+            self.prefix.get(key).and_then(|list| first(list.as_slice(), req))
         };
         if !path.ends_with('/')
             && let Some(m) = probe(path)

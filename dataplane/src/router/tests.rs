@@ -342,3 +342,39 @@ fn describe_lists_hosts_routes_and_matches() {
     assert_eq!(v["routes"][0]["rules"][1]["matches"][0]["path"]["value"], "/");
     assert_eq!(v["routes"][0]["rules"][1]["timeouts"]["connect"], "5s");
 }
+
+/// Keys of 256 bytes and more are past the length filter's bitmap: they must still be
+/// found, and lengths no key has must not hide a shorter matching prefix.
+#[test]
+fn long_and_unusual_key_lengths_still_match() {
+    let long = format!("/{}", "a".repeat(300));
+    let t = RouteTable::new(vec![route(
+        "d",
+        "r",
+        0,
+        &[],
+        vec![prefix(&long), exact(&format!("{long}/x")), prefix("/b"), exact("/c")],
+    )]);
+    assert_eq!(find(&t, &req("h", &format!("{long}/x"))), "r#1");
+    assert_eq!(find(&t, &req("h", &format!("{long}/y/z"))), "r#0");
+    assert_eq!(find(&t, &req("h", &long)), "r#0");
+    assert_eq!(find(&t, &req("h", "/b/with/a/much/longer/path/than/any/key")), "r#2");
+    assert_eq!(find(&t, &req("h", "/c")), "r#3");
+    assert_eq!(find(&t, &req("h", "/c/d")), "-");
+    assert_eq!(find(&t, &req("h", &format!("/{}", "a".repeat(299)))), "-");
+}
+
+/// A lone conditional entry is checked even though it is stored inline, and several
+/// entries on one prefix keep their precedence order.
+#[test]
+fn single_and_shared_prefixes_keep_conditions() {
+    let t = RouteTable::new(vec![
+        route("d", "get", 0, &[], vec![method(prefix("/only"), Method::GET)]),
+        route("d", "post", 1, &[], vec![method(prefix("/both"), Method::POST)]),
+        route("d", "any", 2, &[], vec![prefix("/both")]),
+    ]);
+    assert_eq!(find(&t, &req("h", "/only/x")), "get#0");
+    assert_eq!(find(&t, &req("h", "/only/x").method(Method::PUT)), "-");
+    assert_eq!(find(&t, &req("h", "/both").method(Method::POST)), "post#0");
+    assert_eq!(find(&t, &req("h", "/both").method(Method::PUT)), "any#0");
+}

@@ -1,0 +1,410 @@
+"""Process handling, configs and load-generator wrappers for bench/bench.py.
+
+Standard library only. Every process is started through `start()` and stopped by pid in
+`cleanup()` (also on SIGINT/SIGTERM/SIGHUP); nginx workers are remembered and killed if their
+master does not stop. Nothing is installed: `check_tools()` names the Debian packages.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_DIR = os.environ.get("TARGET_DIR", os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+PACKAGES = "nginx-light wrk haproxy nghttp2-client util-linux"
+
+_procs = []  # Popen objects we started, stopped in reverse order on exit
+_extra_pids = []  # nginx worker pids, killed if their master will not stop
+TMP = None
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def make_tmp():
+    global TMP
+    TMP = tempfile.mkdtemp(prefix="weir-bench-")
+    return TMP
+
+
+def cleanup():
+    for p in reversed(_procs):
+        if p.poll() is None:
+            try:
+                p.terminate()
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + 5
+    for p in reversed(_procs):
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+    for pid in _extra_pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _procs.clear()
+    if TMP and os.path.isdir(TMP) and os.environ.get("KEEP_TMP") != "1":
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+def on_signal(signum, _frame):
+    cleanup()
+    sys.exit(128 + signum)
+
+
+def check_tools(peers, need_h2):
+    needed = ["nginx", "wrk", "taskset"] + (["h2load"] if need_h2 else [])
+    missing = [t for t in needed if shutil.which(t) is None]
+    if missing:
+        print("bench: missing tools: " + ", ".join(missing), file=sys.stderr)
+        print("bench: install the Debian packages with:", file=sys.stderr)
+        print(f"    apt-get install -y {PACKAGES}", file=sys.stderr)
+        sys.exit(2)
+    if "haproxy" in peers and shutil.which("haproxy") is None:
+        log("haproxy not found, skipping it (apt-get install -y haproxy)")
+        peers.remove("haproxy")
+    if (os.cpu_count() or 1) < 2:
+        log("fewer than 2 CPUs: proxy and load generator will share CPU 0")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(argv, name, env=None):
+    out = open(os.path.join(TMP, f"{name}.log"), "wb")
+    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    _procs.append(p)
+    return p
+
+
+def stop(p):
+    """Stops one process we started, by pid, and forgets it."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+    if p in _procs:
+        _procs.remove(p)
+
+
+def wait_http(url, what, timeout=20.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            sys.exit(f"bench: {what} exited with {proc.returncode} (logs in {TMP})")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.05)
+    sys.exit(f"bench: {what} not ready at {url} within {timeout}s (logs in {TMP})")
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def proc_tree(pid):
+    """The pid plus its direct children (nginx master + workers)."""
+    return [pid] + children(pid)
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # an nginx worker that exited during a reload
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total
+
+
+def pss_kib(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+    return total
+
+
+NGINX_UPSTREAM_CONF = """
+worker_processes 1;
+pid {tmp}/upstream.pid;
+error_log {tmp}/upstream-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+NGINX_PROXY_CONF = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    http2_max_requests 1000000;
+    upstream backend {{
+        server 127.0.0.1:{upstream};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{h2port} http2;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+HAPROXY_CONF = """
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{h2port} proto h2
+    default_backend be
+backend be
+    server up 127.0.0.1:{upstream}
+"""
+
+BACKEND_YAML = """apiVersion: v1
+kind: Service
+metadata:
+  name: upstream
+spec:
+  ports:
+    - {{name: http, port: 80, targetPort: {upstream}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: upstream-local
+  labels:
+    kubernetes.io/service-name: upstream
+addressType: IPv4
+ports:
+  - {{name: http, port: {upstream}}}
+endpoints:
+  - addresses: ["127.0.0.1"]
+    conditions: {{ready: true}}
+"""
+
+ROUTE_YAML = """---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata:
+  name: {name}
+spec:
+  rules:
+    - matches:
+        - path: {{type: Prefix, value: {path}}}
+      backends:
+        - {{service: upstream, port: 80}}
+"""
+
+
+def route_file_text(names_paths):
+    return "".join(ROUTE_YAML.format(name=n, path=p) for n, p in names_paths)
+
+
+def write_weir_config(cfg, upstream, n_routes, per_file):
+    """A config dir: the backend, and `n_routes` Routes `r<i>` on `Prefix /r<i>` (or one
+    Route on `Prefix /` when n_routes is 0), `per_file` Routes per file. Returns the route
+    files in order, each as (path, [(name, prefix)])."""
+    os.makedirs(cfg, exist_ok=True)
+    with open(os.path.join(cfg, "00-backend.yaml"), "w") as f:
+        f.write(BACKEND_YAML.format(upstream=upstream))
+    files = []
+    if n_routes == 0:
+        routes = [("bench", "/")]
+        per_file = 1
+    else:
+        routes = [(f"r{i}", f"/r{i}") for i in range(n_routes)]
+    for start in range(0, len(routes), per_file):
+        chunk = routes[start:start + per_file]
+        path = os.path.join(cfg, f"routes-{start // per_file:05d}.yaml")
+        with open(path, "w") as f:
+            f.write(route_file_text(chunk))
+        files.append((path, chunk))
+    return files
+
+
+def start_nginx(name, conf, cpu, port):
+    path = os.path.join(TMP, f"{name}.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    prefix = os.path.join(TMP, name)
+    os.makedirs(prefix, exist_ok=True)
+    p = start(["taskset", "-c", cpu, "nginx", "-p", prefix, "-e", os.path.join(TMP, f"{name}-error.log"),
+               "-c", path, "-g", "daemon off;"], name)
+    wait_http(f"http://127.0.0.1:{port}/", name, proc=p)
+    _extra_pids.extend(children(p.pid))
+    return p
+
+
+def start_weir(name, cfg, port, admin, ready_path="/", timeout=20.0):
+    env = dict(os.environ, WEIR_WORKER_THREADS="1",
+               RUST_LOG=os.environ.get("RUST_LOG", "warn,weir_controller::standalone=info"))
+    p = start(["taskset", "-c", PROXY_CPU, os.path.join(TARGET_DIR, "release", "weir"), "run",
+               "--config-dir", cfg, "--http-addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}"],
+              name, env=env)
+    wait_http(f"http://127.0.0.1:{admin}/readyz", f"{name} /readyz", timeout=timeout, proc=p)
+    wait_http(f"http://127.0.0.1:{port}{ready_path}", f"{name} proxy route", timeout=timeout, proc=p)
+    return p
+
+
+def weir_publish_times(name):
+    """(load_ms, compile_ms, routes) of every `configuration published` log line of `name`."""
+    with open(os.path.join(TMP, f"{name}.log"), errors="replace") as f:
+        text = f.read()
+    pat = r"configuration published.*?routes=(\d+) load_ms=([\d.]+) compile_ms=([\d.]+)"
+    return [(float(m.group(2)), float(m.group(3)), int(m.group(1))) for m in re.finditer(pat, text)]
+
+
+def start_haproxy(upstream, port, h2port):
+    path = os.path.join(TMP, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(HAPROXY_CONF.format(port=port, h2port=h2port, upstream=upstream))
+    p = start(["taskset", "-c", PROXY_CPU, "haproxy", "-db", "-f", path], "haproxy")
+    wait_http(f"http://127.0.0.1:{port}/", "haproxy", proc=p)
+    return p
+
+
+UNITS = {"us": 1.0, "ms": 1000.0, "s": 1e6}
+
+
+def parse_wrk(out):
+    res = {}
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        res[f"p{pct}"] = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+    errs = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errs += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errs += sum(int(x) for x in m.groups())
+    res["errors"] = errs
+    return res
+
+
+def wrk(port, seconds, conns, latency=False, script=None):
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+    if latency:
+        argv.append("--latency")
+    if script:
+        argv += ["-s", script]
+    argv.append(f"http://127.0.0.1:{port}/")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+
+
+def parse_h2load(out):
+    res = {"requests": 0, "rps": 0.0, "errors": 0}
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    if m:
+        res["requests"] = int(m.group(1))
+        res["errors"] = int(m.group(3)) + int(m.group(4))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if m:
+        res["errors"] += int(m.group(3)) + int(m.group(4))
+    return res
+
+
+def h2load(port, seconds, conns, streams):
+    argv = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{conns}", f"-m{streams}", "-D", str(seconds),
+            f"http://127.0.0.1:{port}/"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+
+
+def loadgen(args, timeout):
+    """Runs weir-loadgen (pinned on the load CPU) and returns its JSON output."""
+    argv = ["taskset", "-c", LOAD_CPU, os.path.join(TARGET_DIR, "release", "weir-loadgen")] + [str(a) for a in args]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def loadgen_start(args, name):
+    """Starts weir-loadgen in the background (stdout in TMP/name.log)."""
+    argv = ["taskset", "-c", LOAD_CPU, os.path.join(TARGET_DIR, "release", "weir-loadgen")] + [str(a) for a in args]
+    return start(argv, name)
+
+
+def read_json_log(name):
+    with open(os.path.join(TMP, f"{name}.log")) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+
+
+def measure(pids_fn, run, warmup):
+    """One round: warm-up, then a measured run with the proxy's CPU ticks read around it.
+    `run(seconds)` returns a dict with at least `requests`."""
+    if warmup:
+        run(warmup, warm=True)
+    pids = pids_fn()
+    before = cpu_ticks(pids)
+    t0 = time.time()
+    res = run(None, warm=False)
+    elapsed = time.time() - t0
+    after = cpu_ticks(pids)
+    if res["requests"] == 0:
+        sys.exit(f"bench: no requests served: {res}")
+    res["cpu_us_per_req"] = (after - before) / CLK_TCK * 1e6 / res["requests"]
+    res["busy"] = (after - before) / CLK_TCK / max(elapsed, 1e-3)
+    return res
