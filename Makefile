@@ -43,7 +43,8 @@ crds:
 	$(CARGO) run -q -p weir-controller --bin weir -- crds | scripts/split-crds.sh charts/weir/crds
 
 # weir vs nginx (and haproxy) on loopback, see bench/bench.py and docs/performance.md.
-# Needs: apt-get install -y nginx-light wrk haproxy nghttp2-client (the harness only checks).
+# Needs: apt-get install -y nginx-light wrk haproxy nghttp2-client redis-server openssl (the harness
+# only checks; without redis-server the Redis rateLimit figure is skipped).
 # About 6-8 minutes; `make bench QUICK=1` about 2-3. Knobs (environment or make variables):
 # ROUNDS, DURATION, WARMUP, CONNECTIONS, PEERS, FIGURES, SCALE_NS, ROUTES_PER_FILE, CHANGES.
 BENCH_VARS := QUICK ROUNDS DURATION WARMUP CONNECTIONS PEERS FIGURES SCALE_NS ROUTES_PER_FILE CHANGES LAT_LOAD LAT_RATE KEEP_TMP
