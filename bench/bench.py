@@ -25,7 +25,7 @@ Prints one line per figure: weir's value, the peer's, the median of per-round ra
 (min..max), the target and whether it holds. Installs nothing: it names the Debian packages
 it needs and exits 2. Stops every process it started by pid; removes its temp dir.
 
-Environment: QUICK=1 (about 2 minutes), ROUNDS (5), DURATION (s, 5), WARMUP (s, 1),
+Environment: QUICK=1 (about 3 minutes), ROUNDS (5), DURATION (s, 5), WARMUP (s, 1),
 CONNECTIONS (32), PEERS ("nginx,haproxy"), FIGURES, SCALE_NS ("1,1000,10000,100000"),
 ROUTES_PER_FILE (1000), CHANGES (20), LAT_LOAD (0.3), NO_BUILD=1, TARGET_DIR, KEEP_TMP=1.
 """
