@@ -16,13 +16,16 @@ CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k rout
   reload   one route changed (file renamed into place) -> live, polled every 1 ms, at the
            largest two SCALE_NS; errors and server-closed connections under fixed-rate load
            while a route file is rewritten every RELOAD_EVERY_MS (and nginx under SIGHUP)
+  plugins  weir alone: CPU/request on routes with jwt RS256 (cached verification), a local
+           rateLimit, both, and a Redis rateLimit (a redis-server it starts), as ratios to a
+           no-plugin route of the same weir in the same round (bench/plugins.py)
   idle     idle Pss
 
 Prints one line per figure: weir's value, the peer's, the median of per-round ratios
 (min..max), the target and whether it holds. Installs nothing: it names the Debian packages
 it needs and exits 2. Stops every process it started by pid; removes its temp dir.
 
-Environment: QUICK=1 (about 2 minutes), ROUNDS (5), DURATION (s, 5), WARMUP (s, 1),
+Environment: QUICK=1 (about 3 minutes), ROUNDS (5), DURATION (s, 5), WARMUP (s, 1),
 CONNECTIONS (32), PEERS ("nginx,haproxy"), FIGURES, SCALE_NS ("1,1000,10000,100000"),
 ROUTES_PER_FILE (1000), CHANGES (20), LAT_LOAD (0.3), NO_BUILD=1, TARGET_DIR, KEEP_TMP=1.
 """
@@ -38,6 +41,7 @@ import time
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the tree
 import benchlib as b  # noqa: E402
+import plugins  # noqa: E402
 
 QUICK = os.environ.get("QUICK") == "1"
 ROUNDS = int(os.environ.get("ROUNDS", "2" if QUICK else "5"))
@@ -45,7 +49,7 @@ DURATION = int(os.environ.get("DURATION", "2" if QUICK else "5"))
 WARMUP = int(os.environ.get("WARMUP", "1"))
 CONNS = int(os.environ.get("CONNECTIONS", "32"))
 PEERS = [p for p in os.environ.get("PEERS", "nginx,haproxy").split(",") if p]
-FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,scaling,reload,idle").split(","))
+FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,plugins,scaling,reload,idle").split(","))
 SCALE_NS = [int(x) for x in os.environ.get("SCALE_NS", "1,1000,10000,100000").split(",") if x]
 PER_FILE = int(os.environ.get("ROUTES_PER_FILE", "1000"))
 CHANGES = int(os.environ.get("CHANGES", "8" if QUICK else "20"))
@@ -384,6 +388,8 @@ def main():
         row("weir idle memory (Pss)", fmt(idle["weir"], "MiB"), "", "", "", "<= 10MiB",
             "yes" if idle["weir"] <= 10 else "no")
         row("weir memory after load (Pss)", fmt(b.pss_kib([weir.pid]) / 1024, "MiB"))
+    if "plugins" in FIGURES:
+        plugins.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     # The 1-route proxies are done: stop nginx/haproxy/weir before the scaling instances
     # start (less memory pressure), except nginx if the reload figure wants it.
     inst = {}

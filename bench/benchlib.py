@@ -292,11 +292,11 @@ def start_nginx(name, conf, cpu, port):
     return p
 
 
-def start_weir(name, cfg, port, admin, ready_path="/", timeout=20.0):
+def start_weir(name, cfg, port, admin, ready_path="/", timeout=20.0, extra=()):
     env = dict(os.environ, WEIR_WORKER_THREADS="1",
                RUST_LOG=os.environ.get("RUST_LOG", "warn,weir_controller::standalone=info"))
     p = start(["taskset", "-c", PROXY_CPU, os.path.join(TARGET_DIR, "release", "weir"), "run",
-               "--config-dir", cfg, "--http-addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}"],
+               "--config-dir", cfg, "--http-addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}", *extra],
               name, env=env)
     wait_http(f"http://127.0.0.1:{admin}/readyz", f"{name} /readyz", timeout=timeout, proc=p)
     wait_http(f"http://127.0.0.1:{port}{ready_path}", f"{name} proxy route", timeout=timeout, proc=p)
@@ -343,13 +343,15 @@ def parse_wrk(out):
     return res
 
 
-def wrk(port, seconds, conns, latency=False, script=None):
+def wrk(port, seconds, conns, latency=False, script=None, path="/", headers=()):
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+    for h in headers:
+        argv += ["-H", h]
     if latency:
         argv.append("--latency")
     if script:
         argv += ["-s", script]
-    argv.append(f"http://127.0.0.1:{port}/")
+    argv.append(f"http://127.0.0.1:{port}{path}")
     return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
 
 

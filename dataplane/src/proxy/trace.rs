@@ -43,8 +43,21 @@ pub fn new_request_id() -> HeaderValue {
 fn new_traceparent() -> HeaderValue {
     let trace = uuid::Uuid::new_v4().as_u128();
     let span = (uuid::Uuid::new_v4().as_u128() as u64).max(1);
-    let value = format!("00-{trace:032x}-{span:016x}-01");
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    traceparent(trace, span)
+}
+
+/// `00-<trace:032x>-<span:016x>-01`, written without `core::fmt` (on every request that
+/// arrives without a valid `traceparent`).
+fn traceparent(trace: u128, span: u64) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    for i in 0..32 {
+        buf[3 + i] = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    for i in 0..16 {
+        buf[36 + i] = HEX[((span >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// W3C Trace Context version-00 shape: `00-<32 hex>-<16 hex>-<2 hex>`, lower-case, with
@@ -92,6 +105,22 @@ mod tests {
         assert_eq!(h.get(X_REQUEST_ID).unwrap(), &id);
         assert!(valid_traceparent(h.get(TRACEPARENT).unwrap()));
         assert_ne!(h.get(TRACEPARENT).unwrap(), "garbage");
+    }
+
+    #[test]
+    fn traceparent_matches_the_format_reference() {
+        let cases = [
+            (1u128, 1u64),
+            (u128::MAX, u64::MAX),
+            (0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736, 0x00f0_67aa_0ba9_02b7),
+            (0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, 0x8000_0000_0000_000a),
+        ];
+        for (trace, span) in cases {
+            let reference = format!("00-{trace:032x}-{span:016x}-01");
+            let minted = traceparent(trace, span);
+            assert_eq!(minted, reference.as_str());
+            assert!(valid_traceparent(&minted));
+        }
     }
 
     #[test]
