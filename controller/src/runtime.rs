@@ -184,8 +184,8 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Publisher {
     shared: Arc<Shared>,
-    memory: Memory,
-    last: Option<(u64, u64, Compiled)>,
+    memory: Arc<Memory>,
+    last: Option<(u64, u64, Arc<Compiled>)>,
     version: u64,
     transitions: HashMap<(Kind, ObjectRef, String), (String, String)>,
 }
@@ -212,6 +212,14 @@ pub fn fingerprint(index: &Index) -> (u64, u64) {
     (config.finish(), endpoints.finish())
 }
 
+/// Drops `value` on a short-lived thread, so freeing a large previous compile (every route
+/// model, status and remembered spec) is not on the publish path; inline if no thread starts.
+fn drop_in_background<T: Send + 'static>(value: Option<T>) {
+    let Some(value) = value else { return };
+    // On a spawn error the closure, and `value` with it, is dropped here.
+    let _spawned = std::thread::Builder::new().name("weir-drop".into()).spawn(move || drop(value));
+}
+
 /// `SystemTime` as RFC 3339 UTC with second precision, e.g. `2024-05-01T12:00:00Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     match k8s_openapi::jiff::Timestamp::try_from(t) {
@@ -225,7 +233,7 @@ impl Publisher {
     pub fn new(shared: Arc<Shared>) -> Self {
         Publisher {
             shared,
-            memory: Memory::default(),
+            memory: Arc::default(),
             last: None,
             version: 0,
             transitions: HashMap::new(),
@@ -243,11 +251,12 @@ impl Publisher {
             Some((c, _, previous)) if *c == config => Some(compile_endpoints_only(index, previous)),
             _ => Some(compile(index, &self.memory)),
         };
+        let mut retired = None;
         let outcome = match compiled {
             None => Outcome::Unchanged(self.version),
             Some(compiled) => {
                 self.version += 1;
-                self.memory = compiled.memory.clone();
+                self.memory = Arc::clone(&compiled.memory);
                 // Bind the rate limits to their limiters (unchanged plugins keep their
                 // counters) and drop those of removed or changed plugins, before going live.
                 let dataplane = &self.shared.dataplane;
@@ -258,8 +267,9 @@ impl Publisher {
                     backends: Arc::clone(&compiled.backends),
                     identity_headers: Arc::clone(&compiled.identity_headers),
                 });
-                self.shared.live.store(Some(Arc::new(compiled.clone())));
-                self.last = Some((config, endpoints, compiled));
+                let compiled = Arc::new(compiled);
+                self.shared.live.store(Some(Arc::clone(&compiled)));
+                retired = self.last.replace((config, endpoints, compiled));
                 Outcome::Published(self.version)
             }
         };
@@ -276,6 +286,7 @@ impl Publisher {
             errors,
             objects,
         }));
+        drop_in_background(retired);
         outcome
     }
 
@@ -285,7 +296,7 @@ impl Publisher {
         let now = rfc3339(now);
         let mut seen = HashMap::new();
         let mut out = Vec::with_capacity(compiled.statuses.len());
-        for ((kind, key), status) in &compiled.statuses {
+        for ((kind, key), status) in compiled.statuses.iter() {
             let mut conditions = status.conditions.clone();
             for c in &mut conditions {
                 let id = (*kind, key.clone(), c.type_.clone());
@@ -416,5 +427,63 @@ mod tests {
         let errors = vec![LoadError { file: "x.yaml".into(), document: 2, reason: "bad".into() }];
         assert_eq!(p.apply(&index(ROUTE), errors.clone()), Outcome::Unchanged(1));
         assert_eq!(shared.status.load().errors, errors);
+    }
+
+    /// `N` Routes (one path each) on one Service, generation 1.
+    fn big_index(n: usize) -> Index {
+        let mut index = index(ROUTE);
+        let template = index.routes.values().next().unwrap().clone();
+        index.routes.clear();
+        for i in 0..n {
+            let mut r = template.clone();
+            r.metadata.name = Some(format!("r{i}"));
+            r.spec.rules[0].matches = vec![weir_crds::RouteMatch {
+                path: Some(weir_crds::PathMatch {
+                    type_: weir_crds::PathMatchType::Prefix,
+                    value: format!("/p{i}"),
+                }),
+                ..Default::default()
+            }];
+            index.routes.insert(ObjectRef::new("default", format!("r{i}")), r);
+        }
+        index
+    }
+
+    /// Hand-run timing of a one-Route change at scale (not in CI):
+    /// `WEIR_BENCH_ROUTES=100000 cargo test -p weir-controller --release reload_at_scale -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing harness, run by hand"]
+    fn reload_at_scale() {
+        let n: usize =
+            std::env::var("WEIR_BENCH_ROUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let shared = Shared::new(DataPlane::new());
+        let mut p = Publisher::new(Arc::clone(&shared));
+        let mut idx = big_index(n);
+        let t = std::time::Instant::now();
+        p.apply(&idx, Vec::new());
+        eprintln!("{n} routes: first apply {:?}", t.elapsed());
+        let mut times = Vec::new();
+        for round in 0..10u32 {
+            let r = idx.routes.get_mut(&ObjectRef::new("default", "r7")).unwrap();
+            r.spec.rules[0].matches[0].path.as_mut().unwrap().value = format!("/changed{round}");
+            r.metadata.generation = Some(i64::from(round) + 2);
+            let t = std::time::Instant::now();
+            let _fp = fingerprint(&idx);
+            let t_fp = t.elapsed();
+            assert!(matches!(p.apply(&idx, Vec::new()), Outcome::Published(_)));
+            times.push((t.elapsed(), t_fp));
+        }
+        let t = std::time::Instant::now();
+        assert!(matches!(p.apply(&idx, Vec::new()), Outcome::Unchanged(_)));
+        let unchanged = t.elapsed();
+        times.sort();
+        eprintln!(
+            "{n} routes: one-route change apply p50 {:?} max {:?} (fingerprint alone {:?}); unchanged apply {:?}; fp {:?}",
+            times[5].0,
+            times[9].0,
+            times[5].1,
+            unchanged,
+            fingerprint(&idx).0 != 0
+        );
     }
 }
