@@ -6,7 +6,7 @@
 //! publishes a new snapshot version only when its content changed, then exposes the
 //! statuses — so `Programmed=True` is visible only once the data plane serves it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,7 +21,7 @@ use serde::Serialize;
 use weir_crds::{Condition, EffectivePlugin};
 use weir_dataplane::{DataPlane, Snapshot};
 
-use crate::compile::{Compiled, Memory, compile, compile_endpoints_only};
+use crate::compile::{Compiled, Memory, ObjectStatus, compile, compile_endpoints_only};
 use crate::index::{Index, Kind, ObjectRef};
 use crate::load::LoadError;
 
@@ -52,8 +52,9 @@ pub struct StatusView {
     pub ready: bool,
     /// Current load errors (file, document, reason).
     pub errors: Vec<LoadError>,
-    /// Every weir object with its conditions, sorted by kind, namespace and name.
-    pub objects: Vec<ObjectView>,
+    /// Every weir object with its conditions, sorted by kind, namespace and name. Shared
+    /// between successive views: an object whose status did not change keeps its `Arc`.
+    pub objects: Arc<Vec<Arc<ObjectView>>>,
 }
 
 /// The metrics the controller side exports on `/metrics`.
@@ -187,7 +188,10 @@ pub struct Publisher {
     memory: Arc<Memory>,
     last: Option<(u64, u64, Arc<Compiled>)>,
     version: u64,
-    transitions: HashMap<(Kind, ObjectRef, String), (String, String)>,
+    /// The statuses `views` describe (same order, same length): a reload rebuilds only the
+    /// views of objects whose status differs.
+    view_statuses: Arc<BTreeMap<(Kind, ObjectRef), ObjectStatus>>,
+    views: Arc<Vec<Arc<ObjectView>>>,
 }
 
 fn hash_map<T: Serialize>(h: &mut impl Hasher, map: &BTreeMap<ObjectRef, T>) {
@@ -236,7 +240,8 @@ impl Publisher {
             memory: Arc::default(),
             last: None,
             version: 0,
-            transitions: HashMap::new(),
+            view_statuses: Arc::default(),
+            views: Arc::default(),
         }
     }
 
@@ -290,34 +295,55 @@ impl Publisher {
         outcome
     }
 
-    /// The status of every object, with `lastTransitionTime` kept per condition type.
-    fn objects(&mut self, now: SystemTime) -> Vec<ObjectView> {
-        let Some((_, _, compiled)) = &self.last else { return Vec::new() };
+    /// The status of every object, with `lastTransitionTime` kept per condition type while
+    /// its status stays the same. Objects whose status did not change keep their view.
+    fn objects(&mut self, now: SystemTime) -> Arc<Vec<Arc<ObjectView>>> {
+        let Some((_, _, compiled)) = &self.last else { return Arc::default() };
+        if Arc::ptr_eq(&compiled.statuses, &self.view_statuses) {
+            return Arc::clone(&self.views);
+        }
         let now = rfc3339(now);
-        let mut seen = HashMap::new();
+        // Both are sorted by (kind, key): walk the previous views alongside.
+        let mut previous = self.view_statuses.iter().zip(self.views.iter()).peekable();
         let mut out = Vec::with_capacity(compiled.statuses.len());
-        for ((kind, key), status) in compiled.statuses.iter() {
-            let mut conditions = status.conditions.clone();
-            for c in &mut conditions {
-                let id = (*kind, key.clone(), c.type_.clone());
-                let time = match self.transitions.get(&id) {
-                    Some((s, t)) if *s == c.status => t.clone(),
-                    _ => now.clone(),
-                };
-                c.last_transition_time = Some(time.clone());
-                seen.insert(id, (c.status.clone(), time));
-            }
-            out.push(ObjectView {
-                kind: kind.as_str(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                generation: status.generation,
-                conditions,
-                effective_plugins: status.effective_plugins.clone(),
+        for (id, status) in compiled.statuses.iter() {
+            while previous.next_if(|((p, _), _)| *p < id).is_some() {}
+            let before = previous.next_if(|((p, _), _)| *p == id).map(|((_, s), v)| (s, v));
+            out.push(match before {
+                Some((s, view)) if s == status => Arc::clone(view),
+                _ => Arc::new(object_view(id, status, before.map(|(_, v)| &**v), &now)),
             });
         }
-        self.transitions = seen;
-        out
+        let views = Arc::new(out);
+        self.views = Arc::clone(&views);
+        self.view_statuses = Arc::clone(&compiled.statuses);
+        views
+    }
+}
+
+/// The view of one object; each condition keeps the `lastTransitionTime` of `before`'s
+/// condition of the same type when its status is the same, else gets `now`.
+fn object_view(
+    (kind, key): &(Kind, ObjectRef),
+    status: &ObjectStatus,
+    before: Option<&ObjectView>,
+    now: &str,
+) -> ObjectView {
+    let mut conditions = status.conditions.clone();
+    for c in &mut conditions {
+        let kept = before
+            .and_then(|b| b.conditions.iter().find(|p| p.type_ == c.type_))
+            .filter(|p| p.status == c.status)
+            .and_then(|p| p.last_transition_time.clone());
+        c.last_transition_time = Some(kept.unwrap_or_else(|| now.to_owned()));
+    }
+    ObjectView {
+        kind: kind.as_str(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        generation: status.generation,
+        conditions,
+        effective_plugins: status.effective_plugins.clone(),
     }
 }
 
@@ -411,18 +437,52 @@ mod tests {
         let shared = Shared::new(DataPlane::new());
         let mut p = Publisher::new(Arc::clone(&shared));
         p.apply(&index(ROUTE), Vec::new());
-        p.transitions.clear();
+        p.view_statuses = Arc::default();
+        p.views = Arc::default();
         let t0 = UNIX_EPOCH + Duration::from_secs(100);
         let first = p.objects(t0);
         assert_eq!(
             first[0].conditions[0].last_transition_time.as_deref(),
             Some("1970-01-01T00:01:40Z")
         );
-        let later = p.objects(t0 + Duration::from_secs(50));
-        let times = |v: &[ObjectView]| -> Vec<Option<String>> {
-            v[0].conditions.iter().map(|c| c.last_transition_time.clone()).collect()
+        let times = |v: &[Arc<ObjectView>], i: usize| -> Vec<(String, Option<String>)> {
+            let c = &v[i].conditions;
+            c.iter().map(|c| (c.status.clone(), c.last_transition_time.clone())).collect()
         };
-        assert_eq!(times(&first), times(&later));
+        // The same statuses in a new compile (a new `Arc`): the same times.
+        let (c, e, compiled) = p.last.clone().unwrap();
+        let mut copy = Compiled::clone(&compiled);
+        copy.statuses = Arc::new((*compiled.statuses).clone());
+        p.last = Some((c, e, Arc::new(copy)));
+        let later = p.objects(t0 + Duration::from_secs(50));
+        assert_eq!(times(&first, 0), times(&later, 0));
+        assert!(Arc::ptr_eq(&first[0], &later[0]), "an unchanged status rebuilt its view");
+
+        // A new generation with the same conditions keeps their times; a condition whose
+        // status flips gets the new time; a new object gets the new time.
+        let mut edited = index(&format!("{ROUTE}---\n{}", ROUTE.replace("name: r", "name: r2")));
+        let r = edited.routes.get_mut(&ObjectRef::new("default", "r")).unwrap();
+        r.metadata.generation = Some(2);
+        r.spec.rules[0].backends[0].port = Some(0);
+        let recompiled = compile(&edited, &p.memory);
+        p.last = Some((c, e, Arc::new(recompiled)));
+        let t1 = t0 + Duration::from_secs(60);
+        let third = p.objects(t1);
+        assert_eq!(third.len(), 2);
+        assert_eq!(third[0].generation, 2);
+        let (before, after) = (times(&first, 0), times(&third, 0));
+        assert_eq!(before.len(), after.len());
+        let mut flipped = 0;
+        for (b, a) in before.iter().zip(&after) {
+            if a.0 == b.0 {
+                assert_eq!(a.1, b.1, "{before:?} -> {after:?}");
+            } else {
+                flipped += 1;
+                assert_eq!(a.1.as_deref(), Some("1970-01-01T00:02:40Z"));
+            }
+        }
+        assert!(flipped > 0, "the edit did not change a condition: {after:?}");
+        assert!(times(&third, 1).iter().all(|t| t.1.as_deref() == Some("1970-01-01T00:02:40Z")));
 
         let errors = vec![LoadError { file: "x.yaml".into(), document: 2, reason: "bad".into() }];
         assert_eq!(p.apply(&index(ROUTE), errors.clone()), Outcome::Unchanged(1));
