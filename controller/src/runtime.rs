@@ -194,12 +194,38 @@ pub struct Publisher {
     views: Arc<Vec<Arc<ObjectView>>>,
 }
 
-fn hash_map<T: Serialize>(h: &mut impl Hasher, map: &BTreeMap<ObjectRef, T>) {
-    map.len().hash(h);
-    for (k, v) in map {
-        k.hash(h);
-        serde_json::to_string(v).unwrap_or_default().hash(h);
+/// Feeds written bytes to a [`Hasher`]: objects are hashed as they serialise, without
+/// building their JSON.
+struct HashWriter<'a, H: Hasher>(&'a mut H);
+
+impl<H: Hasher> std::io::Write for HashWriter<'_, H> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
     }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hashes every key and the JSON serialisation of every value of `map`, streamed through
+/// one buffer (serde_json writes many small pieces; the hasher gets them in 8 KiB blocks).
+fn hash_map<T: Serialize>(h: &mut impl Hasher, map: &BTreeMap<ObjectRef, T>) {
+    use std::io::Write as _;
+    map.len().hash(h);
+    let mut out = std::io::BufWriter::with_capacity(8192, HashWriter(h));
+    for (k, v) in map {
+        // Length-prefixed key, then the value's JSON (a complete value, so self-delimiting).
+        let _ = out.write_all(&k.namespace.len().to_le_bytes());
+        let _ = out.write_all(k.namespace.as_bytes());
+        let _ = out.write_all(&k.name.len().to_le_bytes());
+        let _ = out.write_all(k.name.as_bytes());
+        if serde_json::to_writer(&mut out, v).is_err() {
+            let _ = out.write_all(b"\0error");
+        }
+    }
+    let _ = out.flush();
 }
 
 /// Fingerprints of the index: (everything but EndpointSlices, EndpointSlices).
@@ -403,6 +429,37 @@ mod tests {
         let metrics = shared.metrics.encode();
         assert!(metrics.contains("weir_snapshot_version 2"), "{metrics}");
         assert!(metrics.contains("weir_config_reloads_total{result=\"unchanged\"} 1"), "{metrics}");
+    }
+
+    #[test]
+    fn fingerprint_sees_every_kind_and_keeps_endpoints_apart() {
+        let base = index(&format!("{ROUTE}{SLICE}"));
+        let (config, endpoints) = fingerprint(&base);
+        assert_eq!(fingerprint(&base.clone()), (config, endpoints));
+        let mut labelled = base.clone();
+        let r = labelled.routes.values_mut().next().unwrap();
+        r.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
+        assert_ne!(fingerprint(&labelled).0, config, "metadata change not seen");
+        let mut moved = base.clone();
+        let s = moved.endpoint_slices.values_mut().next().unwrap();
+        s.endpoints[0].addresses = vec!["127.0.0.2".to_owned()];
+        assert_eq!(fingerprint(&moved), (config, fingerprint(&moved).1));
+        assert_ne!(fingerprint(&moved).1, endpoints, "endpoint change not seen");
+        let mut secret = base.clone();
+        let data = [("k".to_owned(), k8s_openapi::ByteString(b"v".to_vec()))].into();
+        let s = k8s_openapi::api::core::v1::Secret { data: Some(data), ..Default::default() };
+        secret.secrets.insert(ObjectRef::new("default", "s"), s.clone());
+        let with_secret = fingerprint(&secret).0;
+        assert_ne!(with_secret, config);
+        let mut changed = s;
+        changed.data = Some([("k".to_owned(), k8s_openapi::ByteString(b"w".to_vec()))].into());
+        secret.secrets.insert(ObjectRef::new("default", "s"), changed);
+        assert_ne!(fingerprint(&secret).0, with_secret, "Secret content change not seen");
+        // Keys and values do not run together: moving a byte between them changes the hash.
+        let mut renamed = base.clone();
+        let route = renamed.routes.remove(&ObjectRef::new("default", "r")).unwrap();
+        renamed.routes.insert(ObjectRef::new("defaul", "tr"), route);
+        assert_ne!(fingerprint(&renamed).0, config);
     }
 
     #[test]
