@@ -4,7 +4,7 @@
 //! Used by standalone mode ([`crate::standalone`]) and by `weir validate`.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -99,19 +99,28 @@ impl Object {
     }
 
     /// A hash of everything but `metadata` and `status`: what bumps `metadata.generation`.
+    /// The JSON is streamed into the hasher, not built.
     pub fn spec_hash(&self) -> u64 {
-        let value = match self {
-            Object::Route(o) => serde_json::to_value(&o.spec),
-            Object::Plugin(o) => serde_json::to_value(&o.spec),
-            Object::Consumer(o) => serde_json::to_value(&o.spec),
-            Object::Service(o) => serde_json::to_value(&o.spec),
-            Object::EndpointSlice(o) => {
-                serde_json::to_value((&o.address_type, &o.endpoints, &o.ports))
-            }
-            Object::Secret(o) => serde_json::to_value((&o.data, &o.string_data, &o.type_)),
-        };
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        value.map(|v| v.to_string()).unwrap_or_default().hash(&mut h);
+        let mut out = std::io::BufWriter::with_capacity(1024, HashWriter(&mut h));
+        let written = match self {
+            Object::Route(o) => serde_json::to_writer(&mut out, &o.spec),
+            Object::Plugin(o) => serde_json::to_writer(&mut out, &o.spec),
+            Object::Consumer(o) => serde_json::to_writer(&mut out, &o.spec),
+            Object::Service(o) => serde_json::to_writer(&mut out, &o.spec),
+            Object::EndpointSlice(o) => {
+                serde_json::to_writer(&mut out, &(&o.address_type, &o.endpoints, &o.ports))
+            }
+            Object::Secret(o) => {
+                serde_json::to_writer(&mut out, &(&o.data, &o.string_data, &o.type_))
+            }
+        };
+        let flushed = std::io::Write::flush(&mut out);
+        drop(out);
+        if written.is_err() || flushed.is_err() {
+            // Unserialisable (not expected): hash as the empty spec did before.
+            return std::collections::hash_map::DefaultHasher::new().finish();
+        }
         h.finish()
     }
 
@@ -126,6 +135,21 @@ impl Object {
             Object::EndpointSlice(o) => drop(index.endpoint_slices.insert(key, *o)),
             Object::Secret(o) => drop(index.secrets.insert(key, *o)),
         }
+    }
+}
+
+/// Feeds written bytes to a [`Hasher`]: values are hashed as they serialise (e.g. with
+/// `serde_json::to_writer`), without building their JSON.
+pub(crate) struct HashWriter<'a, H: Hasher>(pub(crate) &'a mut H);
+
+impl<H: Hasher> std::io::Write for HashWriter<'_, H> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -23,7 +23,7 @@ use weir_dataplane::{DataPlane, Snapshot};
 
 use crate::compile::{Compiled, Memory, ObjectStatus, compile, compile_endpoints_only};
 use crate::index::{Index, Kind, ObjectRef};
-use crate::load::LoadError;
+use crate::load::{HashWriter, LoadError};
 
 /// One object's status as served by `/debug/status`.
 #[derive(Debug, Clone, Serialize)]
@@ -192,21 +192,6 @@ pub struct Publisher {
     /// views of objects whose status differs.
     view_statuses: Arc<BTreeMap<(Kind, ObjectRef), ObjectStatus>>,
     views: Arc<Vec<Arc<ObjectView>>>,
-}
-
-/// Feeds written bytes to a [`Hasher`]: objects are hashed as they serialise, without
-/// building their JSON.
-struct HashWriter<'a, H: Hasher>(&'a mut H);
-
-impl<H: Hasher> std::io::Write for HashWriter<'_, H> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Hashes every key and the JSON serialisation of every value of `map`, streamed through
