@@ -392,27 +392,59 @@ pub fn merge<'a>(
     let mut index =
         Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
     let mut errors = Vec::new();
-    let mut origin: HashMap<(Kind, ObjectRef), (&str, usize)> = HashMap::new();
+    let mut origin = HashMap::new();
     for (file, objects) in files {
         for loaded in objects {
-            let id = (loaded.object.kind(), loaded.object.key());
-            if let Some((first_file, first_doc)) = origin.get(&id) {
-                errors.push(LoadError {
-                    file: file.to_owned(),
-                    document: loaded.document,
-                    reason: format!(
-                        "duplicate {} {}: already defined in {first_file} document {first_doc}",
-                        id.0.as_str(),
-                        id.1
-                    ),
-                });
-                continue;
+            if first_definition(&mut origin, &mut errors, file, loaded) {
+                loaded.object.clone().insert_into(&mut index);
             }
-            origin.insert(id, (file, loaded.document));
-            loaded.object.clone().insert_into(&mut index);
         }
     }
     (index, errors)
+}
+
+/// [`merge`] of owned objects: each is moved into the index, not cloned.
+pub fn merge_owned(
+    mut files: Vec<(String, Vec<Loaded>)>,
+    controller_namespace: &str,
+) -> (Index, Vec<LoadError>) {
+    let mut index =
+        Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
+    let mut errors = Vec::new();
+    let mut origin = HashMap::new();
+    for (file, objects) in &mut files {
+        for loaded in std::mem::take(objects) {
+            if first_definition(&mut origin, &mut errors, file, &loaded) {
+                loaded.object.insert_into(&mut index);
+            }
+        }
+    }
+    (index, errors)
+}
+
+/// Records where `loaded` is defined; false (with a duplicate error) when an earlier file
+/// or document already defined the same kind and key.
+fn first_definition<'a>(
+    origin: &mut HashMap<(Kind, ObjectRef), (&'a str, usize)>,
+    errors: &mut Vec<LoadError>,
+    file: &'a str,
+    loaded: &Loaded,
+) -> bool {
+    let id = (loaded.object.kind(), loaded.object.key());
+    if let Some((first_file, first_doc)) = origin.get(&id) {
+        errors.push(LoadError {
+            file: file.to_owned(),
+            document: loaded.document,
+            reason: format!(
+                "duplicate {} {}: already defined in {first_file} document {first_doc}",
+                id.0.as_str(),
+                id.1
+            ),
+        });
+        return false;
+    }
+    origin.insert(id, (file, loaded.document));
+    true
 }
 
 /// Offline load for `weir validate`: files and directories (recursively), every object

@@ -15,7 +15,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::index::{Index, Kind, ObjectRef};
-use crate::load::{LoadError, Loaded, merge, parse_file, yaml_files};
+use crate::load::{LoadError, Loaded, merge_owned, parse_file, yaml_files};
 use crate::runtime::{Outcome, Publisher};
 
 /// Quiet time after the last file event before reloading.
@@ -97,10 +97,7 @@ impl DirSource {
             }
         }
         assign_generations(&mut self.generations, &mut parsed, &spec_hashes);
-        let (index, merge_errors) = merge(
-            parsed.iter().map(|(f, o)| (f.as_str(), o.as_slice())),
-            &self.controller_namespace,
-        );
+        let (index, merge_errors) = merge_owned(parsed, &self.controller_namespace);
         errors.extend(merge_errors);
         (index, errors)
     }
