@@ -4,7 +4,7 @@
 //! Used by standalone mode ([`crate::standalone`]) and by `weir validate`.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -99,19 +99,28 @@ impl Object {
     }
 
     /// A hash of everything but `metadata` and `status`: what bumps `metadata.generation`.
+    /// The JSON is streamed into the hasher, not built.
     pub fn spec_hash(&self) -> u64 {
-        let value = match self {
-            Object::Route(o) => serde_json::to_value(&o.spec),
-            Object::Plugin(o) => serde_json::to_value(&o.spec),
-            Object::Consumer(o) => serde_json::to_value(&o.spec),
-            Object::Service(o) => serde_json::to_value(&o.spec),
-            Object::EndpointSlice(o) => {
-                serde_json::to_value((&o.address_type, &o.endpoints, &o.ports))
-            }
-            Object::Secret(o) => serde_json::to_value((&o.data, &o.string_data, &o.type_)),
-        };
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        value.map(|v| v.to_string()).unwrap_or_default().hash(&mut h);
+        let mut out = std::io::BufWriter::with_capacity(1024, HashWriter(&mut h));
+        let written = match self {
+            Object::Route(o) => serde_json::to_writer(&mut out, &o.spec),
+            Object::Plugin(o) => serde_json::to_writer(&mut out, &o.spec),
+            Object::Consumer(o) => serde_json::to_writer(&mut out, &o.spec),
+            Object::Service(o) => serde_json::to_writer(&mut out, &o.spec),
+            Object::EndpointSlice(o) => {
+                serde_json::to_writer(&mut out, &(&o.address_type, &o.endpoints, &o.ports))
+            }
+            Object::Secret(o) => {
+                serde_json::to_writer(&mut out, &(&o.data, &o.string_data, &o.type_))
+            }
+        };
+        let flushed = std::io::Write::flush(&mut out);
+        drop(out);
+        if written.is_err() || flushed.is_err() {
+            // Unserialisable (not expected): hash as the empty spec did before.
+            return std::collections::hash_map::DefaultHasher::new().finish();
+        }
         h.finish()
     }
 
@@ -126,6 +135,21 @@ impl Object {
             Object::EndpointSlice(o) => drop(index.endpoint_slices.insert(key, *o)),
             Object::Secret(o) => drop(index.secrets.insert(key, *o)),
         }
+    }
+}
+
+/// Feeds written bytes to a [`Hasher`]: values are hashed as they serialise (e.g. with
+/// `serde_json::to_writer`), without building their JSON.
+pub(crate) struct HashWriter<'a, H: Hasher>(pub(crate) &'a mut H);
+
+impl<H: Hasher> std::io::Write for HashWriter<'_, H> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -368,27 +392,59 @@ pub fn merge<'a>(
     let mut index =
         Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
     let mut errors = Vec::new();
-    let mut origin: HashMap<(Kind, ObjectRef), (&str, usize)> = HashMap::new();
+    let mut origin = HashMap::new();
     for (file, objects) in files {
         for loaded in objects {
-            let id = (loaded.object.kind(), loaded.object.key());
-            if let Some((first_file, first_doc)) = origin.get(&id) {
-                errors.push(LoadError {
-                    file: file.to_owned(),
-                    document: loaded.document,
-                    reason: format!(
-                        "duplicate {} {}: already defined in {first_file} document {first_doc}",
-                        id.0.as_str(),
-                        id.1
-                    ),
-                });
-                continue;
+            if first_definition(&mut origin, &mut errors, file, loaded) {
+                loaded.object.clone().insert_into(&mut index);
             }
-            origin.insert(id, (file, loaded.document));
-            loaded.object.clone().insert_into(&mut index);
         }
     }
     (index, errors)
+}
+
+/// [`merge`] of owned objects: each is moved into the index, not cloned.
+pub fn merge_owned(
+    mut files: Vec<(String, Vec<Loaded>)>,
+    controller_namespace: &str,
+) -> (Index, Vec<LoadError>) {
+    let mut index =
+        Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
+    let mut errors = Vec::new();
+    let mut origin = HashMap::new();
+    for (file, objects) in &mut files {
+        for loaded in std::mem::take(objects) {
+            if first_definition(&mut origin, &mut errors, file, &loaded) {
+                loaded.object.insert_into(&mut index);
+            }
+        }
+    }
+    (index, errors)
+}
+
+/// Records where `loaded` is defined; false (with a duplicate error) when an earlier file
+/// or document already defined the same kind and key.
+fn first_definition<'a>(
+    origin: &mut HashMap<(Kind, ObjectRef), (&'a str, usize)>,
+    errors: &mut Vec<LoadError>,
+    file: &'a str,
+    loaded: &Loaded,
+) -> bool {
+    let id = (loaded.object.kind(), loaded.object.key());
+    if let Some((first_file, first_doc)) = origin.get(&id) {
+        errors.push(LoadError {
+            file: file.to_owned(),
+            document: loaded.document,
+            reason: format!(
+                "duplicate {} {}: already defined in {first_file} document {first_doc}",
+                id.0.as_str(),
+                id.1
+            ),
+        });
+        return false;
+    }
+    origin.insert(id, (file, loaded.document));
+    true
 }
 
 /// Offline load for `weir validate`: files and directories (recursively), every object

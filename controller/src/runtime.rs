@@ -6,7 +6,7 @@
 //! publishes a new snapshot version only when its content changed, then exposes the
 //! statuses — so `Programmed=True` is visible only once the data plane serves it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,9 +21,9 @@ use serde::Serialize;
 use weir_crds::{Condition, EffectivePlugin};
 use weir_dataplane::{DataPlane, Snapshot};
 
-use crate::compile::{Compiled, Memory, compile, compile_endpoints_only};
+use crate::compile::{Compiled, Memory, ObjectStatus, compile, compile_endpoints_only};
 use crate::index::{Index, Kind, ObjectRef};
-use crate::load::LoadError;
+use crate::load::{HashWriter, LoadError};
 
 /// One object's status as served by `/debug/status`.
 #[derive(Debug, Clone, Serialize)]
@@ -52,8 +52,9 @@ pub struct StatusView {
     pub ready: bool,
     /// Current load errors (file, document, reason).
     pub errors: Vec<LoadError>,
-    /// Every weir object with its conditions, sorted by kind, namespace and name.
-    pub objects: Vec<ObjectView>,
+    /// Every weir object with its conditions, sorted by kind, namespace and name. Shared
+    /// between successive views: an object whose status did not change keeps its `Arc`.
+    pub objects: Arc<Vec<Arc<ObjectView>>>,
 }
 
 /// The metrics the controller side exports on `/metrics`.
@@ -184,18 +185,32 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Publisher {
     shared: Arc<Shared>,
-    memory: Memory,
-    last: Option<(u64, u64, Compiled)>,
+    memory: Arc<Memory>,
+    last: Option<(u64, u64, Arc<Compiled>)>,
     version: u64,
-    transitions: HashMap<(Kind, ObjectRef, String), (String, String)>,
+    /// The statuses `views` describe (same order, same length): a reload rebuilds only the
+    /// views of objects whose status differs.
+    view_statuses: Arc<BTreeMap<(Kind, ObjectRef), ObjectStatus>>,
+    views: Arc<Vec<Arc<ObjectView>>>,
 }
 
+/// Hashes every key and the JSON serialisation of every value of `map`, streamed through
+/// one buffer (serde_json writes many small pieces; the hasher gets them in 8 KiB blocks).
 fn hash_map<T: Serialize>(h: &mut impl Hasher, map: &BTreeMap<ObjectRef, T>) {
+    use std::io::Write as _;
     map.len().hash(h);
+    let mut out = std::io::BufWriter::with_capacity(8192, HashWriter(h));
     for (k, v) in map {
-        k.hash(h);
-        serde_json::to_string(v).unwrap_or_default().hash(h);
+        // Length-prefixed key, then the value's JSON (a complete value, so self-delimiting).
+        let _ = out.write_all(&k.namespace.len().to_le_bytes());
+        let _ = out.write_all(k.namespace.as_bytes());
+        let _ = out.write_all(&k.name.len().to_le_bytes());
+        let _ = out.write_all(k.name.as_bytes());
+        if serde_json::to_writer(&mut out, v).is_err() {
+            let _ = out.write_all(b"\0error");
+        }
     }
+    let _ = out.flush();
 }
 
 /// Fingerprints of the index: (everything but EndpointSlices, EndpointSlices).
@@ -212,6 +227,14 @@ pub fn fingerprint(index: &Index) -> (u64, u64) {
     (config.finish(), endpoints.finish())
 }
 
+/// Drops `value` on a short-lived thread, so freeing a large previous compile (every route
+/// model, status and remembered spec) is not on the publish path; inline if no thread starts.
+fn drop_in_background<T: Send + 'static>(value: Option<T>) {
+    let Some(value) = value else { return };
+    // On a spawn error the closure, and `value` with it, is dropped here.
+    let _spawned = std::thread::Builder::new().name("weir-drop".into()).spawn(move || drop(value));
+}
+
 /// `SystemTime` as RFC 3339 UTC with second precision, e.g. `2024-05-01T12:00:00Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     match k8s_openapi::jiff::Timestamp::try_from(t) {
@@ -225,10 +248,11 @@ impl Publisher {
     pub fn new(shared: Arc<Shared>) -> Self {
         Publisher {
             shared,
-            memory: Memory::default(),
+            memory: Arc::default(),
             last: None,
             version: 0,
-            transitions: HashMap::new(),
+            view_statuses: Arc::default(),
+            views: Arc::default(),
         }
     }
 
@@ -243,11 +267,12 @@ impl Publisher {
             Some((c, _, previous)) if *c == config => Some(compile_endpoints_only(index, previous)),
             _ => Some(compile(index, &self.memory)),
         };
+        let mut retired = None;
         let outcome = match compiled {
             None => Outcome::Unchanged(self.version),
             Some(compiled) => {
                 self.version += 1;
-                self.memory = compiled.memory.clone();
+                self.memory = Arc::clone(&compiled.memory);
                 // Bind the rate limits to their limiters (unchanged plugins keep their
                 // counters) and drop those of removed or changed plugins, before going live.
                 let dataplane = &self.shared.dataplane;
@@ -258,8 +283,9 @@ impl Publisher {
                     backends: Arc::clone(&compiled.backends),
                     identity_headers: Arc::clone(&compiled.identity_headers),
                 });
-                self.shared.live.store(Some(Arc::new(compiled.clone())));
-                self.last = Some((config, endpoints, compiled));
+                let compiled = Arc::new(compiled);
+                self.shared.live.store(Some(Arc::clone(&compiled)));
+                retired = self.last.replace((config, endpoints, compiled));
                 Outcome::Published(self.version)
             }
         };
@@ -276,37 +302,59 @@ impl Publisher {
             errors,
             objects,
         }));
+        drop_in_background(retired);
         outcome
     }
 
-    /// The status of every object, with `lastTransitionTime` kept per condition type.
-    fn objects(&mut self, now: SystemTime) -> Vec<ObjectView> {
-        let Some((_, _, compiled)) = &self.last else { return Vec::new() };
+    /// The status of every object, with `lastTransitionTime` kept per condition type while
+    /// its status stays the same. Objects whose status did not change keep their view.
+    fn objects(&mut self, now: SystemTime) -> Arc<Vec<Arc<ObjectView>>> {
+        let Some((_, _, compiled)) = &self.last else { return Arc::default() };
+        if Arc::ptr_eq(&compiled.statuses, &self.view_statuses) {
+            return Arc::clone(&self.views);
+        }
         let now = rfc3339(now);
-        let mut seen = HashMap::new();
+        // Both are sorted by (kind, key): walk the previous views alongside.
+        let mut previous = self.view_statuses.iter().zip(self.views.iter()).peekable();
         let mut out = Vec::with_capacity(compiled.statuses.len());
-        for ((kind, key), status) in &compiled.statuses {
-            let mut conditions = status.conditions.clone();
-            for c in &mut conditions {
-                let id = (*kind, key.clone(), c.type_.clone());
-                let time = match self.transitions.get(&id) {
-                    Some((s, t)) if *s == c.status => t.clone(),
-                    _ => now.clone(),
-                };
-                c.last_transition_time = Some(time.clone());
-                seen.insert(id, (c.status.clone(), time));
-            }
-            out.push(ObjectView {
-                kind: kind.as_str(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                generation: status.generation,
-                conditions,
-                effective_plugins: status.effective_plugins.clone(),
+        for (id, status) in compiled.statuses.iter() {
+            while previous.next_if(|((p, _), _)| *p < id).is_some() {}
+            let before = previous.next_if(|((p, _), _)| *p == id).map(|((_, s), v)| (s, v));
+            out.push(match before {
+                Some((s, view)) if s == status => Arc::clone(view),
+                _ => Arc::new(object_view(id, status, before.map(|(_, v)| &**v), &now)),
             });
         }
-        self.transitions = seen;
-        out
+        let views = Arc::new(out);
+        self.views = Arc::clone(&views);
+        self.view_statuses = Arc::clone(&compiled.statuses);
+        views
+    }
+}
+
+/// The view of one object; each condition keeps the `lastTransitionTime` of `before`'s
+/// condition of the same type when its status is the same, else gets `now`.
+fn object_view(
+    (kind, key): &(Kind, ObjectRef),
+    status: &ObjectStatus,
+    before: Option<&ObjectView>,
+    now: &str,
+) -> ObjectView {
+    let mut conditions = status.conditions.clone();
+    for c in &mut conditions {
+        let kept = before
+            .and_then(|b| b.conditions.iter().find(|p| p.type_ == c.type_))
+            .filter(|p| p.status == c.status)
+            .and_then(|p| p.last_transition_time.clone());
+        c.last_transition_time = Some(kept.unwrap_or_else(|| now.to_owned()));
+    }
+    ObjectView {
+        kind: kind.as_str(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        generation: status.generation,
+        conditions,
+        effective_plugins: status.effective_plugins.clone(),
     }
 }
 
@@ -369,6 +417,37 @@ mod tests {
     }
 
     #[test]
+    fn fingerprint_sees_every_kind_and_keeps_endpoints_apart() {
+        let base = index(&format!("{ROUTE}{SLICE}"));
+        let (config, endpoints) = fingerprint(&base);
+        assert_eq!(fingerprint(&base.clone()), (config, endpoints));
+        let mut labelled = base.clone();
+        let r = labelled.routes.values_mut().next().unwrap();
+        r.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
+        assert_ne!(fingerprint(&labelled).0, config, "metadata change not seen");
+        let mut moved = base.clone();
+        let s = moved.endpoint_slices.values_mut().next().unwrap();
+        s.endpoints[0].addresses = vec!["127.0.0.2".to_owned()];
+        assert_eq!(fingerprint(&moved), (config, fingerprint(&moved).1));
+        assert_ne!(fingerprint(&moved).1, endpoints, "endpoint change not seen");
+        let mut secret = base.clone();
+        let data = [("k".to_owned(), k8s_openapi::ByteString(b"v".to_vec()))].into();
+        let s = k8s_openapi::api::core::v1::Secret { data: Some(data), ..Default::default() };
+        secret.secrets.insert(ObjectRef::new("default", "s"), s.clone());
+        let with_secret = fingerprint(&secret).0;
+        assert_ne!(with_secret, config);
+        let mut changed = s;
+        changed.data = Some([("k".to_owned(), k8s_openapi::ByteString(b"w".to_vec()))].into());
+        secret.secrets.insert(ObjectRef::new("default", "s"), changed);
+        assert_ne!(fingerprint(&secret).0, with_secret, "Secret content change not seen");
+        // Keys and values do not run together: moving a byte between them changes the hash.
+        let mut renamed = base.clone();
+        let route = renamed.routes.remove(&ObjectRef::new("default", "r")).unwrap();
+        renamed.routes.insert(ObjectRef::new("defaul", "tr"), route);
+        assert_ne!(fingerprint(&renamed).0, config);
+    }
+
+    #[test]
     fn publishing_binds_rate_limits_keeps_unchanged_ones_and_drops_removed_ones() {
         const LIMIT: &str = "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\n\
             metadata: {name: l}\nspec: {rateLimit: {limit: 5, window: 1m}}\n";
@@ -400,21 +479,113 @@ mod tests {
         let shared = Shared::new(DataPlane::new());
         let mut p = Publisher::new(Arc::clone(&shared));
         p.apply(&index(ROUTE), Vec::new());
-        p.transitions.clear();
+        p.view_statuses = Arc::default();
+        p.views = Arc::default();
         let t0 = UNIX_EPOCH + Duration::from_secs(100);
         let first = p.objects(t0);
         assert_eq!(
             first[0].conditions[0].last_transition_time.as_deref(),
             Some("1970-01-01T00:01:40Z")
         );
-        let later = p.objects(t0 + Duration::from_secs(50));
-        let times = |v: &[ObjectView]| -> Vec<Option<String>> {
-            v[0].conditions.iter().map(|c| c.last_transition_time.clone()).collect()
+        let times = |v: &[Arc<ObjectView>], i: usize| -> Vec<(String, Option<String>)> {
+            let c = &v[i].conditions;
+            c.iter().map(|c| (c.status.clone(), c.last_transition_time.clone())).collect()
         };
-        assert_eq!(times(&first), times(&later));
+        // The same statuses in a new compile (a new `Arc`): the same times.
+        let (c, e, compiled) = p.last.clone().unwrap();
+        let mut copy = Compiled::clone(&compiled);
+        copy.statuses = Arc::new((*compiled.statuses).clone());
+        p.last = Some((c, e, Arc::new(copy)));
+        let later = p.objects(t0 + Duration::from_secs(50));
+        assert_eq!(times(&first, 0), times(&later, 0));
+        assert!(Arc::ptr_eq(&first[0], &later[0]), "an unchanged status rebuilt its view");
+
+        // A new generation with the same conditions keeps their times; a condition whose
+        // status flips gets the new time; a new object gets the new time.
+        let mut edited = index(&format!("{ROUTE}---\n{}", ROUTE.replace("name: r", "name: r2")));
+        let r = edited.routes.get_mut(&ObjectRef::new("default", "r")).unwrap();
+        r.metadata.generation = Some(2);
+        r.spec.rules[0].backends[0].port = Some(0);
+        let recompiled = compile(&edited, &p.memory);
+        p.last = Some((c, e, Arc::new(recompiled)));
+        let t1 = t0 + Duration::from_secs(60);
+        let third = p.objects(t1);
+        assert_eq!(third.len(), 2);
+        assert_eq!(third[0].generation, 2);
+        let (before, after) = (times(&first, 0), times(&third, 0));
+        assert_eq!(before.len(), after.len());
+        let mut flipped = 0;
+        for (b, a) in before.iter().zip(&after) {
+            if a.0 == b.0 {
+                assert_eq!(a.1, b.1, "{before:?} -> {after:?}");
+            } else {
+                flipped += 1;
+                assert_eq!(a.1.as_deref(), Some("1970-01-01T00:02:40Z"));
+            }
+        }
+        assert!(flipped > 0, "the edit did not change a condition: {after:?}");
+        assert!(times(&third, 1).iter().all(|t| t.1.as_deref() == Some("1970-01-01T00:02:40Z")));
 
         let errors = vec![LoadError { file: "x.yaml".into(), document: 2, reason: "bad".into() }];
         assert_eq!(p.apply(&index(ROUTE), errors.clone()), Outcome::Unchanged(1));
         assert_eq!(shared.status.load().errors, errors);
+    }
+
+    /// `N` Routes (one path each) on one Service, generation 1.
+    fn big_index(n: usize) -> Index {
+        let mut index = index(ROUTE);
+        let template = index.routes.values().next().unwrap().clone();
+        index.routes.clear();
+        for i in 0..n {
+            let mut r = template.clone();
+            r.metadata.name = Some(format!("r{i}"));
+            r.spec.rules[0].matches = vec![weir_crds::RouteMatch {
+                path: Some(weir_crds::PathMatch {
+                    type_: weir_crds::PathMatchType::Prefix,
+                    value: format!("/p{i}"),
+                }),
+                ..Default::default()
+            }];
+            index.routes.insert(ObjectRef::new("default", format!("r{i}")), r);
+        }
+        index
+    }
+
+    /// Hand-run timing of a one-Route change at scale (not in CI):
+    /// `WEIR_BENCH_ROUTES=100000 cargo test -p weir-controller --release reload_at_scale -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing harness, run by hand"]
+    fn reload_at_scale() {
+        let n: usize =
+            std::env::var("WEIR_BENCH_ROUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let shared = Shared::new(DataPlane::new());
+        let mut p = Publisher::new(Arc::clone(&shared));
+        let mut idx = big_index(n);
+        let t = std::time::Instant::now();
+        p.apply(&idx, Vec::new());
+        eprintln!("{n} routes: first apply {:?}", t.elapsed());
+        let mut times = Vec::new();
+        for round in 0..10u32 {
+            let r = idx.routes.get_mut(&ObjectRef::new("default", "r7")).unwrap();
+            r.spec.rules[0].matches[0].path.as_mut().unwrap().value = format!("/changed{round}");
+            r.metadata.generation = Some(i64::from(round) + 2);
+            let t = std::time::Instant::now();
+            let _fp = fingerprint(&idx);
+            let t_fp = t.elapsed();
+            assert!(matches!(p.apply(&idx, Vec::new()), Outcome::Published(_)));
+            times.push((t.elapsed(), t_fp));
+        }
+        let t = std::time::Instant::now();
+        assert!(matches!(p.apply(&idx, Vec::new()), Outcome::Unchanged(_)));
+        let unchanged = t.elapsed();
+        times.sort();
+        eprintln!(
+            "{n} routes: one-route change apply p50 {:?} max {:?} (fingerprint alone {:?}); unchanged apply {:?}; fp {:?}",
+            times[5].0,
+            times[9].0,
+            times[5].1,
+            unchanged,
+            fingerprint(&idx).0 != 0
+        );
     }
 }

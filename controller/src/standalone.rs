@@ -15,7 +15,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::index::{Index, Kind, ObjectRef};
-use crate::load::{LoadError, Loaded, merge, parse_file, yaml_files};
+use crate::load::{LoadError, Loaded, merge_owned, parse_file, yaml_files};
 use crate::runtime::{Outcome, Publisher};
 
 /// Quiet time after the last file event before reloading.
@@ -26,7 +26,8 @@ pub const MAX_DELAY: Duration = Duration::from_millis(60);
 #[derive(Debug)]
 struct FileState {
     hash: u64,
-    last_good: Option<Vec<Loaded>>,
+    /// The last good objects, with the spec hash of each (computed once per parse).
+    last_good: Option<(Vec<Loaded>, Vec<u64>)>,
     errors: Vec<LoadError>,
 }
 
@@ -87,17 +88,16 @@ impl DirSource {
             }),
         }
         let mut parsed: Vec<(String, Vec<Loaded>)> = Vec::new();
+        let mut spec_hashes: Vec<&[u64]> = Vec::new();
         for (path, state) in &self.files {
             errors.extend(state.errors.iter().cloned());
-            if let Some(objects) = &state.last_good {
+            if let Some((objects, hashes)) = &state.last_good {
                 parsed.push((path.display().to_string(), objects.clone()));
+                spec_hashes.push(hashes);
             }
         }
-        self.assign_generations(&mut parsed);
-        let (index, merge_errors) = merge(
-            parsed.iter().map(|(f, o)| (f.as_str(), o.as_slice())),
-            &self.controller_namespace,
-        );
+        assign_generations(&mut self.generations, &mut parsed, &spec_hashes);
+        let (index, merge_errors) = merge_owned(parsed, &self.controller_namespace);
         errors.extend(merge_errors);
         (index, errors)
     }
@@ -129,7 +129,8 @@ impl DirSource {
         state.hash = hash;
         match parse_file(&shown, &text) {
             Ok(objects) => {
-                state.last_good = Some(objects);
+                let hashes = objects.iter().map(|l| l.object.spec_hash()).collect();
+                state.last_good = Some((objects, hashes));
                 state.errors.clear();
             }
             Err(errors) => {
@@ -146,16 +147,22 @@ impl DirSource {
             }
         }
     }
+}
 
-    /// Sets `metadata.generation` (bumped on spec change) and `creationTimestamp` (first
-    /// seen) where the YAML leaves them out, and forgets objects that are gone.
-    fn assign_generations(&mut self, parsed: &mut [(String, Vec<Loaded>)]) {
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let mut next = HashMap::with_capacity(self.generations.len());
-        for loaded in parsed.iter_mut().flat_map(|(_, objects)| objects.iter_mut()) {
+/// Sets `metadata.generation` (bumped on spec change) and `creationTimestamp` (first seen)
+/// where the YAML leaves them out, and forgets objects that are gone. `spec_hashes[i][j]`
+/// is the spec hash of `parsed[i].1[j]`.
+fn assign_generations(
+    generations: &mut HashMap<(Kind, ObjectRef), Generation>,
+    parsed: &mut [(String, Vec<Loaded>)],
+    spec_hashes: &[&[u64]],
+) {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut next = HashMap::with_capacity(generations.len());
+    for ((_, objects), hashes) in parsed.iter_mut().zip(spec_hashes) {
+        for (loaded, &spec) in objects.iter_mut().zip(hashes.iter()) {
             let id = (loaded.object.kind(), loaded.object.key());
-            let spec = loaded.object.spec_hash();
-            let g = match self.generations.get(&id) {
+            let g = match generations.get(&id) {
                 Some(g) if g.spec == spec => g.clone(),
                 Some(g) => {
                     Generation { spec, generation: g.generation + 1, created: g.created.clone() }
@@ -167,8 +174,8 @@ impl DirSource {
             meta.creation_timestamp.get_or_insert_with(|| g.created.clone());
             next.insert(id, g);
         }
-        self.generations = next;
     }
+    *generations = next;
 }
 
 /// Loads, compiles and publishes once. Blocking work runs off the async workers.

@@ -127,3 +127,19 @@ async fn watches_the_directory_and_reloads_on_change() {
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[test]
+fn a_duplicate_across_files_is_reported_and_the_first_definition_serves() {
+    let dir = TempDir::new("dup");
+    dir.write("a.yaml", &route("a", "/a"));
+    dir.write("b.yaml", &route("a", "/b"));
+    let mut src = DirSource::new(&dir.0, "weir-system");
+    for _ in 0..2 {
+        let (index, errors) = src.load();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].reason.contains("duplicate Route default/a"), "{errors:?}");
+        assert!(errors[0].file.ends_with("b.yaml"), "{errors:?}");
+        let served = &index.routes[&ObjectRef::new("default", "a")].spec.rules[0].matches;
+        assert_eq!(served[0].path.as_ref().unwrap().value, "/a");
+    }
+}

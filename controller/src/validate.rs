@@ -28,7 +28,7 @@ pub fn validate(paths: &[PathBuf], controller_namespace: Option<&str>) -> Report
     let compiled = compile(&index, &Memory::default());
     let mut text = String::new();
     let mut ok = errors.is_empty();
-    for ((kind, key), status) in &compiled.statuses {
+    for ((kind, key), status) in compiled.statuses.iter() {
         for c in &status.conditions {
             let message =
                 if c.message.is_empty() { String::new() } else { format!(": {}", c.message) };

@@ -79,11 +79,11 @@ pub struct Compiled {
     pub backends: Arc<BackendTable>,
     /// The key of every backend, indexed by `BackendId` (`backend_keys[id.0]`): the input of
     /// [`compile_backends`] when only endpoints changed.
-    pub backend_keys: Vec<BackendKey>,
+    pub backend_keys: Arc<[BackendKey]>,
     /// The plugins of each rule of each served Route (outer index = rule index), most
     /// specific level first resolved, in phase order (the filters built from them are in
     /// the route table).
-    pub rule_plugins: BTreeMap<ObjectRef, Vec<Vec<AppliedPlugin>>>,
+    pub rule_plugins: Arc<BTreeMap<ObjectRef, Vec<Vec<AppliedPlugin>>>>,
     /// Every rate limit of the snapshot (one per `rateLimit` Plugin in use): the publisher
     /// binds them to their runtime limiters (`RateLimiters::publish`) before going live.
     pub rate_limits: Vec<Arc<RateLimit>>,
@@ -91,9 +91,9 @@ pub struct Compiled {
     /// plane removes them from every incoming request.
     pub identity_headers: Arc<[http::HeaderName]>,
     /// Status of every weir object (Route, Plugin, Consumer).
-    pub statuses: BTreeMap<(Kind, ObjectRef), ObjectStatus>,
+    pub statuses: Arc<BTreeMap<(Kind, ObjectRef), ObjectStatus>>,
     /// The memory to pass to the next run.
-    pub memory: Memory,
+    pub memory: Arc<Memory>,
 }
 
 /// Rebuilds only the backend table of `previous` from the index's current Services and
@@ -103,12 +103,12 @@ pub fn compile_endpoints_only(index: &Index, previous: &Compiled) -> Compiled {
     Compiled {
         routes: Arc::clone(&previous.routes),
         backends: Arc::new(compile_backends(index, &previous.backend_keys)),
-        backend_keys: previous.backend_keys.clone(),
-        rule_plugins: previous.rule_plugins.clone(),
+        backend_keys: Arc::clone(&previous.backend_keys),
+        rule_plugins: Arc::clone(&previous.rule_plugins),
         rate_limits: previous.rate_limits.clone(),
         identity_headers: Arc::clone(&previous.identity_headers),
-        statuses: previous.statuses.clone(),
-        memory: previous.memory.clone(),
+        statuses: Arc::clone(&previous.statuses),
+        memory: Arc::clone(&previous.memory),
     }
 }
 
@@ -173,16 +173,16 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         statuses.insert((Kind::Route, key.clone()), out.status);
     }
 
-    let backend_keys = interner.into_keys();
+    let backend_keys: Arc<[BackendKey]> = interner.into_keys().into();
     Compiled {
         routes: Arc::new(RouteTable::new(models)),
         backends: Arc::new(compile_backends(index, &backend_keys)),
         backend_keys,
-        rule_plugins,
+        rule_plugins: Arc::new(rule_plugins),
         rate_limits: builder.rate_limits(),
         identity_headers: identity_headers(index, &new_memory),
-        statuses,
-        memory: new_memory,
+        statuses: Arc::new(statuses),
+        memory: Arc::new(new_memory),
     }
 }
 

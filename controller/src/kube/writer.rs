@@ -32,7 +32,7 @@ pub const RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct WriterInput {
     /// Statuses computed by `compile()` for the live snapshot.
-    pub statuses: BTreeMap<(Kind, ObjectRef), ObjectStatus>,
+    pub statuses: Arc<BTreeMap<(Kind, ObjectRef), ObjectStatus>>,
     /// Every watched weir object, with what the API server holds.
     pub watched: BTreeMap<(Kind, ObjectRef), Watched>,
 }

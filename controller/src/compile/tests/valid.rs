@@ -28,7 +28,7 @@ fn rule_name(m: Option<RouteMatch<'_>>) -> Option<String> {
 #[test]
 fn quickstart_is_accepted_resolved_and_programmed() {
     let c = compile_fixture("quickstart.yaml");
-    for ((kind, key), s) in &c.statuses {
+    for ((kind, key), s) in c.statuses.iter() {
         assert!(s.is_true(ACCEPTED), "{kind:?} {key}: {s:#?}");
         if *kind != Kind::Plugin {
             assert!(s.is_true(RESOLVED_REFS), "{kind:?} {key}: {s:#?}");
