@@ -19,6 +19,7 @@
 pub mod apiserver;
 pub mod echo;
 pub mod process;
+pub mod redis;
 pub mod status;
 
 use std::net::{SocketAddr, TcpListener};
@@ -34,6 +35,7 @@ use hyper_util::rt::TokioExecutor;
 
 pub use echo::{EchoOrigin, echo_response, serve_echo};
 pub use process::{WeirProcess, binary, run_weir, weir_binary, workspace_root};
+pub use redis::RedisServer;
 pub use status::{FoundCondition, condition, conditions_of};
 
 /// Reserves a free loopback port by binding `127.0.0.1:0` and releasing it. Another process

@@ -12,9 +12,8 @@
 
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,7 +26,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use serde_json::Value;
 use weir_e2e::apiserver::ApiServer;
 use weir_e2e::{
-    ConfigDir, Reply, WeirProcess, free_port, http_request, poll_until, service_yaml,
+    ConfigDir, RedisServer, Reply, WeirProcess, free_port, http_request, poll_until, service_yaml,
     workspace_root,
 };
 
@@ -40,59 +39,6 @@ const HEADERS: [&str; 6] = [
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
 ];
-
-/// A `redis-server` child process on a loopback port, killed (by pid) on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = RedisServer { port, child: None };
-        server.restart();
-        server
-    }
-
-    /// Starts (again) on the same port, waiting up to 10 s for it to accept connections.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install -y redis-server)");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not listen on port {}", self.port);
-    }
-
-    /// Kills the process (SIGKILL, by pid) and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// An origin that counts the requests it receives: 503 under `/fail`, else 200.
 struct CountingOrigin {
@@ -376,7 +322,7 @@ fn count(statuses: &[u16], status: u16) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_share_one_redis_and_apply_on_store_error_when_it_dies() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().unwrap();
     let origin = CountingOrigin::start().await;
     let dir = ConfigDir::new("rl-redis").unwrap();
     dir.write("services.yaml", &service_yaml("app", origin.addr.port())).unwrap();
@@ -424,7 +370,7 @@ async fn two_gateways_share_one_redis_and_apply_on_store_error_when_it_dies() {
     assert!(errors >= 2.0, "{metrics}");
 
     // Redis is back (empty: no persistence): shared limiting resumes on both gateways.
-    redis.restart();
+    redis.restart().unwrap();
     poll_until(Duration::from_secs(30), "Redis to be used again", || async {
         Ok((get(&a, "/closed", &[]).await.status == 200).then_some(()))
     })
@@ -464,7 +410,7 @@ async fn apply_all(client: &kube::Client, yaml: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_mode_replicas_share_one_redis() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().unwrap();
     let origin = CountingOrigin::start().await;
     let server = ApiServer::start().await.unwrap();
     let dir = ConfigDir::new("rl-kubeconfig").unwrap();

@@ -3,8 +3,7 @@
 //! killed and restarted, TTLs, URL kinds, the store-error metric.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::{IpAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,75 +11,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use weir_dataplane::ObjectKey;
 use weir_dataplane::ratelimit::*;
-
-/// A `redis-server` child process on a loopback port, killed (by pid) on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = RedisServer { port, child: None };
-        server.restart();
-        server
-    }
-
-    /// Starts (again) on the same port, waiting up to 10 s for it to accept connections.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install -y redis-server)");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not listen on port {}", self.port);
-    }
-
-    /// Kills the process (SIGKILL, by pid) and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sends a signal (`STOP`, `CONT`) to the process by pid.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
-        assert!(status.success());
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use weir_e2e::RedisServer;
 
 /// A generous timeout: a loaded CI machine must not turn a slow answer into a store error.
 fn options(time: RedisTime) -> RedisOptions {
@@ -133,7 +64,7 @@ async fn admitted_between(a: &Limiter, b: &Limiter, key: &LimitKey, n: usize) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_sharing_redis_allow_exactly_the_limit_between_them() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().unwrap();
     // Server time (production): a token bucket of 10 per hour refills one token per 6 min,
     // so the count is exact however slow this machine is.
     let (one, two) = (
@@ -172,7 +103,7 @@ async fn two_instances_sharing_redis_allow_exactly_the_limit_between_them() {
         assert_eq!(admitted_between(&a, &b, &ip(1), 60).await, 25, "{algorithm}");
     }
     // Redis forgetting the script (SCRIPT FLUSH, a restart) costs one reload, no error.
-    assert_eq!(redis.cli(&["script", "flush"]).trim(), "OK");
+    assert_eq!(redis.cli(&["script", "flush"]).unwrap().trim(), "OK");
     let s = spec(
         "windows",
         Algorithm::FixedWindow,
@@ -186,12 +117,12 @@ async fn two_instances_sharing_redis_allow_exactly_the_limit_between_them() {
     assert_eq!((after_flush.allowed, after_flush.source), (false, DecisionSource::Store));
     assert_eq!(one.metrics().store_errors() + two.metrics().store_errors(), 0);
     // Every key has a TTL, and a limiter's keys share one Cluster hash tag.
-    let keys = redis.cli(&["--scan", "--pattern", "weir:rl:*"]);
+    let keys = redis.cli(&["--scan", "--pattern", "weir:rl:*"]).unwrap();
     let keys: Vec<&str> = keys.lines().collect();
     assert_eq!(keys.len(), 4, "{keys:?}");
     for key in &keys {
         assert!(key.starts_with("weir:rl:{default/"), "{key}");
-        let ttl: i64 = redis.cli(&["pttl", key]).trim().parse().unwrap();
+        let ttl: i64 = redis.cli(&["pttl", key]).unwrap().trim().parse().unwrap();
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
     }
     for r in [&one, &two] {
@@ -201,7 +132,7 @@ async fn two_instances_sharing_redis_allow_exactly_the_limit_between_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_and_redis_stores_decide_identically() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().unwrap();
     let (clock, time) = Clock::manual(1_700_000_000_000);
     let shared = registry(&redis.url(), RedisTime::Caller).await.with_clock(clock.clone());
     let local = RateLimiters::new(None).with_clock(clock);
@@ -261,7 +192,7 @@ async fn local_and_redis_stores_decide_identically() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_applies_on_store_error_and_redis_back_resumes_sharing() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().unwrap();
     let (one, two) = (
         registry(&redis.url(), RedisTime::Server).await,
         registry(&redis.url(), RedisTime::Server).await,
@@ -301,7 +232,7 @@ async fn redis_down_applies_on_store_error_and_redis_back_resumes_sharing() {
     assert!(text.contains("weir_ratelimit_store_errors_total"), "{text}");
 
     // Same port, empty Redis (and no script cached): picked up without a restart.
-    redis.restart();
+    redis.restart().unwrap();
     let back = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let d = closed1.check(&ip(9), None).await;
@@ -352,7 +283,7 @@ async fn redis_urls_of_every_kind_are_accepted_and_bad_ones_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_is_bounded_by_the_timeout() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().unwrap();
     let shared = registry(&redis.url(), RedisTime::Server).await;
     let hour = Duration::from_secs(3_600);
     let open = shared.limiter(&spec(
@@ -376,14 +307,14 @@ async fn a_stalled_redis_is_bounded_by_the_timeout() {
     assert_eq!(open.check(&ip(1), None).await.source, DecisionSource::Store);
     // A stopped process keeps its connections open but never answers: only the timeout
     // ends the call. (Were it not bounded, the answer would come after CONT, from the store.)
-    redis.signal("STOP");
+    redis.signal("STOP").unwrap();
     let stalled = async {
         let a = open.check(&ip(1), None).await;
         let b = closed.check(&ip(1), None).await;
         (a, b)
     };
     let outcome = tokio::time::timeout(Duration::from_secs(30), stalled).await;
-    redis.signal("CONT");
+    redis.signal("CONT").unwrap();
     let (a, b) = outcome.expect("a stalled Redis must not hang a decision");
     assert_eq!((a.allowed, a.source), (true, DecisionSource::FailOpen));
     assert_eq!((b.allowed, b.source), (false, DecisionSource::FailClosed));
