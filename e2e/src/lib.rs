@@ -18,6 +18,7 @@
 
 pub mod apiserver;
 pub mod echo;
+pub mod kubectl;
 pub mod process;
 pub mod redis;
 pub mod status;

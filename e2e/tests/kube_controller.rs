@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,17 +21,14 @@ use weir_controller::kube::{KubeOptions, run};
 use weir_controller::runtime::Shared;
 use weir_dataplane::DataPlane;
 use weir_e2e::apiserver::{ApiRequest, ApiServer};
+use weir_e2e::kubectl::api_for;
 use weir_e2e::{EchoOrigin, http_get, poll_until, prefix_route_yaml, service_yaml};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
 /// The documents of a multi-document YAML text.
 fn docs(yaml: &str) -> Vec<Value> {
-    yaml.split("\n---")
-        .map(|d| d.trim().trim_start_matches("---").trim())
-        .filter(|d| !d.is_empty())
-        .map(|d| serde_saphyr::from_str(d).unwrap())
-        .collect()
+    weir_e2e::kubectl::yaml_docs(yaml).unwrap()
 }
 
 /// The document of `kind` in `yaml`.
@@ -48,21 +43,8 @@ async fn apply_yaml(client: &Client, yaml: &str) {
     }
 }
 
-fn api_for(client: &Client, value: &Value) -> Api<DynamicObject> {
-    let api_version = value["apiVersion"].as_str().unwrap();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = value["kind"].as_str().unwrap();
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-    let ns = value["metadata"]["namespace"].as_str().unwrap_or("default");
-    Api::namespaced_with(client.clone(), ns, &resource)
-}
-
 async fn apply(client: &Client, value: Value) {
-    let name = value["metadata"]["name"].as_str().unwrap().to_owned();
-    api_for(client, &value)
-        .patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&value))
-        .await
-        .unwrap();
+    weir_e2e::kubectl::apply(client, &value, "test").await.unwrap();
 }
 
 async fn delete(client: &Client, api_version: &str, kind: &str, name: &str) {

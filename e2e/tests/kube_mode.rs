@@ -10,37 +10,20 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-};
+use kube::api::DeleteParams;
 use serde_json::{Value, json};
 use weir_e2e::apiserver::ApiServer;
+use weir_e2e::kubectl::api_for;
 use weir_e2e::{ConfigDir, EchoOrigin, WeirProcess, poll_until, service_yaml};
 
 const LIMIT: Duration = Duration::from_secs(15);
 
 fn docs(yaml: &str) -> Vec<Value> {
-    yaml.split("\n---")
-        .map(|d| d.trim().trim_start_matches("---").trim())
-        .filter(|d| !d.is_empty())
-        .map(|d| serde_saphyr::from_str(d).unwrap())
-        .collect()
-}
-
-fn api_for(client: &Client, value: &Value) -> Api<DynamicObject> {
-    let api_version = value["apiVersion"].as_str().unwrap();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = value["kind"].as_str().unwrap();
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-    Api::namespaced_with(client.clone(), "default", &resource)
+    weir_e2e::kubectl::yaml_docs(yaml).unwrap()
 }
 
 async fn apply(client: &Client, value: &Value) -> Result<(), kube::Error> {
-    let name = value["metadata"]["name"].as_str().unwrap();
-    api_for(client, value)
-        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(value))
-        .await
-        .map(|_| ())
+    weir_e2e::kubectl::apply(client, value, "e2e").await.map(|_| ())
 }
 
 fn route(name: &str, host: &str) -> Value {
