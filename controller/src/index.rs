@@ -4,6 +4,7 @@
 //! `compile()` reads it and nothing else.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -66,18 +67,18 @@ impl Kind {
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     /// Routes.
-    pub routes: BTreeMap<ObjectRef, Route>,
+    pub routes: BTreeMap<ObjectRef, Arc<Route>>,
     /// Plugins.
-    pub plugins: BTreeMap<ObjectRef, Plugin>,
+    pub plugins: BTreeMap<ObjectRef, Arc<Plugin>>,
     /// Consumers.
-    pub consumers: BTreeMap<ObjectRef, Consumer>,
+    pub consumers: BTreeMap<ObjectRef, Arc<Consumer>>,
     /// Services.
-    pub services: BTreeMap<ObjectRef, Service>,
+    pub services: BTreeMap<ObjectRef, Arc<Service>>,
     /// EndpointSlices (keyed by their own name; linked to Services by the
     /// `kubernetes.io/service-name` label).
-    pub endpoint_slices: BTreeMap<ObjectRef, EndpointSlice>,
+    pub endpoint_slices: BTreeMap<ObjectRef, Arc<EndpointSlice>>,
     /// Secrets (only those referenced by weir objects, or labelled for weir).
-    pub secrets: BTreeMap<ObjectRef, Secret>,
+    pub secrets: BTreeMap<ObjectRef, Arc<Secret>>,
     /// The controller's own namespace, where `global: true` Plugins are honoured. Empty
     /// means [`DEFAULT_CONTROLLER_NAMESPACE`].
     pub controller_namespace: String,

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -39,17 +40,17 @@ impl std::fmt::Display for LoadError {
 #[derive(Debug, Clone)]
 pub enum Object {
     /// weir.dev/v1alpha1 Route.
-    Route(Box<Route>),
+    Route(Arc<Route>),
     /// weir.dev/v1alpha1 Plugin.
-    Plugin(Box<Plugin>),
+    Plugin(Arc<Plugin>),
     /// weir.dev/v1alpha1 Consumer.
-    Consumer(Box<Consumer>),
+    Consumer(Arc<Consumer>),
     /// v1 Service.
-    Service(Box<Service>),
+    Service(Arc<Service>),
     /// discovery.k8s.io/v1 EndpointSlice.
-    EndpointSlice(Box<EndpointSlice>),
+    EndpointSlice(Arc<EndpointSlice>),
     /// v1 Secret.
-    Secret(Box<Secret>),
+    Secret(Arc<Secret>),
 }
 
 impl Object {
@@ -80,12 +81,12 @@ impl Object {
     /// The object's metadata, mutably.
     pub fn meta_mut(&mut self) -> &mut ObjectMeta {
         match self {
-            Object::Route(o) => &mut o.metadata,
-            Object::Plugin(o) => &mut o.metadata,
-            Object::Consumer(o) => &mut o.metadata,
-            Object::Service(o) => &mut o.metadata,
-            Object::EndpointSlice(o) => &mut o.metadata,
-            Object::Secret(o) => &mut o.metadata,
+            Object::Route(o) => &mut Arc::make_mut(o).metadata,
+            Object::Plugin(o) => &mut Arc::make_mut(o).metadata,
+            Object::Consumer(o) => &mut Arc::make_mut(o).metadata,
+            Object::Service(o) => &mut Arc::make_mut(o).metadata,
+            Object::EndpointSlice(o) => &mut Arc::make_mut(o).metadata,
+            Object::Secret(o) => &mut Arc::make_mut(o).metadata,
         }
     }
 
@@ -128,12 +129,12 @@ impl Object {
     pub fn insert_into(self, index: &mut Index) {
         let key = self.key();
         match self {
-            Object::Route(o) => drop(index.routes.insert(key, *o)),
-            Object::Plugin(o) => drop(index.plugins.insert(key, *o)),
-            Object::Consumer(o) => drop(index.consumers.insert(key, *o)),
-            Object::Service(o) => drop(index.services.insert(key, *o)),
-            Object::EndpointSlice(o) => drop(index.endpoint_slices.insert(key, *o)),
-            Object::Secret(o) => drop(index.secrets.insert(key, *o)),
+            Object::Route(o) => drop(index.routes.insert(key, o)),
+            Object::Plugin(o) => drop(index.plugins.insert(key, o)),
+            Object::Consumer(o) => drop(index.consumers.insert(key, o)),
+            Object::Service(o) => drop(index.services.insert(key, o)),
+            Object::EndpointSlice(o) => drop(index.endpoint_slices.insert(key, o)),
+            Object::Secret(o) => drop(index.secrets.insert(key, o)),
         }
     }
 }
@@ -276,18 +277,18 @@ fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
         |r: Result<Object, String>| r.map_err(|e| format!("{kind} {}: {e}", name.unwrap_or("")));
     let mut object = match (api_version, kind) {
         (weir_crds::API_VERSION, "Route") => {
-            typed(parse_at(doc).map(|o| Object::Route(Box::new(o))))?
+            typed(parse_at(doc).map(|o| Object::Route(Arc::new(o))))?
         }
         (weir_crds::API_VERSION, "Plugin") => {
-            typed(parse_at(doc).map(|o| Object::Plugin(Box::new(o))))?
+            typed(parse_at(doc).map(|o| Object::Plugin(Arc::new(o))))?
         }
         (weir_crds::API_VERSION, "Consumer") => {
-            typed(parse_at(doc).map(|o| Object::Consumer(Box::new(o))))?
+            typed(parse_at(doc).map(|o| Object::Consumer(Arc::new(o))))?
         }
-        ("v1", "Service") => typed(parse_at(doc).map(|o| Object::Service(Box::new(o))))?,
-        ("v1", "Secret") => typed(parse_at(doc).map(|o| Object::Secret(Box::new(o))))?,
+        ("v1", "Service") => typed(parse_at(doc).map(|o| Object::Service(Arc::new(o))))?,
+        ("v1", "Secret") => typed(parse_at(doc).map(|o| Object::Secret(Arc::new(o))))?,
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            typed(parse_at(doc).map(|o| Object::EndpointSlice(Box::new(o))))?
+            typed(parse_at(doc).map(|o| Object::EndpointSlice(Arc::new(o))))?
         }
         _ => {
             return Err(format!(

@@ -379,7 +379,7 @@ mod tests {
         let (mut index, errors) = crate::load::merge([("t.yaml", objects.as_slice())], "");
         assert!(errors.is_empty());
         for r in index.routes.values_mut() {
-            r.metadata.generation = Some(1);
+            Arc::make_mut(r).metadata.generation = Some(1);
         }
         index
     }
@@ -422,23 +422,23 @@ mod tests {
         let (config, endpoints) = fingerprint(&base);
         assert_eq!(fingerprint(&base.clone()), (config, endpoints));
         let mut labelled = base.clone();
-        let r = labelled.routes.values_mut().next().unwrap();
+        let r = Arc::make_mut(labelled.routes.values_mut().next().unwrap());
         r.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
         assert_ne!(fingerprint(&labelled).0, config, "metadata change not seen");
         let mut moved = base.clone();
-        let s = moved.endpoint_slices.values_mut().next().unwrap();
+        let s = Arc::make_mut(moved.endpoint_slices.values_mut().next().unwrap());
         s.endpoints[0].addresses = vec!["127.0.0.2".to_owned()];
         assert_eq!(fingerprint(&moved), (config, fingerprint(&moved).1));
         assert_ne!(fingerprint(&moved).1, endpoints, "endpoint change not seen");
         let mut secret = base.clone();
         let data = [("k".to_owned(), k8s_openapi::ByteString(b"v".to_vec()))].into();
         let s = k8s_openapi::api::core::v1::Secret { data: Some(data), ..Default::default() };
-        secret.secrets.insert(ObjectRef::new("default", "s"), s.clone());
+        secret.secrets.insert(ObjectRef::new("default", "s"), Arc::new(s.clone()));
         let with_secret = fingerprint(&secret).0;
         assert_ne!(with_secret, config);
         let mut changed = s;
         changed.data = Some([("k".to_owned(), k8s_openapi::ByteString(b"w".to_vec()))].into());
-        secret.secrets.insert(ObjectRef::new("default", "s"), changed);
+        secret.secrets.insert(ObjectRef::new("default", "s"), Arc::new(changed));
         assert_ne!(fingerprint(&secret).0, with_secret, "Secret content change not seen");
         // Keys and values do not run together: moving a byte between them changes the hash.
         let mut renamed = base.clone();
@@ -503,7 +503,7 @@ mod tests {
         // A new generation with the same conditions keeps their times; a condition whose
         // status flips gets the new time; a new object gets the new time.
         let mut edited = index(&format!("{ROUTE}---\n{}", ROUTE.replace("name: r", "name: r2")));
-        let r = edited.routes.get_mut(&ObjectRef::new("default", "r")).unwrap();
+        let r = Arc::make_mut(edited.routes.get_mut(&ObjectRef::new("default", "r")).unwrap());
         r.metadata.generation = Some(2);
         r.spec.rules[0].backends[0].port = Some(0);
         let recompiled = compile(&edited, &p.memory);
@@ -537,7 +537,7 @@ mod tests {
         let template = index.routes.values().next().unwrap().clone();
         index.routes.clear();
         for i in 0..n {
-            let mut r = template.clone();
+            let mut r = (*template).clone();
             r.metadata.name = Some(format!("r{i}"));
             r.spec.rules[0].matches = vec![weir_crds::RouteMatch {
                 path: Some(weir_crds::PathMatch {
@@ -546,7 +546,7 @@ mod tests {
                 }),
                 ..Default::default()
             }];
-            index.routes.insert(ObjectRef::new("default", format!("r{i}")), r);
+            index.routes.insert(ObjectRef::new("default", format!("r{i}")), Arc::new(r));
         }
         index
     }
@@ -566,7 +566,7 @@ mod tests {
         eprintln!("{n} routes: first apply {:?}", t.elapsed());
         let mut times = Vec::new();
         for round in 0..10u32 {
-            let r = idx.routes.get_mut(&ObjectRef::new("default", "r7")).unwrap();
+            let r = Arc::make_mut(idx.routes.get_mut(&ObjectRef::new("default", "r7")).unwrap());
             r.spec.rules[0].matches[0].path.as_mut().unwrap().value = format!("/changed{round}");
             r.metadata.generation = Some(i64::from(round) + 2);
             let t = std::time::Instant::now();

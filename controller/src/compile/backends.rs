@@ -99,7 +99,7 @@ fn slices_of<'i>(
         .endpoint_slices
         .range(start..)
         .take_while(move |(k, _)| k.namespace == namespace)
-        .map(|(_, s)| s)
+        .map(|(_, s)| &**s)
         .filter(move |s| {
             s.metadata
                 .labels

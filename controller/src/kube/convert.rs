@@ -4,6 +4,8 @@
 //! the whole watch stream: it is converted here, alone, and reported `Invalid` with the
 //! serde error and the path of the offending field.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource as _;
@@ -76,12 +78,12 @@ fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
 
 fn convert(kind: Kind, value: serde_json::Value) -> Result<Object, String> {
     Ok(match kind {
-        Kind::Route => Object::Route(Box::new(typed(value)?)),
-        Kind::Plugin => Object::Plugin(Box::new(typed(value)?)),
-        Kind::Consumer => Object::Consumer(Box::new(typed(value)?)),
-        Kind::Service => Object::Service(Box::new(typed(value)?)),
-        Kind::EndpointSlice => Object::EndpointSlice(Box::new(typed(value)?)),
-        Kind::Secret => Object::Secret(Box::new(typed(value)?)),
+        Kind::Route => Object::Route(Arc::new(typed(value)?)),
+        Kind::Plugin => Object::Plugin(Arc::new(typed(value)?)),
+        Kind::Consumer => Object::Consumer(Arc::new(typed(value)?)),
+        Kind::Service => Object::Service(Arc::new(typed(value)?)),
+        Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value)?)),
+        Kind::Secret => Object::Secret(Arc::new(typed(value)?)),
     })
 }
 
@@ -92,10 +94,10 @@ fn strip(object: &mut Object) {
     meta.resource_version = None;
     meta.managed_fields = None;
     match object {
-        Object::Route(o) => o.status = None,
-        Object::Plugin(o) => o.status = None,
-        Object::Consumer(o) => o.status = None,
-        Object::Service(o) => o.status = None,
+        Object::Route(o) => Arc::make_mut(o).status = None,
+        Object::Plugin(o) => Arc::make_mut(o).status = None,
+        Object::Consumer(o) => Arc::make_mut(o).status = None,
+        Object::Service(o) => Arc::make_mut(o).status = None,
         Object::EndpointSlice(_) | Object::Secret(_) => {}
     }
 }

@@ -209,7 +209,7 @@ fn a_broken_auth_plugin_keeps_its_last_good_version_and_a_deleted_one_fails_clos
     let first = compile(&index, &Memory::default());
     let mut edited = index.clone();
     let key = ObjectRef::new("default", "keys");
-    let plugin = edited.plugins.get_mut(&key).unwrap();
+    let plugin = std::sync::Arc::make_mut(edited.plugins.get_mut(&key).unwrap());
     plugin.spec.key_auth = None; // no configuration at all: invalid
     plugin.metadata.generation = Some(2);
     let second = compile(&edited, &first.memory);

@@ -46,7 +46,7 @@ fn endpoint_only_recompile_shares_the_route_table() {
     let full = compile(&index, &Memory::default());
     // A new ready endpoint and a removed slice.
     let key = ObjectRef::new("default", "web-b");
-    let slice = index.endpoint_slices.get_mut(&key).unwrap();
+    let slice = std::sync::Arc::make_mut(index.endpoint_slices.get_mut(&key).unwrap());
     slice.endpoints[0].addresses = vec!["10.0.0.6".to_owned()];
     index.endpoint_slices.remove(&ObjectRef::new("default", "web-v6"));
     let fast = compile_endpoints_only(&index, &full);

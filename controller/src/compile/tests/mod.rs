@@ -9,6 +9,8 @@ mod ratelimit;
 mod units;
 mod valid;
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weir_crds::{Condition, Consumer, Plugin, Route};
@@ -32,23 +34,27 @@ pub(super) fn load_str(yaml: &str) -> Index {
         let kind = doc["kind"].as_str().expect("kind").to_owned();
         match kind.as_str() {
             "Route" => {
-                index.routes.insert(key, serde_json::from_value::<Route>(doc).unwrap());
+                index.routes.insert(key, Arc::new(serde_json::from_value::<Route>(doc).unwrap()));
             }
             "Plugin" => {
-                index.plugins.insert(key, serde_json::from_value::<Plugin>(doc).unwrap());
+                index.plugins.insert(key, Arc::new(serde_json::from_value::<Plugin>(doc).unwrap()));
             }
             "Consumer" => {
-                index.consumers.insert(key, serde_json::from_value::<Consumer>(doc).unwrap());
+                index
+                    .consumers
+                    .insert(key, Arc::new(serde_json::from_value::<Consumer>(doc).unwrap()));
             }
             "Service" => {
-                index.services.insert(key, serde_json::from_value::<Service>(doc).unwrap());
+                index
+                    .services
+                    .insert(key, Arc::new(serde_json::from_value::<Service>(doc).unwrap()));
             }
             "EndpointSlice" => {
                 let s = serde_json::from_value::<EndpointSlice>(doc).unwrap();
-                index.endpoint_slices.insert(key, s);
+                index.endpoint_slices.insert(key, Arc::new(s));
             }
             "Secret" => {
-                index.secrets.insert(key, serde_json::from_value::<Secret>(doc).unwrap());
+                index.secrets.insert(key, Arc::new(serde_json::from_value::<Secret>(doc).unwrap()));
             }
             other => panic!("unknown kind {other}"),
         }
