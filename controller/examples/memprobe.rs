@@ -1,0 +1,64 @@
+//! Live heap bytes per Route at each stage of a standalone load (`cap`'s counting allocator
+//! around the system allocator): `cargo run --release -p weir-controller --example
+//! memprobe -- 10000`. Writes the bench's route files (1000 Routes per file) to a temp dir.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, missing_docs)]
+
+use std::sync::Arc;
+
+use cap::Cap;
+
+#[global_allocator]
+static GLOBAL: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+
+fn live() -> isize {
+    isize::try_from(GLOBAL.allocated()).unwrap()
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(10_000);
+    let dir = std::env::temp_dir().join(format!("weir-memprobe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("00-backend.yaml"), "apiVersion: v1\nkind: Service\nmetadata:\n  name: upstream\nspec:\n  ports:\n    - {name: http, port: 80, targetPort: 8080}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: upstream-local\n  labels:\n    kubernetes.io/service-name: upstream\naddressType: IPv4\nports:\n  - {name: http, port: 8080}\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n    conditions: {ready: true}\n").unwrap();
+    for f in 0..n.div_ceil(1000) {
+        let mut text = String::new();
+        for i in f * 1000..((f + 1) * 1000).min(n) {
+            text.push_str(&format!("---\napiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata:\n  name: r{i}\nspec:\n  rules:\n    - matches:\n        - path: {{type: Prefix, value: /r{i}}}\n      backends:\n        - {{service: upstream, port: 80}}\n"));
+        }
+        std::fs::write(dir.join(format!("routes-{f:05}.yaml")), text).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let base = live();
+        let per = |b: isize| b as f64 / n as f64;
+        let mut source = weir_controller::standalone::DirSource::new(&dir, "weir-system");
+        let (index, errors) = source.load();
+        assert!(errors.is_empty(), "{errors:?}");
+        let after_load = live();
+        let shared =
+            weir_controller::runtime::Shared::new(weir_dataplane::server::DataPlane::new());
+        let mut publisher = weir_controller::runtime::Publisher::new(Arc::clone(&shared));
+        let before_apply = live();
+        publisher.apply(&index, errors);
+        let after_apply = live();
+        drop(index);
+        let after_drop_index = live();
+        println!("routes: {n}");
+        println!("source + index after load:   {:8.0} B/route", per(after_load - base));
+        println!(
+            "apply (compile, publish, status view): {:8.0} B/route",
+            per(after_apply - before_apply)
+        );
+        println!(
+            "index dropped (source keeps): {:8.0} B/route",
+            per(after_drop_index - base - (after_apply - before_apply))
+        );
+        println!("total retained:             {:8.0} B/route", per(after_drop_index - base));
+        println!(
+            "size_of Route {} RouteSpec {} ObjectMeta {}",
+            std::mem::size_of::<weir_crds::Route>(),
+            std::mem::size_of::<weir_crds::RouteSpec>(),
+            std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>()
+        );
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
