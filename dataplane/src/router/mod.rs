@@ -73,10 +73,18 @@ enum Place<'a> {
     Any,
 }
 
-/// The places of a Route, lower-cased and without duplicates.
-fn places(route: &RouteModel) -> Vec<Place<'_>> {
-    if route.hosts.is_empty() {
-        return vec![Place::Any];
+/// The places of a Route, lower-cased and without duplicates (no allocation for the
+/// common Route with no host or one lower-case host).
+fn places(route: &RouteModel) -> SmallPlaces<'_> {
+    match route.hosts.as_slice() {
+        [] => return SmallPlaces::One(Some(Place::Any)),
+        [HostMatch::Exact(h)] if !h.bytes().any(|b| b.is_ascii_uppercase()) => {
+            return SmallPlaces::One(Some(Place::Exact(Cow::Borrowed(h))));
+        }
+        [HostMatch::Wildcard(h)] if !h.bytes().any(|b| b.is_ascii_uppercase()) => {
+            return SmallPlaces::One(Some(Place::Wildcard(Cow::Borrowed(h))));
+        }
+        _ => {}
     }
     fn lower(h: &str) -> Cow<'_, str> {
         if h.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -95,7 +103,23 @@ fn places(route: &RouteModel) -> Vec<Place<'_>> {
             out.push(p);
         }
     }
-    out
+    SmallPlaces::Many(out.into_iter())
+}
+
+/// The places of one Route: usually one.
+enum SmallPlaces<'a> {
+    One(Option<Place<'a>>),
+    Many(std::vec::IntoIter<Place<'a>>),
+}
+
+impl<'a> Iterator for SmallPlaces<'a> {
+    type Item = Place<'a>;
+    fn next(&mut self) -> Option<Place<'a>> {
+        match self {
+            SmallPlaces::One(p) => p.take(),
+            SmallPlaces::Many(it) => it.next(),
+        }
+    }
 }
 
 /// A request as the router sees it.
