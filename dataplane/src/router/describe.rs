@@ -91,7 +91,7 @@ impl RouteTable {
             self.wildcard_hosts.iter().map(|b| format!("*{}", b.host)).collect();
         wildcard.sort_unstable();
         let routes: Vec<Value> = self
-            .routes()
+            .sorted_routes()
             .into_iter()
             .map(|r| {
                 let hosts: Vec<String> = r

@@ -16,6 +16,7 @@ mod patch_tests;
 mod path;
 mod precedence;
 mod sharded;
+mod stored;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +30,7 @@ pub use describe::describe_snapshot;
 use hash::FxHashMap;
 use path::{Bucket, BucketBuilder};
 use sharded::{Keyed, Sharded, hash_of};
+use stored::StoredRoute;
 
 use crate::snapshot::{HostMatch, ObjectKey, RequestMatch, RouteModel, Rule};
 
@@ -38,17 +40,10 @@ use crate::snapshot::{HostMatch, ObjectKey, RequestMatch, RouteModel, Rule};
 /// reference count per shard).
 #[derive(Debug, Default, Clone)]
 pub struct RouteTable {
-    routes: Sharded<RouteModel>,
+    routes: Sharded<Box<StoredRoute>>,
     exact_hosts: Sharded<HostBucket>,
     wildcard_hosts: Sharded<HostBucket>,
     any_host: Option<Arc<Bucket>>,
-}
-
-impl Keyed for RouteModel {
-    type Key = ObjectKey;
-    fn key(&self) -> &ObjectKey {
-        &self.key
-    }
 }
 
 /// The bucket of one exact host or wildcard suffix.
@@ -75,8 +70,8 @@ enum Place<'a> {
 
 /// The places of a Route, lower-cased and without duplicates (no allocation for the
 /// common Route with no host or one lower-case host).
-fn places(route: &RouteModel) -> SmallPlaces<'_> {
-    match route.hosts.as_slice() {
+fn places(route: &StoredRoute) -> SmallPlaces<'_> {
+    match &*route.hosts {
         [] => return SmallPlaces::One(Some(Place::Any)),
         [HostMatch::Exact(h)] if !h.bytes().any(|b| b.is_ascii_uppercase()) => {
             return SmallPlaces::One(Some(Place::Exact(Cow::Borrowed(h))));
@@ -165,8 +160,9 @@ impl RouteTable {
     /// Builds the table: indexes hosts and paths and sorts rules by precedence. Route keys
     /// are unique; of two Routes with the same key the later one is kept.
     pub fn new(routes: Vec<RouteModel>) -> Self {
-        let items = routes.into_iter().map(|r| (hash_of(&r.key), r)).collect();
-        let routes: Sharded<RouteModel> = Sharded::build(items, |present, later| *present = later);
+        let items = routes.into_iter().map(|r| (hash_of(&r.key), StoredRoute::boxed(r))).collect();
+        let routes: Sharded<Box<StoredRoute>> =
+            Sharded::build(items, |present, later| *present = later);
         let created = |k: &ObjectKey| routes.get(k).map_or(0, |r| r.created);
         let mut exact: FxHashMap<Cow<'_, str>, BucketBuilder> = FxHashMap::default();
         let mut wildcard: FxHashMap<Cow<'_, str>, BucketBuilder> = FxHashMap::default();
@@ -204,7 +200,7 @@ impl RouteTable {
         let mut keys = Vec::with_capacity(added.len());
         for r in added {
             keys.push(r.key.clone());
-            t.routes.insert(r);
+            t.routes.insert(StoredRoute::boxed(r));
         }
         keys.sort_unstable();
         keys.dedup();
@@ -238,16 +234,22 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// The Routes in the table, sorted by key.
-    pub fn routes(&self) -> Vec<&RouteModel> {
-        let mut all: Vec<&RouteModel> = self.routes.iter().collect();
-        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        all
+    /// The Routes in the table, sorted by key (copies of the models: for tests and
+    /// debugging, not for the request path).
+    pub fn routes(&self) -> Vec<RouteModel> {
+        self.sorted_routes().into_iter().map(|r| r.model()).collect()
     }
 
-    /// The Route of `key`.
-    pub fn route(&self, key: &ObjectKey) -> Option<&RouteModel> {
-        self.routes.get(key)
+    /// The Route of `key` (a copy of its model).
+    pub fn route(&self, key: &ObjectKey) -> Option<RouteModel> {
+        self.routes.get(key).map(|r| r.model())
+    }
+
+    /// The Routes as stored, sorted by key.
+    fn sorted_routes(&self) -> Vec<&StoredRoute> {
+        let mut all: Vec<&StoredRoute> = self.routes.iter().map(|r| &**r).collect();
+        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        all
     }
 
     /// Every Route in the table with the generation it was compiled from, so the

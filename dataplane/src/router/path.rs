@@ -16,8 +16,9 @@ use regex::RegexSet;
 
 use super::precedence::Precedence;
 use super::sharded::{Keyed, Sharded, hash_of};
+use super::stored::StoredRoute;
 use super::{RequestView, RouteMatch, conditions};
-use crate::snapshot::{ObjectKey, PathMatch, RequestMatch, RouteModel, Rule};
+use crate::snapshot::{ObjectKey, PathMatch, RequestMatch, Rule};
 
 /// With more regexes than this in one bucket, a `RegexSet` pre-filters them.
 const REGEX_SET_THRESHOLD: usize = 8;
@@ -180,7 +181,7 @@ enum Slot<'a> {
 }
 
 /// Every match entry of every rule of `route`, with its slot.
-fn entries(route: &RouteModel) -> impl Iterator<Item = (Slot<'_>, Entry)> {
+fn entries(route: &StoredRoute) -> impl Iterator<Item = (Slot<'_>, Entry)> {
     route.rules.iter().flat_map(|rule| {
         rule.matches.iter().enumerate().map(move |(i, m)| {
             let slot = match &m.path {
@@ -230,7 +231,7 @@ pub(crate) struct BucketBuilder {
 
 impl BucketBuilder {
     /// Adds every match entry of every rule of `route`.
-    pub(crate) fn add(&mut self, route: &RouteModel) {
+    pub(crate) fn add(&mut self, route: &StoredRoute) {
         self.routes += 1;
         for (slot, e) in entries(route) {
             let (items, key) = match slot {
@@ -331,7 +332,7 @@ impl Bucket {
     }
 
     /// Takes the entries of `route` out (the Route as it was indexed).
-    pub(crate) fn unindex(&mut self, route: &RouteModel, created: &impl CreatedOf) {
+    pub(crate) fn unindex(&mut self, route: &StoredRoute, created: &impl CreatedOf) {
         self.routes = self.routes.saturating_sub(1);
         let mut regex = false;
         for (slot, _) in entries(route) {
@@ -349,7 +350,7 @@ impl Bucket {
     }
 
     /// Puts the entries of `route` in, each at its place in precedence order.
-    pub(crate) fn index(&mut self, route: &RouteModel, created: &impl CreatedOf) {
+    pub(crate) fn index(&mut self, route: &StoredRoute, created: &impl CreatedOf) {
         self.routes += 1;
         let mut regex = Vec::new();
         for (slot, e) in entries(route) {
