@@ -3,8 +3,8 @@
 //!
 //! Cloning a [`Sharded`] costs one reference-count increment per shard (about one per
 //! [`SHARD_TARGET`] entries); changing an entry of the clone copies only that entry's shard
-//! (copy on write through [`Arc::make_mut`]). Lookups hash the key once: the high half of
-//! the hash picks the shard, hashbrown uses the rest inside it, so a lookup costs about
+//! (copy on write through [`Arc::make_mut`]). Lookups hash the key once: middle bits of
+//! the hash pick the shard, hashbrown uses the others inside it, so a lookup costs about
 //! what a plain `HashMap` lookup costs plus one read of the (small, hot) shard array.
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hash};
@@ -51,11 +51,13 @@ impl<T> Default for Sharded<T> {
     }
 }
 
-/// The shard of a hash among `n` shards (multiply-shift on the high half, so `n` need not
-/// be a power of two and the low bits stay for hashbrown).
+/// The shard of a hash among `n` shards: multiply-shift on bits 24..56, so `n` need not be
+/// a power of two and hashbrown keeps what it uses inside a shard: the low bits (position)
+/// and the top seven (the tag compared before any key; were they shared by a whole shard,
+/// every probe would compare keys).
 #[inline]
 fn shard_of(hash: u64, n: usize) -> usize {
-    (((hash >> 32) * n as u64) >> 32) as usize
+    ((((hash >> 24) & 0xffff_ffff) * n as u64) >> 32) as usize
 }
 
 impl<T: Keyed> Sharded<T> {
