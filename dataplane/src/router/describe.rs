@@ -85,14 +85,14 @@ fn rule(r: &Rule) -> Value {
 impl RouteTable {
     /// The table as JSON: indexed hosts and every Route with its rules.
     pub fn describe(&self) -> Value {
-        let mut exact: Vec<&str> = self.exact_hosts.keys().map(|k| &**k).collect();
+        let mut exact: Vec<&str> = self.exact_hosts.iter().map(|b| b.host.as_str()).collect();
         exact.sort_unstable();
         let mut wildcard: Vec<String> =
-            self.wildcard_hosts.keys().map(|k| format!("*{k}")).collect();
+            self.wildcard_hosts.iter().map(|b| format!("*{}", b.host)).collect();
         wildcard.sort_unstable();
         let routes: Vec<Value> = self
-            .routes
-            .iter()
+            .sorted_routes()
+            .into_iter()
             .map(|r| {
                 let hosts: Vec<String> = r
                     .hosts

@@ -11,29 +11,110 @@ mod conditions;
 mod describe;
 mod hash;
 mod host;
+#[cfg(test)]
+mod patch_tests;
 mod path;
 mod precedence;
+mod sharded;
+mod stored;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use http::{HeaderMap, Method};
 
 pub use describe::describe_snapshot;
 use hash::FxHashMap;
 use path::{Bucket, BucketBuilder};
+use sharded::{Keyed, Sharded, hash_of};
+use stored::StoredRoute;
 
 use crate::snapshot::{HostMatch, ObjectKey, RequestMatch, RouteModel, Rule};
 
-/// The compiled, precedence-ordered route table. Built off the hot path by [`RouteTable::new`].
-#[derive(Debug, Default)]
+/// The compiled, precedence-ordered route table. Built off the hot path by
+/// [`RouteTable::new`]; [`RouteTable::patched`] derives a changed copy that shares every
+/// host bucket, path-index shard and Route it does not touch. Cloning it is cheap (one
+/// reference count per shard).
+#[derive(Debug, Default, Clone)]
 pub struct RouteTable {
-    routes: Vec<RouteModel>,
-    exact_hosts: FxHashMap<Box<str>, Bucket>,
-    wildcard_hosts: FxHashMap<Box<str>, Bucket>,
-    any_host: Option<Bucket>,
+    routes: Sharded<Box<StoredRoute>>,
+    exact_hosts: Sharded<HostBucket>,
+    wildcard_hosts: Sharded<HostBucket>,
+    any_host: Option<Arc<Bucket>>,
+}
+
+/// The bucket of one exact host or wildcard suffix.
+#[derive(Debug, Clone)]
+struct HostBucket {
+    host: CompactString,
+    bucket: Arc<Bucket>,
+}
+
+impl Keyed for HostBucket {
+    type Key = str;
+    fn key(&self) -> &str {
+        &self.host
+    }
+}
+
+/// Where a Route's rules are indexed: an exact host, a wildcard suffix, or any host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place<'a> {
+    Exact(Cow<'a, str>),
+    Wildcard(Cow<'a, str>),
+    Any,
+}
+
+/// The places of a Route, lower-cased and without duplicates (no allocation for the
+/// common Route with no host or one lower-case host).
+fn places(route: &StoredRoute) -> SmallPlaces<'_> {
+    match &*route.hosts {
+        [] => return SmallPlaces::One(Some(Place::Any)),
+        [HostMatch::Exact(h)] if !h.bytes().any(|b| b.is_ascii_uppercase()) => {
+            return SmallPlaces::One(Some(Place::Exact(Cow::Borrowed(h))));
+        }
+        [HostMatch::Wildcard(h)] if !h.bytes().any(|b| b.is_ascii_uppercase()) => {
+            return SmallPlaces::One(Some(Place::Wildcard(Cow::Borrowed(h))));
+        }
+        _ => {}
+    }
+    fn lower(h: &str) -> Cow<'_, str> {
+        if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(h.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(h)
+        }
+    }
+    let mut out: Vec<Place<'_>> = Vec::with_capacity(route.hosts.len());
+    for h in &route.hosts {
+        let p = match h {
+            HostMatch::Exact(name) => Place::Exact(lower(name)),
+            HostMatch::Wildcard(suffix) => Place::Wildcard(lower(suffix)),
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    SmallPlaces::Many(out.into_iter())
+}
+
+/// The places of one Route: usually one.
+enum SmallPlaces<'a> {
+    One(Option<Place<'a>>),
+    Many(std::vec::IntoIter<Place<'a>>),
+}
+
+impl<'a> Iterator for SmallPlaces<'a> {
+    type Item = Place<'a>;
+    fn next(&mut self) -> Option<Place<'a>> {
+        match self {
+            SmallPlaces::One(p) => p.take(),
+            SmallPlaces::Many(it) => it.next(),
+        }
+    }
 }
 
 /// A request as the router sees it.
@@ -60,58 +141,87 @@ pub struct RouteMatch<'t> {
     pub matched: &'t RequestMatch,
 }
 
+/// Freezes per-host builders into a host map.
+fn host_map(
+    builders: FxHashMap<Cow<'_, str>, BucketBuilder>,
+    created: &impl Fn(&ObjectKey) -> i64,
+) -> Sharded<HostBucket> {
+    let items = builders
+        .into_iter()
+        .map(|(host, b)| {
+            let bucket = Arc::new(b.build(created));
+            (hash_of(&*host), HostBucket { host: CompactString::from(&*host), bucket })
+        })
+        .collect();
+    Sharded::build(items, |_, _| {})
+}
+
 impl RouteTable {
-    /// Builds the table: indexes hosts and paths and sorts rules by precedence.
+    /// Builds the table: indexes hosts and paths and sorts rules by precedence. Route keys
+    /// are unique; of two Routes with the same key the later one is kept.
     pub fn new(routes: Vec<RouteModel>) -> Self {
-        let mut exact: FxHashMap<Box<str>, BucketBuilder> = FxHashMap::default();
-        let mut wildcard: FxHashMap<Box<str>, BucketBuilder> = FxHashMap::default();
+        let items = routes.into_iter().map(|r| (hash_of(&r.key), StoredRoute::boxed(r))).collect();
+        let routes: Sharded<Box<StoredRoute>> =
+            Sharded::build(items, |present, later| *present = later);
+        let created = |k: &ObjectKey| routes.get(k).map_or(0, |r| r.created);
+        let mut exact: FxHashMap<Cow<'_, str>, BucketBuilder> = FxHashMap::default();
+        let mut wildcard: FxHashMap<Cow<'_, str>, BucketBuilder> = FxHashMap::default();
         let mut any: Option<BucketBuilder> = None;
-        for route in &routes {
-            if route.hosts.is_empty() {
-                let b = any.get_or_insert_with(BucketBuilder::default);
-                for rule in &route.rules {
-                    b.add(rule, route.created);
-                }
-                continue;
-            }
-            let mut seen = HashSet::new();
-            for h in &route.hosts {
-                if !seen.insert(h) {
-                    continue;
-                }
-                let b = match h {
-                    HostMatch::Exact(name) => {
-                        exact.entry(name.to_ascii_lowercase().into()).or_default()
-                    }
-                    HostMatch::Wildcard(suffix) => {
-                        wildcard.entry(suffix.to_ascii_lowercase().into()).or_default()
-                    }
+        for route in routes.iter() {
+            for place in places(route) {
+                let b = match place {
+                    Place::Any => any.get_or_insert_with(BucketBuilder::default),
+                    Place::Exact(h) => exact.entry(h).or_default(),
+                    Place::Wildcard(h) => wildcard.entry(h).or_default(),
                 };
-                for rule in &route.rules {
-                    b.add(rule, route.created);
-                }
+                b.add(route);
             }
         }
-        RouteTable {
-            routes,
-            exact_hosts: exact.into_iter().map(|(k, b)| (k, b.build())).collect(),
-            wildcard_hosts: wildcard.into_iter().map(|(k, b)| (k, b.build())).collect(),
-            any_host: any.map(BucketBuilder::build),
-        }
+        let exact_hosts = host_map(exact, &created);
+        let wildcard_hosts = host_map(wildcard, &created);
+        let any_host = any.map(|b| Arc::new(b.build(&created)));
+        RouteTable { routes, exact_hosts, wildcard_hosts, any_host }
     }
 
     /// A table with the Routes named in `removed` taken out and `added` put in (an added
-    /// Route replaces one with the same key). Same result as [`RouteTable::new`] over the
-    /// resulting set of Routes, in the order: kept Routes as they were, then `added`.
+    /// Route replaces one with the same key; of two added with the same key the later one
+    /// is kept). Finds the same rules as [`RouteTable::new`] over the resulting Routes.
     ///
-    /// For one-route changes at scale (reload latency); this first version rebuilds.
+    /// Costs O(changed) plus one reference count per shard: only the host buckets and
+    /// path-index shards the removed and added Routes touch are copied and changed.
     pub fn patched(&self, removed: &[ObjectKey], added: Vec<RouteModel>) -> RouteTable {
-        let gone: HashSet<&ObjectKey> =
-            removed.iter().chain(added.iter().map(|r| &r.key)).collect();
-        let mut routes: Vec<RouteModel> =
-            self.routes.iter().filter(|r| !gone.contains(&r.key)).cloned().collect();
-        routes.extend(added);
-        RouteTable::new(routes)
+        let mut t = self.clone();
+        let mut old = Vec::new();
+        for key in removed.iter().chain(added.iter().map(|r| &r.key)) {
+            if let Some(r) = t.routes.remove(key) {
+                old.push(r);
+            }
+        }
+        let mut keys = Vec::with_capacity(added.len());
+        for r in added {
+            keys.push(r.key.clone());
+            t.routes.insert(StoredRoute::boxed(r));
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let RouteTable { routes, exact_hosts, wildcard_hosts, any_host } = &mut t;
+        let created = |k: &ObjectKey| routes.get(k).map_or(0, |r| r.created);
+        for r in &old {
+            for place in places(r) {
+                with_bucket(exact_hosts, wildcard_hosts, any_host, &place, false, |b| {
+                    b.unindex(r, &created)
+                });
+            }
+        }
+        for key in &keys {
+            let Some(r) = routes.get(key) else { continue };
+            for place in places(r) {
+                with_bucket(exact_hosts, wildcard_hosts, any_host, &place, true, |b| {
+                    b.index(r, &created)
+                });
+            }
+        }
+        t
     }
 
     /// Number of Route objects in the table.
@@ -124,13 +234,27 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// The Routes in the table, as given to [`RouteTable::new`].
-    pub fn routes(&self) -> &[RouteModel] {
-        &self.routes
+    /// The Routes in the table, sorted by key (copies of the models: for tests and
+    /// debugging, not for the request path).
+    pub fn routes(&self) -> Vec<RouteModel> {
+        self.sorted_routes().into_iter().map(|r| r.model()).collect()
+    }
+
+    /// The Route of `key` (a copy of its model).
+    pub fn route(&self, key: &ObjectKey) -> Option<RouteModel> {
+        self.routes.get(key).map(|r| r.model())
+    }
+
+    /// The Routes as stored, sorted by key.
+    fn sorted_routes(&self) -> Vec<&StoredRoute> {
+        let mut all: Vec<&StoredRoute> = self.routes.iter().map(|r| &**r).collect();
+        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        all
     }
 
     /// Every Route in the table with the generation it was compiled from, so the
-    /// controller can tell which generations are live (`Programmed`).
+    /// controller can tell which generations are live (`Programmed`). In no particular
+    /// order.
     pub fn route_keys(&self) -> impl Iterator<Item = (&ObjectKey, i64)> {
         self.routes.iter().map(|r| (&r.key, r.generation))
     }
@@ -142,17 +266,64 @@ impl RouteTable {
     }
 
     fn find_in_host<'t>(&'t self, host: &str, req: &RequestView<'_>) -> Option<RouteMatch<'t>> {
-        if let Some(m) = self.exact_hosts.get(host).and_then(|b| b.find(req)) {
+        if let Some(m) = self.exact_hosts.get(host).and_then(|b| b.bucket.find(req)) {
             return Some(m);
         }
         if !self.wildcard_hosts.is_empty() {
             for suffix in host::wildcard_suffixes(host) {
-                if let Some(m) = self.wildcard_hosts.get(suffix).and_then(|b| b.find(req)) {
+                if let Some(m) = self.wildcard_hosts.get(suffix).and_then(|b| b.bucket.find(req)) {
                     return Some(m);
                 }
             }
         }
         self.any_host.as_ref().and_then(|b| b.find(req))
+    }
+}
+
+/// Runs `f` on the bucket of `place` (copied first if shared), creating it when `create`,
+/// and drops it when no Route is left in it.
+fn with_bucket(
+    exact: &mut Sharded<HostBucket>,
+    wildcard: &mut Sharded<HostBucket>,
+    any: &mut Option<Arc<Bucket>>,
+    place: &Place<'_>,
+    create: bool,
+    f: impl FnOnce(&mut Bucket),
+) {
+    let (map, host) = match place {
+        Place::Any => {
+            if any.is_none() && create {
+                *any = Some(Arc::new(BucketBuilder::default().build(&|_: &ObjectKey| 0)));
+            }
+            if let Some(b) = any {
+                let bucket = Arc::make_mut(b);
+                f(bucket);
+                if bucket.is_unused() {
+                    *any = None;
+                }
+            }
+            return;
+        }
+        Place::Exact(h) => (exact, &**h),
+        Place::Wildcard(h) => (wildcard, &**h),
+    };
+    if map.get(host).is_none() {
+        if !create {
+            return;
+        }
+        let empty = Arc::new(BucketBuilder::default().build(&|_: &ObjectKey| 0));
+        map.insert(HostBucket { host: host.into(), bucket: empty });
+    }
+    let unused = match map.get_mut(host) {
+        Some(hb) => {
+            let bucket = Arc::make_mut(&mut hb.bucket);
+            f(bucket);
+            bucket.is_unused()
+        }
+        None => false,
+    };
+    if unused {
+        map.remove(host);
     }
 }
 

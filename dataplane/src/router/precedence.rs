@@ -8,27 +8,27 @@
 //! their pattern, longest first (as Envoy Gateway does), then by the same tie-breaks.
 
 use std::cmp::Reverse;
-use std::sync::Arc;
 
 use crate::snapshot::{PathMatch, RequestMatch, Rule};
 
-/// Sort key of a match entry: smaller sorts first and wins.
+/// Sort key of a match entry: smaller sorts first and wins. Borrows the Route's name, so
+/// computing one costs no allocation or reference count.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Precedence {
+pub(crate) struct Precedence<'a> {
     regex_len: Reverse<usize>,
     has_method: Reverse<bool>,
     headers: Reverse<usize>,
     query: Reverse<usize>,
     created: i64,
-    namespace: Arc<str>,
-    name: Arc<str>,
+    namespace: &'a str,
+    name: &'a str,
     rule_index: usize,
     match_index: usize,
 }
 
-impl Precedence {
+impl<'a> Precedence<'a> {
     /// The key of match entry `match_index` of `rule`, from a Route created at `created`.
-    pub(crate) fn of(rule: &Rule, m: &RequestMatch, match_index: usize, created: i64) -> Self {
+    pub(crate) fn of(rule: &'a Rule, m: &RequestMatch, match_index: usize, created: i64) -> Self {
         let regex_len = match &m.path {
             PathMatch::Regex(re) => re.as_str().len(),
             _ => 0,
@@ -39,8 +39,8 @@ impl Precedence {
             headers: Reverse(m.headers.len()),
             query: Reverse(m.query.len()),
             created,
-            namespace: rule.route.namespace.clone(),
-            name: rule.route.name.clone(),
+            namespace: &rule.route.namespace,
+            name: &rule.route.name,
             rule_index: rule.index,
             match_index,
         }
