@@ -48,6 +48,8 @@ pub(crate) struct FilterCache {
     jwt: BTreeMap<(ObjectRef, String), Built<JwtAuth>>,
     key_auth: BTreeMap<(ObjectRef, String), Arc<KeyAuth>>,
     pub(crate) rate_limits: BTreeMap<ObjectRef, Arc<RateLimit>>,
+    /// The empty chain, shared by every rule without filters (most of them).
+    empty: Arc<[Filter]>,
 }
 
 impl std::fmt::Debug for FilterCache {
@@ -215,6 +217,9 @@ impl<'a> FilterBuilder<'a> {
         }
         if jwt.is_some() || key_auth.is_some() {
             filters.push(Filter::Authenticate(Arc::new(Authenticate { jwt, key_auth })));
+        }
+        if filters.is_empty() {
+            return (Arc::clone(&self.cache.empty), problems);
         }
         filters.sort_by_key(Filter::phase);
         (Arc::from(filters), problems)
