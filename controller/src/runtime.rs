@@ -27,21 +27,15 @@ use crate::compile::{self, Compiled, Memory, ObjectStatus, Statuses, compile};
 use crate::index::{Index, Kind, ObjectRef};
 use crate::load::LoadError;
 
-/// One object's status as served by `/debug/status`.
-#[derive(Debug, Clone, Serialize)]
+/// One object's status as served by `/debug/status` (with its kind, namespace and name,
+/// which [`ObjectViews`] holds as the key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectView {
-    /// `Route`, `Plugin` or `Consumer`.
-    pub kind: &'static str,
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
     /// `metadata.generation` the conditions describe.
     pub generation: i64,
-    /// Conditions, with `lastTransitionTime` (objects that got the same conditions at the
-    /// same time share one list).
-    pub conditions: Arc<[Condition]>,
+    /// Conditions, with `lastTransitionTime`.
+    pub conditions: Vec<Condition>,
     /// Routes only: the plugins that apply.
     pub effective_plugins: Vec<EffectivePlugin>,
 }
@@ -66,9 +60,14 @@ pub struct StatusView {
 pub struct ObjectViews(OrdMap<(Kind, ObjectRef), Arc<ObjectView>>);
 
 impl ObjectViews {
-    /// The views, sorted by kind, namespace and name.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<ObjectView>> {
-        self.0.values()
+    /// The views with their kind and key, sorted by kind, namespace and name.
+    pub fn iter(&self) -> impl Iterator<Item = ObjectEntry<'_>> {
+        self.0.iter().map(|((kind, key), view)| ObjectEntry {
+            kind: kind.as_str(),
+            namespace: &key.namespace,
+            name: &key.name,
+            view,
+        })
     }
 
     /// The view of one object.
@@ -87,9 +86,23 @@ impl ObjectViews {
     }
 }
 
+/// One object of [`ObjectViews`]: what `/debug/status` lists.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ObjectEntry<'a> {
+    /// `Route`, `Plugin` or `Consumer`.
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Generation, conditions and effective plugins.
+    #[serde(flatten)]
+    pub view: &'a Arc<ObjectView>,
+}
+
 impl Serialize for ObjectViews {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.values())
+        serializer.collect_seq(self.iter())
     }
 }
 
@@ -316,22 +329,19 @@ impl Publisher {
         }
         let now = rfc3339(now);
         let mut views = self.views.0.clone();
-        // New objects with the same status (one shared `Arc`) share one condition list.
-        let mut fresh: HashMap<usize, Arc<[Condition]>> = HashMap::new();
+        // New objects with the same status (one shared `Arc`) share one view.
+        let mut fresh: HashMap<usize, Arc<ObjectView>> = HashMap::new();
         for item in self.view_statuses.diff(&compiled.statuses) {
             match item {
                 DiffItem::Add(id, status) => {
-                    let ptr = Arc::as_ptr(status) as usize;
-                    let conditions = fresh
-                        .entry(ptr)
-                        .or_insert_with(|| conditions_with_times(status, None, &now))
-                        .clone();
-                    views.insert(id.clone(), Arc::new(object_view(id, status, conditions)));
+                    let view = fresh
+                        .entry(Arc::as_ptr(status) as usize)
+                        .or_insert_with(|| Arc::new(object_view(status, None, &now)));
+                    views.insert(id.clone(), Arc::clone(view));
                 }
                 DiffItem::Update { new: (id, status), .. } => {
-                    let before = views.get(id).map(|v| Arc::clone(&v.conditions));
-                    let conditions = conditions_with_times(status, before.as_deref(), &now);
-                    views.insert(id.clone(), Arc::new(object_view(id, status, conditions)));
+                    let view = object_view(status, views.get(id).map(|v| &**v), &now);
+                    views.insert(id.clone(), Arc::new(view));
                 }
                 DiffItem::Remove(id, _) => {
                     views.remove(id);
@@ -344,34 +354,18 @@ impl Publisher {
     }
 }
 
-/// The conditions of `status`; each keeps the `lastTransitionTime` of `before`'s condition
-/// of the same type when its status is the same, else gets `now`.
-fn conditions_with_times(
-    status: &ObjectStatus,
-    before: Option<&[Condition]>,
-    now: &str,
-) -> Arc<[Condition]> {
+/// The view of one object; each condition keeps the `lastTransitionTime` of `before`'s
+/// condition of the same type when its status is the same, else gets `now`.
+fn object_view(status: &ObjectStatus, before: Option<&ObjectView>, now: &str) -> ObjectView {
     let mut conditions = status.conditions.clone();
     for c in &mut conditions {
         let kept = before
-            .and_then(|b| b.iter().find(|p| p.type_ == c.type_))
+            .and_then(|b| b.conditions.iter().find(|p| p.type_ == c.type_))
             .filter(|p| p.status == c.status)
             .and_then(|p| p.last_transition_time.clone());
         c.last_transition_time = Some(kept.unwrap_or_else(|| now.to_owned()));
     }
-    conditions.into()
-}
-
-/// The view of one object.
-fn object_view(
-    (kind, key): &(Kind, ObjectRef),
-    status: &ObjectStatus,
-    conditions: Arc<[Condition]>,
-) -> ObjectView {
     ObjectView {
-        kind: kind.as_str(),
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
         generation: status.generation,
         conditions,
         effective_plugins: status.effective_plugins.clone(),
@@ -429,7 +423,7 @@ mod tests {
 
         let status = shared.status.load();
         assert_eq!(status.version, 2);
-        let route = status.objects.iter().find(|o| o.kind == "Route").unwrap();
+        let route = status.objects.iter().find(|o| o.kind == "Route").unwrap().view;
         assert!(route.conditions.iter().all(|c| c.last_transition_time.is_some()));
         let metrics = shared.metrics.encode();
         assert!(metrics.contains("weir_snapshot_version 2"), "{metrics}");
@@ -522,7 +516,7 @@ mod tests {
         p.apply(&index(ROUTE), Vec::new());
         p.view_statuses = Statuses::new();
         p.views = ObjectViews::default();
-        let nth = |v: &ObjectViews, i: usize| Arc::clone(v.iter().nth(i).unwrap());
+        let nth = |v: &ObjectViews, i: usize| Arc::clone(v.iter().nth(i).unwrap().view);
         let t0 = UNIX_EPOCH + Duration::from_secs(100);
         let first = p.objects(t0);
         assert_eq!(
