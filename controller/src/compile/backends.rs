@@ -22,7 +22,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Assigns dense ids to backend keys in first-use order (deterministic, since the compiler
 /// walks the index in order).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct BackendInterner {
     keys: Vec<BackendKey>,
     ids: BTreeMap<BackendKey, BackendId>,
@@ -41,8 +41,8 @@ impl BackendInterner {
     }
 
     /// The keys, indexed by id.
-    pub(crate) fn into_keys(self) -> Vec<BackendKey> {
-        self.keys
+    pub(crate) fn keys(&self) -> &[BackendKey] {
+        &self.keys
     }
 }
 

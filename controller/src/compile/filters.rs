@@ -39,15 +39,38 @@ pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 type Built<T> = Result<Arc<T>, RefProblem>;
 
+/// What a [`FilterBuilder`] built: reusable by a later run over the same Plugins, Consumers
+/// and Secrets (an incremental compile of changed Routes), so every rule keeps sharing one
+/// filter (and its caches and counters) per Plugin.
+#[derive(Clone, Default)]
+pub(crate) struct FilterCache {
+    stores: BTreeMap<String, Arc<ConsumerStore>>,
+    jwt: BTreeMap<(ObjectRef, String), Built<JwtAuth>>,
+    key_auth: BTreeMap<(ObjectRef, String), Arc<KeyAuth>>,
+    pub(crate) rate_limits: BTreeMap<ObjectRef, Arc<RateLimit>>,
+    /// The empty chain, shared by every rule without filters (most of them).
+    empty: Arc<[Filter]>,
+}
+
+impl std::fmt::Debug for FilterCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterCache")
+            .field("stores", &self.stores.len())
+            .field("jwt", &self.jwt.len())
+            .field("key_auth", &self.key_auth.len())
+            .field("rate_limits", &self.rate_limits.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 /// Builds filters for one compile run.
 pub(crate) struct FilterBuilder<'a> {
     index: &'a Index,
     catalog: &'a PluginCatalog,
     jwks: &'a JwksRegistry,
-    stores: BTreeMap<String, Arc<ConsumerStore>>,
-    jwt: BTreeMap<(ObjectRef, String), Built<JwtAuth>>,
-    key_auth: BTreeMap<(ObjectRef, String), Arc<KeyAuth>>,
-    rate_limits: BTreeMap<ObjectRef, Arc<RateLimit>>,
+    cache: FilterCache,
+    /// Rate-limit Plugins used since the last [`FilterBuilder::take_touched`].
+    touched: Vec<ObjectRef>,
 }
 
 impl<'a> FilterBuilder<'a> {
@@ -57,20 +80,32 @@ impl<'a> FilterBuilder<'a> {
         catalog: &'a PluginCatalog,
         jwks: &'a JwksRegistry,
     ) -> Self {
-        FilterBuilder {
-            index,
-            catalog,
-            jwks,
-            stores: BTreeMap::new(),
-            jwt: BTreeMap::new(),
-            key_auth: BTreeMap::new(),
-            rate_limits: BTreeMap::new(),
-        }
+        Self::with_cache(index, catalog, jwks, FilterCache::default())
     }
 
-    /// Every rate limit built in this run (one per Plugin object), to bind on publish.
-    pub(crate) fn rate_limits(&self) -> Vec<Arc<RateLimit>> {
-        self.rate_limits.values().cloned().collect()
+    /// A builder that reuses what an earlier run over the same Plugins, Consumers and
+    /// Secrets built.
+    pub(crate) fn with_cache(
+        index: &'a Index,
+        catalog: &'a PluginCatalog,
+        jwks: &'a JwksRegistry,
+        cache: FilterCache,
+    ) -> Self {
+        FilterBuilder { index, catalog, jwks, cache, touched: Vec::new() }
+    }
+
+    /// What this run built, for a later run.
+    pub(crate) fn into_cache(self) -> FilterCache {
+        self.cache
+    }
+
+    /// The rate-limit Plugins used since the last call (sorted, without duplicates): what
+    /// one Route (or the Consumers) keeps in the snapshot's rate limits.
+    pub(crate) fn take_touched(&mut self) -> Box<[ObjectRef]> {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort();
+        touched.dedup();
+        touched.into_boxed_slice()
     }
 
     /// Adds an accepted Consumer and its usable credentials to its namespace's store.
@@ -87,7 +122,7 @@ impl<'a> FilterBuilder<'a> {
             spec.tier.as_deref(),
             self.consumer_plugins(&key.namespace, &spec.plugins),
         );
-        let store = self.stores.entry(key.namespace.clone()).or_default();
+        let store = self.cache.stores.entry(key.namespace.clone()).or_default();
         let Some(store) = Arc::get_mut(store) else { return };
         store.add_consumer(&entry);
         for hash in &check.api_keys {
@@ -126,7 +161,8 @@ impl<'a> FilterBuilder<'a> {
     /// The rate limit of Plugin `source` (built once per run), when it is a usable
     /// `rateLimit` plugin.
     fn rate_limit(&mut self, source: &ObjectRef) -> Option<Arc<RateLimit>> {
-        if let Some(rl) = self.rate_limits.get(source) {
+        if let Some(rl) = self.cache.rate_limits.get(source) {
+            self.touched.push(source.clone());
             return Some(Arc::clone(rl));
         }
         let config = self.catalog.spec(source)?.rate_limit.as_ref()?;
@@ -134,12 +170,13 @@ impl<'a> FilterBuilder<'a> {
         // The catalog holds only validated specs, so this succeeds.
         let spec = super::ratelimit::rate_limit_spec(key, config).ok()?;
         let built = Arc::new(RateLimit::new(spec));
-        self.rate_limits.insert(source.clone(), Arc::clone(&built));
+        self.cache.rate_limits.insert(source.clone(), Arc::clone(&built));
+        self.touched.push(source.clone());
         Some(built)
     }
 
     fn store(&mut self, namespace: &str) -> Arc<ConsumerStore> {
-        Arc::clone(self.stores.entry(namespace.to_owned()).or_default())
+        Arc::clone(self.cache.stores.entry(namespace.to_owned()).or_default())
     }
 
     /// The filter chain of one rule of a Route in `namespace`, and reference problems
@@ -181,13 +218,16 @@ impl<'a> FilterBuilder<'a> {
         if jwt.is_some() || key_auth.is_some() {
             filters.push(Filter::Authenticate(Arc::new(Authenticate { jwt, key_auth })));
         }
+        if filters.is_empty() {
+            return (Arc::clone(&self.cache.empty), problems);
+        }
         filters.sort_by_key(Filter::phase);
         (Arc::from(filters), problems)
     }
 
     fn key_auth(&mut self, namespace: &str, source: &ObjectRef) -> Option<Arc<KeyAuth>> {
         let id = (source.clone(), namespace.to_owned());
-        if let Some(k) = self.key_auth.get(&id) {
+        if let Some(k) = self.cache.key_auth.get(&id) {
             return Some(Arc::clone(k));
         }
         let config: KeyAuthConfig = self.catalog.spec(source)?.key_auth.clone()?;
@@ -202,17 +242,17 @@ impl<'a> FilterBuilder<'a> {
             forward_credential: config.forward_credential,
             consumers: self.store(namespace),
         });
-        self.key_auth.insert(id, Arc::clone(&built));
+        self.cache.key_auth.insert(id, Arc::clone(&built));
         Some(built)
     }
 
     fn jwt(&mut self, namespace: &str, source: &ObjectRef) -> Built<JwtAuth> {
         let id = (source.clone(), namespace.to_owned());
-        if let Some(built) = self.jwt.get(&id) {
+        if let Some(built) = self.cache.jwt.get(&id) {
             return built.clone();
         }
         let built = self.build_jwt(namespace, source);
-        self.jwt.insert(id, built.clone());
+        self.cache.jwt.insert(id, built.clone());
         built
     }
 

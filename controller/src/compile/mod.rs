@@ -2,17 +2,20 @@
 //! for every object. The same code runs in `weir run` (both modes) and `weir validate`.
 //!
 //! Two update rates: Routes, Plugins, Consumers and Services change rarely; EndpointSlices
-//! change often. [`compile`] builds everything; when only EndpointSlices changed, the caller
-//! runs [`compile_endpoints_only`], which rebuilds just the [`BackendTable`] from
-//! [`Compiled::backend_keys`] and shares the route table (same `Arc`) and statuses.
-//! (Service changes can change `ResolvedRefs`, so they need a full [`compile`].)
+//! change often. [`compile`] builds everything; [`update`] compiles only what changed since
+//! a previous run: nothing, only the [`BackendTable`] when only EndpointSlices changed
+//! ([`compile_endpoints_only`]), only the changed Routes when nothing but Routes (and
+//! EndpointSlices) changed ([`incremental`]), else everything. Results, statuses and memory
+//! are persistent maps (`imbl`), so a one-Route change costs O(log n) per map, not O(n).
 
 pub mod backends;
 pub mod conditions;
 pub mod consumers;
 pub mod filters;
+pub mod incremental;
 pub mod plugins;
 pub mod ratelimit;
+pub(crate) mod route;
 pub(crate) mod routes;
 #[cfg(test)]
 mod tests;
@@ -20,16 +23,18 @@ mod tests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use imbl::OrdMap;
 use weir_crds::{Condition, EffectivePlugin, Route};
 use weir_dataplane::filter::jwt::JwksRegistry;
 use weir_dataplane::ratelimit::RateLimit;
-use weir_dataplane::{BackendKey, BackendTable, ObjectKey, RouteTable};
+use weir_dataplane::{BackendKey, BackendTable, RouteTable};
 
 use crate::index::{Index, Kind, ObjectRef};
 pub use backends::compile_backends;
-use conditions::{PROGRAMMED, RefProblem, RefReason, accepted, condition, resolved_refs};
+use conditions::accepted;
+pub use incremental::update;
+use incremental::{Seen, State};
 pub use plugins::AppliedPlugin;
-use plugins::PluginCatalog;
 pub use routes::{MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
 
 /// What the compiler remembers between runs: the last good version of every Route and
@@ -38,8 +43,9 @@ pub use routes::{MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
 /// state that outlives snapshots). Owned by the caller and passed back in.
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
-    /// Last accepted spec and generation of each Route.
-    pub last_good_routes: BTreeMap<ObjectRef, (i64, weir_crds::RouteSpec)>,
+    /// Last accepted generation of each Route and the object itself (shared with the index
+    /// that held it, not a copy of its spec).
+    pub last_good_routes: OrdMap<ObjectRef, (i64, Arc<Route>)>,
     /// Last accepted spec and generation of each Plugin.
     pub last_good_plugins: BTreeMap<ObjectRef, (i64, weir_crds::PluginSpec)>,
     /// Remote JWKS shared by successive snapshots (clones share the registry).
@@ -70,6 +76,11 @@ impl ObjectStatus {
     }
 }
 
+/// The status of every weir object (Route, Plugin, Consumer), sorted by kind and key. A
+/// persistent map: clones are O(1) and share structure, and Routes with the common all-good
+/// status share one `Arc`.
+pub type Statuses = OrdMap<(Kind, ObjectRef), Arc<ObjectStatus>>;
+
 /// Output of [`compile`].
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -78,12 +89,13 @@ pub struct Compiled {
     /// The backend table (endpoints).
     pub backends: Arc<BackendTable>,
     /// The key of every backend, indexed by `BackendId` (`backend_keys[id.0]`): the input of
-    /// [`compile_backends`] when only endpoints changed.
+    /// [`compile_backends`] when only endpoints changed. After incremental compiles it may
+    /// also hold keys no Route uses any more (bounded; a full compile drops them).
     pub backend_keys: Arc<[BackendKey]>,
-    /// The plugins of each rule of each served Route (outer index = rule index), most
-    /// specific level first resolved, in phase order (the filters built from them are in
-    /// the route table).
-    pub rule_plugins: Arc<BTreeMap<ObjectRef, Vec<Vec<AppliedPlugin>>>>,
+    /// The plugins of each rule of each served Route that has any (outer index = rule
+    /// index; a Route without an entry has none), most specific level first resolved, in
+    /// phase order (the filters built from them are in the route table).
+    pub rule_plugins: OrdMap<ObjectRef, Arc<[Vec<AppliedPlugin>]>>,
     /// Every rate limit of the snapshot (one per `rateLimit` Plugin in use): the publisher
     /// binds them to their runtime limiters (`RateLimiters::publish`) before going live.
     pub rate_limits: Vec<Arc<RateLimit>>,
@@ -91,9 +103,11 @@ pub struct Compiled {
     /// plane removes them from every incoming request.
     pub identity_headers: Arc<[http::HeaderName]>,
     /// Status of every weir object (Route, Plugin, Consumer).
-    pub statuses: Arc<BTreeMap<(Kind, ObjectRef), ObjectStatus>>,
+    pub statuses: Statuses,
     /// The memory to pass to the next run.
     pub memory: Arc<Memory>,
+    /// What the next [`update`] compares the index with and reuses.
+    pub(crate) state: Arc<State>,
 }
 
 /// Rebuilds only the backend table of `previous` from the index's current Services and
@@ -104,11 +118,12 @@ pub fn compile_endpoints_only(index: &Index, previous: &Compiled) -> Compiled {
         routes: Arc::clone(&previous.routes),
         backends: Arc::new(compile_backends(index, &previous.backend_keys)),
         backend_keys: Arc::clone(&previous.backend_keys),
-        rule_plugins: Arc::clone(&previous.rule_plugins),
+        rule_plugins: previous.rule_plugins.clone(),
         rate_limits: previous.rate_limits.clone(),
         identity_headers: Arc::clone(&previous.identity_headers),
-        statuses: Arc::clone(&previous.statuses),
+        statuses: previous.statuses.clone(),
         memory: Arc::clone(&previous.memory),
+        state: Arc::new(previous.state.with_endpoints(index)),
     }
 }
 
@@ -118,7 +133,7 @@ fn generation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
 
 /// Compiles the index. Pure: same input, same output; no I/O, no clock.
 pub fn compile(index: &Index, memory: &Memory) -> Compiled {
-    let mut statuses = BTreeMap::new();
+    let mut statuses = Statuses::new();
     let mut new_memory = Memory { jwks: memory.jwks.clone(), ..Memory::default() };
     let (catalog, plugin_results) =
         plugins::catalog(index, &memory.last_good_plugins, &mut new_memory.last_good_plugins);
@@ -134,7 +149,7 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         let conditions = vec![accepted(&errors, generation, &suffix)];
         statuses.insert(
             (Kind::Plugin, key.clone()),
-            ObjectStatus { generation, conditions, effective_plugins: Vec::new() },
+            Arc::new(ObjectStatus { generation, conditions, effective_plugins: Vec::new() }),
         );
     }
 
@@ -148,19 +163,31 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         }
         let conditions = vec![
             accepted(&check.errors, generation, ""),
-            resolved_refs(&check.problems, generation),
+            conditions::resolved_refs(&check.problems, generation),
         ];
         statuses.insert(
             (Kind::Consumer, key.clone()),
-            ObjectStatus { generation, conditions, effective_plugins: Vec::new() },
+            Arc::new(ObjectStatus { generation, conditions, effective_plugins: Vec::new() }),
         );
     }
+    let consumer_rate_limits: Arc<[ObjectRef]> = builder.take_touched().into();
 
     let mut interner = backends::BackendInterner::default();
-    let mut models = Vec::new();
-    let mut rule_plugins = BTreeMap::new();
+    let mut status_cache = route::StatusCache::default();
+    let mut models = Vec::with_capacity(index.routes.len());
+    let mut rule_plugins = OrdMap::new();
+    let mut seen = OrdMap::new();
+    let mut users = BTreeMap::new();
+    let mut cx = route::RouteContext {
+        index,
+        memory,
+        catalog: &catalog,
+        builder: &mut builder,
+        interner: &mut interner,
+        statuses: &mut status_cache,
+    };
     for (key, route) in &index.routes {
-        let out = compile_route(index, key, route, memory, &catalog, &mut builder, &mut interner);
+        let out = route::compile_route(&mut cx, key, route);
         if let Some(model) = out.model {
             models.push(model);
         }
@@ -171,18 +198,25 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
             rule_plugins.insert(key.clone(), p);
         }
         statuses.insert((Kind::Route, key.clone()), out.status);
+        incremental::acquire(&mut users, &out.rate_limits);
+        seen.insert(key.clone(), Seen { route: Arc::clone(route), rate_limits: out.rate_limits });
     }
 
-    let backend_keys: Arc<[BackendKey]> = interner.into_keys().into();
+    let filters = builder.into_cache();
+    let rate_limits = incremental::rate_limits_in_use(&filters, &consumer_rate_limits, &users);
+    let backend_keys: Arc<[BackendKey]> = interner.keys().into();
+    let memory = Arc::new(new_memory);
+    let state = State::new(index, seen, catalog, filters, consumer_rate_limits, users, interner);
     Compiled {
         routes: Arc::new(RouteTable::new(models)),
         backends: Arc::new(compile_backends(index, &backend_keys)),
         backend_keys,
-        rule_plugins: Arc::new(rule_plugins),
-        rate_limits: builder.rate_limits(),
-        identity_headers: identity_headers(index, &new_memory),
-        statuses: Arc::new(statuses),
-        memory: Arc::new(new_memory),
+        rule_plugins,
+        rate_limits,
+        identity_headers: identity_headers(index, &memory),
+        statuses,
+        memory,
+        state: Arc::new(state),
     }
 }
 
@@ -200,162 +234,4 @@ fn identity_headers(index: &Index, memory: &Memory) -> Arc<[http::HeaderName]> {
         .map(|c| c.header.to_ascii_lowercase())
         .collect();
     names.iter().filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()).collect()
-}
-
-/// What compiling one Route yields.
-struct RouteOutput {
-    model: Option<weir_dataplane::RouteModel>,
-    remember: Option<(i64, weir_crds::RouteSpec)>,
-    rule_plugins: Option<Vec<Vec<AppliedPlugin>>>,
-    status: ObjectStatus,
-}
-
-fn compile_route(
-    index: &Index,
-    key: &ObjectRef,
-    route: &Route,
-    memory: &Memory,
-    catalog: &PluginCatalog,
-    builder: &mut filters::FilterBuilder<'_>,
-    interner: &mut backends::BackendInterner,
-) -> RouteOutput {
-    let ns = key.namespace.as_str();
-    let generation = generation(&route.metadata);
-    let created = route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
-    let object_key = ObjectKey::new(ns, &key.name);
-
-    let (errors, served) = match routes::validate_route(ns, &route.spec) {
-        Ok(valid) => (Vec::new(), Some((valid, generation, &route.spec))),
-        Err(errors) => {
-            let fallback = memory
-                .last_good_routes
-                .get(key)
-                .and_then(|(g, spec)| routes::validate_route(ns, spec).ok().map(|v| (v, *g, spec)));
-            (errors, fallback)
-        }
-    };
-
-    let mut conditions = Vec::new();
-    let suffix = match &served {
-        Some((_, g, _)) if !errors.is_empty() => {
-            format!("; the last good version (generation {g}) keeps serving")
-        }
-        _ => String::new(),
-    };
-    conditions.push(accepted(&errors, generation, &suffix));
-
-    // References are checked on the current spec: that is what the user is editing.
-    let mut problems = backend_problems(index, ns, &route.spec);
-    problems.extend(plugins::rule_plugins(ns, &route.spec, catalog).problems);
-
-    let mut out = RouteOutput {
-        model: None,
-        remember: None,
-        rule_plugins: None,
-        status: ObjectStatus::default(),
-    };
-    let mut effective = Vec::new();
-    let mut filter_problems = Vec::new();
-    match served {
-        Some((valid, served_gen, spec)) => {
-            // Programmed is about *this* generation: an invalid update is not programmed,
-            // even though the last good generation keeps serving.
-            if errors.is_empty() {
-                conditions.push(condition(
-                    PROGRAMMED,
-                    true,
-                    "Programmed",
-                    "programmed".to_owned(),
-                    generation,
-                ));
-            } else {
-                let message = format!(
-                    "generation {generation} is not programmed; the last good version (generation {served_gen}) keeps serving"
-                );
-                conditions.push(condition(PROGRAMMED, false, "Invalid", message, generation));
-            }
-            let resolved = plugins::rule_plugins(ns, spec, catalog);
-            let mut rule_filters = Vec::with_capacity(resolved.per_rule.len());
-            for (applied, unresolved) in resolved.per_rule.iter().zip(&resolved.unresolved) {
-                let (chain, found) = builder.rule_filters(ns, applied, unresolved);
-                rule_filters.push(chain);
-                for p in found {
-                    if !filter_problems.contains(&p) {
-                        filter_problems.push(p);
-                    }
-                }
-            }
-            effective = effective_plugins(&resolved.per_rule);
-            effective.extend(resolved.skipped.iter().map(|p| EffectivePlugin {
-                type_: p.type_.to_owned(),
-                source: p.source.to_string(),
-                level: p.level.clone(),
-            }));
-            out.rule_plugins = Some(resolved.per_rule);
-            out.model =
-                Some(valid.into_model(object_key, served_gen, created, rule_filters, interner));
-            out.remember = Some((served_gen, spec.clone()));
-        }
-        None => conditions.push(condition(
-            PROGRAMMED,
-            false,
-            "Invalid",
-            "not programmed: the route is invalid and has no last good version",
-            generation,
-        )),
-    }
-    problems.extend(filter_problems);
-    // ResolvedRefs sits between Accepted and Programmed.
-    conditions.insert(1, resolved_refs(&problems, generation));
-    out.status = ObjectStatus { generation, conditions, effective_plugins: effective };
-    out
-}
-
-/// `ResolvedRefs` problems of a Route's backends.
-fn backend_problems(index: &Index, ns: &str, spec: &weir_crds::RouteSpec) -> Vec<RefProblem> {
-    let mut problems = Vec::new();
-    for (i, rule) in spec.rules.iter().enumerate() {
-        for (j, b) in rule.backends.iter().enumerate() {
-            if b.service.is_empty() {
-                continue;
-            }
-            let key = routes::backend_key(ns, b);
-            if let Err(e) = backends::resolve_service_port(index, &key) {
-                problems.push(RefProblem::new(
-                    RefReason::BackendNotFound,
-                    format!("spec.rules[{i}].backends[{j}]: {e}"),
-                ));
-            }
-        }
-    }
-    problems
-}
-
-/// The Route-level summary of every rule's plugins: deduplicated, in phase order, then
-/// from the least to the most specific level.
-fn effective_plugins(per_rule: &[Vec<AppliedPlugin>]) -> Vec<EffectivePlugin> {
-    let mut all: Vec<&AppliedPlugin> = per_rule.iter().flatten().collect();
-    let level_rank = |l: &str| match l {
-        "global" => 0,
-        "route" => 1,
-        _ => 2,
-    };
-    all.sort_by(|a, b| {
-        let pa = plugins::PLUGIN_TYPES.iter().position(|t| *t == a.type_);
-        let pb = plugins::PLUGIN_TYPES.iter().position(|t| *t == b.type_);
-        (pa, level_rank(&a.level), &a.level, &a.source).cmp(&(
-            pb,
-            level_rank(&b.level),
-            &b.level,
-            &b.source,
-        ))
-    });
-    all.dedup();
-    all.into_iter()
-        .map(|p| EffectivePlugin {
-            type_: p.type_.to_owned(),
-            source: p.source.to_string(),
-            level: p.level.clone(),
-        })
-        .collect()
 }

@@ -13,7 +13,6 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use tokio::sync::watch;
 use weir_crds::RouteStatus;
 
-use crate::compile::ObjectStatus;
 use crate::index::{Kind, ObjectRef};
 use crate::kube::convert::{api_resource, api_version};
 use crate::kube::events::Events;
@@ -32,7 +31,7 @@ pub const RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct WriterInput {
     /// Statuses computed by `compile()` for the live snapshot.
-    pub statuses: Arc<BTreeMap<(Kind, ObjectRef), ObjectStatus>>,
+    pub statuses: crate::compile::Statuses,
     /// Every watched weir object, with what the API server holds.
     pub watched: BTreeMap<(Kind, ObjectRef), Watched>,
 }
@@ -61,7 +60,9 @@ impl Writer {
         for ((kind, key), watched) in &input.watched {
             let id = (*kind, key.clone());
             let last = self.written.get(&id).map(|(_, s)| s);
-            let Some(status) = to_write(*kind, input.statuses.get(&id), watched, last, &now) else {
+            let Some(status) =
+                to_write(*kind, input.statuses.get(&id).map(|s| &**s), watched, last, &now)
+            else {
                 continue;
             };
             let before = last.unwrap_or(&watched.existing.status);

@@ -4,6 +4,7 @@
 
 mod auth;
 mod endpoints;
+mod incremental;
 mod invalid;
 mod ratelimit;
 mod units;

@@ -1,0 +1,328 @@
+//! Incremental compiles: what changed since the previous run, found by pointer comparison
+//! of the index's `Arc`s (sources keep the same `Arc` for an unchanged object; a different
+//! `Arc` with equal content also counts as unchanged), and a recompile of only the changed
+//! Routes when nothing else changed.
+//!
+//! Only Routes are compiled one by one: Plugins, Consumers, Services, Secrets and the
+//! controller namespace affect many Routes, so a change to any of them recompiles all.
+//! What crosses Routes is kept correct: backend ids stay stable (new keys get new ids, keys
+//! no Route uses any more stay until the next full compile, bounded), filters come from the
+//! previous run's [`FilterCache`] (so rules keep sharing one filter per Plugin), the rate
+//! limits in use are counted per Plugin, identity headers depend only on Plugins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use imbl::OrdMap;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use weir_crds::{Consumer, Plugin, Route};
+use weir_dataplane::ratelimit::RateLimit;
+use weir_dataplane::{BackendKey, ObjectKey};
+
+use super::backends::{BackendInterner, compile_backends};
+use super::filters::{FilterBuilder, FilterCache};
+use super::plugins::PluginCatalog;
+use super::route::{RouteContext, StatusCache, compile_route};
+use super::{Compiled, Memory, compile, compile_endpoints_only};
+use crate::index::{Index, Kind, ObjectRef};
+
+/// What the previous run saw of one Route.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    /// The object compiled.
+    pub(crate) route: Arc<Route>,
+    /// The rate-limit Plugins its filters use.
+    pub(crate) rate_limits: Box<[ObjectRef]>,
+}
+
+/// The inputs that make every Route recompile when they change.
+#[derive(Debug, Default)]
+struct Shared {
+    plugins: BTreeMap<ObjectRef, Arc<Plugin>>,
+    consumers: BTreeMap<ObjectRef, Arc<Consumer>>,
+    services: BTreeMap<ObjectRef, Arc<Service>>,
+    secrets: BTreeMap<ObjectRef, Arc<Secret>>,
+    controller_namespace: String,
+}
+
+/// What a compile keeps for the next [`update`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct State {
+    shared: Arc<Shared>,
+    endpoint_slices: Arc<BTreeMap<ObjectRef, Arc<EndpointSlice>>>,
+    routes: OrdMap<ObjectRef, Seen>,
+    catalog: Arc<PluginCatalog>,
+    filters: FilterCache,
+    consumer_rate_limits: Arc<[ObjectRef]>,
+    /// Number of Routes whose filters use each rate-limit Plugin.
+    rate_limit_users: BTreeMap<ObjectRef, usize>,
+    interner: BackendInterner,
+    /// Backend keys after the last full compile (bounds the unused keys kept since).
+    full_backends: usize,
+}
+
+impl State {
+    /// The state of a full compile of `index`.
+    pub(crate) fn new(
+        index: &Index,
+        routes: OrdMap<ObjectRef, Seen>,
+        catalog: PluginCatalog,
+        filters: FilterCache,
+        consumer_rate_limits: Arc<[ObjectRef]>,
+        rate_limit_users: BTreeMap<ObjectRef, usize>,
+        interner: BackendInterner,
+    ) -> Self {
+        let shared = Shared {
+            plugins: index.plugins.clone(),
+            consumers: index.consumers.clone(),
+            services: index.services.clone(),
+            secrets: index.secrets.clone(),
+            controller_namespace: index.controller_namespace().to_owned(),
+        };
+        State {
+            shared: Arc::new(shared),
+            endpoint_slices: Arc::new(index.endpoint_slices.clone()),
+            routes,
+            catalog: Arc::new(catalog),
+            filters,
+            consumer_rate_limits,
+            rate_limit_users,
+            full_backends: interner.keys().len(),
+            interner,
+        }
+    }
+
+    /// The inputs shared by every Route (`Arc::ptr_eq` tells whether a compile reused them).
+    #[cfg(test)]
+    pub(crate) fn shared_inputs(&self) -> Arc<impl std::fmt::Debug> {
+        Arc::clone(&self.shared)
+    }
+
+    /// This state with the index's EndpointSlices.
+    pub(crate) fn with_endpoints(&self, index: &Index) -> Self {
+        State { endpoint_slices: Arc::new(index.endpoint_slices.clone()), ..self.clone() }
+    }
+}
+
+/// Counts one more user of each rate limit.
+pub(crate) fn acquire(users: &mut BTreeMap<ObjectRef, usize>, rate_limits: &[ObjectRef]) {
+    for rl in rate_limits {
+        *users.entry(rl.clone()).or_default() += 1;
+    }
+}
+
+fn release(users: &mut BTreeMap<ObjectRef, usize>, rate_limits: &[ObjectRef]) {
+    for rl in rate_limits {
+        if let Some(n) = users.get_mut(rl) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                users.remove(rl);
+            }
+        }
+    }
+}
+
+/// The rate limits some Consumer or Route uses, in Plugin order.
+pub(crate) fn rate_limits_in_use(
+    filters: &FilterCache,
+    consumers: &[ObjectRef],
+    users: &BTreeMap<ObjectRef, usize>,
+) -> Vec<Arc<RateLimit>> {
+    filters
+        .rate_limits
+        .iter()
+        .filter(|(k, _)| users.contains_key(*k) || consumers.contains(*k))
+        .map(|(_, rl)| Arc::clone(rl))
+        .collect()
+}
+
+/// What changed in the index since a compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing.
+    Unchanged,
+    /// Only EndpointSlices.
+    Endpoints,
+    /// Routes (added, changed or removed), and maybe EndpointSlices; nothing else.
+    Routes {
+        /// Routes gone from the index.
+        removed: Vec<ObjectRef>,
+        /// Routes added or changed.
+        changed: Vec<ObjectRef>,
+        /// True when EndpointSlices changed too.
+        endpoints: bool,
+    },
+    /// Something else: recompile everything.
+    Full,
+}
+
+fn same_map<T>(
+    a: &BTreeMap<ObjectRef, Arc<T>>,
+    b: &BTreeMap<ObjectRef, Arc<T>>,
+    same: impl Fn(&T, &T) -> bool,
+) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && (Arc::ptr_eq(va, vb) || same(va, vb)))
+}
+
+/// True when two versions of a Route compile the same (status aside).
+fn same_route(a: &Arc<Route>, b: &Arc<Route>) -> bool {
+    Arc::ptr_eq(a, b) || (a.metadata == b.metadata && a.spec == b.spec)
+}
+
+/// What changed in `index` since the compile that left `state`. O(n) pointer comparisons.
+pub(crate) fn changes(index: &Index, state: &State) -> Change {
+    let s = &state.shared;
+    let same_others = index.controller_namespace() == s.controller_namespace
+        && same_map(&index.plugins, &s.plugins, |a, b| {
+            a.metadata == b.metadata && a.spec == b.spec
+        })
+        && same_map(&index.consumers, &s.consumers, |a, b| {
+            a.metadata == b.metadata && a.spec == b.spec
+        })
+        && same_map(&index.services, &s.services, |a, b| a == b)
+        && same_map(&index.secrets, &s.secrets, |a, b| a == b);
+    if !same_others {
+        return Change::Full;
+    }
+    let endpoints = !same_map(&index.endpoint_slices, &state.endpoint_slices, |a, b| a == b);
+    let (mut removed, mut changed) = (Vec::new(), Vec::new());
+    let mut old = state.routes.iter().peekable();
+    for (key, route) in &index.routes {
+        while let Some((gone, _)) = old.next_if(|(k, _)| *k < key) {
+            removed.push(gone.clone());
+        }
+        match old.next_if(|(k, _)| *k == key) {
+            Some((_, seen)) if same_route(&seen.route, route) => {}
+            _ => changed.push(key.clone()),
+        }
+    }
+    removed.extend(old.map(|(k, _)| k.clone()));
+    match (removed.is_empty() && changed.is_empty(), endpoints) {
+        (true, false) => Change::Unchanged,
+        (true, true) => Change::Endpoints,
+        (false, endpoints) => Change::Routes { removed, changed, endpoints },
+    }
+}
+
+/// Compiles `index` after `previous`: `None` when nothing changed, else the new output,
+/// computed from what changed only (see the module documentation). Same result as
+/// [`compile`]`(index, &previous.memory)` up to backend ids.
+pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
+    match changes(index, &previous.state) {
+        Change::Unchanged => None,
+        Change::Endpoints => Some(compile_endpoints_only(index, previous)),
+        Change::Routes { removed, changed, endpoints } => {
+            let state = &previous.state;
+            let many = (removed.len() + changed.len()) * 4 > state.routes.len().max(64);
+            let stale = state.interner.keys().len() > 2 * state.full_backends + 64;
+            Some(if many || stale {
+                compile(index, &previous.memory)
+            } else {
+                compile_changed(index, previous, &removed, &changed, endpoints)
+            })
+        }
+        Change::Full => Some(compile(index, &previous.memory)),
+    }
+}
+
+/// Recompiles the `changed` Routes, drops the `removed` ones, and reuses everything else of
+/// `previous`.
+pub(crate) fn compile_changed(
+    index: &Index,
+    previous: &Compiled,
+    removed: &[ObjectRef],
+    changed: &[ObjectRef],
+    endpoints: bool,
+) -> Compiled {
+    let state = &previous.state;
+    let mut memory = Memory::clone(&previous.memory);
+    let mut statuses = previous.statuses.clone();
+    let mut rule_plugins = previous.rule_plugins.clone();
+    let mut seen = state.routes.clone();
+    let mut users = state.rate_limit_users.clone();
+    let mut interner = state.interner.clone();
+    let mut status_cache = StatusCache::default();
+    let mut builder =
+        FilterBuilder::with_cache(index, &state.catalog, &memory.jwks, state.filters.clone());
+    let mut gone = Vec::with_capacity(removed.len() + changed.len());
+    let mut added = Vec::with_capacity(changed.len());
+    for key in removed {
+        statuses.remove(&(Kind::Route, key.clone()));
+        rule_plugins.remove(key);
+        memory.last_good_routes.remove(key);
+        if let Some(old) = seen.remove(key) {
+            release(&mut users, &old.rate_limits);
+        }
+        gone.push(ObjectKey::new(&key.namespace, &key.name));
+    }
+    let mut cx = RouteContext {
+        index,
+        memory: &previous.memory,
+        catalog: &state.catalog,
+        builder: &mut builder,
+        interner: &mut interner,
+        statuses: &mut status_cache,
+    };
+    for key in changed {
+        let Some(route) = index.routes.get(key) else { continue };
+        let out = compile_route(&mut cx, key, route);
+        if let Some(old) = seen.get(key) {
+            release(&mut users, &old.rate_limits);
+        }
+        acquire(&mut users, &out.rate_limits);
+        match out.remember {
+            Some(good) => memory.last_good_routes.insert(key.clone(), good),
+            None => memory.last_good_routes.remove(key),
+        };
+        match out.rule_plugins {
+            Some(p) => rule_plugins.insert(key.clone(), p),
+            None => rule_plugins.remove(key),
+        };
+        statuses.insert((Kind::Route, key.clone()), out.status);
+        seen.insert(key.clone(), Seen { route: Arc::clone(route), rate_limits: out.rate_limits });
+        gone.push(ObjectKey::new(&key.namespace, &key.name));
+        added.extend(out.model);
+    }
+
+    let filters = builder.into_cache();
+    let rate_limits = rate_limits_in_use(&filters, &state.consumer_rate_limits, &users);
+    let (backend_keys, backends) =
+        if interner.keys().len() != previous.backend_keys.len() || endpoints {
+            let keys: Arc<[BackendKey]> = interner.keys().into();
+            let table = Arc::new(compile_backends(index, &keys));
+            (keys, table)
+        } else {
+            (Arc::clone(&previous.backend_keys), Arc::clone(&previous.backends))
+        };
+    let endpoint_slices = if endpoints {
+        Arc::new(index.endpoint_slices.clone())
+    } else {
+        Arc::clone(&state.endpoint_slices)
+    };
+    let next = State {
+        shared: Arc::clone(&state.shared),
+        endpoint_slices,
+        routes: seen,
+        catalog: Arc::clone(&state.catalog),
+        filters,
+        consumer_rate_limits: Arc::clone(&state.consumer_rate_limits),
+        rate_limit_users: users,
+        interner,
+        full_backends: state.full_backends,
+    };
+    Compiled {
+        routes: Arc::new(previous.routes.patched(&gone, added)),
+        backends,
+        backend_keys,
+        rule_plugins,
+        rate_limits,
+        identity_headers: Arc::clone(&previous.identity_headers),
+        statuses,
+        memory: Arc::new(memory),
+        state: Arc::new(next),
+    }
+}
