@@ -6,6 +6,11 @@
 //! `a.example.com` and `a.b.example.com`, never `example.com`), then Routes without hosts.
 //! When no rule of a bucket matches the path, method, headers and query, the next, less
 //! specific bucket is tried. Inside a bucket, see [`path`] and [`precedence`].
+//!
+//! Routes, host buckets and path indexes live in `Arc`'d hash-table shards ([`sharded`]):
+//! [`RouteTable::patched`] copies the table by reference counts and rebuilds only the
+//! shards, lists and buckets the changed Routes touch, for reloads of one Route among
+//! 100k in well under a millisecond.
 
 mod conditions;
 mod describe;
