@@ -164,9 +164,9 @@ impl DirSource {
     }
 
     /// Applies what the watcher reported: refreshes the named files, or rescans the
-    /// whole directory for a rescan, the first load, a directory, a hidden path (a
-    /// ConfigMap's `..data` swap), or when some file is a symlink. Returns every current
-    /// load error.
+    /// whole directory for a rescan, the first load, a directory or a symlink (a
+    /// ConfigMap's `..data` swap), or when some file is a symlink (its target may change
+    /// under another name). Returns every current load error.
     pub fn apply(&mut self, changes: &Changes) -> Vec<LoadError> {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         if changes.rescan || !self.scanned || self.symlinks {
@@ -193,13 +193,19 @@ impl DirSource {
         std::mem::take(&mut self.changed)
     }
 
+    /// What an event naming `path` calls for. Hidden entries are not loaded, so a hidden
+    /// file (an editor's swap file, a temporary file renamed into place) changes nothing;
+    /// a directory or a symlink (a ConfigMap's `..data` swap) calls for a rescan.
     fn action(&self, path: &Path) -> Action {
         let Ok(rel) = path.strip_prefix(&self.root) else { return Action::Rescan };
-        if rel.as_os_str().is_empty() || rel.components().any(|c| hidden(Path::new(&c))) {
-            return Action::Rescan;
+        let Some(name) = rel.file_name() else { return Action::Rescan };
+        if rel.parent().is_some_and(|p| p.components().any(|c| hidden(Path::new(&c)))) {
+            // Reached only through symlinks, and with symlinks every change rescans.
+            return Action::Ignore;
         }
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => Action::Rescan,
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() || m.file_type().is_symlink() => Action::Rescan,
+            Ok(_) if hidden(Path::new(name)) => Action::Ignore,
             Ok(_) if is_yaml(path) => Action::Refresh(path.to_path_buf()),
             Ok(_) => Action::Ignore,
             Err(_) if self.files.contains_key(path) => Action::Refresh(path.to_path_buf()),

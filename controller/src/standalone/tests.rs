@@ -292,7 +292,12 @@ fn only_the_named_files_are_read_unless_a_rescan_is_due() {
     let names: Vec<String> = routes_of(src.index()).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, vec!["a", "c"], "b.yaml was not named");
 
-    // A hidden path (a ConfigMap's `..data` swap) or a directory means: rescan.
+    // A hidden file is not loaded: nothing to do. A symlink (a ConfigMap's `..data`
+    // swap) or a directory means: rescan.
+    dir.write(".b.yaml.swp", "x");
+    src.apply(&changed(&[dir.0.join(".b.yaml.swp")]));
+    assert_eq!(src.index().routes.len(), 2);
+    std::os::unix::fs::symlink(&dir.0, dir.0.join("..data")).unwrap();
     src.apply(&changed(&[dir.0.join("..data")]));
     assert_eq!(src.index().routes.len(), 3);
     std::fs::create_dir_all(dir.0.join("sub")).unwrap();
