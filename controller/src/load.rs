@@ -282,6 +282,17 @@ fn parse_at<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, String> {
     })
 }
 
+/// The typed object of a document already parsed into `value`: converted from the value
+/// (no second YAML parse); only if that fails is the text parsed again as `T`, which gives
+/// the error its line and field path (or accepts what YAML typing allows, such as an
+/// unquoted number where a string is expected).
+fn from_value<T: DeserializeOwned>(doc: &Document<'_>, value: &Value) -> Result<Arc<T>, String> {
+    match <T as serde::Deserialize>::deserialize(value) {
+        Ok(typed) => Ok(Arc::new(typed)),
+        Err(_) => parse_at::<T>(doc).map(Arc::new),
+    }
+}
+
 /// Parses one document (see [`split_documents`]). `Ok(None)` for an empty document;
 /// errors carry file line numbers.
 pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
@@ -310,19 +321,15 @@ pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
     let typed =
         |r: Result<Object, String>| r.map_err(|e| format!("{kind} {}: {e}", name.unwrap_or("")));
     let mut object = match (api_version, kind) {
-        (weir_crds::API_VERSION, "Route") => {
-            typed(parse_at(doc).map(|o| Object::Route(Arc::new(o))))?
-        }
-        (weir_crds::API_VERSION, "Plugin") => {
-            typed(parse_at(doc).map(|o| Object::Plugin(Arc::new(o))))?
-        }
+        (weir_crds::API_VERSION, "Route") => typed(from_value(doc, &value).map(Object::Route))?,
+        (weir_crds::API_VERSION, "Plugin") => typed(from_value(doc, &value).map(Object::Plugin))?,
         (weir_crds::API_VERSION, "Consumer") => {
-            typed(parse_at(doc).map(|o| Object::Consumer(Arc::new(o))))?
+            typed(from_value(doc, &value).map(Object::Consumer))?
         }
-        ("v1", "Service") => typed(parse_at(doc).map(|o| Object::Service(Arc::new(o))))?,
-        ("v1", "Secret") => typed(parse_at(doc).map(|o| Object::Secret(Arc::new(o))))?,
+        ("v1", "Service") => typed(from_value(doc, &value).map(Object::Service))?,
+        ("v1", "Secret") => typed(from_value(doc, &value).map(Object::Secret))?,
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            typed(parse_at(doc).map(|o| Object::EndpointSlice(Arc::new(o))))?
+            typed(from_value(doc, &value).map(Object::EndpointSlice))?
         }
         _ => {
             return Err(format!(
