@@ -74,8 +74,21 @@ pub async fn run(
         anyhow::bail!("--config-dir {} is not a directory", root.display());
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
+    // notify names paths under the absolute form of a relative root; the source knows
+    // them under `root` as given.
+    let absolute = std::env::current_dir()?.join(&root);
+    let shown_root = root.clone();
     let mut watcher = notify::recommended_watcher(move |res| {
         for signal in events::signals(res) {
+            let signal = match signal {
+                Signal::Path { path, complete } => match path.strip_prefix(&absolute) {
+                    Ok(rel) if shown_root.is_relative() => {
+                        Signal::Path { path: shown_root.join(rel), complete }
+                    }
+                    _ => Signal::Path { path, complete },
+                },
+                Signal::Rescan => Signal::Rescan,
+            };
             let _ = tx.send(signal);
         }
     })?;

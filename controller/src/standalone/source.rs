@@ -170,12 +170,14 @@ impl DirSource {
     pub fn apply(&mut self, changes: &Changes) -> Vec<LoadError> {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         if changes.rescan || !self.scanned || self.symlinks {
+            tracing::debug!(symlinks = self.symlinks, "rescanning the config directory");
             self.rescan(&now);
         } else {
             let mut refresh = Vec::new();
             for path in &changes.paths {
                 match self.action(path) {
                     Action::Rescan => {
+                        tracing::debug!(path = %path.display(), "rescanning the config directory");
                         self.rescan(&now);
                         return self.errors();
                     }
@@ -183,6 +185,7 @@ impl DirSource {
                     Action::Ignore => {}
                 }
             }
+            tracing::debug!(files = refresh.len(), "refreshing changed files");
             self.refresh(refresh, Vec::new(), &now);
         }
         self.errors()
