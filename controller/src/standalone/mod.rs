@@ -4,6 +4,7 @@
 //! into the [`Changes`] to apply and decides when to reload; [`run`] ties them to the
 //! [`Publisher`].
 
+mod defs;
 pub mod events;
 mod source;
 
