@@ -210,7 +210,9 @@ fn documents_parse_the_same_through_the_value_and_from_the_text() {
 #[test]
 #[ignore = "a measurement, not a test"]
 fn bench_parse() {
-    let docs: Vec<String> = (0..5000)
+    let n: usize =
+        std::env::var("WEIR_BENCH_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let docs: Vec<String> = (0..n)
         .map(|i| {
             format!(
                 "\napiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata:\n  name: r{i}\nspec:\n  \
@@ -224,7 +226,12 @@ fn bench_parse() {
         .enumerate()
         .map(|(i, t)| Document { index: i, line: i * 11, text: t })
         .collect();
+    // WEIR_BENCH_VARIANT picks one variant (for `perf stat -e instructions:u`).
+    let only = std::env::var("WEIR_BENCH_VARIANT").ok();
     let time = |what: &str, f: &dyn Fn(&Document<'_>)| {
+        if only.as_deref().is_some_and(|o| !what.starts_with(o)) {
+            return;
+        }
         let started = std::time::Instant::now();
         for d in &docs {
             f(d);
@@ -237,10 +244,10 @@ fn bench_parse() {
             let _: Value = parse_at(d).unwrap();
             let _: Route = parse_at(d).unwrap();
         });
-        time("saphyr -> Route only", &|d| {
+        time("route: saphyr -> Route only", &|d| {
             let _: Route = parse_at(d).unwrap();
         });
-        time("saphyr -> Value only", &|d| {
+        time("value: saphyr -> Value only", &|d| {
             let _: Value = parse_at(d).unwrap();
         });
         time("now: parse_document (saphyr -> Value -> Route)", &|d| {
