@@ -99,30 +99,51 @@ impl Object {
         )
     }
 
-    /// A hash of everything but `metadata` and `status`: what bumps `metadata.generation`.
-    /// The JSON is streamed into the hasher, not built.
-    pub fn spec_hash(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let mut out = std::io::BufWriter::with_capacity(1024, HashWriter(&mut h));
-        let written = match self {
-            Object::Route(o) => serde_json::to_writer(&mut out, &o.spec),
-            Object::Plugin(o) => serde_json::to_writer(&mut out, &o.spec),
-            Object::Consumer(o) => serde_json::to_writer(&mut out, &o.spec),
-            Object::Service(o) => serde_json::to_writer(&mut out, &o.spec),
-            Object::EndpointSlice(o) => {
-                serde_json::to_writer(&mut out, &(&o.address_type, &o.endpoints, &o.ports))
+    /// True when `self` and `other` are the same kind with equal specs: everything but
+    /// `metadata` and `status`, i.e. what bumps `metadata.generation` in Kubernetes.
+    pub fn same_spec(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Route(a), Object::Route(b)) => a.spec == b.spec,
+            (Object::Plugin(a), Object::Plugin(b)) => a.spec == b.spec,
+            (Object::Consumer(a), Object::Consumer(b)) => a.spec == b.spec,
+            (Object::Service(a), Object::Service(b)) => a.spec == b.spec,
+            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => {
+                (&a.address_type, &a.endpoints, &a.ports)
+                    == (&b.address_type, &b.endpoints, &b.ports)
             }
-            Object::Secret(o) => {
-                serde_json::to_writer(&mut out, &(&o.data, &o.string_data, &o.type_))
+            (Object::Secret(a), Object::Secret(b)) => {
+                (&a.data, &a.string_data, &a.type_) == (&b.data, &b.string_data, &b.type_)
             }
-        };
-        let flushed = std::io::Write::flush(&mut out);
-        drop(out);
-        if written.is_err() || flushed.is_err() {
-            // Unserialisable (not expected): hash as the empty spec did before.
-            return std::collections::hash_map::DefaultHasher::new().finish();
+            _ => false,
         }
-        h.finish()
+    }
+
+    /// True when both hold the very same allocation (`Arc::ptr_eq`).
+    pub fn ptr_eq(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Route(a), Object::Route(b)) => Arc::ptr_eq(a, b),
+            (Object::Plugin(a), Object::Plugin(b)) => Arc::ptr_eq(a, b),
+            (Object::Consumer(a), Object::Consumer(b)) => Arc::ptr_eq(a, b),
+            (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b),
+            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => Arc::ptr_eq(a, b),
+            (Object::Secret(a), Object::Secret(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// True when `index` serves this very object (same `Arc`) under `key`.
+    pub fn is_served_by(&self, index: &Index, key: &ObjectRef) -> bool {
+        fn same<T>(served: Option<&Arc<T>>, o: &Arc<T>) -> bool {
+            served.is_some_and(|s| Arc::ptr_eq(s, o))
+        }
+        match self {
+            Object::Route(o) => same(index.routes.get(key), o),
+            Object::Plugin(o) => same(index.plugins.get(key), o),
+            Object::Consumer(o) => same(index.consumers.get(key), o),
+            Object::Service(o) => same(index.services.get(key), o),
+            Object::EndpointSlice(o) => same(index.endpoint_slices.get(key), o),
+            Object::Secret(o) => same(index.secrets.get(key), o),
+        }
     }
 
     /// Adds the object to the index (replacing an object with the same key).
@@ -136,6 +157,18 @@ impl Object {
             Object::EndpointSlice(o) => drop(index.endpoint_slices.insert(key, o)),
             Object::Secret(o) => drop(index.secrets.insert(key, o)),
         }
+    }
+}
+
+/// Removes the object of `kind` named `key` from the index, if any.
+pub fn remove_from(index: &mut Index, kind: Kind, key: &ObjectRef) {
+    match kind {
+        Kind::Route => drop(index.routes.remove(key)),
+        Kind::Plugin => drop(index.plugins.remove(key)),
+        Kind::Consumer => drop(index.consumers.remove(key)),
+        Kind::Service => drop(index.services.remove(key)),
+        Kind::EndpointSlice => drop(index.endpoint_slices.remove(key)),
+        Kind::Secret => drop(index.secrets.remove(key)),
     }
 }
 
@@ -249,8 +282,20 @@ fn parse_at<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, String> {
     })
 }
 
-/// Parses one document. `Ok(None)` for an empty document.
-fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
+/// The typed object of a document already parsed into `value`: converted from the value
+/// (no second YAML parse); only if that fails is the text parsed again as `T`, which gives
+/// the error its line and field path (or accepts what YAML typing allows, such as an
+/// unquoted number where a string is expected).
+fn from_value<T: DeserializeOwned>(doc: &Document<'_>, value: &Value) -> Result<Arc<T>, String> {
+    match <T as serde::Deserialize>::deserialize(value) {
+        Ok(typed) => Ok(Arc::new(typed)),
+        Err(_) => parse_at::<T>(doc).map(Arc::new),
+    }
+}
+
+/// Parses one document (see [`split_documents`]). `Ok(None)` for an empty document;
+/// errors carry file line numbers.
+pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
     if is_blank(doc.text) {
         return Ok(None);
     }
@@ -276,19 +321,15 @@ fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
     let typed =
         |r: Result<Object, String>| r.map_err(|e| format!("{kind} {}: {e}", name.unwrap_or("")));
     let mut object = match (api_version, kind) {
-        (weir_crds::API_VERSION, "Route") => {
-            typed(parse_at(doc).map(|o| Object::Route(Arc::new(o))))?
-        }
-        (weir_crds::API_VERSION, "Plugin") => {
-            typed(parse_at(doc).map(|o| Object::Plugin(Arc::new(o))))?
-        }
+        (weir_crds::API_VERSION, "Route") => typed(from_value(doc, &value).map(Object::Route))?,
+        (weir_crds::API_VERSION, "Plugin") => typed(from_value(doc, &value).map(Object::Plugin))?,
         (weir_crds::API_VERSION, "Consumer") => {
-            typed(parse_at(doc).map(|o| Object::Consumer(Arc::new(o))))?
+            typed(from_value(doc, &value).map(Object::Consumer))?
         }
-        ("v1", "Service") => typed(parse_at(doc).map(|o| Object::Service(Arc::new(o))))?,
-        ("v1", "Secret") => typed(parse_at(doc).map(|o| Object::Secret(Arc::new(o))))?,
+        ("v1", "Service") => typed(from_value(doc, &value).map(Object::Service))?,
+        ("v1", "Secret") => typed(from_value(doc, &value).map(Object::Secret))?,
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            typed(parse_at(doc).map(|o| Object::EndpointSlice(Arc::new(o))))?
+            typed(from_value(doc, &value).map(Object::EndpointSlice))?
         }
         _ => {
             return Err(format!(
@@ -309,6 +350,17 @@ fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
 /// decides whether to keep the file's last good objects); duplicates inside the file are
 /// errors.
 pub fn parse_file(file: &str, text: &str) -> Result<Vec<Loaded>, Vec<LoadError>> {
+    parse_file_with(file, text, parse_document)
+}
+
+/// [`parse_file`] with `parse` turning each document into its object (`Ok(None)` for an
+/// empty document), e.g. reusing the objects of documents that did not change. `parse` is
+/// called once per document, in order.
+pub fn parse_file_with(
+    file: &str,
+    text: &str,
+    mut parse: impl FnMut(&Document<'_>) -> Result<Option<Object>, String>,
+) -> Result<Vec<Loaded>, Vec<LoadError>> {
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<(Kind, ObjectRef), usize> = HashMap::new();
@@ -316,7 +368,7 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Loaded>, Vec<LoadError>>
     for doc in split_documents(text) {
         let error =
             |reason: String| LoadError { file: file.to_owned(), document: doc.index, reason };
-        match parse_document(&doc) {
+        match parse(&doc) {
             Ok(None) => {}
             Ok(Some(object)) => {
                 let id = (object.kind(), object.key());
@@ -337,11 +389,11 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Loaded>, Vec<LoadError>>
     if errors.is_empty() { Ok(objects) } else { Err(errors) }
 }
 
-fn is_yaml(path: &Path) -> bool {
+pub(crate) fn is_yaml(path: &Path) -> bool {
     matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
-fn hidden(path: &Path) -> bool {
+pub(crate) fn hidden(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
 
@@ -398,25 +450,6 @@ pub fn merge<'a>(
         for loaded in objects {
             if first_definition(&mut origin, &mut errors, file, loaded) {
                 loaded.object.clone().insert_into(&mut index);
-            }
-        }
-    }
-    (index, errors)
-}
-
-/// [`merge`] of owned objects: each is moved into the index, not cloned.
-pub fn merge_owned(
-    mut files: Vec<(String, Vec<Loaded>)>,
-    controller_namespace: &str,
-) -> (Index, Vec<LoadError>) {
-    let mut index =
-        Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
-    let mut errors = Vec::new();
-    let mut origin = HashMap::new();
-    for (file, objects) in &mut files {
-        for loaded in std::mem::take(objects) {
-            if first_definition(&mut origin, &mut errors, file, &loaded) {
-                loaded.object.insert_into(&mut index);
             }
         }
     }

@@ -184,3 +184,74 @@ fn load_paths_walks_directories_sorted_and_skips_hidden_files() {
     assert_eq!(errs.len(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn documents_parse_the_same_through_the_value_and_from_the_text() {
+    // What the typed YAML parse accepts and the JSON value does not (an unquoted number
+    // where a string is expected) still parses, from the text.
+    let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {port: 8080}\n";
+    let objects = parse_file("f.yaml", text).unwrap();
+    let Object::Secret(secret) = &objects[0].object else { panic!("not a secret") };
+    assert_eq!(secret.string_data.as_ref().unwrap()["port"], "8080");
+    // Type errors keep their field path and file line.
+    let text = format!(
+        "{ROUTE}---\napiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {{name: r}}\nspec:\n  rules: [{{backends: 7}}]\n"
+    );
+    let errs = errors(&text);
+    assert!(errs[0].1.starts_with("Route r: "), "{}", errs[0].1);
+    assert!(errs[0].1.contains("line 12") || errs[0].1.contains(":12:"), "{}", errs[0].1);
+    // Duplicate keys are errors, as in the typed parse.
+    let errs = errors("apiVersion: v1\nkind: Service\nmetadata: {name: a}\nmetadata: {name: b}\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+}
+
+/// Per-document parse cost: `cargo test --release -p weir-controller --lib bench_parse --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn bench_parse() {
+    let n: usize =
+        std::env::var("WEIR_BENCH_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let docs: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "\napiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata:\n  name: r{i}\nspec:\n  \
+                 rules:\n    - matches:\n        - path: {{type: Prefix, value: /r{i}}}\n      \
+                 backends:\n        - {{service: upstream, port: 80}}\n"
+            )
+        })
+        .collect();
+    let docs: Vec<Document<'_>> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Document { index: i, line: i * 11, text: t })
+        .collect();
+    // WEIR_BENCH_VARIANT picks one variant (for `perf stat -e instructions:u`).
+    let only = std::env::var("WEIR_BENCH_VARIANT").ok();
+    let time = |what: &str, f: &dyn Fn(&Document<'_>)| {
+        if only.as_deref().is_some_and(|o| !what.starts_with(o)) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        for d in &docs {
+            f(d);
+        }
+        let us = started.elapsed().as_secs_f64() * 1e6 / docs.len() as f64;
+        eprintln!("{what}: {us:.1} us/document");
+    };
+    for _ in 0..2 {
+        time("before: saphyr -> Value, then saphyr -> Route", &|d| {
+            let _: Value = parse_at(d).unwrap();
+            let _: Route = parse_at(d).unwrap();
+        });
+        time("route: saphyr -> Route only", &|d| {
+            let _: Route = parse_at(d).unwrap();
+        });
+        time("value: saphyr -> Value only", &|d| {
+            let _: Value = parse_at(d).unwrap();
+        });
+        time("now: parse_document (saphyr -> Value -> Route)", &|d| {
+            parse_document(d).unwrap().unwrap();
+        });
+    }
+}

@@ -1,0 +1,119 @@
+//! Standalone mode's source: a directory of YAML, watched and reloaded on change.
+//!
+//! [`DirSource`] keeps the index and updates it by delta; [`events`] turns notify events
+//! into the [`Changes`] to apply and decides when to reload; [`run`] ties them to the
+//! [`Publisher`].
+
+mod defs;
+pub mod events;
+mod source;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+pub use events::{Changes, DEBOUNCE, MAX_DELAY, Signal};
+pub use source::DirSource;
+
+use crate::runtime::{Outcome, Publisher};
+
+/// Applies `changes` to the source, then compiles and publishes if anything changed.
+/// Blocking work runs off the async workers.
+async fn reload(
+    source: DirSource,
+    publisher: Publisher,
+    changes: Changes,
+) -> (DirSource, Publisher) {
+    let task = tokio::task::spawn_blocking(move || {
+        let (mut source, mut publisher) = (source, publisher);
+        let started = std::time::Instant::now();
+        let errors = source.apply(&changes);
+        let loaded = started.elapsed();
+        if !source.take_changed() {
+            tracing::debug!("no configuration change");
+            return (source, publisher);
+        }
+        let error_count = errors.len();
+        let routes = source.index().routes.len();
+        let outcome = publisher.apply(source.index(), errors);
+        // Load (time in the source: read, parse, index update) and compile (+ publish +
+        // status) times, for `make bench`.
+        let load_ms = loaded.as_secs_f64() * 1e3;
+        let compile_ms = started.elapsed().saturating_sub(loaded).as_secs_f64() * 1e3;
+        match outcome {
+            Outcome::Published(v) => {
+                tracing::info!(
+                    version = v,
+                    errors = error_count,
+                    routes,
+                    load_ms,
+                    compile_ms,
+                    "configuration published"
+                );
+            }
+            Outcome::Unchanged(v) => {
+                tracing::debug!(version = v, errors = error_count, "configuration unchanged");
+            }
+        }
+        (source, publisher)
+    });
+    match task.await {
+        Ok(pair) => pair,
+        // The closure does not panic on purpose; if it does, there is nothing to recover.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Loads `source`, publishes, then watches its directory and reloads on every change (see
+/// [`events::settle`] for when), until `shutdown` turns true.
+pub async fn run(
+    source: DirSource,
+    publisher: Publisher,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let root = source.root().to_path_buf();
+    if !root.is_dir() {
+        anyhow::bail!("--config-dir {} is not a directory", root.display());
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Signal>();
+    // notify names paths under the absolute form of a relative root; the source knows
+    // them under `root` as given.
+    let absolute = std::env::current_dir()?.join(&root);
+    let shown_root = root.clone();
+    let mut watcher = notify::recommended_watcher(move |res| {
+        for signal in events::signals(res) {
+            let signal = match signal {
+                Signal::Path { path, complete } => match path.strip_prefix(&absolute) {
+                    Ok(rel) if shown_root.is_relative() => {
+                        Signal::Path { path: shown_root.join(rel), complete }
+                    }
+                    _ => Signal::Path { path, complete },
+                },
+                Signal::Rescan => Signal::Rescan,
+            };
+            let _ = tx.send(signal);
+        }
+    })?;
+    watcher.watch(&root, RecursiveMode::Recursive)?;
+    tracing::info!(dir = %root.display(), "watching the config directory");
+
+    let (mut source, mut publisher) = reload(source, publisher, Changes::rescan()).await;
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.changed() => break,
+            signal = rx.recv() => match signal {
+                Some(signal) => signal,
+                None => break,
+            },
+        };
+        let changes = events::settle(&mut rx, first).await;
+        (source, publisher) = reload(source, publisher, changes).await;
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    drop(watcher);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
