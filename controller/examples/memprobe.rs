@@ -31,28 +31,22 @@ fn main() {
         let base = live();
         let per = |b: isize| b as f64 / n as f64;
         let mut source = weir_controller::standalone::DirSource::new(&dir, "weir-system");
-        let (index, errors) = source.load();
+        let (_, errors) = source.load();
         assert!(errors.is_empty(), "{errors:?}");
         let after_load = live();
         let shared =
             weir_controller::runtime::Shared::new(weir_dataplane::server::DataPlane::new());
         let mut publisher = weir_controller::runtime::Publisher::new(Arc::clone(&shared));
         let before_apply = live();
-        publisher.apply(&index, errors);
+        publisher.apply(source.index(), errors);
         let after_apply = live();
-        drop(index);
-        let after_drop_index = live();
         println!("routes: {n}");
-        println!("source + index after load:   {:8.0} B/route", per(after_load - base));
+        println!("source (index, caches) after load:     {:8.0} B/route", per(after_load - base));
         println!(
             "apply (compile, publish, status view): {:8.0} B/route",
             per(after_apply - before_apply)
         );
-        println!(
-            "index dropped (source keeps): {:8.0} B/route",
-            per(after_drop_index - base - (after_apply - before_apply))
-        );
-        println!("total retained:             {:8.0} B/route", per(after_drop_index - base));
+        println!("total retained:                        {:8.0} B/route", per(after_apply - base));
         println!(
             "size_of Route {} RouteSpec {} ObjectMeta {}",
             std::mem::size_of::<weir_crds::Route>(),

@@ -4,7 +4,6 @@
 //! Used by standalone mode ([`crate::standalone`]) and by `weir validate`.
 
 use std::collections::HashMap;
-use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -169,21 +168,6 @@ pub fn remove_from(index: &mut Index, kind: Kind, key: &ObjectRef) {
         Kind::Service => drop(index.services.remove(key)),
         Kind::EndpointSlice => drop(index.endpoint_slices.remove(key)),
         Kind::Secret => drop(index.secrets.remove(key)),
-    }
-}
-
-/// Feeds written bytes to a [`Hasher`]: values are hashed as they serialise (e.g. with
-/// `serde_json::to_writer`), without building their JSON.
-pub(crate) struct HashWriter<'a, H: Hasher>(pub(crate) &'a mut H);
-
-impl<H: Hasher> std::io::Write for HashWriter<'_, H> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
