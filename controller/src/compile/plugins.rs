@@ -347,7 +347,12 @@ pub(crate) fn rule_plugins(
     for (r, rule) in spec.rules.iter().enumerate() {
         let mut set = base.clone();
         let mut unresolved = route_unresolved.clone();
-        let level = format!("rule:{}", rule_name(rule, r));
+        // Only rules that list plugins need their level name.
+        let level = if rule.plugins.is_empty() {
+            String::new()
+        } else {
+            format!("rule:{}", rule_name(rule, r))
+        };
         for (j, name) in rule.plugins.iter().enumerate() {
             match catalog.resolve(
                 namespace,
