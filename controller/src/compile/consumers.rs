@@ -138,7 +138,9 @@ pub(crate) fn check_consumer(
         }
     }
     for (i, name) in spec.plugins.iter().enumerate() {
-        if let Err(p) = catalog.resolve(namespace, name, &format!("spec.plugins[{i}]")) {
+        if let Err(p) =
+            catalog.resolve(namespace, name, &super::routes::At::Root("spec.plugins", i))
+        {
             out.problems.push(p);
         }
     }

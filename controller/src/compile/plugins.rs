@@ -9,7 +9,7 @@ use weir_crds::{PluginSpec, RouteSpec};
 use weir_dataplane::ObjectKey;
 
 use super::conditions::{RefProblem, RefReason};
-use super::routes::rule_name;
+use super::routes::{At, rule_name};
 use crate::index::{Index, ObjectRef};
 
 /// Plugin types in the fixed phase order of the filter chain, with their spec field name.
@@ -266,7 +266,7 @@ impl PluginCatalog {
         &self,
         namespace: &str,
         name: &str,
-        at: &str,
+        at: &dyn std::fmt::Display,
     ) -> Result<&'static str, RefProblem> {
         match self.plugins.get(&ObjectRef::new(namespace, name)) {
             Some(Some((t, _))) => Ok(t),
@@ -333,7 +333,7 @@ pub(crate) fn rule_plugins(
         }
     }
     for (i, name) in spec.plugins.iter().enumerate() {
-        match catalog.resolve(namespace, name, &format!("spec.plugins[{i}]")) {
+        match catalog.resolve(namespace, name, &At::Root("spec.plugins", i)) {
             Ok(t) => {
                 let source = ObjectRef::new(namespace, name);
                 base.insert(t, AppliedPlugin { type_: t, source, level: "route".to_owned() });
@@ -347,9 +347,18 @@ pub(crate) fn rule_plugins(
     for (r, rule) in spec.rules.iter().enumerate() {
         let mut set = base.clone();
         let mut unresolved = route_unresolved.clone();
-        let level = format!("rule:{}", rule_name(rule, r));
+        // Only rules that list plugins need their level name.
+        let level = if rule.plugins.is_empty() {
+            String::new()
+        } else {
+            format!("rule:{}", rule_name(rule, r))
+        };
         for (j, name) in rule.plugins.iter().enumerate() {
-            match catalog.resolve(namespace, name, &format!("spec.rules[{r}].plugins[{j}]")) {
+            match catalog.resolve(
+                namespace,
+                name,
+                &At::Item(&At::Root("spec.rules", r), "plugins", j),
+            ) {
                 Ok(t) => {
                     let source = ObjectRef::new(namespace, name);
                     set.insert(t, AppliedPlugin { type_: t, source, level: level.clone() });

@@ -81,6 +81,28 @@ impl ValidRoute {
     }
 }
 
+/// A field path such as `spec.rules[1].matches[0]`, formatted only when an error names it
+/// (building the strings for every valid field was a large part of a full compile).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum At<'a> {
+    /// `name[index]` at the top.
+    Root(&'static str, usize),
+    /// `parent.name[index]`.
+    Item(&'a At<'a>, &'static str, usize),
+    /// `parent.name`.
+    Field(&'a At<'a>, &'static str),
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Root(name, i) => write!(f, "{name}[{i}]"),
+            At::Item(parent, name, i) => write!(f, "{parent}.{name}[{i}]"),
+            At::Field(parent, name) => write!(f, "{parent}.{name}"),
+        }
+    }
+}
+
 /// The display name of a rule: its `name`, or its index.
 pub(crate) fn rule_name(rule: &RouteRule, index: usize) -> String {
     rule.name.clone().unwrap_or_else(|| index.to_string())
@@ -123,8 +145,7 @@ pub(crate) fn validate_route(namespace: &str, spec: &RouteSpec) -> Result<ValidR
         if !names.insert(name.clone()) {
             errs.push(format!("spec.rules[{i}].name: duplicate rule name {name:?}"));
         }
-        if let Some(r) =
-            validate_rule(namespace, rule, name, &format!("spec.rules[{i}]"), &mut errs)
+        if let Some(r) = validate_rule(namespace, rule, name, &At::Root("spec.rules", i), &mut errs)
         {
             rules.push(r);
         }
@@ -136,7 +157,7 @@ fn validate_rule(
     namespace: &str,
     rule: &RouteRule,
     name: String,
-    at: &str,
+    at: &At<'_>,
     errs: &mut Vec<String>,
 ) -> Option<ValidRule> {
     let before = errs.len();
@@ -150,7 +171,8 @@ fn validate_rule(
         });
     }
     for (j, m) in rule.matches.iter().enumerate() {
-        let at = format!("{at}.matches[{j}]");
+        let item = At::Item(at, "matches", j);
+        let at = &item;
         let path = match &m.path {
             None => Some(PathMatch::Prefix("".into())),
             Some(p) => parse_path(p.type_, &p.value)
@@ -168,13 +190,13 @@ fn validate_rule(
             .headers
             .iter()
             .enumerate()
-            .filter_map(|(k, h)| parse_header_match(h, &format!("{at}.headers[{k}]"), errs))
+            .filter_map(|(k, h)| parse_header_match(h, &At::Item(at, "headers", k), errs))
             .collect();
         let query: Vec<QueryMatcher> = m
             .query_params
             .iter()
             .enumerate()
-            .filter_map(|(k, q)| parse_query_match(q, &format!("{at}.queryParams[{k}]"), errs))
+            .filter_map(|(k, q)| parse_query_match(q, &At::Item(at, "queryParams", k), errs))
             .collect();
         if let Some(path) = path {
             matches.push(RequestMatch { path, methods, headers, query });
@@ -185,7 +207,8 @@ fn validate_rule(
     }
     let mut backends = Vec::new();
     for (j, b) in rule.backends.iter().enumerate() {
-        let at = format!("{at}.backends[{j}]");
+        let item = At::Item(at, "backends", j);
+        let at = &item;
         if b.service.is_empty() {
             errs.push(format!("{at}.service: must not be empty"));
         }
@@ -199,7 +222,8 @@ fn validate_rule(
         backends.push((backend_key(namespace, b), weight));
     }
     let rewrite = rule.rewrite.as_ref().map(|rw| {
-        let at = format!("{at}.rewrite");
+        let field = At::Field(at, "rewrite");
+        let at = &field;
         let mut out = Rewrite { replace_prefix: None, replace_full_path: None, host: None };
         if rw.replace_prefix.is_some() && rw.replace_full_path.is_some() {
             errs.push(format!("{at}: replacePrefix and replaceFullPath are mutually exclusive"));
@@ -362,7 +386,7 @@ fn parse_method(raw: &str) -> Result<Method, String> {
 fn parse_value(
     type_: StringMatchType,
     value: Option<&str>,
-    at: &str,
+    at: &At<'_>,
     errs: &mut Vec<String>,
 ) -> Option<ValueMatch> {
     match (type_, value) {
@@ -379,7 +403,11 @@ fn parse_value(
     }
 }
 
-fn parse_header_match(h: &HeaderMatch, at: &str, errs: &mut Vec<String>) -> Option<HeaderMatcher> {
+fn parse_header_match(
+    h: &HeaderMatch,
+    at: &At<'_>,
+    errs: &mut Vec<String>,
+) -> Option<HeaderMatcher> {
     let name = HeaderName::from_bytes(h.name.as_bytes())
         .map_err(|_| errs.push(format!("{at}.name: {:?} is not a valid header name", h.name)))
         .ok();
@@ -389,7 +417,7 @@ fn parse_header_match(h: &HeaderMatch, at: &str, errs: &mut Vec<String>) -> Opti
 
 fn parse_query_match(
     q: &QueryParamMatch,
-    at: &str,
+    at: &At<'_>,
     errs: &mut Vec<String>,
 ) -> Option<QueryMatcher> {
     if q.name.is_empty() {
