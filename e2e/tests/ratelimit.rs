@@ -381,10 +381,14 @@ async fn two_gateways_share_one_redis_and_apply_on_store_error_when_it_dies() {
     })
     .await
     .unwrap();
-    // Two of the ten are spent; the other eight are shared between the gateways.
-    let statuses = alternate(&both, "/closed", 12).await;
-    assert_eq!(count(&statuses, 200), 8, "{statuses:?}");
+    // Start the window afresh: a poll answered 429 because its Redis call timed out while
+    // the connection came back may still have been counted by Redis (a busy machine makes
+    // that race likely). Then exactly the limit is shared between the gateways again.
+    redis.cli(&["FLUSHALL"]).unwrap();
+    let statuses = alternate(&both, "/closed", 14).await;
+    assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 4, "{statuses:?}");
+    assert_eq!(&statuses[..10], &[200; 10], "{statuses:?}");
     for gateway in both {
         assert_eq!(gateway.admin("/healthz").await.unwrap().status, 200);
         assert!(!gateway.log().contains("panicked"), "{}", gateway.log());
