@@ -117,9 +117,12 @@ impl Authenticate {
         if let Some(jwt) = &self.jwt
             && let Some(token) = super::jwt::bearer_token(&request.headers)
         {
-            let verified = match jwt.verify(token).await {
-                Ok(v) => v,
-                Err(reason) => return Err(self.reject(reason, true)),
+            let verified = match jwt.cached(token) {
+                Some(hit) => hit,
+                None => match jwt.verify(token).await {
+                    Ok(v) => v,
+                    Err(reason) => return Err(self.reject(reason, true)),
+                },
             };
             jwt.forward(request, &verified);
             ctx.authenticated = true;

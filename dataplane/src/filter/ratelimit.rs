@@ -55,8 +55,12 @@ pub async fn check(
     let consumer = ctx.consumer.as_ref().map(|c| &c.username);
     let tier = ctx.consumer.as_ref().and_then(|c| c.tier.as_deref());
     let limiter = runtime.limiters.bind(rate_limit);
+    let headers = &request.headers;
     let decision =
-        limiter.check_request(peer, &request.headers, consumer, tier, &runtime.trusted).await;
+        match limiter.check_request_local(peer, headers, consumer, tier, &runtime.trusted) {
+            Some(decision) => decision,
+            None => limiter.check_request(peer, headers, consumer, tier, &runtime.trusted).await,
+        };
     let refused = (!decision.allowed).then(|| decision.retry_after_secs().unwrap_or(1));
     ctx.rate_limit = Some(decision);
     match refused {

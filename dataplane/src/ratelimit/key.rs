@@ -15,6 +15,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+/// `X-Forwarded-For`, as a constant (no name parsing per request).
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The key of one counter within a limiter. The variants never collide with each other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LimitKey {
@@ -149,8 +152,13 @@ impl KeySource {
         consumer: Option<&Arc<str>>,
         trusted: &TrustedProxies,
     ) -> LimitKey {
-        let ip =
-            || LimitKey::Ip(client_ip(peer, headers.get_all("x-forwarded-for").iter(), trusted));
+        // Without a trusted proxy the peer is the client: no header lookup at all.
+        let ip = || {
+            if trusted.is_empty() {
+                return LimitKey::Ip(canonical(peer.ip()));
+            }
+            LimitKey::Ip(client_ip(peer, headers.get_all(&X_FORWARDED_FOR).iter(), trusted))
+        };
         match self {
             KeySource::Route => LimitKey::Route,
             KeySource::ClientIp => ip(),

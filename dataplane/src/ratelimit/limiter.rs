@@ -138,17 +138,41 @@ impl Limiter {
         self.check(&key, tier).await
     }
 
+    /// [`check_request`](Self::check_request) for a local limiter, synchronously: the
+    /// decision, or None for a limiter with a Redis store (which must await its round trip).
+    /// The filter chain calls this first, so a local limit never builds the async path.
+    pub fn check_request_local(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        consumer: Option<&Arc<str>>,
+        tier: Option<&str>,
+        trusted: &TrustedProxies,
+    ) -> Option<Decision> {
+        if self.shared.is_some() {
+            return None;
+        }
+        let key = self.spec.key().key(peer, headers, consumer, trusted);
+        let index = self.spec.limit_index(tier);
+        Some(self.check_local(index, &key))
+    }
+
+    fn check_local(&self, index: usize, key: &LimitKey) -> Decision {
+        let limit = self.spec.limits()[index];
+        let step = self.local.step(index, key, self.clock.now_ms());
+        self.decision(index, &limit, &step, DecisionSource::Store)
+    }
+
     /// Decides one request with key `key` from a consumer of `tier` (None = anonymous or no
     /// tier). Local limiters answer without awaiting anything; Redis limiters make one
     /// round trip, bounded by the store's timeout.
     pub async fn check(&self, key: &LimitKey, tier: Option<&str>) -> Decision {
         let index = self.spec.limit_index(tier);
+        let Some(shared) = &self.shared else {
+            return self.check_local(index, key);
+        };
         let limit = self.spec.limits()[index];
         let now = self.clock.now_ms();
-        let Some(shared) = &self.shared else {
-            let step = self.local.step(index, key, now);
-            return self.decision(index, &limit, &step, DecisionSource::Store);
-        };
         let redis_key = [shared.prefixes[index].as_ref(), &key.redis_suffix()].concat();
         match shared.store.step(Bytes::from(redis_key), &limit, now).await {
             Ok(step) => self.decision(index, &limit, &step, DecisionSource::Store),

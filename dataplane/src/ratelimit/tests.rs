@@ -401,3 +401,30 @@ fn keys_fall_back_to_the_client_ip() {
     .collect();
     assert_eq!(suffixes.len(), 4);
 }
+
+/// The synchronous local path (what the filter chain calls first) and the async one decide
+/// alike on the same counters, ignore `X-Forwarded-For` without trusted proxies, and
+/// believe it from a trusted one.
+#[tokio::test(start_paused = true)]
+async fn the_local_fast_path_shares_counters_with_the_async_path() {
+    let limiters = RateLimiters::new(None).with_clock(Clock::monotonic_at(0));
+    let rate_limit = RateLimit::new(spec(Algorithm::FixedWindow, 3, Duration::from_secs(60), 0));
+    let limiter = limiters.bind(&rate_limit);
+    let none = TrustedProxies::default();
+    let p = peer([192, 0, 2, 1]);
+    let forged = xff(&["198.51.100.9"]);
+    let local = |h: &HeaderMap, t: &TrustedProxies| {
+        limiter.check_request_local(p, h, None, None, t).expect("a local limiter")
+    };
+    assert_eq!(local(&forged, &none).remaining, 2);
+    let d = limiter.check_request(p, &HeaderMap::new(), None, None, &none).await;
+    assert_eq!((d.allowed, d.remaining), (true, 1));
+    assert_eq!(local(&HeaderMap::new(), &none).remaining, 0);
+    let refused = local(&forged, &none);
+    assert!(!refused.allowed, "the forged header did not escape the peer's counter");
+    assert_eq!(refused, limiter.check_request(p, &forged, None, None, &none).await);
+    // From a trusted proxy the forwarded client has its own counter.
+    let trusted = TrustedProxies::parse(["192.0.2.0/24"]).unwrap();
+    let d = local(&forged, &trusted);
+    assert_eq!((d.allowed, d.remaining), (true, 2));
+}

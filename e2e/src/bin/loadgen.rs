@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! weir-loadgen rate --addr 127.0.0.1:8080 --rate 10000 --duration 5 [--connections 32]
-//!                   [--path /] [--paths-file FILE]
+//!                   [--path /] [--paths-file FILE] [--header 'Name: value' ...]
 //! weir-loadgen reload-live --addr 127.0.0.1:8080 --manifest FILE [--gap-ms 150]
 //!                   [--interval-us 1000] [--timeout-ms 10000]
 //! ```
@@ -12,6 +12,8 @@
 //! latency from the *scheduled* time (no coordinated omission) as well as from the moment
 //! the request was actually written (service time). It prints one JSON object: counts,
 //! non-2xx, transport errors, connections the server closed (reconnects) and percentiles.
+//! `--header` (repeatable) adds a request header to every request, e.g.
+//! `--header 'Authorization: Bearer …'` for the jwt routes of the plugin benchmarks.
 //!
 //! `reload-live` reads a manifest of `SRC<TAB>DST<TAB>PATH` lines. For each line it renames
 //! `SRC` onto `DST` (an atomic config change), then polls `PATH` every `--interval-us` on
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -50,6 +53,10 @@ impl Opts {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
+    /// Every value of a repeatable option, in order.
+    fn all(&self, key: &str) -> impl Iterator<Item = &str> {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
     fn num<T: std::str::FromStr>(&self, key: &str, default: Option<T>) -> anyhow::Result<T> {
         match (self.get(key), default) {
             (Some(v), _) => v.parse().map_err(|_| anyhow::anyhow!("--{key}: bad number `{v}`")),
@@ -69,10 +76,25 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-/// Sends one GET and reads the whole body; returns the status.
-async fn get(sender: &mut Sender, path: &str) -> anyhow::Result<u16> {
+/// Extra request headers sent with every request.
+type Headers = [(HeaderName, HeaderValue)];
+
+/// Parses `Name: value` (as curl's and wrk's `-H`).
+fn parse_header(text: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
+    let (name, value) =
+        text.split_once(':').with_context(|| format!("header `{text}`: want `Name: value`"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).context("bad header name")?;
+    let value = HeaderValue::from_str(value.trim()).context("bad header value")?;
+    Ok((name, value))
+}
+
+/// Sends one GET (with `headers`) and reads the whole body; returns the status.
+async fn get(sender: &mut Sender, path: &str, headers: &Headers) -> anyhow::Result<u16> {
     sender.ready().await?;
-    let req = http::Request::get(path).header("host", "bench").body(Empty::<Bytes>::new())?;
+    let mut req = http::Request::get(path).header("host", "bench").body(Empty::<Bytes>::new())?;
+    for (name, value) in headers {
+        req.headers_mut().append(name.clone(), value.clone());
+    }
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     resp.into_body().collect().await?;
@@ -92,6 +114,7 @@ async fn worker(
     addr: SocketAddr,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<(Instant, usize)>>>,
     paths: Arc<Vec<String>>,
+    headers: Arc<Vec<(HeaderName, HeaderValue)>>,
     counters: Arc<Counters>,
 ) -> Vec<(u64, u64)> {
     let mut samples = Vec::new();
@@ -119,7 +142,7 @@ async fn worker(
         let Some(s) = sender.as_mut() else { continue };
         let sent = Instant::now();
         let path = paths.get(idx).map_or("/", String::as_str);
-        match get(s, path).await {
+        match get(s, path, &headers).await {
             Ok(status) => {
                 let done = Instant::now();
                 if (200..300).contains(&status) {
@@ -194,14 +217,15 @@ impl Report {
     }
 }
 
-/// Sends `rate * duration` GETs (random paths from `paths`) at a fixed rate over
-/// `connections` keep-alive connections to `addr`.
+/// Sends `rate * duration` GETs (random paths from `paths`, each with `headers`) at a fixed
+/// rate over `connections` keep-alive connections to `addr`.
 async fn run_rate(
     addr: SocketAddr,
     rate: f64,
     duration: f64,
     connections: usize,
     paths: Vec<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
         rate > 0.0 && duration > 0.0 && connections > 0,
@@ -212,10 +236,17 @@ async fn run_rate(
     let (tx, rx) = mpsc::unbounded_channel();
     let queue = Arc::new(Mutex::new(rx));
     let paths = Arc::new(paths);
+    let headers = Arc::new(headers);
     let counters = Arc::new(Counters::default());
     let mut workers = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let w = worker(addr, Arc::clone(&queue), Arc::clone(&paths), Arc::clone(&counters));
+        let w = worker(
+            addr,
+            Arc::clone(&queue),
+            Arc::clone(&paths),
+            Arc::clone(&headers),
+            Arc::clone(&counters),
+        );
         workers.push(tokio::spawn(w));
     }
     let n_paths = paths.len() as u64;
@@ -271,7 +302,8 @@ async fn rate(opts: &Opts) -> anyhow::Result<()> {
         Some(file) => std::fs::read_to_string(file)?.lines().map(str::to_owned).collect(),
         None => vec![opts.get("path").unwrap_or("/").to_owned()],
     };
-    let report = run_rate(addr, rate, duration, connections, paths).await?;
+    let headers = opts.all("header").map(parse_header).collect::<anyhow::Result<Vec<_>>>()?;
+    let report = run_rate(addr, rate, duration, connections, paths, headers).await?;
     println!("{}", report.json());
     Ok(())
 }
@@ -298,7 +330,7 @@ async fn reload_live(opts: &Opts) -> anyhow::Result<()> {
             if sender.is_closed() {
                 sender = connect(addr).await?;
             }
-            if let Ok(status) = get(&mut sender, path).await
+            if let Ok(status) = get(&mut sender, path, &[]).await
                 && (200..300).contains(&status)
             {
                 live = Some(start.elapsed());
@@ -354,6 +386,57 @@ mod tests {
         assert!(o.num::<f64>("duration", None).is_err());
         assert!(Opts::parse(&["stray".to_owned()]).is_err());
         assert!(Opts::parse(&["--rate".to_owned()]).is_err());
+        let args: Vec<String> =
+            ["--header", "A: 1", "--header", "b:two words "].map(String::from).into();
+        let o = Opts::parse(&args).unwrap();
+        let headers: Vec<_> = o.all("header").map(|h| parse_header(h).unwrap()).collect();
+        assert_eq!(headers[0], (HeaderName::from_static("a"), HeaderValue::from_static("1")));
+        assert_eq!(headers[1].1, "two words");
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+    }
+
+    /// A real hyper origin that answers 200 only to `GET /p` carrying both headers (401
+    /// otherwise): every request of the run carries the `--header`s and the `--path`.
+    #[tokio::test]
+    async fn headers_and_path_go_with_every_request() {
+        use http_body_util::Full;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            for _ in 0..16 {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: http::Request<_>| {
+                        let h = req.headers();
+                        let ok = req.uri().path() == "/p"
+                            && h.get("authorization").is_some_and(|v| v == "Bearer t.k.n")
+                            && h.get_all("x-b").iter().count() == 2;
+                        let status = if ok { 200 } else { 401 };
+                        let resp = http::Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from_static(b"ok")));
+                        async move { resp }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    let _ = conn.await;
+                });
+            }
+        });
+        let headers: Vec<_> = ["Authorization: Bearer t.k.n", "x-b: 1", "x-b: 2"]
+            .into_iter()
+            .map(|h| parse_header(h).unwrap())
+            .collect();
+        let r =
+            run_rate(addr, 200.0, 0.25, 2, vec!["/p".to_owned()], headers.clone()).await.unwrap();
+        assert_eq!((r.scheduled, r.ok, r.non_2xx, r.errors), (50, 50, 0, 0));
+        // The same origin refuses requests without them: the check above can fail.
+        let r = run_rate(addr, 200.0, 0.1, 2, vec!["/p".to_owned()], Vec::new()).await.unwrap();
+        assert_eq!((r.ok, r.non_2xx), (0, 20));
+        let r = run_rate(addr, 200.0, 0.1, 2, vec!["/q".to_owned()], headers).await.unwrap();
+        assert_eq!((r.ok, r.non_2xx), (0, 20));
+        accept.abort();
     }
 
     /// A real echo origin on 127.0.0.1:0: every scheduled request is answered 2xx on the
@@ -362,20 +445,20 @@ mod tests {
     async fn fixed_rate_run_sends_every_scheduled_request() {
         let origin = EchoOrigin::start("o").await.unwrap();
         let paths = vec!["/a".to_owned(), "/b".to_owned()];
-        let r = run_rate(origin.addr, 200.0, 0.5, 4, paths).await.unwrap();
+        let r = run_rate(origin.addr, 200.0, 0.5, 4, paths, Vec::new()).await.unwrap();
         assert_eq!(r.scheduled, 100);
         assert_eq!((r.ok, r.non_2xx, r.errors, r.reconnects), (100, 0, 0, 0));
         assert_eq!(r.totals.len(), 100);
         // Latency from the scheduled time includes the service time.
         assert!(r.totals[50] >= r.services[0]);
-        assert!(run_rate(origin.addr, 200.0, 0.5, 4, Vec::new()).await.is_err());
+        assert!(run_rate(origin.addr, 200.0, 0.5, 4, Vec::new(), Vec::new()).await.is_err());
     }
 
     /// Nothing listens: every request is a transport error, none is counted as answered.
     #[tokio::test]
     async fn refused_connections_are_errors() {
         let addr = weir_e2e::free_addr().unwrap();
-        let r = run_rate(addr, 100.0, 0.2, 2, vec!["/".to_owned()]).await.unwrap();
+        let r = run_rate(addr, 100.0, 0.2, 2, vec!["/".to_owned()], Vec::new()).await.unwrap();
         assert_eq!(r.scheduled, 20);
         assert_eq!(r.ok, 0);
         assert_eq!(r.errors, 20);

@@ -1,5 +1,10 @@
 //! The verified-token cache: a hot token is verified once, then served from here until its
 //! `exp` (plus clock skew) or until the key set changes. Bounded in size.
+//!
+//! Tokens are hashed with foldhash (randomly seeded per cache), not SipHash: a hit hashes
+//! the whole token (often 500+ bytes) on every request, and SipHash made that the largest
+//! part of a cached verification. Flooding needs colliding *inserted* keys, and only tokens
+//! whose signature verified are inserted, so the weaker hash gives an attacker nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,11 +26,13 @@ pub struct Verified {
     pub headers: Box<[(HeaderName, HeaderValue)]>,
 }
 
+type Map = HashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>;
+
 /// A bounded map from token to its verification result. When full, expired entries are
 /// dropped, and if that is not enough the whole map is cleared (hot tokens come back on
 /// their next request).
 pub struct TokenCache {
-    map: Mutex<HashMap<Box<str>, Arc<Verified>>>,
+    map: Mutex<Map>,
     capacity: usize,
 }
 
@@ -42,7 +49,7 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     /// An empty cache holding at most `capacity` tokens (0 disables caching).
     pub fn new(capacity: usize) -> Self {
-        TokenCache { map: Mutex::new(HashMap::new()), capacity }
+        TokenCache { map: Mutex::new(Map::default()), capacity }
     }
 
     /// The cached result for `token`, if still valid at `now` with `generation`.

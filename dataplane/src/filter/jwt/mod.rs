@@ -174,6 +174,16 @@ impl JwtAuth {
         }
     }
 
+    /// The cached verification of `token`, if it is still valid: the synchronous fast path
+    /// of [`verify`](Self::verify) (a hot client never builds the verification future).
+    pub fn cached(&self, token: &str) -> Option<Arc<Verified>> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        self.cache.get(token, now, self.skew, self.generation())
+    }
+
     /// Verifies a bearer token (cached), returning what it established.
     pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, AuthFailure> {
         if token.len() > MAX_TOKEN_BYTES {
