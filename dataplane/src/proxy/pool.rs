@@ -218,7 +218,14 @@ pub(crate) async fn exchange(conn: Conn, request: Request<UpstreamBody>) -> Exch
             // never written, else with an error.
             conn = None;
         }
-        response.as_mut().poll(cx)
+        // While this future owns the connection, only polling (or dropping) it above can
+        // settle the response, so the response needs no waker of its own: a real one would
+        // be woken by our own poll and schedule this task once more for nothing.
+        if conn.is_some() {
+            response.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        } else {
+            response.as_mut().poll(cx)
+        }
     })
     .await;
     result.map(|response| (response, conn.map(|conn| Conn { sender, conn })))
