@@ -44,19 +44,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if connection {
-        // Only tokens naming a header that is present are collected (a lookup by `&str`
-        // does not allocate), so the usual `Connection: keep-alive` costs no allocation.
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|name| !name.is_empty() && headers.contains_key(*name))
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+        // `keep-alive` (the usual token) names a header of the fixed list below, so it costs
+        // no map lookup; other tokens are collected only when they name a header that is
+        // present (a lookup by `&str` does not allocate).
+        let tokens = || {
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("keep-alive"))
+        };
+        if tokens().any(|name| headers.contains_key(name)) {
+            let named: Vec<HeaderName> = tokens()
+                .filter(|name| headers.contains_key(*name))
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
         }
         headers.remove(CONNECTION);
     }
