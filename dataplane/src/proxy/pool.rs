@@ -259,6 +259,19 @@ impl PooledBody {
         PooledBody { body, conn, home: (pool, addr) }
     }
 
+    /// Polls the body's channel: without a waker while the connection is ours (see
+    /// `poll_frame`), with `cx` once it ended.
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.conn.is_some() {
+            Pin::new(&mut self.body).poll_frame(&mut Context::from_waker(Waker::noop()))
+        } else {
+            Pin::new(&mut self.body).poll_frame(cx)
+        }
+    }
+
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.home.0.checkin(self.home.1, conn);
@@ -275,17 +288,23 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        // Drive the connection first: it reads the socket into the body's channel.
-        if let Some(conn) = this.conn.as_mut()
-            && let Poll::Ready(outcome) = Pin::new(&mut *conn.conn).poll(cx)
-        {
-            if let Err(error) = outcome {
-                tracing::debug!(%error, "upstream connection ended with an error");
+        // While the connection is ours, only polling it feeds the body's channel, so the
+        // body needs no waker of its own (a real one would be woken by our own poll, for
+        // nothing): the connection's wakers cover it. Usually the connection read the
+        // whole body with the head, so look at the channel first.
+        let mut polled = this.poll_body(cx);
+        if polled.is_pending() {
+            if let Some(conn) = this.conn.as_mut()
+                && let Poll::Ready(outcome) = Pin::new(&mut *conn.conn).poll(cx)
+            {
+                if let Err(error) = outcome {
+                    tracing::debug!(%error, "upstream connection ended with an error");
+                }
+                // Ended: what it read is in the channel, then the end or an error.
+                this.conn = None;
             }
-            // Ended: what it read is in the channel, then the end or an error.
-            this.conn = None;
+            polled = this.poll_body(cx);
         }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
