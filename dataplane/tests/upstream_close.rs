@@ -1,7 +1,6 @@
-//! Upstream connections that the upstream closes, against a raw TCP origin: the pool's
-//! connections have no task of their own (the request and its response body drive them),
-//! so closes while idle, `Connection: close` and a close in the middle of a body must be
-//! noticed by whoever polls them next.
+//! Upstream connections that the upstream closes, against a raw TCP origin: closes while
+//! idle, `Connection: close` and a close in the middle of a body must never leave a dirty or
+//! dead connection in the pool, nor end a truncated body cleanly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;

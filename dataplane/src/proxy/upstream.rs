@@ -2,8 +2,7 @@
 //!
 //! Each attempt takes an idle keep-alive connection to the chosen endpoint from the
 //! [`Pool`] or opens a new one (the route's connect timeout bounds the TCP connect), and
-//! sends the request in origin form with the `Host` header as prepared; the attempt drives
-//! the connection itself ([`pool::exchange`]), no other task does. A request that a
+//! sends the request in origin form with the `Host` header as prepared. A request that a
 //! reused connection could not send (it closed while idle) goes out again on another
 //! connection, since nothing of it reached the upstream.
 //!
@@ -59,10 +58,10 @@ impl Upstream {
         // Each pass either takes a connection out of the pool (finitely many) or is the
         // last one, over a new connection.
         loop {
-            let (conn, reused) = match self.pool.checkout(addr) {
-                Some(conn) => (conn, true),
+            let (mut sender, reused) = match self.pool.checkout(addr) {
+                Some(sender) => (sender, true),
                 None => match pool::connect(addr, connect_timeout).await {
-                    Ok(conn) => (conn, false),
+                    Ok(sender) => (sender, false),
                     Err(e) => {
                         return Err(AttemptError::Connect(
                             e,
@@ -71,10 +70,10 @@ impl Upstream {
                     }
                 },
             };
-            match pool::exchange(conn, request).await {
-                Ok((response, conn)) => {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
                     let pool = Arc::clone(&self.pool);
-                    return Ok(response.map(|body| PooledBody::new(body, conn, pool, addr)));
+                    return Ok(response.map(|body| PooledBody::new(body, pool, addr, sender)));
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => {
