@@ -105,10 +105,12 @@ fn serve_connection(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "set TCP_NODELAY failed");
     }
-    let dataplane = Arc::clone(dataplane);
+    // One shared pair per connection (one reference count per request), with the client
+    // address formatted once per connection rather than per request.
+    let shared = Arc::new((Arc::clone(dataplane), proxy::Peer::new(peer)));
     let service = service_fn(move |request| {
-        let dataplane = Arc::clone(&dataplane);
-        async move { Ok::<_, Infallible>(proxy::handle(&dataplane, request, peer).await) }
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(proxy::handle(&shared.0, request, &shared.1).await) }
     });
     let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
     let connection = graceful.watch(connection);

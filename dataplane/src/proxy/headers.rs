@@ -44,19 +44,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if connection {
-        // Only tokens naming a header that is present are collected (a lookup by `&str`
-        // does not allocate), so the usual `Connection: keep-alive` costs no allocation.
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|name| !name.is_empty() && headers.contains_key(*name))
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+        // `keep-alive` (the usual token) names a header of the fixed list below, so it costs
+        // no map lookup; other tokens are collected only when they name a header that is
+        // present (a lookup by `&str` does not allocate).
+        let tokens = || {
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("keep-alive"))
+        };
+        if tokens().any(|name| headers.contains_key(name)) {
+            let named: Vec<HeaderName> = tokens()
+                .filter(|name| headers.contains_key(*name))
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
         }
         headers.remove(CONNECTION);
     }
@@ -92,20 +99,28 @@ pub fn remove_identity_headers(headers: &mut HeaderMap, configured: &[HeaderName
     }
 }
 
-/// Sets `X-Forwarded-For` (the client's address appended to any incoming list),
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` (the host the client asked for).
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    proto: &'static str,
-    host: &HeaderValue,
-) {
+/// The client's address as `X-Forwarded-For` text (an IPv4-mapped IPv6 address as plain
+/// IPv4): made once per client connection, shared by its requests.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
     let ip = match client.to_canonical() {
         IpAddr::V4(v4) => ipv4_text(v4),
         other => other.to_string(),
     };
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Sets `X-Forwarded-For` (the client's address, from [`forwarded_for`], appended to any
+/// incoming list), `X-Forwarded-Proto` and `X-Forwarded-Host` (the host the client asked
+/// for).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    proto: &'static str,
+    host: &HeaderValue,
+) {
     let xff = match headers.get(X_FORWARDED_FOR) {
-        None => HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)).ok(),
+        None => Some(client.clone()),
         Some(_) => {
             let mut joined = String::new();
             for v in headers.get_all(X_FORWARDED_FOR) {
@@ -117,7 +132,7 @@ pub fn set_forwarded(
                     }
                 }
             }
-            joined.push_str(&ip);
+            joined.push_str(client.to_str().unwrap_or("unknown"));
             HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
         }
     };
@@ -246,13 +261,13 @@ mod tests {
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
         let host = HeaderValue::from_static("api.example.com");
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http", &host);
+        set_forwarded(&mut h, &forwarded_for("10.0.0.1".parse().unwrap()), "http", &host);
         assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "api.example.com");
 
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "::ffff:10.0.0.2".parse().unwrap(), "http", &host);
+        set_forwarded(&mut h, &forwarded_for("::ffff:10.0.0.2".parse().unwrap()), "http", &host);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.2");
     }
 }

@@ -31,13 +31,30 @@ use crate::rewrite::rewrite_path;
 use crate::router::RequestView;
 use crate::server::DataPlane;
 
-/// Proxies one request from the client at `client` and returns the response to send:
-/// the upstream's, or the gateway's own JSON error.
+/// The client end of a connection, with what every request on it needs precomputed.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Its `X-Forwarded-For` text ([`headers::forwarded_for`]).
+    pub forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Peer { addr, forwarded_for: headers::forwarded_for(addr.ip()) }
+    }
+}
+
+/// Proxies one request from the client `peer` and returns the response to send: the
+/// upstream's, or the gateway's own JSON error.
 pub async fn handle(
     dataplane: &DataPlane,
     request: Request<Incoming>,
-    client: SocketAddr,
+    peer: &Peer,
 ) -> Response<ProxyBody> {
+    let client = peer.addr;
     let mut request = request;
     let request_id = trace::ensure_request_identity(request.headers_mut());
     let mut ctx = RequestContext {
@@ -45,7 +62,7 @@ pub async fn handle(
         rate_limits: Some(&dataplane.rate_limits),
         ..RequestContext::default()
     };
-    let mut response = match proxy(dataplane, request, client, &mut ctx).await {
+    let mut response = match proxy(dataplane, request, peer, &mut ctx).await {
         Ok(response) => response,
         Err(error) => error_response(&error, Some(&request_id)),
     };
@@ -66,7 +83,7 @@ fn original_host(parts: &http::request::Parts) -> HeaderValue {
 async fn proxy(
     dataplane: &DataPlane,
     request: Request<Incoming>,
-    client: SocketAddr,
+    peer: &Peer,
     ctx: &mut RequestContext<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let snapshot = dataplane.current();
@@ -158,7 +175,7 @@ async fn proxy(
     };
 
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, client.ip(), "http", &host);
+    headers::set_forwarded(&mut parts.headers, &peer.forwarded_for, "http", &host);
     let upstream_host = action.rewrite.as_ref().and_then(|rw| rw.host.clone()).unwrap_or(host);
     if !upstream_host.is_empty() {
         parts.headers.insert(HOST, upstream_host);
