@@ -192,11 +192,6 @@ pub(crate) fn changes(index: &Index, state: &State) -> Change {
     let (mut removed, mut changed) = (Vec::new(), Vec::new());
     let mut old = state.routes.iter().peekable();
     for (key, route) in &index.routes {
-        // Fast path, no key comparison: the very same object is necessarily under the same
-        // key (an index key is the object's own namespace/name).
-        if old.next_if(|(_, seen)| Arc::ptr_eq(&seen.route, route)).is_some() {
-            continue;
-        }
         while let Some((gone, _)) = old.next_if(|(k, _)| *k < key) {
             removed.push(gone.clone());
         }
