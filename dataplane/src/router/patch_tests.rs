@@ -2,15 +2,12 @@
 //! bounded sequences of patches over Routes that share hosts, paths and precedence ties.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
+use super::tests::rule;
 use super::*;
-use crate::snapshot::{
-    HeaderMatcher, PathMatch, RetryPolicy, RuleAction, Timeouts, ValueMatch, WeightedBackends,
-};
+use crate::snapshot::{HeaderMatcher, PathMatch, ValueMatch};
 
 /// A small deterministic generator (xorshift), so failures reproduce from the seed.
 struct Rng(u64);
@@ -72,19 +69,7 @@ fn random_route(rng: &mut Rng, ns: &str, name: &str) -> RouteModel {
                     RequestMatch { path, methods, headers, query: vec![] }
                 })
                 .collect();
-            Arc::new(Rule {
-                route: key.clone(),
-                name: format!("{ns}/{name}#{index}").into(),
-                index,
-                matches,
-                action: RuleAction {
-                    backends: WeightedBackends::new(vec![]),
-                    rewrite: None,
-                    timeouts: Timeouts::default(),
-                    retries: RetryPolicy::default(),
-                    filters: Arc::new([]),
-                },
-            })
+            rule(&key, format!("{ns}/{name}#{index}"), index, matches)
         })
         .collect();
     // Few distinct creation times, so the name tie-breaks are exercised too.
@@ -173,24 +158,17 @@ fn patched_tables_answer_like_fresh_ones() {
 fn one_route_patch_shares_the_rest() {
     let simple = |i: usize, path: &str| {
         let key = ObjectKey::new("d", &format!("r{i}"));
-        let rule = Arc::new(Rule {
-            route: key.clone(),
-            name: format!("r{i}").into(),
-            index: 0,
-            matches: vec![RequestMatch {
+        let rule = rule(
+            &key,
+            format!("r{i}"),
+            0,
+            vec![RequestMatch {
                 path: PathMatch::Prefix(path.into()),
                 methods: vec![],
                 headers: vec![],
                 query: vec![],
             }],
-            action: RuleAction {
-                backends: WeightedBackends::new(vec![]),
-                rewrite: None,
-                timeouts: Timeouts::default(),
-                retries: RetryPolicy::default(),
-                filters: Arc::new([]),
-            },
-        });
+        );
         RouteModel { key, generation: 1, created: 0, hosts: vec![], rules: vec![rule] }
     };
     let t = RouteTable::new((0..20_000).map(|i| simple(i, &format!("/r{i}"))).collect());

@@ -38,6 +38,29 @@ fn method(mut r: RequestMatch, x: Method) -> RequestMatch {
     r
 }
 
+/// A rule of `route` with no backends, rewrites or filters (the router reads only its
+/// matches). Shared with `patch_tests`.
+pub(super) fn rule(
+    route: &ObjectKey,
+    name: String,
+    index: usize,
+    matches: Vec<RequestMatch>,
+) -> Arc<Rule> {
+    Arc::new(Rule {
+        route: route.clone(),
+        name: name.into(),
+        index,
+        matches,
+        action: RuleAction {
+            backends: WeightedBackends::new(vec![]),
+            rewrite: None,
+            timeouts: Timeouts::default(),
+            retries: RetryPolicy::default(),
+            filters: Arc::new([]),
+        },
+    })
+}
+
 /// A route `ns/name` with one rule per `matches` entry (rule name = `name#i`).
 fn route(
     ns: &str,
@@ -50,21 +73,7 @@ fn route(
     let rules = rules
         .into_iter()
         .enumerate()
-        .map(|(i, rm)| {
-            Arc::new(Rule {
-                route: key.clone(),
-                name: format!("{name}#{i}").into(),
-                index: i,
-                matches: vec![rm],
-                action: RuleAction {
-                    backends: WeightedBackends::new(vec![]),
-                    rewrite: None,
-                    timeouts: Timeouts::default(),
-                    retries: RetryPolicy::default(),
-                    filters: Arc::new([]),
-                },
-            })
-        })
+        .map(|(i, rm)| rule(&key, format!("{name}#{i}"), i, vec![rm]))
         .collect();
     let hosts = hosts
         .iter()
