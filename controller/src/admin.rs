@@ -159,7 +159,7 @@ pub fn match_request(shared: &Shared, query: Option<&str>) -> (StatusCode, Value
         })
         .unwrap_or_default()
         .iter()
-        .map(|p| json!({"type": p.type_, "source": p.source.to_string(), "level": p.level}))
+        .map(|p| json!({"type": p.kind.as_str(), "source": p.source.to_string(), "level": p.level}))
         .collect();
     let matched = rule_json["matches"].get(position).cloned().unwrap_or(Value::Null);
     (

@@ -8,7 +8,7 @@ pub mod generate;
 pub mod plugin;
 pub mod route;
 
-pub use common::{Condition, HeaderValue, LocalObjectReference, ObjectStatus};
+pub use common::{ByteSize, Condition, HeaderValue, LocalObjectReference, ObjectStatus};
 pub use consumer::{Consumer, ConsumerSpec, Credential, SecretCredential};
 pub use duration::{DurationError, parse_duration};
 pub use plugin::*;

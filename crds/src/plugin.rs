@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{HeaderValue, LocalObjectReference, ObjectStatus};
+use crate::common::{ByteSize, HeaderValue, LocalObjectReference, ObjectStatus};
 
 /// A reusable piece of request processing, attached by Routes, Consumers or globally.
 /// Exactly one of the typed configurations must be set.
@@ -23,8 +23,8 @@ use crate::common::{HeaderValue, LocalObjectReference, ObjectStatus};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new(
-    "[has(self.rateLimit), has(self.jwt), has(self.keyAuth), has(self.cors), has(self.requestHeaders), has(self.responseHeaders), has(self.correlationId), has(self.circuitBreaker), has(self.cache), has(self.ipRestriction)].filter(x, x).size() == 1"
-).message("exactly one plugin configuration (rateLimit, jwt, keyAuth, cors, requestHeaders, responseHeaders, correlationId, circuitBreaker, cache or ipRestriction) must be set"))]
+    "[has(self.rateLimit), has(self.jwt), has(self.keyAuth), has(self.extAuth), has(self.cors), has(self.requestHeaders), has(self.responseHeaders), has(self.correlationId), has(self.cache), has(self.ipRestriction), has(self.requestSize), has(self.redirect), has(self.directResponse), has(self.compression)].filter(x, x).size() == 1"
+).message("exactly one plugin configuration (rateLimit, jwt, keyAuth, extAuth, cors, requestHeaders, responseHeaders, correlationId, cache, ipRestriction, requestSize, redirect, directResponse or compression) must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSpec {
     /// Applies to every Route when true; honoured only in the controller's namespace.
@@ -51,15 +51,32 @@ pub struct PluginSpec {
     /// Request id propagation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<CorrelationIdConfig>,
-    /// Circuit breaking per upstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub circuit_breaker: Option<CircuitBreakerConfig>,
     /// Response caching.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheConfig>,
     /// Client address allow and deny lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_restriction: Option<IpRestrictionConfig>,
+    /// A cap on the request body size (413).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_size: Option<RequestSizeConfig>,
+    /// Answers every request with a redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectConfig>,
+    /// Answers every request with a fixed response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponseConfig>,
+    /// Compresses responses by `Accept-Encoding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionConfig>,
+    /// Forward authentication: an HTTP auth service admits or answers each request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<ExtAuthConfig>,
+    /// `circuitBreaker` was a Plugin type; it is a BackendPolicy field now. Kept out of the
+    /// schema, read only to say so in the Plugin's condition (standalone YAML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub circuit_breaker: Option<serde_json::Value>,
 }
 
 /// Rate-limit algorithm.
@@ -262,39 +279,18 @@ pub struct CorrelationIdConfig {
     pub echo: Option<bool>,
 }
 
-/// The answer sent while a circuit is open.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub struct Fallback {
-    /// Status code.
-    pub status: u16,
-    /// Response body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
+/// Where cached responses live.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CacheStore {
+    /// In this replica's memory.
+    #[default]
+    Memory,
+    /// In Redis, shared by every replica (`--redis-url`).
+    Redis,
 }
 
-/// `circuitBreaker` plugin configuration.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CircuitBreakerConfig {
-    /// Failures within `window` that open the circuit.
-    pub failure_threshold: u32,
-    /// Successes in half-open state that close it again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success_threshold: Option<u32>,
-    /// How long the circuit stays open.
-    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open_for: Option<String>,
-    /// The window failures are counted in.
-    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<String>,
-    /// Answer while open (default 503 with the gateway's JSON body).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<Fallback>,
-}
-
-/// `cache` plugin configuration.
+/// `cache` plugin configuration. Not executed by this version of weir: a `cache` Plugin is
+/// `Accepted=False`, reason `Unsupported`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheConfig {
@@ -304,6 +300,9 @@ pub struct CacheConfig {
     /// Cached methods (default GET, HEAD).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+    /// Cached response statuses (default 200, 301, 404).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
     /// Request headers that are part of the cache key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vary_headers: Vec<String>,
@@ -311,6 +310,12 @@ pub struct CacheConfig {
     #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_while_revalidate: Option<String>,
+    /// Largest body stored (`1Mi`, `512Ki` or a number of bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_size: Option<ByteSize>,
+    /// `Memory` (default) or `Redis`.
+    #[serde(default)]
+    pub store: CacheStore,
 }
 
 /// `ipRestriction` plugin configuration.
@@ -322,4 +327,340 @@ pub struct IpRestrictionConfig {
     /// CIDRs or addresses denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+}
+
+/// `requestSize` plugin configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestSizeConfig {
+    /// Largest request body accepted (`10Mi`, `512Ki`, `1M` or a number of bytes). Larger
+    /// bodies are answered 413: from `Content-Length` before the upstream is contacted, or
+    /// as soon as a streamed body passes the limit.
+    pub max_body: ByteSize,
+}
+
+/// How a redirect changes the path.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirectPath {
+    /// Replaces the prefix the rule matched (Prefix matches), keeping the rest of the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix: Option<String>,
+    /// Replaces the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+}
+
+/// `redirect` plugin configuration: the gateway answers with a redirect to the request's
+/// URL with the given parts replaced. The query string is kept.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedirectConfig {
+    /// `http` or `https` (default: the request's scheme).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Host name (default: the request's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port (default: the scheme's well-known port when `scheme` is set, else the
+    /// request's port). A scheme's well-known port is left out of `Location`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// 301, 302 (default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// Path change (default: the request's path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<RedirectPath>,
+}
+
+/// `directResponse` plugin configuration: the gateway answers every request itself.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectResponseConfig {
+    /// Status code (200-599).
+    pub status: u16,
+    /// Response body (at most 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// `Content-Type` of the body (default `text/plain; charset=utf-8` when a body is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// A content coding the `compression` plugin can produce.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum CompressionType {
+    /// `gzip`.
+    Gzip,
+    /// `br`.
+    Brotli,
+    /// `zstd`.
+    Zstd,
+}
+
+/// `compression` plugin configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompressionConfig {
+    /// Codings offered, in the order preferred when the client rates several equally
+    /// (default Zstd, Brotli, Gzip).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<CompressionType>,
+    /// Responses whose `Content-Length` is below this are sent as they are (default `1Ki`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<ByteSize>,
+    /// Media types compressed; `text/*` matches every text type (default: text/*,
+    /// application/json, application/javascript, application/xml, application/*+json,
+    /// application/*+xml, image/svg+xml).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content_types: Vec<String>,
+}
+
+/// What `extAuth` does when the auth service cannot be asked (connect failure, timeout,
+/// an invalid answer).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ExtAuthOnError {
+    /// Answer 503 (default, fail closed).
+    #[default]
+    Deny,
+    /// Let the request through, unauthenticated (fail open).
+    Allow,
+}
+
+/// A Service port in the Plugin's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ServicePortRef {
+    /// Service name.
+    pub name: String,
+    /// Service port.
+    pub port: i32,
+}
+
+/// `extAuth` plugin configuration: forward authentication, like nginx `auth_request` or
+/// Traefik ForwardAuth. A 2xx answer lets the request through; any other answer is
+/// returned to the client as the auth service sent it (body capped at 64 KiB).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuthConfig {
+    /// The auth endpoint, `http://` or `https://`. Exactly one of `url` and `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The auth Service, in the Plugin's namespace (asked at `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServicePortRef>,
+    /// With `service`: the path asked (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// How long to wait for the auth service's answer (default `1s`).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Request headers sent to the auth service (default: every end-to-end header), plus
+    /// `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri` and `-For`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_headers: Vec<String>,
+    /// Headers of a 2xx answer copied onto the upstream request (a client's own copies of
+    /// them are always removed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_headers: Vec<String>,
+    /// `Deny` (default, 503) or `Allow` when the auth service cannot be asked.
+    #[serde(default)]
+    pub on_error: ExtAuthOnError,
+}
+
+/// Every Plugin type, in the fixed phase order of the filter chain. Adding a typed
+/// configuration to [`PluginSpec`] means adding a variant here: [`PluginSpec::kinds`] and
+/// the compiler match it exhaustively, so a type can never be accepted and then ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PluginKind {
+    /// `correlationId`.
+    CorrelationId,
+    /// `ipRestriction`.
+    IpRestriction,
+    /// `cors`.
+    Cors,
+    /// `redirect`.
+    Redirect,
+    /// `directResponse`.
+    DirectResponse,
+    /// `requestSize`.
+    RequestSize,
+    /// `jwt`.
+    Jwt,
+    /// `keyAuth`.
+    KeyAuth,
+    /// `extAuth`.
+    ExtAuth,
+    /// `rateLimit`.
+    RateLimit,
+    /// `requestHeaders`.
+    RequestHeaders,
+    /// `cache`.
+    Cache,
+    /// `responseHeaders`.
+    ResponseHeaders,
+    /// `compression`.
+    Compression,
+}
+
+impl PluginKind {
+    /// Every kind, in phase order.
+    pub const ALL: [PluginKind; 14] = [
+        PluginKind::CorrelationId,
+        PluginKind::IpRestriction,
+        PluginKind::Cors,
+        PluginKind::Redirect,
+        PluginKind::DirectResponse,
+        PluginKind::RequestSize,
+        PluginKind::Jwt,
+        PluginKind::KeyAuth,
+        PluginKind::ExtAuth,
+        PluginKind::RateLimit,
+        PluginKind::RequestHeaders,
+        PluginKind::Cache,
+        PluginKind::ResponseHeaders,
+        PluginKind::Compression,
+    ];
+
+    /// The spec field name (`rateLimit`, `jwt`, ...), also the name in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::CorrelationId => "correlationId",
+            PluginKind::IpRestriction => "ipRestriction",
+            PluginKind::Cors => "cors",
+            PluginKind::Redirect => "redirect",
+            PluginKind::DirectResponse => "directResponse",
+            PluginKind::RequestSize => "requestSize",
+            PluginKind::Jwt => "jwt",
+            PluginKind::KeyAuth => "keyAuth",
+            PluginKind::ExtAuth => "extAuth",
+            PluginKind::RateLimit => "rateLimit",
+            PluginKind::RequestHeaders => "requestHeaders",
+            PluginKind::Cache => "cache",
+            PluginKind::ResponseHeaders => "responseHeaders",
+            PluginKind::Compression => "compression",
+        }
+    }
+
+    /// The kind of a spec field name.
+    pub fn from_name(name: &str) -> Option<PluginKind> {
+        PluginKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One typed configuration of a [`PluginSpec`], borrowed.
+#[derive(Debug, Clone, Copy)]
+pub enum PluginConfig<'a> {
+    /// `correlationId`.
+    CorrelationId(&'a CorrelationIdConfig),
+    /// `ipRestriction`.
+    IpRestriction(&'a IpRestrictionConfig),
+    /// `cors`.
+    Cors(&'a CorsConfig),
+    /// `redirect`.
+    Redirect(&'a RedirectConfig),
+    /// `directResponse`.
+    DirectResponse(&'a DirectResponseConfig),
+    /// `requestSize`.
+    RequestSize(&'a RequestSizeConfig),
+    /// `jwt`.
+    Jwt(&'a JwtConfig),
+    /// `keyAuth`.
+    KeyAuth(&'a KeyAuthConfig),
+    /// `extAuth`.
+    ExtAuth(&'a ExtAuthConfig),
+    /// `rateLimit`.
+    RateLimit(&'a RateLimitConfig),
+    /// `requestHeaders`.
+    RequestHeaders(&'a HeaderTransform),
+    /// `cache`.
+    Cache(&'a CacheConfig),
+    /// `responseHeaders`.
+    ResponseHeaders(&'a HeaderTransform),
+    /// `compression`.
+    Compression(&'a CompressionConfig),
+}
+
+impl PluginConfig<'_> {
+    /// The kind of this configuration.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            PluginConfig::CorrelationId(_) => PluginKind::CorrelationId,
+            PluginConfig::IpRestriction(_) => PluginKind::IpRestriction,
+            PluginConfig::Cors(_) => PluginKind::Cors,
+            PluginConfig::Redirect(_) => PluginKind::Redirect,
+            PluginConfig::DirectResponse(_) => PluginKind::DirectResponse,
+            PluginConfig::RequestSize(_) => PluginKind::RequestSize,
+            PluginConfig::Jwt(_) => PluginKind::Jwt,
+            PluginConfig::KeyAuth(_) => PluginKind::KeyAuth,
+            PluginConfig::ExtAuth(_) => PluginKind::ExtAuth,
+            PluginConfig::RateLimit(_) => PluginKind::RateLimit,
+            PluginConfig::RequestHeaders(_) => PluginKind::RequestHeaders,
+            PluginConfig::Cache(_) => PluginKind::Cache,
+            PluginConfig::ResponseHeaders(_) => PluginKind::ResponseHeaders,
+            PluginConfig::Compression(_) => PluginKind::Compression,
+        }
+    }
+}
+
+impl PluginSpec {
+    /// Every typed configuration that is set (a valid spec has exactly one), in phase order.
+    pub fn configs(&self) -> Vec<PluginConfig<'_>> {
+        // Destructured so that a new field of the spec cannot be forgotten here.
+        let PluginSpec {
+            global: _,
+            rate_limit,
+            jwt,
+            key_auth,
+            cors,
+            request_headers,
+            response_headers,
+            correlation_id,
+            cache,
+            ip_restriction,
+            request_size,
+            redirect,
+            direct_response,
+            compression,
+            ext_auth,
+            circuit_breaker: _,
+        } = self;
+        let all = [
+            correlation_id.as_ref().map(PluginConfig::CorrelationId),
+            ip_restriction.as_ref().map(PluginConfig::IpRestriction),
+            cors.as_ref().map(PluginConfig::Cors),
+            redirect.as_ref().map(PluginConfig::Redirect),
+            direct_response.as_ref().map(PluginConfig::DirectResponse),
+            request_size.as_ref().map(PluginConfig::RequestSize),
+            jwt.as_ref().map(PluginConfig::Jwt),
+            key_auth.as_ref().map(PluginConfig::KeyAuth),
+            ext_auth.as_ref().map(PluginConfig::ExtAuth),
+            rate_limit.as_ref().map(PluginConfig::RateLimit),
+            request_headers.as_ref().map(PluginConfig::RequestHeaders),
+            cache.as_ref().map(PluginConfig::Cache),
+            response_headers.as_ref().map(PluginConfig::ResponseHeaders),
+            compression.as_ref().map(PluginConfig::Compression),
+        ];
+        all.into_iter().flatten().collect()
+    }
+
+    /// Whether the spec still carries the former `circuitBreaker` Plugin type.
+    pub fn has_circuit_breaker(&self) -> bool {
+        self.circuit_breaker.is_some()
+    }
+
+    /// The one typed configuration, when exactly one is set.
+    pub fn config(&self) -> Option<PluginConfig<'_>> {
+        match self.configs().as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
 }

@@ -79,6 +79,7 @@ fn bench(c: &mut Criterion) {
     let with_auth: Arc<[Filter]> = Arc::from(vec![Filter::Authenticate(Arc::new(Authenticate {
         jwt: Some(jwt),
         key_auth: None,
+        ext_auth: None,
     }))]);
     let none: Arc<[Filter]> = Arc::from(Vec::new());
 

@@ -5,6 +5,7 @@
 
 pub mod filter;
 pub mod metrics;
+pub mod observe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod rewrite;

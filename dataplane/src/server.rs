@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::filter::RateLimitRuntime;
+use crate::observe::RequestObserver;
 use crate::proxy::{self, Upstream};
 use crate::snapshot::Snapshot;
 
@@ -28,6 +29,8 @@ pub struct DataPlane {
     pub upstream: Upstream,
     /// Rate-limit counters, Redis store and trusted proxies, shared by every snapshot.
     pub rate_limits: RateLimitRuntime,
+    /// Receives one record per request at its end (metrics, access log, traces).
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl DataPlane {
@@ -38,11 +41,30 @@ impl DataPlane {
 
     /// Like [`new`](Self::new), with the rate-limit state of `weir run`.
     pub fn with_rate_limits(rate_limits: RateLimitRuntime) -> Arc<Self> {
+        Self::with_observer(rate_limits, None)
+    }
+
+    /// Like [`with_rate_limits`](Self::with_rate_limits), with an end-of-request observer.
+    pub fn with_observer(
+        rate_limits: RateLimitRuntime,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Arc<Self> {
         Arc::new(DataPlane {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             upstream: Upstream::default(),
             rate_limits,
+            observer,
         })
+    }
+
+    /// Whether an end-of-request observer is set.
+    pub fn has_observer(&self) -> bool {
+        self.observer.is_some()
+    }
+
+    /// The end-of-request observer, if any.
+    pub fn observer(&self) -> Option<Arc<dyn RequestObserver>> {
+        self.observer.clone()
     }
 
     /// Atomically makes `snapshot` the live one; in-flight requests finish on the old one.

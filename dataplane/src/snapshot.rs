@@ -176,30 +176,76 @@ pub struct RuleAction {
 }
 
 /// Built-in filters, a closed set, compiled per rule and kept in the fixed phase order of
-/// [`crate::filter::Phase`] (correlation id → ip restriction → CORS → authentication →
-/// consumer plugins → rate limit → request headers → cache → proxy → response headers).
-/// The chain runner in [`crate::filter`] dispatches on the variant: a new kind of filter is
-/// a new variant plus one arm there, without touching the others.
+/// [`crate::filter::Phase`]. The chain runner in [`crate::filter`] dispatches on the
+/// variant without a catch-all arm: a new kind of filter is a new variant plus one arm in
+/// each phase there, and the compiler will not build until both say what it does.
+/// Filters built from one Plugin object are shared (`Arc`) by every rule using it.
 #[derive(Debug, Clone)]
 pub enum Filter {
-    /// Authentication by `jwt` and/or `keyAuth` (either credential suffices).
+    /// The rule cannot be served safely, e.g. it references a Plugin that does not exist
+    /// or is not accepted (which might have been an authentication plugin): every request
+    /// is answered 503. The message is for logs only.
+    Unavailable(Arc<str>),
+    /// `correlationId`: keeps or mints the request's correlation id, echoes it.
+    CorrelationId(Arc<crate::filter::correlation::CorrelationId>),
+    /// `ipRestriction`: 403 for denied client addresses.
+    IpRestriction(Arc<crate::filter::ip::IpRestriction>),
+    /// `cors`: preflights answered by the gateway, CORS headers on every response.
+    Cors(Arc<crate::filter::cors::Cors>),
+    /// `redirect`: the gateway answers with a redirect.
+    Redirect(Arc<crate::filter::answer::Redirect>),
+    /// `directResponse`: the gateway answers with a fixed response.
+    DirectResponse(Arc<crate::filter::answer::DirectResponse>),
+    /// `requestSize`: 413 for bodies over the limit.
+    RequestSize(Arc<crate::filter::size::RequestSize>),
+    /// Authentication by `jwt` and/or `keyAuth` (either credential suffices), then
+    /// `extAuth` when configured.
     Authenticate(Arc<crate::filter::Authenticate>),
     /// `rateLimit`: one per Plugin object, shared by every rule (and Consumer) using it, so
     /// they share its counters.
     RateLimit(Arc<crate::ratelimit::RateLimit>),
-    /// The rule cannot be served safely, e.g. it references a Plugin that does not exist
-    /// (which might have been an authentication plugin): every request is answered 503.
-    /// The message is for logs only.
-    Unavailable(Arc<str>),
+    /// `requestHeaders`: set/add/remove on the upstream request.
+    RequestHeaders(Arc<crate::filter::headers::HeaderTransform>),
+    /// `responseHeaders`: set/add/remove on the response to the client.
+    ResponseHeaders(Arc<crate::filter::headers::HeaderTransform>),
+    /// `compression`: gzip, br or zstd by `Accept-Encoding`.
+    Compression(Arc<crate::filter::compression::Compression>),
 }
 
 impl Filter {
     /// The phase this filter runs in.
     pub fn phase(&self) -> crate::filter::Phase {
+        use crate::filter::Phase;
         match self {
-            Filter::Unavailable(_) => crate::filter::Phase::Guard,
-            Filter::Authenticate(_) => crate::filter::Phase::Authentication,
-            Filter::RateLimit(_) => crate::filter::Phase::RateLimit,
+            Filter::Unavailable(_) => Phase::Guard,
+            Filter::CorrelationId(_) => Phase::CorrelationId,
+            Filter::IpRestriction(_) => Phase::IpRestriction,
+            Filter::Cors(_) => Phase::Cors,
+            Filter::Redirect(_) | Filter::DirectResponse(_) => Phase::Answer,
+            Filter::RequestSize(_) => Phase::RequestSize,
+            Filter::Authenticate(_) => Phase::Authentication,
+            Filter::RateLimit(_) => Phase::RateLimit,
+            Filter::RequestHeaders(_) => Phase::RequestHeaders,
+            Filter::ResponseHeaders(_) => Phase::ResponseHeaders,
+            Filter::Compression(_) => Phase::Compression,
+        }
+    }
+
+    /// The kind's name, as in a Plugin spec (`unavailable` for the guard).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Filter::Unavailable(_) => "unavailable",
+            Filter::CorrelationId(_) => "correlationId",
+            Filter::IpRestriction(_) => "ipRestriction",
+            Filter::Cors(_) => "cors",
+            Filter::Redirect(_) => "redirect",
+            Filter::DirectResponse(_) => "directResponse",
+            Filter::RequestSize(_) => "requestSize",
+            Filter::Authenticate(_) => "authentication",
+            Filter::RateLimit(_) => "rateLimit",
+            Filter::RequestHeaders(_) => "requestHeaders",
+            Filter::ResponseHeaders(_) => "responseHeaders",
+            Filter::Compression(_) => "compression",
         }
     }
 }

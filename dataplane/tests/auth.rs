@@ -54,7 +54,7 @@ fn protected(name: &str, prefix: &str, filters: Vec<Filter>) -> RouteModel {
 }
 
 fn auth(jwt: Option<Arc<JwtAuth>>, key_auth: Option<Arc<KeyAuth>>) -> Filter {
-    Filter::Authenticate(Arc::new(Authenticate { jwt, key_auth }))
+    Filter::Authenticate(Arc::new(Authenticate { jwt, key_auth, ext_auth: None }))
 }
 
 async fn call(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Answer {

@@ -80,6 +80,7 @@ async fn remote_jwks_rotates_and_survives_the_idp_going_down() {
     a.filters = Arc::from(vec![Filter::Authenticate(Arc::new(Authenticate {
         jwt: Some(auth),
         key_auth: None,
+        ext_auth: None,
     }))]);
     let origin = Origin::start("o").await;
     let gw = Gateway::start(snapshot(
@@ -154,6 +155,7 @@ async fn an_idp_down_from_the_start_fails_closed() {
     a.filters = Arc::from(vec![Filter::Authenticate(Arc::new(Authenticate {
         jwt: Some(auth),
         key_auth: None,
+        ext_auth: None,
     }))]);
     let origin = Origin::start("o").await;
     let gw = Gateway::start(snapshot(
@@ -201,6 +203,7 @@ async fn jwks_over_https_with_a_private_ca() {
         a.filters = Arc::from(vec![Filter::Authenticate(Arc::new(Authenticate {
             jwt: Some(auth),
             key_auth: None,
+            ext_auth: None,
         }))]);
         Gateway::start(snapshot(
             1,

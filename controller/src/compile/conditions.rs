@@ -77,6 +77,11 @@ pub fn accepted(errors: &[String], generation: i64, suffix: &str) -> Condition {
     }
 }
 
+/// `Accepted=False` with `reason` (`Invalid`, `Unsupported`) and the errors joined by `; `.
+pub fn rejected(reason: &str, errors: &[String], generation: i64, suffix: &str) -> Condition {
+    condition(ACCEPTED, false, reason, format!("{}{suffix}", errors.join("; ")), generation)
+}
+
 /// `ResolvedRefs=True`, or `False` with the reason of the first problem and every message.
 pub fn resolved_refs(problems: &[RefProblem], generation: i64) -> Condition {
     match problems.first() {

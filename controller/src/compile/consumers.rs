@@ -138,10 +138,13 @@ pub(crate) fn check_consumer(
         }
     }
     for (i, name) in spec.plugins.iter().enumerate() {
-        if let Err(p) =
-            catalog.resolve(namespace, name, &super::routes::At::Root("spec.plugins", i))
-        {
-            out.problems.push(p);
+        match catalog.resolve(namespace, name, &super::routes::At::Root("spec.plugins", i)) {
+            Ok(kind) if !super::plugins::consumer_level(kind) => out.errors.push(format!(
+                "spec.plugins[{i}]: plugin {namespace}/{name} is a {kind} plugin, which cannot apply per consumer \
+                 (consumer plugins: rateLimit, requestHeaders, responseHeaders, compression)"
+            )),
+            Ok(_) => {}
+            Err(p) => out.problems.push(p),
         }
     }
     out

@@ -10,8 +10,14 @@
 //! - `rateLimit` becomes one `Filter::RateLimit` per Plugin object, shared by every rule
 //!   and Consumer that uses it: they share its counters. [`FilterBuilder::rate_limits`]
 //!   lists them for the publisher, which binds them to their runtime limiters.
-//! - A Consumer's own plugins (only `rateLimit` today) are merged into the chain after
-//!   authentication, replacing the rule's filter of the same phase.
+//! - `extAuth` joins the same `Filter::Authenticate` (after jwt/keyAuth), built once per
+//!   Plugin; a `service` target is a Service port of the backend table.
+//! - Every other kind is converted by [`super::convert`], once per Plugin object, and
+//!   shared by every rule using it. The match over [`PluginKind`] has no catch-all arm: a
+//!   kind that cannot be built (`cache`) makes the rule answer 503, like a missing Plugin.
+//! - A Consumer's own plugins (kinds that run after authentication) are merged into the
+//!   chain after authentication, replacing the rule's filter of the same phase; one that
+//!   does not resolve makes that consumer's requests answer 503.
 //! - Remote JWKS come from the [`JwksRegistry`] kept in the compiler's memory, so a reload
 //!   keeps the fetched keys and the refresh task.
 
@@ -19,20 +25,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
-use weir_crds::{JwtConfig, KeyAuthConfig};
+use http::{HeaderName, HeaderValue};
+use weir_crds::{ExtAuthConfig, JwtConfig, KeyAuthConfig, PluginKind};
+use weir_dataplane::filter::extauth::{ExtAuth, ExtAuthSettings, ExtAuthTarget};
 use weir_dataplane::filter::jwt::{
     JwksRegistry, JwksSettings, JwtAuth, JwtSettings, KeySet, KeySource, parse_algorithm,
 };
 use weir_dataplane::filter::keyauth::{DEFAULT_KEY_HEADER, KeyAuth};
 use weir_dataplane::filter::{Authenticate, ConsumerEntry, ConsumerStore};
 use weir_dataplane::ratelimit::RateLimit;
-use weir_dataplane::{Filter, ObjectKey};
+use weir_dataplane::{BackendKey, Filter, ObjectKey};
 
+use super::backends::BackendInterner;
 use super::conditions::{RefProblem, RefReason};
 use super::consumers::{ConsumerCheck, secret_value};
 use super::plugins::{AppliedPlugin, PluginCatalog};
 use crate::index::{Index, ObjectRef};
+
+/// Default `extAuth.timeout`.
+pub const DEFAULT_EXT_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Default `clockSkew` of the jwt plugin.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
@@ -47,7 +58,10 @@ pub(crate) struct FilterCache {
     stores: BTreeMap<String, Arc<ConsumerStore>>,
     jwt: BTreeMap<(ObjectRef, String), Built<JwtAuth>>,
     key_auth: BTreeMap<(ObjectRef, String), Arc<KeyAuth>>,
+    ext_auth: BTreeMap<ObjectRef, Built<ExtAuth>>,
     pub(crate) rate_limits: BTreeMap<ObjectRef, Arc<RateLimit>>,
+    /// Filters of the kinds [`super::convert`] builds, one per Plugin object.
+    converted: BTreeMap<ObjectRef, Option<Filter>>,
     /// The empty chain, shared by every rule without filters (most of them).
     empty: Arc<[Filter]>,
 }
@@ -58,6 +72,8 @@ impl std::fmt::Debug for FilterCache {
             .field("stores", &self.stores.len())
             .field("jwt", &self.jwt.len())
             .field("key_auth", &self.key_auth.len())
+            .field("ext_auth", &self.ext_auth.len())
+            .field("converted", &self.converted.len())
             .field("rate_limits", &self.rate_limits.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -141,21 +157,46 @@ impl<'a> FilterBuilder<'a> {
         }
     }
 
-    /// A consumer's own plugins as filters, in phase order. Authentication plugins never
-    /// apply at the consumer level (the consumer is already authenticated); the other kinds
-    /// are added here as they get data-plane filters (`rateLimit` so far). Of several of
-    /// one type, the last listed wins (as a rule's plugins override the route's).
+    /// A consumer's own plugins as filters, in phase order. Only kinds that run after
+    /// authentication apply at the consumer level (the Consumer is not accepted otherwise);
+    /// a plugin that does not resolve makes this consumer's requests answer 503. Of several
+    /// of one kind, the last listed wins (as a rule's plugins override the route's).
     fn consumer_plugins(&mut self, namespace: &str, names: &[String]) -> Arc<[Filter]> {
         let mut filters: Vec<Filter> = Vec::new();
         for name in names {
             let source = ObjectRef::new(namespace, name);
-            if let Some(rl) = self.rate_limit(&source) {
-                filters.retain(|f| !matches!(f, Filter::RateLimit(_)));
-                filters.push(Filter::RateLimit(rl));
-            }
+            let built = match self.catalog.plugins.get(&source) {
+                Some(Some((kind, _))) if super::plugins::consumer_level(*kind) => match kind {
+                    PluginKind::RateLimit => self.rate_limit(&source).map(Filter::RateLimit),
+                    _ => self.converted(&source),
+                },
+                Some(Some(_)) => continue,
+                _ => None,
+            };
+            let filter = built.unwrap_or_else(|| {
+                Filter::Unavailable(format!("consumer plugin {source} is not usable").into())
+            });
+            filters.retain(|f| f.phase() != filter.phase());
+            filters.push(filter);
         }
         filters.sort_by_key(Filter::phase);
         Arc::from(filters)
+    }
+
+    /// The filter of a Plugin of a kind [`super::convert`] builds (once per run).
+    fn converted(&mut self, source: &ObjectRef) -> Option<Filter> {
+        if let Some(built) = self.cache.converted.get(source) {
+            return built.clone();
+        }
+        let claims = super::plugins::claim_headers(self.index);
+        let built = self
+            .catalog
+            .spec(source)
+            .and_then(|spec| spec.config())
+            .and_then(|config| super::convert::standalone_filter(config, &claims))
+            .and_then(Result::ok);
+        self.cache.converted.insert(source.clone(), built.clone());
+        built
     }
 
     /// The rate limit of Plugin `source` (built once per run), when it is a usable
@@ -180,34 +221,52 @@ impl<'a> FilterBuilder<'a> {
     }
 
     /// The filter chain of one rule of a Route in `namespace`, and reference problems
-    /// found while building it (e.g. a JWKS Secret that does not exist).
+    /// found while building it (e.g. a JWKS Secret or an extAuth Service that does not
+    /// exist). `interner` gives an extAuth Service its backend id.
     pub(crate) fn rule_filters(
         &mut self,
         namespace: &str,
         applied: &[AppliedPlugin],
         unresolved: &[String],
+        interner: &mut BackendInterner,
     ) -> (Arc<[Filter]>, Vec<RefProblem>) {
         if !unresolved.is_empty() {
             let reason = format!("unresolved plugin reference: {}", unresolved.join("; "));
             return (Arc::from(vec![Filter::Unavailable(reason.into())]), Vec::new());
         }
         let mut problems = Vec::new();
+        let mut unbuildable = Vec::new();
         let mut filters = Vec::new();
-        let mut jwt = None;
-        let mut key_auth = None;
+        let (mut jwt, mut key_auth, mut ext_auth) = (None, None, None);
         for p in applied {
-            match p.type_ {
-                "jwt" => match self.jwt(namespace, &p.source) {
+            match p.kind {
+                PluginKind::Jwt => match self.jwt(namespace, &p.source) {
                     Ok(j) => jwt = Some(j),
                     Err(problem) => problems.push(problem),
                 },
-                "keyAuth" => key_auth = self.key_auth(namespace, &p.source),
-                "rateLimit" => {
-                    if let Some(rl) = self.rate_limit(&p.source) {
-                        filters.push(Filter::RateLimit(rl));
-                    }
-                }
-                _ => {}
+                PluginKind::KeyAuth => key_auth = self.key_auth(namespace, &p.source),
+                PluginKind::ExtAuth => match self.ext_auth(&p.source, interner) {
+                    Ok(e) => ext_auth = Some(e),
+                    Err(problem) => problems.push(problem),
+                },
+                PluginKind::RateLimit => match self.rate_limit(&p.source) {
+                    Some(rl) => filters.push(Filter::RateLimit(rl)),
+                    None => unbuildable.push(p.source.to_string()),
+                },
+                PluginKind::CorrelationId
+                | PluginKind::IpRestriction
+                | PluginKind::Cors
+                | PluginKind::Redirect
+                | PluginKind::DirectResponse
+                | PluginKind::RequestSize
+                | PluginKind::RequestHeaders
+                | PluginKind::ResponseHeaders
+                | PluginKind::Compression => match self.converted(&p.source) {
+                    Some(f) => filters.push(f),
+                    None => unbuildable.push(p.source.to_string()),
+                },
+                // Never in the catalog as usable (`Unsupported`); fail closed regardless.
+                PluginKind::Cache => unbuildable.push(p.source.to_string()),
             }
         }
         if !problems.is_empty() {
@@ -215,14 +274,97 @@ impl<'a> FilterBuilder<'a> {
             let reason = format!("authentication is misconfigured: {}", messages.join("; "));
             return (Arc::from(vec![Filter::Unavailable(reason.into())]), problems);
         }
-        if jwt.is_some() || key_auth.is_some() {
-            filters.push(Filter::Authenticate(Arc::new(Authenticate { jwt, key_auth })));
+        if !unbuildable.is_empty() {
+            let reason = format!("plugins cannot be executed: {}", unbuildable.join(", "));
+            return (Arc::from(vec![Filter::Unavailable(reason.into())]), problems);
+        }
+        if jwt.is_some() || key_auth.is_some() || ext_auth.is_some() {
+            filters.push(Filter::Authenticate(Arc::new(Authenticate { jwt, key_auth, ext_auth })));
         }
         if filters.is_empty() {
             return (Arc::clone(&self.cache.empty), problems);
         }
         filters.sort_by_key(Filter::phase);
         (Arc::from(filters), problems)
+    }
+
+    /// The extAuth filter of Plugin `source` (built once per run).
+    fn ext_auth(&mut self, source: &ObjectRef, interner: &mut BackendInterner) -> Built<ExtAuth> {
+        if let Some(built) = self.cache.ext_auth.get(source) {
+            return built.clone();
+        }
+        let built = self.build_ext_auth(source, interner);
+        self.cache.ext_auth.insert(source.clone(), built.clone());
+        built
+    }
+
+    fn build_ext_auth(&self, source: &ObjectRef, interner: &mut BackendInterner) -> Built<ExtAuth> {
+        let config: &ExtAuthConfig =
+            self.catalog.spec(source).and_then(|s| s.ext_auth.as_ref()).ok_or_else(|| {
+                RefProblem::new(
+                    RefReason::PluginNotFound,
+                    format!("plugin {source} is not an extAuth plugin"),
+                )
+            })?;
+        let target = match (&config.url, &config.service) {
+            (Some(url), _) => ExtAuthTarget::Url(url.parse().map_err(|_| {
+                RefProblem::new(
+                    RefReason::PluginNotFound,
+                    format!("plugin {source}: spec.extAuth.url is invalid"),
+                )
+            })?),
+            (None, Some(svc)) => {
+                let key = BackendKey {
+                    namespace: source.namespace.as_str().into(),
+                    service: svc.name.as_str().into(),
+                    port: svc.port,
+                };
+                super::backends::resolve_service_port(self.index, &key).map_err(|e| {
+                    RefProblem::new(
+                        RefReason::BackendNotFound,
+                        format!("plugin {source}: spec.extAuth.service: {e}"),
+                    )
+                })?;
+                let path = config.path.as_deref().unwrap_or("/");
+                ExtAuthTarget::Service {
+                    backend: interner.intern(key),
+                    path_and_query: path.parse().map_err(|_| {
+                        RefProblem::new(
+                            RefReason::PluginNotFound,
+                            format!("plugin {source}: spec.extAuth.path is invalid"),
+                        )
+                    })?,
+                    host: HeaderValue::from_str(&format!(
+                        "{}.{}.svc:{}",
+                        svc.name, source.namespace, svc.port
+                    ))
+                    .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+                }
+            }
+            (None, None) => {
+                return Err(RefProblem::new(
+                    RefReason::PluginNotFound,
+                    format!("plugin {source}: spec.extAuth has no target"),
+                ));
+            }
+        };
+        let names = |list: &[String]| -> Box<[HeaderName]> {
+            list.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()).collect()
+        };
+        let settings = ExtAuthSettings {
+            source: ObjectKey::new(&source.namespace, &source.name),
+            target,
+            timeout: config
+                .timeout
+                .as_deref()
+                .and_then(|t| weir_crds::parse_duration(t).ok())
+                .unwrap_or(DEFAULT_EXT_AUTH_TIMEOUT),
+            forward_headers: (!config.forward_headers.is_empty())
+                .then(|| names(&config.forward_headers)),
+            upstream_headers: names(&config.upstream_headers),
+            allow_on_error: config.on_error == weir_crds::ExtAuthOnError::Allow,
+        };
+        Ok(Arc::new(ExtAuth::new(settings)))
     }
 
     fn key_auth(&mut self, namespace: &str, source: &ObjectRef) -> Option<Arc<KeyAuth>> {

@@ -11,6 +11,7 @@
 pub mod backends;
 pub mod conditions;
 pub mod consumers;
+pub mod convert;
 pub mod filters;
 pub mod incremental;
 pub mod plugins;
@@ -139,14 +140,22 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         plugins::catalog(index, &memory.last_good_plugins, &mut new_memory.last_good_plugins);
     for (key, plugin) in &index.plugins {
         let generation = generation(&plugin.metadata);
-        let (errors, suffix) = match plugin_results.get(key) {
-            Some((Err(e), Some(g))) => {
-                (e.clone(), format!("; the last good version (generation {g}) keeps serving"))
+        let condition = match plugin_results.get(key) {
+            Some((Err(rejection), last_good)) => {
+                let suffix = match last_good {
+                    Some(g) => format!("; the last good version (generation {g}) keeps serving"),
+                    None => String::new(),
+                };
+                conditions::rejected(
+                    rejection.reason.as_str(),
+                    &rejection.errors,
+                    generation,
+                    &suffix,
+                )
             }
-            Some((Err(e), None)) => (e.clone(), String::new()),
-            _ => (Vec::new(), String::new()),
+            _ => accepted(&[], generation, ""),
         };
-        let conditions = vec![accepted(&errors, generation, &suffix)];
+        let conditions = vec![condition];
         statuses.insert(
             (Kind::Plugin, key.clone()),
             Arc::new(ObjectStatus { generation, conditions, effective_plugins: Vec::new() }),

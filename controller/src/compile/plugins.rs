@@ -1,30 +1,20 @@
-//! Plugin validation (exactly one typed config, each field checked) and the plugins that
-//! apply to each Route rule (most specific level wins per plugin type).
+//! Plugin validation (exactly one typed config, each field checked, the kind executable)
+//! and the plugins that apply to each Route rule (most specific level wins per kind).
+//!
+//! Every kind of [`PluginKind`] is matched exhaustively here and in the filter builder: a
+//! kind this weir cannot turn into a filter is `Accepted=False`, reason `Unsupported`,
+//! never accepted and then ignored.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use http::HeaderName;
-use weir_crds::{PluginSpec, RouteSpec};
+use weir_crds::{ExtAuthConfig, PluginConfig, PluginKind, PluginSpec, RouteSpec};
 use weir_dataplane::ObjectKey;
 
 use super::conditions::{RefProblem, RefReason};
+use super::convert::{self, Errors, duration, header_name};
 use super::routes::{At, rule_name};
 use crate::index::{Index, ObjectRef};
-
-/// Plugin types in the fixed phase order of the filter chain, with their spec field name.
-pub const PLUGIN_TYPES: [&str; 10] = [
-    "correlationId",
-    "ipRestriction",
-    "cors",
-    "jwt",
-    "keyAuth",
-    "rateLimit",
-    "requestHeaders",
-    "cache",
-    "circuitBreaker",
-    "responseHeaders",
-];
 
 /// JWT algorithms weir knows (`none` is never accepted).
 pub const JWT_ALGORITHMS: [&str; 12] = [
@@ -32,93 +22,245 @@ pub const JWT_ALGORITHMS: [&str; 12] = [
     "ES384", "EdDSA",
 ];
 
-/// The typed configs that are set, by their spec field name.
-pub fn set_configs(spec: &PluginSpec) -> Vec<&'static str> {
-    let set = [
-        ("correlationId", spec.correlation_id.is_some()),
-        ("ipRestriction", spec.ip_restriction.is_some()),
-        ("cors", spec.cors.is_some()),
-        ("jwt", spec.jwt.is_some()),
-        ("keyAuth", spec.key_auth.is_some()),
-        ("rateLimit", spec.rate_limit.is_some()),
-        ("requestHeaders", spec.request_headers.is_some()),
-        ("cache", spec.cache.is_some()),
-        ("circuitBreaker", spec.circuit_breaker.is_some()),
-        ("responseHeaders", spec.response_headers.is_some()),
-    ];
-    set.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect()
+/// Why a Plugin is not accepted: the `Accepted=False` reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The spec has errors.
+    Invalid,
+    /// The kind is valid but this weir cannot execute it.
+    Unsupported,
 }
 
-fn duration(errs: &mut Vec<String>, at: &str, value: Option<&str>, positive: bool) {
-    if let Some(v) = value {
-        match weir_crds::parse_duration(v) {
-            Ok(d) if positive && d.is_zero() => errs.push(format!("{at}: must be positive")),
-            Ok(_) => {}
-            Err(e) => errs.push(format!("{at}: {e}")),
+impl RejectReason {
+    /// The condition reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Invalid => "Invalid",
+            RejectReason::Unsupported => "Unsupported",
         }
     }
 }
 
-fn header_name(errs: &mut Vec<String>, at: &str, name: &str) {
-    if HeaderName::from_bytes(name.as_bytes()).is_err() {
-        errs.push(format!("{at}: {name:?} is not a valid header name"));
+/// A Plugin that is not accepted: the reason and the messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// `Invalid` or `Unsupported`.
+    pub reason: RejectReason,
+    /// Messages, each naming a field.
+    pub errors: Vec<String>,
+}
+
+/// Whether this weir can execute a kind: the one place that says so. `Err` is the
+/// `Unsupported` message.
+pub fn executable(kind: PluginKind) -> Result<(), String> {
+    match kind {
+        PluginKind::CorrelationId
+        | PluginKind::IpRestriction
+        | PluginKind::Cors
+        | PluginKind::Redirect
+        | PluginKind::DirectResponse
+        | PluginKind::RequestSize
+        | PluginKind::Jwt
+        | PluginKind::KeyAuth
+        | PluginKind::ExtAuth
+        | PluginKind::RateLimit
+        | PluginKind::RequestHeaders
+        | PluginKind::ResponseHeaders
+        | PluginKind::Compression => Ok(()),
+        PluginKind::Cache => {
+            Err("spec.cache: the response cache is not supported by this version of weir; \
+             rules using this Plugin answer 503 until it is"
+                .to_owned())
+        }
     }
 }
 
-fn cidr_ok(s: &str) -> bool {
-    match s.split_once('/') {
-        None => s.parse::<IpAddr>().is_ok(),
-        Some((ip, len)) => match (ip.parse::<IpAddr>(), len.parse::<u8>()) {
-            (Ok(IpAddr::V4(_)), Ok(l)) => l <= 32,
-            (Ok(IpAddr::V6(_)), Ok(l)) => l <= 128,
-            _ => false,
-        },
+/// Whether a kind may be listed in a Consumer's `spec.plugins`: only kinds that run after
+/// authentication can depend on who the consumer is.
+pub fn consumer_level(kind: PluginKind) -> bool {
+    match kind {
+        PluginKind::RateLimit
+        | PluginKind::RequestHeaders
+        | PluginKind::ResponseHeaders
+        | PluginKind::Compression => true,
+        PluginKind::CorrelationId
+        | PluginKind::IpRestriction
+        | PluginKind::Cors
+        | PluginKind::Redirect
+        | PluginKind::DirectResponse
+        | PluginKind::RequestSize
+        | PluginKind::Jwt
+        | PluginKind::KeyAuth
+        | PluginKind::ExtAuth
+        | PluginKind::Cache => false,
     }
 }
 
-/// Variables a header value may use, as `${name}`.
-pub const TEMPLATE_VARIABLES: [&str; 5] = ["request_id", "consumer", "client_ip", "route", "uuid"];
-
-/// Checks the `${variable}` references of a header value template.
-pub fn check_template(value: &str) -> Result<(), String> {
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(format!("unterminated \"${{\" in {value:?}"));
-        };
-        let var = &after[..end];
-        if !TEMPLATE_VARIABLES.contains(&var) {
-            return Err(format!(
-                "unknown variable \"${{{var}}}\" (one of {})",
-                TEMPLATE_VARIABLES.map(|v| format!("${{{v}}}")).join(", ")
+fn validate_jwt(jwt: &weir_crds::JwtConfig, errs: &mut Errors) {
+    if jwt.algorithms.is_empty() {
+        errs.push("spec.jwt.algorithms: at least one algorithm is required".to_owned());
+    }
+    for (i, a) in jwt.algorithms.iter().enumerate() {
+        if a.eq_ignore_ascii_case("none") {
+            errs.push(format!("spec.jwt.algorithms[{i}]: \"none\" is never accepted"));
+        } else if !JWT_ALGORITHMS.contains(&a.as_str()) {
+            errs.push(format!(
+                "spec.jwt.algorithms[{i}]: unknown algorithm {a:?} (one of {})",
+                JWT_ALGORITHMS.join(", ")
             ));
         }
-        rest = &after[end + 1..];
     }
-    Ok(())
+    if jwt.jwks_uri.is_some() && jwt.jwks_secret_ref.is_some() {
+        errs.push("spec.jwt: jwksUri and jwksSecretRef are mutually exclusive".to_owned());
+    }
+    if let Some(u) = &jwt.jwks_uri
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        errs.push(format!("spec.jwt.jwksUri: {u:?} must be an http(s) URL"));
+    }
+    for (i, c) in jwt.claims_to_headers.iter().enumerate() {
+        header_name(errs, &format!("spec.jwt.claimsToHeaders[{i}].header"), &c.header);
+    }
+    duration(errs, "spec.jwt.clockSkew", jwt.clock_skew.as_deref(), false);
+}
+
+/// Checks an `extAuth` config; the target is resolved by the filter builder.
+pub(crate) fn validate_ext_auth(c: &ExtAuthConfig, errs: &mut Errors) {
+    match (&c.url, &c.service) {
+        (Some(_), Some(_)) => {
+            errs.push("spec.extAuth: url and service are mutually exclusive".to_owned())
+        }
+        (None, None) => errs.push("spec.extAuth: one of url or service is required".to_owned()),
+        (Some(url), None) => {
+            let ok = url.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                errs.push(format!("spec.extAuth.url: {url:?} must be an http(s) URL with a host"));
+            }
+            if c.path.is_some() {
+                errs.push(
+                    "spec.extAuth.path: only used with service (put the path in url)".to_owned(),
+                );
+            }
+        }
+        (None, Some(svc)) => {
+            if svc.name.is_empty() {
+                errs.push("spec.extAuth.service.name: must not be empty".to_owned());
+            }
+            if !(1..=65535).contains(&svc.port) {
+                errs.push(format!("spec.extAuth.service.port: {} is not a port", svc.port));
+            }
+        }
+    }
+    if let Some(p) = &c.path
+        && (!p.starts_with('/') || p.parse::<http::uri::PathAndQuery>().is_err())
+    {
+        errs.push(format!("spec.extAuth.path: {p:?} must be an absolute path"));
+    }
+    duration(errs, "spec.extAuth.timeout", c.timeout.as_deref(), true);
+    for (i, h) in c.forward_headers.iter().enumerate() {
+        header_name(errs, &format!("spec.extAuth.forwardHeaders[{i}]"), h);
+    }
+    for (i, h) in c.upstream_headers.iter().enumerate() {
+        if let Some(n) = header_name(errs, &format!("spec.extAuth.upstreamHeaders[{i}]"), h)
+            && weir_dataplane::filter::headers::NEVER_WRITTEN.contains(&n.as_str())
+        {
+            errs.push(format!(
+                "spec.extAuth.upstreamHeaders[{i}]: {h:?} is a hop-by-hop or framing header"
+            ));
+        }
+    }
+}
+
+fn validate_cache(c: &weir_crds::CacheConfig, errs: &mut Errors) {
+    duration(errs, "spec.cache.ttl", Some(&c.ttl), true);
+    duration(errs, "spec.cache.staleWhileRevalidate", c.stale_while_revalidate.as_deref(), false);
+    for (i, h) in c.vary_headers.iter().enumerate() {
+        header_name(errs, &format!("spec.cache.varyHeaders[{i}]"), h);
+    }
+    for (i, s) in c.statuses.iter().enumerate() {
+        if !(200..=599).contains(s) {
+            errs.push(format!("spec.cache.statuses[{i}]: {s} is not a response status"));
+        }
+    }
+    if let Some(size) = &c.max_body_size
+        && let Err(e) = size.bytes()
+    {
+        errs.push(format!("spec.cache.maxBodySize: {e}"));
+    }
+}
+
+/// Checks the fields of one typed configuration (every kind named).
+fn validate_config(
+    config: PluginConfig<'_>,
+    namespace: &str,
+    claim_headers: &[HeaderName],
+    errs: &mut Errors,
+) {
+    if let Some(Err(e)) = convert::standalone_filter(config, claim_headers) {
+        errs.extend(e);
+        return;
+    }
+    match config {
+        PluginConfig::RateLimit(rl) => {
+            if let Err(e) = super::ratelimit::rate_limit_spec(ObjectKey::new(namespace, ""), rl) {
+                errs.extend(e);
+            }
+        }
+        PluginConfig::Jwt(jwt) => validate_jwt(jwt, errs),
+        PluginConfig::KeyAuth(k) => {
+            if let Some(h) = &k.header {
+                header_name(errs, "spec.keyAuth.header", h);
+            }
+        }
+        PluginConfig::ExtAuth(c) => validate_ext_auth(c, errs),
+        PluginConfig::Cache(c) => validate_cache(c, errs),
+        // Checked by `standalone_filter` above.
+        PluginConfig::CorrelationId(_)
+        | PluginConfig::IpRestriction(_)
+        | PluginConfig::Cors(_)
+        | PluginConfig::Redirect(_)
+        | PluginConfig::DirectResponse(_)
+        | PluginConfig::RequestSize(_)
+        | PluginConfig::RequestHeaders(_)
+        | PluginConfig::ResponseHeaders(_)
+        | PluginConfig::Compression(_) => {}
+    }
 }
 
 /// Validates a Plugin spec; `global` is honoured only in `controller_namespace`.
-/// Returns the plugin type on success, or errors naming the fields.
+/// `claim_headers` are every jwt Plugin's claim headers (identity headers that a header
+/// transform must not forge). Returns the kind on success, or why it is not accepted.
 pub fn validate_plugin(
     namespace: &str,
     controller_namespace: &str,
     spec: &PluginSpec,
-) -> Result<&'static str, Vec<String>> {
+    claim_headers: &[HeaderName],
+) -> Result<PluginKind, Rejection> {
     let mut errs = Vec::new();
-    let set = set_configs(spec);
-    let type_ = match set.as_slice() {
-        [one] => Some(*one),
+    let configs = spec.configs();
+    let names = || PluginKind::ALL.map(PluginKind::as_str).join(", ");
+    if spec.has_circuit_breaker() {
+        errs.push(
+            "spec.circuitBreaker: circuit breaking is no longer a Plugin; configure it per Service with a BackendPolicy (spec.circuitBreaker)"
+                .to_owned(),
+        );
+    }
+    let kind = match configs.as_slice() {
+        [one] => Some(one.kind()),
         [] => {
-            errs.push(format!(
-                "spec: exactly one plugin configuration must be set, none is (one of {})",
-                PLUGIN_TYPES.join(", ")
-            ));
+            if !spec.has_circuit_breaker() {
+                errs.push(format!(
+                    "spec: exactly one plugin configuration must be set, none is (one of {})",
+                    names()
+                ));
+            }
             None
         }
         many => {
-            let fields: Vec<String> = many.iter().map(|f| format!("spec.{f}")).collect();
+            let fields: Vec<String> = many.iter().map(|c| format!("spec.{}", c.kind())).collect();
             errs.push(format!(
                 "spec: exactly one plugin configuration must be set, found {}",
                 fields.join(" and ")
@@ -131,121 +273,17 @@ pub fn validate_plugin(
             "spec.global: honoured only in namespace {controller_namespace:?}, not {namespace:?}"
         ));
     }
-    if let Some(rl) = &spec.rate_limit
-        && let Err(e) = super::ratelimit::rate_limit_spec(ObjectKey::new(namespace, ""), rl)
-    {
-        errs.extend(e);
+    for config in configs {
+        validate_config(config, namespace, claim_headers, &mut errs);
     }
-    if let Some(jwt) = &spec.jwt {
-        if jwt.algorithms.is_empty() {
-            errs.push("spec.jwt.algorithms: at least one algorithm is required".to_owned());
-        }
-        for (i, a) in jwt.algorithms.iter().enumerate() {
-            if a.eq_ignore_ascii_case("none") {
-                errs.push(format!("spec.jwt.algorithms[{i}]: \"none\" is never accepted"));
-            } else if !JWT_ALGORITHMS.contains(&a.as_str()) {
-                errs.push(format!(
-                    "spec.jwt.algorithms[{i}]: unknown algorithm {a:?} (one of {})",
-                    JWT_ALGORITHMS.join(", ")
-                ));
+    match kind {
+        Some(k) if errs.is_empty() => match executable(k) {
+            Ok(()) => Ok(k),
+            Err(message) => {
+                Err(Rejection { reason: RejectReason::Unsupported, errors: vec![message] })
             }
-        }
-        if jwt.jwks_uri.is_some() && jwt.jwks_secret_ref.is_some() {
-            errs.push("spec.jwt: jwksUri and jwksSecretRef are mutually exclusive".to_owned());
-        }
-        if let Some(u) = &jwt.jwks_uri
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            errs.push(format!("spec.jwt.jwksUri: {u:?} must be an http(s) URL"));
-        }
-        for (i, c) in jwt.claims_to_headers.iter().enumerate() {
-            header_name(&mut errs, &format!("spec.jwt.claimsToHeaders[{i}].header"), &c.header);
-        }
-        duration(&mut errs, "spec.jwt.clockSkew", jwt.clock_skew.as_deref(), false);
-    }
-    if let Some(k) = &spec.key_auth
-        && let Some(h) = &k.header
-    {
-        header_name(&mut errs, "spec.keyAuth.header", h);
-    }
-    if let Some(c) = &spec.cors {
-        duration(&mut errs, "spec.cors.maxAge", c.max_age.as_deref(), false);
-        if c.allow_credentials && c.allow_origins.iter().any(|o| o == "*") {
-            errs.push(
-                "spec.cors.allowOrigins: \"*\" cannot be used with allowCredentials".to_owned(),
-            );
-        }
-    }
-    for (field, t) in
-        [("requestHeaders", &spec.request_headers), ("responseHeaders", &spec.response_headers)]
-    {
-        let Some(t) = t else { continue };
-        for (list, items) in [("set", &t.set), ("add", &t.add)] {
-            for (i, h) in items.iter().enumerate() {
-                header_name(&mut errs, &format!("spec.{field}.{list}[{i}].name"), &h.name);
-                if h.value.chars().any(|c| c.is_control()) {
-                    errs.push(format!(
-                        "spec.{field}.{list}[{i}].value: contains control characters"
-                    ));
-                }
-                if let Err(e) = check_template(&h.value) {
-                    errs.push(format!("spec.{field}.{list}[{i}].value: {e}"));
-                }
-            }
-        }
-        for (i, h) in t.remove.iter().enumerate() {
-            header_name(&mut errs, &format!("spec.{field}.remove[{i}]"), h);
-        }
-    }
-    if let Some(c) = &spec.correlation_id
-        && let Some(h) = &c.header
-    {
-        header_name(&mut errs, "spec.correlationId.header", h);
-    }
-    if let Some(cb) = &spec.circuit_breaker {
-        if cb.failure_threshold == 0 {
-            errs.push("spec.circuitBreaker.failureThreshold: must be greater than 0".to_owned());
-        }
-        if cb.success_threshold == Some(0) {
-            errs.push("spec.circuitBreaker.successThreshold: must be greater than 0".to_owned());
-        }
-        duration(&mut errs, "spec.circuitBreaker.openFor", cb.open_for.as_deref(), true);
-        duration(&mut errs, "spec.circuitBreaker.window", cb.window.as_deref(), true);
-        if let Some(f) = &cb.fallback
-            && !(100..=599).contains(&f.status)
-        {
-            errs.push(format!(
-                "spec.circuitBreaker.fallback.status: {} is not an HTTP status",
-                f.status
-            ));
-        }
-    }
-    if let Some(c) = &spec.cache {
-        duration(&mut errs, "spec.cache.ttl", Some(&c.ttl), true);
-        duration(
-            &mut errs,
-            "spec.cache.staleWhileRevalidate",
-            c.stale_while_revalidate.as_deref(),
-            false,
-        );
-        for (i, h) in c.vary_headers.iter().enumerate() {
-            header_name(&mut errs, &format!("spec.cache.varyHeaders[{i}]"), h);
-        }
-    }
-    if let Some(ip) = &spec.ip_restriction {
-        for (list, items) in [("allow", &ip.allow), ("deny", &ip.deny)] {
-            for (i, c) in items.iter().enumerate() {
-                if !cidr_ok(c) {
-                    errs.push(format!(
-                        "spec.ipRestriction.{list}[{i}]: {c:?} is not an IP address or CIDR"
-                    ));
-                }
-            }
-        }
-    }
-    match (type_, errs.is_empty()) {
-        (Some(t), true) => Ok(t),
-        _ => Err(errs),
+        },
+        _ => Err(Rejection { reason: RejectReason::Invalid, errors: errs }),
     }
 }
 
@@ -253,23 +291,23 @@ pub fn validate_plugin(
 /// version keeps serving.
 #[derive(Debug, Default)]
 pub(crate) struct PluginCatalog {
-    /// Every Plugin object: `Some((type, served spec))` when usable, `None` when invalid
-    /// without a last good version.
-    pub(crate) plugins: BTreeMap<ObjectRef, Option<(&'static str, PluginSpec)>>,
-    /// Usable global plugins: (type, source), in name order.
-    pub(crate) globals: Vec<(&'static str, ObjectRef)>,
+    /// Every Plugin object: `Some((kind, served spec))` when usable, `None` when not
+    /// accepted and without a last good version.
+    pub(crate) plugins: BTreeMap<ObjectRef, Option<(PluginKind, PluginSpec)>>,
+    /// Usable global plugins: (kind, source), in name order.
+    pub(crate) globals: Vec<(PluginKind, ObjectRef)>,
 }
 
 impl PluginCatalog {
-    /// Resolves a plugin name in `namespace`: its type, or a problem naming `at`.
+    /// Resolves a plugin name in `namespace`: its kind, or a problem naming `at`.
     pub(crate) fn resolve(
         &self,
         namespace: &str,
         name: &str,
         at: &dyn std::fmt::Display,
-    ) -> Result<&'static str, RefProblem> {
+    ) -> Result<PluginKind, RefProblem> {
         match self.plugins.get(&ObjectRef::new(namespace, name)) {
-            Some(Some((t, _))) => Ok(t),
+            Some(Some((t, _))) => Ok(*t),
             Some(None) => Err(RefProblem::new(
                 RefReason::PluginNotFound,
                 format!("{at}: plugin {namespace}/{name} is not accepted"),
@@ -290,8 +328,8 @@ impl PluginCatalog {
 /// One plugin that applies to a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedPlugin {
-    /// Plugin type (`rateLimit`, `jwt`, ...).
-    pub type_: &'static str,
+    /// Plugin kind.
+    pub kind: PluginKind,
     /// The Plugin object.
     pub source: ObjectRef,
     /// `global`, `route` or `rule:<name or index>` (`skipped` for an opted-out global).
@@ -321,22 +359,22 @@ pub(crate) fn rule_plugins(
 ) -> RulePlugins {
     let mut out = RulePlugins::default();
     let mut route_unresolved = Vec::new();
-    let mut base: BTreeMap<&'static str, AppliedPlugin> = BTreeMap::new();
+    let mut base: BTreeMap<PluginKind, AppliedPlugin> = BTreeMap::new();
     for (t, src) in &catalog.globals {
-        let skip = spec.skip_global_plugins.iter().any(|s| s == t);
+        let skip = spec.skip_global_plugins.iter().any(|s| s == t.as_str());
         let level = if skip { "skipped" } else { "global" }.to_owned();
-        let applied = AppliedPlugin { type_: t, source: src.clone(), level };
+        let applied = AppliedPlugin { kind: *t, source: src.clone(), level };
         if skip {
             out.skipped.push(applied);
         } else {
-            base.insert(t, applied);
+            base.insert(*t, applied);
         }
     }
     for (i, name) in spec.plugins.iter().enumerate() {
         match catalog.resolve(namespace, name, &At::Root("spec.plugins", i)) {
             Ok(t) => {
                 let source = ObjectRef::new(namespace, name);
-                base.insert(t, AppliedPlugin { type_: t, source, level: "route".to_owned() });
+                base.insert(t, AppliedPlugin { kind: t, source, level: "route".to_owned() });
             }
             Err(p) => {
                 route_unresolved.push(p.message.clone());
@@ -361,7 +399,7 @@ pub(crate) fn rule_plugins(
             ) {
                 Ok(t) => {
                     let source = ObjectRef::new(namespace, name);
-                    set.insert(t, AppliedPlugin { type_: t, source, level: level.clone() });
+                    set.insert(t, AppliedPlugin { kind: t, source, level: level.clone() });
                 }
                 Err(p) => {
                     unresolved.push(p.message.clone());
@@ -375,16 +413,15 @@ pub(crate) fn rule_plugins(
     out
 }
 
-/// Sorts plugins in the fixed phase order of the filter chain.
+/// Sorts plugins in the fixed phase order of the filter chain (the order of [`PluginKind`]).
 pub(crate) fn in_phase_order(mut v: Vec<AppliedPlugin>) -> Vec<AppliedPlugin> {
-    v.sort_by_key(|p| PLUGIN_TYPES.iter().position(|t| *t == p.type_).unwrap_or(usize::MAX));
+    v.sort_by_key(|p| p.kind);
     v
 }
 
 /// The validation result of every Plugin, and the generation of the last good version
-/// that keeps serving for the invalid ones that have one.
-pub(crate) type PluginResults =
-    BTreeMap<ObjectRef, (Result<&'static str, Vec<String>>, Option<i64>)>;
+/// that keeps serving for the rejected ones that have one.
+pub(crate) type PluginResults = BTreeMap<ObjectRef, (Result<PluginKind, Rejection>, Option<i64>)>;
 
 /// Builds the catalog from the index (validating each Plugin once). An invalid Plugin with
 /// a last good version in `last_good` keeps serving that version; `remember` receives the
@@ -395,15 +432,18 @@ pub(crate) fn catalog(
     remember: &mut BTreeMap<ObjectRef, (i64, PluginSpec)>,
 ) -> (PluginCatalog, PluginResults) {
     let ctrl = index.controller_namespace();
+    let claims = claim_headers(index);
     let mut cat = PluginCatalog::default();
     let mut results = BTreeMap::new();
     for (key, plugin) in &index.plugins {
-        let res = validate_plugin(&key.namespace, ctrl, &plugin.spec);
+        let res = validate_plugin(&key.namespace, ctrl, &plugin.spec, &claims);
         let generation = plugin.metadata.generation.unwrap_or(0);
         let served = match &res {
             Ok(t) => Some((*t, generation, plugin.spec.clone())),
             Err(_) => last_good.get(key).and_then(|(g, spec)| {
-                validate_plugin(&key.namespace, ctrl, spec).ok().map(|t| (t, *g, spec.clone()))
+                validate_plugin(&key.namespace, ctrl, spec, &claims)
+                    .ok()
+                    .map(|t| (t, *g, spec.clone()))
             }),
         };
         let fallback = match (&res, &served) {
@@ -422,4 +462,18 @@ pub(crate) fn catalog(
         results.insert(key.clone(), (res, fallback));
     }
     (cat, results)
+}
+
+/// The claim headers of every jwt Plugin of the index (identity headers).
+pub(crate) fn claim_headers(index: &Index) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = index
+        .plugins
+        .values()
+        .filter_map(|p| p.spec.jwt.as_ref())
+        .flat_map(|jwt| jwt.claims_to_headers.iter())
+        .filter_map(|c| HeaderName::from_bytes(c.header.as_bytes()).ok())
+        .collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
 }

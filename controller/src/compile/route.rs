@@ -78,19 +78,28 @@ pub(crate) fn compile_route(
     let created = route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
     let object_key = ObjectKey::new(ns, &key.name);
 
-    let (errors, served) = match routes::validate_route(ns, &route.spec) {
+    // References are checked on the current spec: that is what the user is editing.
+    let current = plugins::rule_plugins(ns, &route.spec, cx.catalog);
+    let validated = routes::validate_route(ns, &route.spec).and_then(|valid| {
+        let answerless = routes::answerless_rules(&route.spec, &current.per_rule);
+        if answerless.is_empty() { Ok(valid) } else { Err(answerless) }
+    });
+    let (errors, served) = match validated {
         Ok(valid) => (Vec::new(), Some((valid, generation, route))),
         Err(errors) => {
             let fallback = cx.memory.last_good_routes.get(key).and_then(|(g, good)| {
-                routes::validate_route(ns, &good.spec).ok().map(|v| (v, *g, good))
+                let valid = routes::validate_route(ns, &good.spec).ok()?;
+                let plugins = plugins::rule_plugins(ns, &good.spec, cx.catalog);
+                routes::answerless_rules(&good.spec, &plugins.per_rule)
+                    .is_empty()
+                    .then_some((valid, *g, good))
             });
             (errors, fallback)
         }
     };
 
-    // References are checked on the current spec: that is what the user is editing.
     let mut problems = backend_problems(cx.index, ns, &route.spec);
-    problems.extend(plugins::rule_plugins(ns, &route.spec, cx.catalog).problems);
+    problems.extend(current.problems);
 
     let mut out = RouteOutput {
         model: None,
@@ -106,7 +115,7 @@ pub(crate) fn compile_route(
             let resolved = plugins::rule_plugins(ns, &served_route.spec, cx.catalog);
             let mut rule_filters = Vec::with_capacity(resolved.per_rule.len());
             for (applied, unresolved) in resolved.per_rule.iter().zip(&resolved.unresolved) {
-                let (chain, found) = cx.builder.rule_filters(ns, applied, unresolved);
+                let (chain, found) = cx.builder.rule_filters(ns, applied, unresolved, cx.interner);
                 rule_filters.push(chain);
                 for p in found {
                     if !filter_problems.contains(&p) {
@@ -117,7 +126,7 @@ pub(crate) fn compile_route(
             out.rate_limits = cx.builder.take_touched();
             effective = effective_plugins(&resolved.per_rule);
             effective.extend(resolved.skipped.iter().map(|p| EffectivePlugin {
-                type_: p.type_.to_owned(),
+                type_: p.kind.as_str().to_owned(),
                 source: p.source.to_string(),
                 level: p.level.clone(),
             }));
@@ -197,10 +206,8 @@ fn effective_plugins(per_rule: &[Vec<AppliedPlugin>]) -> Vec<EffectivePlugin> {
         _ => 2,
     };
     all.sort_by(|a, b| {
-        let pa = plugins::PLUGIN_TYPES.iter().position(|t| *t == a.type_);
-        let pb = plugins::PLUGIN_TYPES.iter().position(|t| *t == b.type_);
-        (pa, level_rank(&a.level), &a.level, &a.source).cmp(&(
-            pb,
+        (a.kind, level_rank(&a.level), &a.level, &a.source).cmp(&(
+            b.kind,
             level_rank(&b.level),
             &b.level,
             &b.source,
@@ -209,7 +216,7 @@ fn effective_plugins(per_rule: &[Vec<AppliedPlugin>]) -> Vec<EffectivePlugin> {
     all.dedup();
     all.into_iter()
         .map(|p| EffectivePlugin {
-            type_: p.type_.to_owned(),
+            type_: p.kind.as_str().to_owned(),
             source: p.source.to_string(),
             level: p.level.clone(),
         })

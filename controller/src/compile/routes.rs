@@ -131,10 +131,10 @@ pub(crate) fn validate_route(namespace: &str, spec: &RouteSpec) -> Result<ValidR
         errs.push("spec.rules: at least one rule is required".to_owned());
     }
     for (i, t) in spec.skip_global_plugins.iter().enumerate() {
-        if !super::plugins::PLUGIN_TYPES.contains(&t.as_str()) {
+        if weir_crds::PluginKind::from_name(t).is_none() {
             errs.push(format!(
                 "spec.skipGlobalPlugins[{i}]: unknown plugin type {t:?} (one of {})",
-                super::plugins::PLUGIN_TYPES.join(", ")
+                weir_crds::PluginKind::ALL.map(weir_crds::PluginKind::as_str).join(", ")
             ));
         }
     }
@@ -202,9 +202,8 @@ fn validate_rule(
             matches.push(RequestMatch { path, methods, headers, query });
         }
     }
-    if rule.backends.is_empty() {
-        errs.push(format!("{at}.backends: at least one backend is required"));
-    }
+    // A rule without backends is checked once its plugins are known: a redirect or
+    // directResponse plugin answers it ([`answerless_rules`]).
     let mut backends = Vec::new();
     for (j, b) in rule.backends.iter().enumerate() {
         let item = At::Item(at, "backends", j);
@@ -373,7 +372,7 @@ fn parse_path(type_: PathMatchType, value: &str) -> Result<PathMatch, String> {
     }
 }
 
-fn parse_method(raw: &str) -> Result<Method, String> {
+pub(crate) fn parse_method(raw: &str) -> Result<Method, String> {
     const KNOWN: [&str; 9] =
         ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
     let upper = raw.to_ascii_uppercase();
@@ -425,4 +424,28 @@ fn parse_query_match(
     }
     let value = parse_value(q.type_, q.value.as_deref(), at, errs)?;
     (!q.name.is_empty()).then(|| QueryMatcher { name: q.name.as_str().into(), value })
+}
+
+/// Errors for the rules of `spec` that have no backends and no plugin that answers them
+/// (`redirect`, `directResponse`): such a rule could only ever answer 503.
+pub(crate) fn answerless_rules(
+    spec: &RouteSpec,
+    per_rule: &[Vec<super::plugins::AppliedPlugin>],
+) -> Vec<String> {
+    use weir_crds::PluginKind;
+    spec.rules
+        .iter()
+        .enumerate()
+        .filter(|(i, rule)| {
+            rule.backends.is_empty()
+                && !per_rule.get(*i).is_some_and(|applied| {
+                    applied.iter().any(|p| matches!(p.kind, PluginKind::Redirect | PluginKind::DirectResponse))
+                })
+        })
+        .map(|(i, _)| {
+            format!(
+                "spec.rules[{i}].backends: at least one backend is required (unless a redirect or directResponse plugin answers the rule)"
+            )
+        })
+        .collect()
 }

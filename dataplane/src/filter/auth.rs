@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use super::RequestContext;
+use super::extauth::ExtAuth;
 use super::jwt::JwtAuth;
 use super::keyauth::KeyAuth;
+use super::{Flow, RequestContext};
 use crate::proxy::ProxyError;
 
 /// `X-Consumer-Username`, sent upstream for an authenticated consumer.
@@ -86,13 +87,16 @@ pub struct Challenge {
     pub invalid_token: bool,
 }
 
-/// The `authentication` phase of one rule.
+/// The `authentication` phase of one rule: `jwt` and/or `keyAuth` (either credential
+/// suffices), then `extAuth` when configured (which must admit the request as well).
 #[derive(Debug)]
 pub struct Authenticate {
     /// JWT authentication, when a `jwt` plugin applies.
     pub jwt: Option<Arc<JwtAuth>>,
     /// API-key authentication, when a `keyAuth` plugin applies.
     pub key_auth: Option<Arc<KeyAuth>>,
+    /// Forward authentication, when an `extAuth` plugin applies.
+    pub ext_auth: Option<Arc<ExtAuth>>,
 }
 
 impl Authenticate {
@@ -105,15 +109,34 @@ impl Authenticate {
         ProxyError::Unauthorized { challenge: self.challenge(invalid_token), reason }
     }
 
-    /// Authenticates the request, or says why not.
+    /// Authenticates the request, or says why not. `Ok(Flow::Respond)` is the auth
+    /// service's own refusal (extAuth), returned to the client as it was sent.
     pub async fn authenticate(
         &self,
         request: &mut http::request::Parts,
         ctx: &mut RequestContext<'_>,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Flow, ProxyError> {
         if let Some(jwt) = &self.jwt {
             jwt.strip_claim_headers(&mut request.headers);
         }
+        if let Some(ext) = &self.ext_auth {
+            ext.strip_upstream_headers(&mut request.headers);
+        }
+        if self.jwt.is_some() || self.key_auth.is_some() {
+            self.credential(request, ctx).await?;
+        }
+        match &self.ext_auth {
+            Some(ext) => ext.check(request, ctx).await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    /// `jwt` / `keyAuth`: the first method whose credential is present decides.
+    async fn credential(
+        &self,
+        request: &mut http::request::Parts,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<(), ProxyError> {
         if let Some(jwt) = &self.jwt
             && let Some(token) = super::jwt::bearer_token(&request.headers)
         {

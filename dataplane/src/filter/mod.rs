@@ -1,64 +1,102 @@
 //! The filter chain: a rule's [`Filter`]s run in the fixed phase order around the proxy.
 //!
 //! ```text
-//! request:  guard → correlation id → ip restriction → CORS → authentication
-//!           → consumer plugins merged in → rate limit → request headers → cache → proxy
-//! response: response headers → cache store → log
+//! request:  guard → correlation id → ip restriction → CORS preflight → redirect / direct
+//!           response → size limit → authentication (jwt, keyAuth, extAuth)
+//!           → consumer plugins merged in → rate limit → request headers → (proxy)
+//! response: rate-limit headers → correlation id echo → CORS headers → response headers
+//!           → compression
 //! ```
 //!
 //! Filters are a closed enum ([`Filter`]); this module is the one place that dispatches on
-//! it. A rule without filters costs one emptiness check: no allocation, no boxed future.
-//! The request phase is an `async fn` so filters that need I/O (a Redis rate limit, a JWKS
-//! refetch on an unknown `kid`) can await; the rest are synchronous calls inside it.
+//! it, in [`apply_request`] and [`apply_response`], without a catch-all arm. A request-phase
+//! filter returns [`Flow::Continue`] or [`Flow::Respond`] (the gateway answers: a CORS
+//! preflight, a redirect, a fixed response, the auth service's refusal), or an error that
+//! the proxy's one error function turns into the gateway's JSON answer (401, 403, 413,
+//! 429, 503). The response phase runs on every response of a matched rule: the upstream's
+//! and the gateway's own, errors included.
+//!
+//! A rule without filters costs one emptiness check: no allocation, no boxed future. The
+//! request phase is an `async fn` so filters that need I/O (a Redis rate limit, a JWKS
+//! refetch, extAuth) can await; the rest are synchronous calls inside it.
 //!
 //! Authentication leaves the caller's identity in the [`RequestContext`]; later phases
-//! (rate limiting by consumer or tier) read it from there. When the authenticated Consumer
-//! has plugins of its own, they are merged into the rest of the chain: a consumer plugin
-//! replaces the rule's filter of the same [`Phase`] (most specific wins).
+//! (rate limiting by consumer or tier, header templates) read it from there. When the
+//! authenticated Consumer has plugins of its own, they are merged into the rest of the
+//! chain, response phase included: a consumer plugin replaces the rule's filter of the same
+//! [`Phase`] (most specific wins).
 
+pub mod answer;
 pub mod auth;
+pub mod compression;
 pub mod consumers;
+pub mod correlation;
+pub mod cors;
+pub mod extauth;
+pub mod headers;
+pub mod ip;
 pub mod jwt;
 pub mod keyauth;
 pub mod ratelimit;
+pub mod size;
+#[cfg(test)]
+mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Response};
 
 pub use auth::{AuthFailure, Authenticate, Challenge};
 pub use consumers::{ConsumerEntry, ConsumerStore};
 pub use ratelimit::RateLimitRuntime;
 
-use crate::proxy::ProxyError;
+use crate::proxy::{ProxyBody, ProxyError, Upstream};
 use crate::ratelimit::Decision;
-use crate::snapshot::Filter;
+use crate::snapshot::{BackendTable, Filter, ObjectKey, RequestMatch};
 
 /// The fixed phases of the chain, in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
     /// Rule-level guards that answer before anything else (a misconfigured rule).
     Guard,
-    /// Request id propagation.
+    /// Request id propagation (`correlationId`).
     CorrelationId,
-    /// Client address allow and deny lists.
+    /// Client address allow and deny lists (`ipRestriction`).
     IpRestriction,
-    /// CORS preflight.
+    /// CORS preflight answers and origin checks (`cors`).
     Cors,
-    /// `jwt` and `keyAuth`.
+    /// Answers made by the gateway: `redirect`, `directResponse`.
+    Answer,
+    /// Request body size limit (`requestSize`).
+    RequestSize,
+    /// `jwt`, `keyAuth` and `extAuth`.
     Authentication,
     /// Rate limiting (may key by the consumer and its tier).
     RateLimit,
     /// Request header transforms.
     RequestHeaders,
-    /// Response cache lookup.
+    /// Response cache lookup (not executed yet: a `cache` Plugin is never accepted).
     Cache,
     /// Response header transforms.
     ResponseHeaders,
+    /// Response compression.
+    Compression,
+}
+
+/// What a request-phase filter decided.
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on with the next filter, then the upstream.
+    Continue,
+    /// Answer the client with this response; no later filter and no upstream sees the
+    /// request. The response phase still runs on it.
+    Respond(Response<ProxyBody>),
 }
 
 /// Per-request state the filters share: who the client is, what authentication
-/// established, and the rate-limit decision the response headers render.
-#[derive(Debug, Default)]
+/// established, and what the response phase must add.
+#[derive(Debug)]
 pub struct RequestContext<'a> {
     /// True once an authentication filter accepted the request.
     pub authenticated: bool,
@@ -72,6 +110,53 @@ pub struct RequestContext<'a> {
     /// The rate-limit decision of this request, once the rate-limit phase ran: its headers
     /// go on every response.
     pub rate_limit: Option<Decision>,
+    /// The request id (`X-Request-ID`, kept when valid, else minted): `${request_id}` and
+    /// the `requestId` of the gateway's error bodies.
+    pub request_id: HeaderValue,
+    /// The scheme the client used (`http`; empty means `http`).
+    pub scheme: &'static str,
+    /// The Route of the matched rule (`${route}`).
+    pub route: Option<&'a ObjectKey>,
+    /// The match entry that selected the rule (`redirect` replaces its prefix).
+    pub matched: Option<&'a RequestMatch>,
+    /// The client address as rate limiting sees it (trusted proxies applied), computed at
+    /// the start of the request phase of a rule with filters.
+    pub client_ip: Option<IpAddr>,
+    /// The backends of the live snapshot (an `extAuth` Service).
+    pub backends: Option<&'a BackendTable>,
+    /// The upstream pools (an `extAuth` service is asked through them).
+    pub upstream: Option<&'a Upstream>,
+    /// What the CORS filter decided about the request's `Origin`.
+    pub cors: cors::CorsState,
+    /// The correlation id header and value to echo on the response.
+    pub correlation: Option<(HeaderName, HeaderValue)>,
+    /// The response coding negotiated from `Accept-Encoding` (`compression`).
+    pub encoding: Option<compression::Negotiated>,
+    /// The request body limit (`requestSize`) the proxy enforces while streaming.
+    pub body_limit: Option<u64>,
+}
+
+impl Default for RequestContext<'_> {
+    fn default() -> Self {
+        RequestContext {
+            authenticated: false,
+            consumer: None,
+            client: None,
+            rate_limits: None,
+            rate_limit: None,
+            request_id: HeaderValue::from_static(""),
+            scheme: "http",
+            route: None,
+            matched: None,
+            client_ip: None,
+            backends: None,
+            upstream: None,
+            cors: cors::CorsState::NotApplied,
+            correlation: None,
+            encoding: None,
+            body_limit: None,
+        }
+    }
 }
 
 impl RequestContext<'_> {
@@ -79,209 +164,186 @@ impl RequestContext<'_> {
     pub fn tier(&self) -> Option<&str> {
         self.consumer.as_ref().and_then(|c| c.tier.as_deref())
     }
+
+    /// The trusted proxies of `--trusted-proxies` (none without a data plane).
+    pub fn trusted(&self) -> Option<&crate::ratelimit::TrustedProxies> {
+        self.rate_limits.map(|r| &r.trusted)
+    }
 }
 
-/// Runs the request phase of `filters` on the request head. An `Err` is answered by the
-/// proxy's error response (401, 503…) and the request never reaches an upstream.
+/// The consumer's plugins, when the authenticated consumer has any.
+fn consumer_plugins(ctx: &RequestContext<'_>) -> Option<Arc<[Filter]>> {
+    ctx.consumer.as_ref().map(|c| Arc::clone(&c.plugins)).filter(|p| !p.is_empty())
+}
+
+/// Runs the request phase of `filters` on the request head. `Ok(Flow::Respond)` and `Err`
+/// are answered by the gateway (the latter by the proxy's error response) and the request
+/// never reaches an upstream.
 pub async fn request_phase(
     filters: &[Filter],
     request: &mut http::request::Parts,
     ctx: &mut RequestContext<'_>,
-) -> Result<(), ProxyError> {
+) -> Result<Flow, ProxyError> {
+    prepare(filters, request, ctx);
     for (i, filter) in filters.iter().enumerate() {
-        apply_request(filter, request, ctx).await?;
+        if let Flow::Respond(response) = apply_request(filter, request, ctx).await? {
+            return Ok(Flow::Respond(response));
+        }
         if filter.phase() == Phase::Authentication
-            && let Some(plugins) = ctx.consumer.as_ref().map(|c| Arc::clone(&c.plugins))
-            && !plugins.is_empty()
+            && let Some(plugins) = consumer_plugins(ctx)
         {
             let rest = filters.get(i + 1..).unwrap_or(&[]);
-            return merged_request_phase(rest, &plugins, request, ctx).await;
-        }
-    }
-    Ok(())
-}
-
-/// Runs the rest of a rule's chain merged with a consumer's plugins, both already in phase
-/// order: a consumer filter replaces the rule's filters of its phase. No allocation.
-async fn merged_request_phase(
-    rule: &[Filter],
-    consumer: &[Filter],
-    request: &mut http::request::Parts,
-    ctx: &mut RequestContext<'_>,
-) -> Result<(), ProxyError> {
-    let (mut r, mut c) = (0, 0);
-    loop {
-        let next = match (rule.get(r), consumer.get(c)) {
-            (None, None) => return Ok(()),
-            (Some(rf), Some(cf)) if cf.phase() <= rf.phase() => {
-                c += 1;
-                cf
-            }
-            (Some(rf), _) => {
-                r += 1;
-                if consumer.iter().any(|cf| cf.phase() == rf.phase()) {
+            for next in Merged::new(rest, &plugins) {
+                // Authentication does not run twice; consumer plugins never authenticate.
+                if next.phase() == Phase::Authentication {
                     continue;
                 }
-                rf
+                if let Flow::Respond(response) = apply_request(next, request, ctx).await? {
+                    return Ok(Flow::Respond(response));
+                }
             }
-            (None, Some(cf)) => {
-                c += 1;
-                cf
-            }
-        };
-        // Authentication does not run twice; consumer plugins never authenticate.
-        if next.phase() != Phase::Authentication {
-            apply_request(next, request, ctx).await?;
+            return Ok(Flow::Continue);
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+/// What every filter of the rule may need before the chain runs, whatever stops it: the
+/// client address, and the CORS verdict on the `Origin` (a 403 from `ipRestriction`, which
+/// runs before CORS, is still readable by the browser).
+fn prepare(filters: &[Filter], request: &http::request::Parts, ctx: &mut RequestContext<'_>) {
+    if let Some(peer) = ctx.client {
+        ctx.client_ip = Some(match ctx.trusted() {
+            Some(trusted) if !trusted.is_empty() => crate::ratelimit::client_ip(
+                peer,
+                request.headers.get_all(crate::proxy::headers::X_FORWARDED_FOR).iter(),
+                trusted,
+            ),
+            _ => peer.ip().to_canonical(),
+        });
+    }
+    for filter in filters {
+        if let Filter::Cors(cors) = filter {
+            ctx.cors = cors.evaluate(&request.headers);
         }
     }
 }
 
+/// The rest of a rule's chain merged with a consumer's plugins, both in phase order: a
+/// consumer filter replaces the rule's filters of its phase. No allocation.
+struct Merged<'f> {
+    rule: &'f [Filter],
+    consumer: &'f [Filter],
+    r: usize,
+    c: usize,
+}
+
+impl<'f> Merged<'f> {
+    fn new(rule: &'f [Filter], consumer: &'f [Filter]) -> Self {
+        Merged { rule, consumer, r: 0, c: 0 }
+    }
+}
+
+impl<'f> Iterator for Merged<'f> {
+    type Item = &'f Filter;
+
+    fn next(&mut self) -> Option<&'f Filter> {
+        loop {
+            match (self.rule.get(self.r), self.consumer.get(self.c)) {
+                (None, None) => return None,
+                (Some(rf), Some(cf)) if cf.phase() <= rf.phase() => {
+                    self.c += 1;
+                    return Some(cf);
+                }
+                (Some(rf), _) => {
+                    self.r += 1;
+                    if self.consumer.iter().any(|cf| cf.phase() == rf.phase()) {
+                        continue;
+                    }
+                    return Some(rf);
+                }
+                (None, Some(cf)) => {
+                    self.c += 1;
+                    return Some(cf);
+                }
+            }
+        }
+    }
+}
+
+/// The request phase of one filter. Every kind is named: a new kind does not compile
+/// until it says what it does here.
 async fn apply_request(
     filter: &Filter,
     request: &mut http::request::Parts,
     ctx: &mut RequestContext<'_>,
-) -> Result<(), ProxyError> {
+) -> Result<Flow, ProxyError> {
     match filter {
         Filter::Unavailable(reason) => Err(ProxyError::Unavailable { reason: reason.to_string() }),
+        Filter::CorrelationId(c) => {
+            c.request(request, ctx);
+            Ok(Flow::Continue)
+        }
+        Filter::IpRestriction(ip) => ip.check(ctx).map(|()| Flow::Continue),
+        Filter::Cors(cors) => Ok(cors.request(request, ctx)),
+        Filter::Redirect(redirect) => Ok(Flow::Respond(redirect.respond(request, ctx))),
+        Filter::DirectResponse(direct) => Ok(Flow::Respond(direct.respond())),
+        Filter::RequestSize(size) => size.check(request, ctx).map(|()| Flow::Continue),
         Filter::Authenticate(auth) => auth.authenticate(request, ctx).await,
-        Filter::RateLimit(rate_limit) => ratelimit::check(rate_limit, request, ctx).await,
+        Filter::RateLimit(rate_limit) => {
+            ratelimit::check(rate_limit, request, ctx).await.map(|()| Flow::Continue)
+        }
+        Filter::RequestHeaders(transform) => {
+            transform.apply(&mut request.headers, ctx);
+            Ok(Flow::Continue)
+        }
+        Filter::Compression(compression) => {
+            compression.negotiate(request, ctx);
+            Ok(Flow::Continue)
+        }
+        Filter::ResponseHeaders(_) => Ok(Flow::Continue),
     }
 }
 
-/// Runs the response phase of `filters` on the response head (synchronous).
+/// Runs the response phase of a matched rule's chain (merged with the authenticated
+/// consumer's plugins) on `response`, whoever produced it: the upstream or the gateway.
+/// Synchronous; the rate-limit headers are written first ([`finish_response`]).
 pub fn response_phase(
     filters: &[Filter],
-    _response: &mut http::response::Parts,
-    _ctx: &RequestContext<'_>,
+    response: &mut Response<ProxyBody>,
+    ctx: &RequestContext<'_>,
 ) {
-    for filter in filters {
-        match filter {
-            // None touches the response here: the rate-limit headers are written by the
-            // proxy on every response, gateway errors included (`finish_response`).
-            Filter::Unavailable(_) | Filter::Authenticate(_) | Filter::RateLimit(_) => {}
+    match consumer_plugins(ctx) {
+        None => filters.iter().for_each(|f| apply_response(f, response, ctx)),
+        Some(plugins) => {
+            Merged::new(filters, &plugins).for_each(|f| apply_response(f, response, ctx))
         }
     }
 }
 
-/// What every response of the request gets from the chain whatever produced it (the
-/// upstream or the gateway): the rate-limit headers, when the rate-limit phase ran.
+/// The response phase of one filter.
+fn apply_response(filter: &Filter, response: &mut Response<ProxyBody>, ctx: &RequestContext<'_>) {
+    match filter {
+        Filter::CorrelationId(c) => c.response(response.headers_mut(), ctx),
+        Filter::Cors(cors) => cors.response(response.headers_mut(), ctx),
+        Filter::ResponseHeaders(transform) => transform.apply(response.headers_mut(), ctx),
+        Filter::Compression(compression) => compression.response(response, ctx),
+        // Request-phase only. The rate-limit headers are written by `finish_response`.
+        Filter::Unavailable(_)
+        | Filter::IpRestriction(_)
+        | Filter::Redirect(_)
+        | Filter::DirectResponse(_)
+        | Filter::RequestSize(_)
+        | Filter::Authenticate(_)
+        | Filter::RateLimit(_)
+        | Filter::RequestHeaders(_) => {}
+    }
+}
+
+/// What every response of the request gets whatever produced it (the upstream or the
+/// gateway): the rate-limit headers, when the rate-limit phase ran.
 pub fn finish_response(headers: &mut http::HeaderMap, ctx: &RequestContext<'_>) {
     if let Some(decision) = &ctx.rate_limit {
         decision.write_headers(headers);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use futures_util::FutureExt;
-
-    use super::*;
-    use crate::filter::consumers::hash_api_key;
-    use crate::filter::keyauth::{DEFAULT_KEY_HEADER, KeyAuth};
-    use crate::snapshot::ObjectKey;
-
-    fn run(filters: &[Filter], key: &str) -> (Result<(), ProxyError>, RequestContext<'static>) {
-        let mut parts =
-            http::Request::get("/").header("x-api-key", key).body(()).unwrap().into_parts().0;
-        let mut ctx = RequestContext::default();
-        let r = request_phase(filters, &mut parts, &mut ctx).now_or_never().unwrap();
-        (r, ctx)
-    }
-
-    #[test]
-    fn consumer_plugins_are_merged_after_authentication() {
-        let blocked: Arc<[Filter]> = Arc::from(vec![Filter::Unavailable("consumer".into())]);
-        let a = ConsumerEntry::new(ObjectKey::new("ns", "a"), "a", Some("pro"), blocked);
-        let b = ConsumerEntry::new(ObjectKey::new("ns", "b"), "b", None, Arc::from(Vec::new()));
-        let mut store = ConsumerStore::default();
-        for (c, k) in [(&a, b"ka"), (&b, b"kb")] {
-            store.add_consumer(c);
-            store.add_api_key(hash_api_key(k), c);
-        }
-        let key_auth = Arc::new(KeyAuth {
-            header: DEFAULT_KEY_HEADER,
-            query: None,
-            forward_credential: false,
-            consumers: Arc::new(store),
-        });
-        let chain =
-            [Filter::Authenticate(Arc::new(Authenticate { jwt: None, key_auth: Some(key_auth) }))];
-        let (r, ctx) = run(&chain, "kb");
-        assert!(r.is_ok() && ctx.authenticated);
-        assert_eq!(ctx.consumer.unwrap().username.as_ref(), "b");
-        let (r, ctx) = run(&chain, "ka");
-        assert!(matches!(r, Err(ProxyError::Unavailable { .. })), "a's own filter ran");
-        assert_eq!(ctx.tier(), Some("pro"));
-        let (r, ctx) = run(&chain, "nope");
-        assert!(matches!(r, Err(ProxyError::Unauthorized { .. })) && !ctx.authenticated);
-    }
-
-    fn limit(name: &str, limit: u64, key: crate::ratelimit::KeySource) -> Filter {
-        use crate::ratelimit::*;
-        let spec = RateLimitSpec::new(
-            ObjectKey::new("ns", name),
-            Algorithm::TokenBucket,
-            limit,
-            std::time::Duration::from_secs(3600),
-            0,
-            key,
-            &[TierSpec {
-                tier: "pro".into(),
-                limit: limit * 10,
-                window: std::time::Duration::from_secs(3600),
-            }],
-            StoreKind::Local,
-            OnStoreError::Allow,
-        )
-        .unwrap();
-        Filter::RateLimit(Arc::new(RateLimit::new(spec)))
-    }
-
-    #[test]
-    fn rate_limit_runs_after_authentication_keyed_by_consumer_and_tier() {
-        use crate::ratelimit::KeySource;
-        // `a` (tier pro) brings its own limit, which replaces the rule's; `b` has no tier.
-        let own: Arc<[Filter]> = Arc::from(vec![limit("own", 2, KeySource::Consumer)]);
-        let a = ConsumerEntry::new(ObjectKey::new("ns", "a"), "a", Some("pro"), own);
-        let b = ConsumerEntry::new(ObjectKey::new("ns", "b"), "b", None, Arc::from(Vec::new()));
-        let c = ConsumerEntry::new(ObjectKey::new("ns", "c"), "c", None, Arc::from(Vec::new()));
-        let mut store = ConsumerStore::default();
-        for (entry, k) in [(&a, b"ka"), (&b, b"kb"), (&c, b"kc")] {
-            store.add_consumer(entry);
-            store.add_api_key(hash_api_key(k), entry);
-        }
-        let key_auth = Arc::new(KeyAuth {
-            header: DEFAULT_KEY_HEADER,
-            query: None,
-            forward_credential: false,
-            consumers: Arc::new(store),
-        });
-        let chain = [
-            Filter::Authenticate(Arc::new(Authenticate { jwt: None, key_auth: Some(key_auth) })),
-            limit("rule", 1, KeySource::Consumer),
-        ];
-        // b: the rule's limit, 1.
-        let (r, ctx) = run(&chain, "kb");
-        assert!(r.is_ok());
-        let d = ctx.rate_limit.unwrap();
-        assert_eq!((d.limit, d.remaining), (1, 0));
-        let (r, ctx) = run(&chain, "kb");
-        assert!(
-            matches!(r, Err(ProxyError::RateLimited { retry_after_secs }) if retry_after_secs > 0)
-        );
-        assert!(!ctx.rate_limit.unwrap().allowed);
-        // c has its own counter under the same limit.
-        assert!(run(&chain, "kc").0.is_ok());
-        // a: its own plugin, at its tier's limit (20).
-        for remaining in (18..20).rev() {
-            let (r, ctx) = run(&chain, "ka");
-            assert!(r.is_ok());
-            let d = ctx.rate_limit.unwrap();
-            assert_eq!((d.limit, d.remaining), (20, remaining));
-        }
-        // Authentication failed: the rate limit never ran.
-        let (r, ctx) = run(&chain, "nope");
-        assert!(matches!(r, Err(ProxyError::Unauthorized { .. })) && ctx.rate_limit.is_none());
     }
 }

@@ -3,8 +3,11 @@
 //! Both stream: nothing here buffers a body. [`UpstreamBody`] keeps a request body in a
 //! shared slot that is emptied only when the upstream connection first polls it, so after
 //! a connect failure (the body was never sent) the same body can go to another endpoint.
+//! [`ClientBody`] counts the client's body on its way and cuts it off past a `requestSize`
+//! limit.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -13,15 +16,24 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pool::PooledBody;
+use crate::filter::compression::EncodedBody;
+use crate::observe::ObservedBody;
 
-/// The body of a response the gateway sends to its client: a streamed upstream body, or
-/// a small body the gateway produced itself.
+/// The error type of the bodies the proxy streams.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a response the gateway sends to its client: a streamed upstream body, a
+/// small body the gateway produced itself, or one of those compressed or observed.
 #[derive(Debug)]
 pub enum ProxyBody {
     /// Streamed from a pooled upstream connection, which goes back to the pool at the end.
     Pooled(PooledBody),
-    /// Produced by the gateway (error responses); `None` once sent.
+    /// Produced by the gateway (error responses, fixed answers); `None` once sent.
     Full(Option<Bytes>),
+    /// Compressed on the way (`compression`).
+    Encoded(Box<EncodedBody>),
+    /// Counted, and recorded when the response ends (the end-of-request hook).
+    Observed(Box<ObservedBody>),
 }
 
 impl ProxyBody {
@@ -29,19 +41,26 @@ impl ProxyBody {
     pub fn full(bytes: Bytes) -> Self {
         ProxyBody::Full(Some(bytes))
     }
+
+    /// No body.
+    pub fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Pooled(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Pooled(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Encoded(body) => Pin::new(&mut **body).poll_frame(cx),
+            ProxyBody::Observed(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -49,6 +68,8 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Pooled(body) => body.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
+            ProxyBody::Encoded(body) => body.is_end_stream(),
+            ProxyBody::Observed(body) => body.is_end_stream(),
         }
     }
 
@@ -57,12 +78,89 @@ impl Body for ProxyBody {
             ProxyBody::Pooled(body) => body.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Encoded(body) => body.size_hint(),
+            ProxyBody::Observed(body) => body.size_hint(),
         }
     }
 }
 
+/// What is known about a client's request body while it streams upstream: bytes so far,
+/// and whether it went past the `requestSize` limit. Shared with the proxy, which reads it
+/// after the upstream exchange.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    /// Bytes received from the client so far.
+    pub bytes: AtomicU64,
+    /// The body went past the limit and was cut off.
+    pub exceeded: AtomicBool,
+}
+
+/// The body went past the `requestSize` limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// The client's request body on its way upstream: counted into [`BodyStats`] when asked,
+/// and ended with an error once past `limit` (hyper then aborts the upstream request: the
+/// upstream never sees a complete body).
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    stats: Option<Arc<BodyStats>>,
+}
+
+impl ClientBody {
+    /// `inner`, cut off past `limit` bytes (`None`: no limit), counted into `stats`.
+    pub fn new(inner: Incoming, limit: Option<u64>, stats: Option<Arc<BodyStats>>) -> Self {
+        ClientBody { inner, limit: limit.unwrap_or(u64::MAX), seen: 0, stats }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    this.seen = this.seen.saturating_add(n);
+                    if let Some(stats) = &this.stats {
+                        stats.bytes.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if this.seen > this.limit {
+                        if let Some(stats) = &this.stats {
+                            stats.exceeded.store(true, Ordering::Relaxed);
+                        }
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A request body that has not been sent yet, shared between attempts.
-pub type BodySlot = Arc<Mutex<Option<Incoming>>>;
+pub type BodySlot = Arc<Mutex<Option<ClientBody>>>;
 
 /// The body of an upstream request.
 #[derive(Debug)]
@@ -74,7 +172,7 @@ pub enum UpstreamBody {
         /// Where the body waits until an upstream connection asks for it.
         slot: BodySlot,
         /// The body once taken.
-        taken: Option<Incoming>,
+        taken: Option<ClientBody>,
     },
 }
 
@@ -93,12 +191,12 @@ pub fn unsent(slot: &BodySlot) -> bool {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
             UpstreamBody::Streamed { slot, taken } => {

@@ -79,6 +79,23 @@ pub enum ProxyError {
         /// Why, for logs.
         reason: String,
     },
+    /// A filter denied the request (`ipRestriction`): 403.
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// Why, for logs.
+        reason: &'static str,
+    },
+    /// The request body is larger than the `requestSize` limit: 413. Never proxied, or
+    /// the upstream request was aborted mid-body.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The `extAuth` service could not be asked (connect failure, timeout, invalid
+    /// answer) and its `onError` is `Deny`: 503.
+    #[error("auth service unavailable: {reason}")]
+    AuthUnavailable {
+        /// Why, for logs.
+        reason: String,
+    },
 }
 
 impl ProxyError {
@@ -97,6 +114,29 @@ impl ProxyError {
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable label for logs, metrics and the [`RequestRecord`](crate::observe::RequestRecord).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::NoEndpoint { .. } => "no_endpoint",
+            ProxyError::UpstreamConnect { .. } => "upstream_connect",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::BadResponse { .. } => "bad_response",
+            ProxyError::InvalidUpstreamRequest { .. } => "invalid_upstream_request",
+            ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::Unavailable { .. } => "unavailable",
+            ProxyError::Forbidden { .. } => "forbidden",
+            ProxyError::PayloadTooLarge => "payload_too_large",
+            ProxyError::AuthUnavailable { .. } => "auth_unavailable",
         }
     }
 
@@ -114,6 +154,9 @@ impl ProxyError {
             ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::RateLimited { .. } => "rate limit exceeded",
             ProxyError::Unavailable { .. } => "service unavailable",
+            ProxyError::Forbidden { .. } => "forbidden",
+            ProxyError::PayloadTooLarge => "request body too large",
+            ProxyError::AuthUnavailable { .. } => "authorization service unavailable",
         }
     }
 }

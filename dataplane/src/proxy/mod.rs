@@ -15,8 +15,9 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::header::HOST;
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, HOST, ORIGIN};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
@@ -26,10 +27,13 @@ pub use body::ProxyBody;
 pub use error::{ProxyError, X_REQUEST_ID, error_response};
 pub use upstream::Upstream;
 
-use crate::filter::{self, RequestContext};
+use crate::filter::{self, Flow, RequestContext};
+use crate::observe::{ObservedBody, RequestRecord};
 use crate::rewrite::rewrite_path;
 use crate::router::RequestView;
 use crate::server::DataPlane;
+use crate::snapshot::{Filter, Rule};
+use body::{BodyStats, ClientBody};
 
 /// The client end of a connection, with what every request on it needs precomputed.
 #[derive(Debug, Clone)]
@@ -48,45 +52,162 @@ impl Peer {
 }
 
 /// Proxies one request from the client `peer` and returns the response to send: the
-/// upstream's, or the gateway's own JSON error.
+/// upstream's, or the gateway's own answer. The matched rule's response phase runs on
+/// either; with an observer, the response body reports the request's end.
 pub async fn handle(
     dataplane: &DataPlane,
     request: Request<Incoming>,
     peer: &Peer,
 ) -> Response<ProxyBody> {
-    let client = peer.addr;
+    let observed = dataplane.observer().map(|o| (o, Instant::now(), SystemTime::now()));
+    let snapshot = dataplane.current();
     let mut request = request;
     let request_id = trace::ensure_request_identity(request.headers_mut());
+    let head = observed.as_ref().map(|_| RequestHead::of(&request));
     let mut ctx = RequestContext {
-        client: Some(client),
+        client: Some(peer.addr),
         rate_limits: Some(&dataplane.rate_limits),
+        request_id,
+        backends: Some(&snapshot.backends),
+        upstream: Some(&dataplane.upstream),
         ..RequestContext::default()
     };
-    let mut response = match proxy(dataplane, request, peer, &mut ctx).await {
-        Ok(response) => response,
-        Err(error) => error_response(&error, Some(&request_id)),
-    };
-    // Upstream responses and gateway errors alike (rate-limit headers).
+    let mut exchange = Exchange::default();
+    let (mut response, error) =
+        match proxy(dataplane, &snapshot, request, peer, &mut ctx, &mut exchange).await {
+            Ok(response) => (response, None),
+            Err(error) => (error_response(&error, Some(&ctx.request_id)), Some(error.kind())),
+        };
+    // Upstream responses and gateway answers alike (rate-limit headers, response phase).
     filter::finish_response(response.headers_mut(), &ctx);
-    response
+    if let Some(rule) = exchange.rule
+        && !rule.action.filters.is_empty()
+    {
+        filter::response_phase(&rule.action.filters, &mut response, &ctx);
+    }
+    match (observed, head) {
+        (Some((observer, started, time)), Some(head)) => {
+            let record = RequestRecord {
+                time,
+                request_id: ctx.request_id.clone(),
+                client_ip: ctx.client_ip.unwrap_or_else(|| peer.addr.ip().to_canonical()),
+                method: head.method,
+                host: head.host,
+                path: head.path,
+                route: exchange.rule.map(|r| r.route.clone()),
+                rule: exchange.rule.map(|r| Arc::clone(&r.name)),
+                status: response.status(),
+                duration: Duration::ZERO,
+                upstream_duration: exchange.upstream_duration,
+                backend: exchange.backend.cloned(),
+                upstream: exchange.upstream_addr,
+                retries: exchange.retries,
+                consumer: ctx.consumer.as_ref().map(|c| Arc::clone(&c.username)),
+                bytes_in: 0,
+                bytes_out: 0,
+                rate_limited: error == Some("rate_limited"),
+                error,
+                completed: false,
+            };
+            response.map(|body| {
+                ProxyBody::Observed(Box::new(ObservedBody::new(
+                    body,
+                    record,
+                    started,
+                    exchange.body_stats,
+                    observer,
+                )))
+            })
+        }
+        _ => response,
+    }
+}
+
+/// What the end-of-request record needs of the request line, copied only when observed.
+struct RequestHead {
+    method: Method,
+    host: HeaderValue,
+    path: Box<str>,
+}
+
+impl RequestHead {
+    fn of(request: &Request<Incoming>) -> Self {
+        RequestHead {
+            method: request.method().clone(),
+            host: request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| request.headers().get(HOST).cloned())
+                .unwrap_or_else(|| HeaderValue::from_static("")),
+            path: request.uri().path().into(),
+        }
+    }
+}
+
+/// What the proxy learnt about one request on the way, for the response phase and the
+/// end-of-request record.
+#[derive(Default)]
+struct Exchange<'s> {
+    /// The matched rule.
+    rule: Option<&'s Rule>,
+    /// The backend chosen.
+    backend: Option<&'s crate::snapshot::BackendKey>,
+    /// The endpoint of the last attempt.
+    upstream_addr: Option<SocketAddr>,
+    /// Attempts after the first.
+    retries: u32,
+    /// Until the upstream's response headers (observed requests only).
+    upstream_duration: Option<Duration>,
+    /// The client's body as it streamed upstream (observed or limited requests only).
+    body_stats: Option<Arc<BodyStats>>,
 }
 
 /// The host the client asked for: the URI authority (HTTP/2 `:authority`, HTTP/1
 /// absolute-form), else the `Host` header; empty when neither is present.
-fn original_host(parts: &http::request::Parts) -> HeaderValue {
+pub(crate) fn original_host(parts: &http::request::Parts) -> HeaderValue {
     let from_header = || parts.headers.get(HOST).cloned();
     let from_uri = || parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over the Host header.
     from_uri().or_else(from_header).unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
-async fn proxy(
+/// The rule for a request. A CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) is matched as the request it announces when that
+/// rule has a `cors` filter, else as the `OPTIONS` request it is.
+fn find_rule<'t>(
+    snapshot: &'t crate::snapshot::Snapshot,
+    parts: &http::request::Parts,
+    host: &str,
+) -> Option<crate::router::RouteMatch<'t>> {
+    let mut view = RequestView {
+        method: &parts.method,
+        host,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    };
+    if parts.method == Method::OPTIONS
+        && parts.headers.contains_key(ORIGIN)
+        && let Some(announced) = parts.headers.get(ACCESS_CONTROL_REQUEST_METHOD)
+        && let Ok(announced) = Method::from_bytes(announced.as_bytes())
+        && let Some(matched) = snapshot.routes.find(&RequestView { method: &announced, ..view })
+        && matched.rule.action.filters.iter().any(|f| matches!(f, Filter::Cors(_)))
+    {
+        return Some(matched);
+    }
+    view.method = &parts.method;
+    snapshot.routes.find(&view)
+}
+
+async fn proxy<'s>(
     dataplane: &DataPlane,
+    snapshot: &'s crate::snapshot::Snapshot,
     request: Request<Incoming>,
     peer: &Peer,
-    ctx: &mut RequestContext<'_>,
+    ctx: &mut RequestContext<'s>,
+    exchange: &mut Exchange<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let snapshot = dataplane.current();
     let (mut parts, body) = request.into_parts();
     if parts.method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
@@ -114,22 +235,18 @@ async fn proxy(
     if host_missing && parts.version == Version::HTTP_11 {
         return Err(ProxyError::BadRequest { reason: "missing Host header" });
     }
-    let view = RequestView {
-        method: &parts.method,
-        host: host.to_str().unwrap_or(""),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        headers: &parts.headers,
-    };
-    let Some(matched) = snapshot.routes.find(&view) else {
+    let Some(matched) = find_rule(snapshot, &parts, host.to_str().unwrap_or("")) else {
         return Err(ProxyError::NoRoute);
     };
-    let rule = matched.rule;
+    let rule: &'s Rule = matched.rule;
+    exchange.rule = Some(rule);
     let action = &rule.action;
 
     headers::remove_identity_headers(&mut parts.headers, &snapshot.identity_headers);
     if !action.filters.is_empty() {
-        filter::request_phase(&action.filters, &mut parts, ctx).await.inspect_err(|e| {
+        ctx.route = Some(&rule.route);
+        ctx.matched = Some(matched.matched);
+        let flow = filter::request_phase(&action.filters, &mut parts, ctx).await.inspect_err(|e| {
             match e {
                 ProxyError::Unavailable { reason } => {
                     tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "rule unavailable, answering 503");
@@ -141,9 +258,16 @@ async fn proxy(
                 ProxyError::RateLimited { retry_after_secs } => {
                     tracing::debug!(route = %rule.route, rule = %rule.name, retry_after_secs, "rate limited, answering 429");
                 }
+                ProxyError::AuthUnavailable { reason } => {
+                    tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "auth service unavailable, answering 503");
+                }
                 _ => {}
             }
         })?;
+        if let Flow::Respond(mut response) = flow {
+            response.headers_mut().insert(X_REQUEST_ID, ctx.request_id.clone());
+            return Ok(response);
+        }
     }
 
     let backend = action.backends.pick().and_then(|id| snapshot.backends.get(id));
@@ -161,6 +285,7 @@ async fn proxy(
             return Err(ProxyError::NoEndpoint { reason });
         }
     };
+    exchange.backend = Some(&backend.key);
 
     let rewritten = action
         .rewrite
@@ -181,15 +306,41 @@ async fn proxy(
         parts.headers.insert(HOST, upstream_host);
     }
 
-    let body = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
+    let observed = dataplane.has_observer();
+    let body = if body.is_end_stream() {
+        None
+    } else {
+        let stats = (observed || ctx.body_limit.is_some()).then(Arc::<BodyStats>::default);
+        exchange.body_stats = stats.clone();
+        Some(Arc::new(Mutex::new(Some(ClientBody::new(body, ctx.body_limit, stats)))))
+    };
     let prepared =
         upstream::Prepared { method: parts.method, path_and_query, headers: parts.headers, body };
-    let result =
-        upstream::send(&dataplane.upstream, backend, &action.timeouts, &action.retries, prepared)
-            .await;
+    let sent_at = observed.then(Instant::now);
+    let mut attempts = upstream::Attempts::default();
+    let result = upstream::send(
+        &dataplane.upstream,
+        backend,
+        &action.timeouts,
+        &action.retries,
+        prepared,
+        &mut attempts,
+    )
+    .await;
+    exchange.retries = attempts.retries;
+    exchange.upstream_addr = attempts.last;
+    exchange.upstream_duration = sent_at.map(|t| t.elapsed());
     let response = match result {
         Ok(response) => response,
         Err(error) => {
+            let too_large = exchange
+                .body_stats
+                .as_ref()
+                .is_some_and(|s| s.exceeded.load(std::sync::atomic::Ordering::Relaxed));
+            if too_large {
+                tracing::debug!(route = %rule.route, rule = %rule.name, "request body over the limit, upstream request aborted, answering 413");
+                return Err(ProxyError::PayloadTooLarge);
+            }
             tracing::warn!(
                 route = %rule.route, rule = %rule.name, backend = %backend.key, %error,
                 "upstream request failed"
@@ -199,9 +350,6 @@ async fn proxy(
     };
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    if !action.filters.is_empty() {
-        filter::response_phase(&action.filters, &mut parts, ctx);
-    }
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
 }

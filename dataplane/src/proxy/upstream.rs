@@ -131,6 +131,15 @@ fn retryable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
+/// What [`send`] did: how many times it retried and where it last went.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Attempts {
+    /// Attempts after the first.
+    pub retries: u32,
+    /// The endpoint of the last attempt.
+    pub last: Option<SocketAddr>,
+}
+
 /// Sends `request` to `backend`'s endpoints (round robin, the next endpoint on each
 /// retry) under `timeouts` and `retries`, until response headers arrive.
 pub(crate) async fn send(
@@ -139,6 +148,7 @@ pub(crate) async fn send(
     timeouts: &Timeouts,
     retries: &RetryPolicy,
     mut request: Prepared,
+    attempts: &mut Attempts,
 ) -> Result<Response<PooledBody>, ProxyError> {
     let deadline = timeouts.request.map(|d| Instant::now() + d);
     let idempotent = idempotent(&request.method);
@@ -147,6 +157,7 @@ pub(crate) async fn send(
         let endpoint = backend.next_endpoint().ok_or_else(|| ProxyError::NoEndpoint {
             reason: format!("backend {} has no ready endpoint", backend.key),
         })?;
+        attempts.last = Some(endpoint);
         // A copy of the headers is needed only when a request that reached the upstream
         // may be sent again; after a connect failure the headers come back unused.
         let resend_after_sent = left > 0 && (retries.on_timeout || retries.on_5xx);
@@ -199,5 +210,6 @@ pub(crate) async fn send(
             }
         }
         left -= 1;
+        attempts.retries += 1;
     }
 }

@@ -156,7 +156,10 @@ fn each_invalid_plugin_names_its_fields() {
     );
     bad("jwt-empty", &["spec.jwt.algorithms: at least one"]);
     bad("bad-cidr", &["spec.ipRestriction.allow[1]", "spec.ipRestriction.allow[3]"]);
-    bad("bad-breaker", &["spec.circuitBreaker.failureThreshold", "spec.circuitBreaker.openFor"]);
+    bad(
+        "bad-breaker",
+        &["spec.circuitBreaker: circuit breaking is no longer a Plugin", "BackendPolicy"],
+    );
     bad("bad-cache", &["spec.cache.ttl"]);
     bad("bad-cors", &["spec.cors.maxAge"]);
     bad(

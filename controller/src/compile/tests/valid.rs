@@ -151,7 +151,7 @@ fn effective_plugins_most_specific_wins() {
     );
     let per_rule = &c.rule_plugins[&ObjectRef::new("default", "orders")];
     let orders: Vec<(&str, String)> =
-        per_rule[1].iter().map(|p| (p.type_, p.source.to_string())).collect();
+        per_rule[1].iter().map(|p| (p.kind.as_str(), p.source.to_string())).collect();
     assert_eq!(
         orders,
         [
