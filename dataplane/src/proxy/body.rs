@@ -105,7 +105,8 @@ pub struct BodyTooLarge(pub u64);
 /// upstream never sees a complete body).
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: Incoming,
+    /// `None` once cut off (handed to [`drain`]).
+    inner: Option<Incoming>,
     limit: u64,
     seen: u64,
     stats: Option<Arc<BodyStats>>,
@@ -114,7 +115,49 @@ pub struct ClientBody {
 impl ClientBody {
     /// `inner`, cut off past `limit` bytes (`None`: no limit), counted into `stats`.
     pub fn new(inner: Incoming, limit: Option<u64>, stats: Option<Arc<BodyStats>>) -> Self {
-        ClientBody { inner, limit: limit.unwrap_or(u64::MAX), seen: 0, stats }
+        ClientBody { inner: Some(inner), limit: limit.unwrap_or(u64::MAX), seen: 0, stats }
+    }
+}
+
+/// How much of a request body the gateway reads and discards after answering without it
+/// (a 401, 403, 413… to a request whose body is still arriving), and for how long.
+pub const DRAIN_BYTES: usize = 4 << 20;
+/// See [`DRAIN_BYTES`].
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards the rest of a request body in the background, up to [`DRAIN_BYTES`]
+/// and [`DRAIN_TIME`], so the answer already sent reaches the client: closing a socket
+/// with unread data makes the kernel reset the connection, and the client could lose the
+/// answer (nginx's "lingering close"). A connection whose body was drained stays usable.
+pub fn drain(mut body: Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        let read = async {
+            let mut n = 0usize;
+            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                n += frame.data_ref().map_or(0, Bytes::len);
+                if n > DRAIN_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+    });
+}
+
+/// A client's request body not (yet) handed to an upstream: drained when dropped (the
+/// gateway answered without it).
+#[derive(Debug)]
+pub struct PendingBody(pub Option<Incoming>);
+
+impl Drop for PendingBody {
+    fn drop(&mut self) {
+        if let Some(body) = self.0.take() {
+            drain(body);
+        }
     }
 }
 
@@ -127,7 +170,8 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -138,6 +182,9 @@ impl Body for ClientBody {
                     if this.seen > this.limit {
                         if let Some(stats) = &this.stats {
                             stats.exceeded.store(true, Ordering::Relaxed);
+                        }
+                        if let Some(rest) = this.inner.take() {
+                            drain(rest);
                         }
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
                     }
@@ -151,11 +198,11 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or(SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

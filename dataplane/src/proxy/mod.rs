@@ -33,7 +33,7 @@ use crate::rewrite::rewrite_path;
 use crate::router::RequestView;
 use crate::server::DataPlane;
 use crate::snapshot::{Filter, Rule};
-use body::{BodyStats, ClientBody};
+use body::{BodyStats, ClientBody, PendingBody};
 
 /// The client end of a connection, with what every request on it needs precomputed.
 #[derive(Debug, Clone)]
@@ -209,6 +209,8 @@ async fn proxy<'s>(
     exchange: &mut Exchange<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();
+    // Drained if the gateway answers without sending it upstream.
+    let mut body = PendingBody(Some(body));
     if parts.method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
@@ -307,12 +309,13 @@ async fn proxy<'s>(
     }
 
     let observed = dataplane.has_observer();
-    let body = if body.is_end_stream() {
-        None
-    } else {
-        let stats = (observed || ctx.body_limit.is_some()).then(Arc::<BodyStats>::default);
-        exchange.body_stats = stats.clone();
-        Some(Arc::new(Mutex::new(Some(ClientBody::new(body, ctx.body_limit, stats)))))
+    let body = match body.0.take() {
+        Some(body) if !body.is_end_stream() => {
+            let stats = (observed || ctx.body_limit.is_some()).then(Arc::<BodyStats>::default);
+            exchange.body_stats = stats.clone();
+            Some(Arc::new(Mutex::new(Some(ClientBody::new(body, ctx.body_limit, stats)))))
+        }
+        _ => None,
     };
     let prepared =
         upstream::Prepared { method: parts.method, path_and_query, headers: parts.headers, body };
