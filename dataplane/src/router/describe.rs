@@ -1,5 +1,5 @@
 //! JSON views of the route and backend tables for the admin port's `/debug/snapshot`.
-//! Nothing secret lives in these tables; filters are summarised by count.
+//! Nothing secret lives in these tables; filters are listed by kind only.
 
 use serde_json::{Value, json};
 
@@ -78,7 +78,7 @@ fn rule(r: &Rule) -> Value {
             "onTimeout": rt.on_timeout,
             "on5xx": rt.on_5xx,
         },
-        "filters": a.filters.len(),
+        "filters": a.filters.iter().map(|f| f.name()).collect::<Vec<_>>(),
     })
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod endpoints;
 mod incremental;
 mod invalid;
+mod kinds;
 mod ratelimit;
 mod units;
 mod valid;
