@@ -79,3 +79,115 @@ async fn quickstart_routes_behave_as_the_readme_says() {
     assert_eq!(body["status"], 404);
     assert!(body["error"].is_string(), "{body}");
 }
+
+/// Polls `GET /api/catalog/1` until `pred` holds on the reply (a live reload).
+async fn wait_for_catalog(
+    weir: &WeirProcess,
+    what: &str,
+    pred: impl Fn(&weir_e2e::Reply) -> bool,
+) -> weir_e2e::Reply {
+    weir_e2e::poll_until(std::time::Duration::from_secs(5), what, || async {
+        let reply = weir.get("localhost:8080", "/api/catalog/1").await?;
+        Ok(pred(&reply).then_some(reply))
+    })
+    .await
+    .unwrap()
+}
+
+/// The README's CORS and header curls against deploy/examples/quickstart/edge.yaml, and a
+/// Plugin edited while weir runs taking effect on the next requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_edge_plugins_behave_as_the_readme_says() {
+    let origin = EchoOrigin::start("orders-v1").await.unwrap();
+    let edge_path = workspace_root().join("deploy/examples/quickstart/edge.yaml");
+    let edge = std::fs::read_to_string(&edge_path).unwrap();
+    let dir = ConfigDir::new("quickstart-edge").unwrap();
+    dir.write("services.yaml", &service_yaml("orders", origin.addr.port())).unwrap();
+    dir.write("edge.yaml", &edge).unwrap();
+    let weir = WeirProcess::start(dir.path()).await.unwrap();
+
+    // The preflight: answered by the gateway.
+    let pre = http_request(
+        weir.http_addr,
+        "OPTIONS",
+        "localhost:8080",
+        "/api/catalog/1",
+        &[
+            ("origin", "http://localhost:3000"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(pre.status, 204, "{}", pre.text());
+    let h = |r: &weir_e2e::Reply, name: &str| {
+        r.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    };
+    assert_eq!(h(&pre, "access-control-allow-origin"), "http://localhost:3000");
+    assert_eq!(h(&pre, "access-control-allow-credentials"), "true");
+    assert_eq!(h(&pre, "access-control-allow-methods"), "GET, POST");
+    assert_eq!(h(&pre, "access-control-allow-headers"), "authorization, content-type");
+    assert_eq!(h(&pre, "access-control-max-age"), "600");
+    assert_eq!(h(&pre, "x-served-by"), "weir", "the response phase runs on the preflight");
+
+    // The actual request: headers both ways.
+    let reply = http_request(
+        weir.http_addr,
+        "GET",
+        "localhost:8080",
+        "/api/catalog/1",
+        &[("origin", "https://shop.example.com"), ("x-debug", "1"), ("x-request-id", "readme-1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(h(&reply, "access-control-allow-origin"), "https://shop.example.com");
+    assert_eq!(h(&reply, "access-control-expose-headers"), "x-request-id");
+    assert_eq!(h(&reply, "vary"), "Origin");
+    assert_eq!(h(&reply, "x-served-by"), "weir");
+    assert_eq!(h(&reply, "cache-control"), "no-store");
+    assert_eq!(h(&reply, "x-request-id"), "readme-1");
+    let seen = &reply.json().unwrap()["headers"];
+    assert_eq!(seen["x-gateway"], "weir");
+    assert_eq!(seen["x-route"], "default/catalog");
+    assert!(seen.get("x-debug").is_none(), "{seen}");
+    // A disallowed origin gets no CORS headers.
+    let evil = http_request(
+        weir.http_addr,
+        "GET",
+        "localhost:8080",
+        "/api/catalog/1",
+        &[("origin", "https://evil.test")],
+    )
+    .await
+    .unwrap();
+    assert!(!evil.headers.contains_key("access-control-allow-origin"));
+
+    // Edit the response-headers Plugin live: the next requests carry the new value, and
+    // nothing else changes.
+    dir.write(
+        "edge.yaml",
+        &edge.replace("{name: X-Served-By, value: weir}", "{name: X-Served-By, value: weir-v2}"),
+    )
+    .unwrap();
+    let after = wait_for_catalog(&weir, "X-Served-By: weir-v2", |r| {
+        r.headers.get("x-served-by").is_some_and(|v| v == "weir-v2")
+    })
+    .await;
+    assert_eq!(after.json().unwrap()["headers"]["x-gateway"], "weir");
+    // And a new Plugin kind added to the Route takes effect too: a deny-all ipRestriction.
+    let denied = edge
+        .replace("{name: X-Served-By, value: weir}", "{name: X-Served-By, value: weir-v2}")
+        + "---\napiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: lockdown}\nspec:\n  ipRestriction: {deny: [0.0.0.0/0, \"::/0\"]}\n";
+    dir.write(
+        "edge.yaml",
+        &denied.replace(
+            "plugins: [web-request-id, web-cors, web-request-headers, web-response-headers]",
+            "plugins: [web-request-id, web-cors, web-request-headers, web-response-headers, lockdown]",
+        ),
+    )
+    .unwrap();
+    let blocked = wait_for_catalog(&weir, "403 from ipRestriction", |r| r.status == 403).await;
+    assert_eq!(h(&blocked, "x-served-by"), "weir-v2", "the response phase runs on the 403");
+}
