@@ -16,7 +16,8 @@ CG_SECONDS (5) over 4 keep-alive connections with weir-loadgen, dumps
 generation) in one weir per binary: `/none` (no plugins), `/jwt` (jwt RS256, JWKS in a
 Secret; every request carries the same `Authorization: Bearer` token, so verification is
 a cache hit after the warm-up), `/rl` (rateLimit store Local, key ClientIP, never
-reached) and `/jwtrl` (both). Before measuring, each route must answer 200 and the jwt
+reached), `/jwtrl` (both) and `/edge` (cors + request/response headers + jwt + local
+rateLimit, with an allowed Origin). Before measuring, each route must answer 200 and the jwt
 routes 401 without the token. Each route gets its own warm-up, zero and dump; CG_ROUNDS
 (1) rounds in the order none, jwt, rl, jwtrl. It prints instructions per request of every
 route and its ratio to `/none` (target for `/jwtrl`: <= 1.1x, BENCHMARKING.md); any
@@ -45,7 +46,7 @@ SECONDS = int(os.environ.get("CG_SECONDS", "5"))
 ROUNDS = int(os.environ.get("CG_ROUNDS", "1"))
 # The routes of bench/plugins.py that --plugins measures (the Redis route is left out: its
 # cost is mostly the round trip, which callgrind does not see as the proxy's work).
-PLUGIN_ROUTES = ["none", "jwt", "rl", "jwtrl"]
+PLUGIN_ROUTES = ["none", "jwt", "rl", "jwtrl", "edge"]
 
 
 def total_ir(path):
@@ -112,7 +113,7 @@ def check_plugin_routes(port, headers):
     """Each route answers 200 with its headers; jwt routes answer 401 without the token."""
     for path in PLUGIN_ROUTES:
         url = f"http://127.0.0.1:{port}/{path}/x"
-        if headers[path]:
+        if any(h.startswith("Authorization") for h in headers[path]):
             try:
                 urllib.request.urlopen(url, timeout=30)
                 sys.exit(f"callgrind: /{path} answered without a token")
@@ -136,9 +137,8 @@ def measure_plugins(name, target, up):
         f.write(b.BACKEND_YAML.format(upstream=up))
     with open(os.path.join(cfg, "10-plugins.yaml"), "w") as f:
         f.write(plugins.config_text(jwks, False))
-    auth = [f"Authorization: Bearer {token}"]
     variants = {p: plugs for p, _, plugs in plugins.VARIANTS}
-    headers = {p: auth if "bench-jwt" in variants[p] else [] for p in PLUGIN_ROUTES}
+    headers = {p: plugins.request_headers(variants[p], token) for p in PLUGIN_ROUTES}
     port, admin = b.free_port(), b.free_port()
     v = Valgrind(name, weir_argv(target, cfg, port, admin), os.path.join(b.TMP, f"cg-{name}.out"))
     b.wait_http(f"http://127.0.0.1:{port}/none/x", name, timeout=120, proc=v.p)
@@ -157,7 +157,7 @@ def measure_plugins(name, target, up):
           f"{RATE} req/s x {SECONDS} s, 4 connections)", flush=True)
     for path in PLUGIN_ROUTES:
         med = statistics.median(res[path])
-        target = "  (target <= 1.10x)" if path == "jwtrl" else ""
+        target = {"jwtrl": "  (target <= 1.10x)", "edge": "  (target <= 1.15x)"}.get(path, "")
         spread = f" [{min(res[path]):,.0f}..{max(res[path]):,.0f}]" if ROUNDS > 1 else ""
         err = f", {errors[path]} errors" if errors[path] else ""
         print(f"  /{path:<6} {med:>10,.0f}{spread}  {med / base:.3f}x /none{target}{err}", flush=True)

@@ -115,3 +115,28 @@ fn rate_limit_runs_after_authentication_keyed_by_consumer_and_tier() {
     let (r, ctx) = run(&chain, "nope");
     assert!(matches!(r, Err(ProxyError::Unauthorized { .. })) && ctx.rate_limit.is_none());
 }
+
+#[test]
+fn a_consumers_response_headers_replace_the_rules_in_the_response_phase() {
+    use crate::filter::headers::{HeaderTransform, Template};
+    use crate::proxy::ProxyBody;
+    let transform = |value: &str| {
+        Filter::ResponseHeaders(Arc::new(HeaderTransform {
+            set: vec![(http::HeaderName::from_static("x-plan"), Template::parse(value).unwrap())]
+                .into(),
+            add: Box::new([]),
+            remove: Box::new([]),
+        }))
+    };
+    let own: Arc<[Filter]> = Arc::from(vec![transform("gold")]);
+    let gold = ConsumerEntry::new(ObjectKey::new("ns", "g"), "g", None, own);
+    let plain = ConsumerEntry::new(ObjectKey::new("ns", "p"), "p", None, Arc::from(Vec::new()));
+    let rule = [transform("basic")];
+    for (consumer, expected) in [(Some(gold), "gold"), (Some(plain), "basic"), (None, "basic")] {
+        let ctx = RequestContext { consumer, ..RequestContext::default() };
+        let mut response = http::Response::new(ProxyBody::empty());
+        response_phase(&rule, &mut response, &ctx);
+        let values: Vec<_> = response.headers().get_all("x-plan").iter().collect();
+        assert_eq!(values, [expected]);
+    }
+}
