@@ -6,12 +6,14 @@ pub mod consumer;
 pub mod duration;
 pub mod generate;
 pub mod plugin;
+pub mod plugin_kind;
 pub mod route;
 
 pub use common::{ByteSize, Condition, HeaderValue, LocalObjectReference, ObjectStatus};
 pub use consumer::{Consumer, ConsumerSpec, Credential, SecretCredential};
 pub use duration::{DurationError, parse_duration};
 pub use plugin::*;
+pub use plugin_kind::{PluginConfig, PluginKind};
 pub use route::*;
 
 /// The API group of every weir kind.

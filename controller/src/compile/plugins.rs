@@ -244,7 +244,7 @@ pub fn validate_plugin(
     let names = || PluginKind::ALL.map(PluginKind::as_str).join(", ");
     if spec.has_circuit_breaker() {
         errs.push(
-            "spec.circuitBreaker: circuit breaking is no longer a Plugin; configure it per Service with a BackendPolicy (spec.circuitBreaker)"
+            "spec.circuitBreaker: circuit breaking is no longer a Plugin; it moves to the per-Service BackendPolicy kind (spec.circuitBreaker), which this version of weir does not serve yet"
                 .to_owned(),
         );
     }
