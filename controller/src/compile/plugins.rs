@@ -296,6 +296,10 @@ pub(crate) struct PluginCatalog {
     pub(crate) plugins: BTreeMap<ObjectRef, Option<(PluginKind, PluginSpec)>>,
     /// Usable global plugins: (kind, source), in name order.
     pub(crate) globals: Vec<(PluginKind, ObjectRef)>,
+    /// Global plugins of the controller's namespace that are not accepted and have no last
+    /// good version: (kind when known, source). Every Route fails closed on them (unless it
+    /// opts out of that kind): a global jwt that cannot run must not leave Routes open.
+    pub(crate) broken_globals: Vec<(Option<PluginKind>, ObjectRef)>,
 }
 
 impl PluginCatalog {
@@ -348,6 +352,18 @@ pub(crate) struct RulePlugins {
     pub(crate) problems: Vec<RefProblem>,
     /// Global plugins this Route opts out of (`spec.skipGlobalPlugins`), level `skipped`.
     pub(crate) skipped: Vec<AppliedPlugin>,
+    /// Spec errors found while combining the plugins of a rule (e.g. a redirect and a
+    /// directResponse at the same level).
+    pub(crate) conflicts: Vec<String>,
+}
+
+/// The rank of a level: global < route < rule.
+pub(crate) fn level_rank(level: &str) -> u8 {
+    match level {
+        "global" => 0,
+        "route" => 1,
+        _ => 2,
+    }
 }
 
 /// The plugins of each rule of a Route (index = rule index), most specific level winning
@@ -359,6 +375,20 @@ pub(crate) fn rule_plugins(
 ) -> RulePlugins {
     let mut out = RulePlugins::default();
     let mut route_unresolved = Vec::new();
+    for (kind, src) in &catalog.broken_globals {
+        let skipped =
+            kind.is_some_and(|k| spec.skip_global_plugins.iter().any(|s| s == k.as_str()));
+        if !skipped {
+            let p = RefProblem::new(
+                RefReason::PluginNotFound,
+                format!(
+                    "global plugin {src} is not accepted; every rule answers 503 until it is (or skipGlobalPlugins lists its kind)"
+                ),
+            );
+            route_unresolved.push(p.message.clone());
+            out.problems.push(p);
+        }
+    }
     let mut base: BTreeMap<PluginKind, AppliedPlugin> = BTreeMap::new();
     for (t, src) in &catalog.globals {
         let skip = spec.skip_global_plugins.iter().any(|s| s == t.as_str());
@@ -405,6 +435,19 @@ pub(crate) fn rule_plugins(
                     unresolved.push(p.message.clone());
                     out.problems.push(p);
                 }
+            }
+        }
+        if let (Some(redirect), Some(direct)) =
+            (set.get(&PluginKind::Redirect), set.get(&PluginKind::DirectResponse))
+        {
+            // Both answer the request: the most specific level wins, as for one kind.
+            match level_rank(&redirect.level).cmp(&level_rank(&direct.level)) {
+                std::cmp::Ordering::Less => drop(set.remove(&PluginKind::Redirect)),
+                std::cmp::Ordering::Greater => drop(set.remove(&PluginKind::DirectResponse)),
+                std::cmp::Ordering::Equal => out.conflicts.push(format!(
+                    "spec.rules[{r}]: both a redirect ({}) and a directResponse ({}) plugin answer this rule at the same level; keep one",
+                    redirect.source, direct.source
+                )),
             }
         }
         out.per_rule.push(in_phase_order(set.into_values().collect()));
@@ -457,6 +500,9 @@ pub(crate) fn catalog(
             remember.insert(key.clone(), (g, spec.clone()));
             cat.plugins.insert(key.clone(), Some((t, spec)));
         } else {
+            if plugin.spec.global && key.namespace == ctrl {
+                cat.broken_globals.push((plugin.spec.config().map(|c| c.kind()), key.clone()));
+            }
             cat.plugins.insert(key.clone(), None);
         }
         results.insert(key.clone(), (res, fallback));

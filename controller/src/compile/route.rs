@@ -81,8 +81,8 @@ pub(crate) fn compile_route(
     // References are checked on the current spec: that is what the user is editing.
     let current = plugins::rule_plugins(ns, &route.spec, cx.catalog);
     let validated = routes::validate_route(ns, &route.spec).and_then(|valid| {
-        let answerless = routes::answerless_rules(&route.spec, &current.per_rule);
-        if answerless.is_empty() { Ok(valid) } else { Err(answerless) }
+        let errors = routes::rule_plugin_errors(&route.spec, &current, cx.catalog);
+        if errors.is_empty() { Ok(valid) } else { Err(errors) }
     });
     let (errors, served) = match validated {
         Ok(valid) => (Vec::new(), Some((valid, generation, route))),
@@ -90,7 +90,7 @@ pub(crate) fn compile_route(
             let fallback = cx.memory.last_good_routes.get(key).and_then(|(g, good)| {
                 let valid = routes::validate_route(ns, &good.spec).ok()?;
                 let plugins = plugins::rule_plugins(ns, &good.spec, cx.catalog);
-                routes::answerless_rules(&good.spec, &plugins.per_rule)
+                routes::rule_plugin_errors(&good.spec, &plugins, cx.catalog)
                     .is_empty()
                     .then_some((valid, *g, good))
             });
@@ -114,8 +114,13 @@ pub(crate) fn compile_route(
         Some((valid, served_gen, served_route)) => {
             let resolved = plugins::rule_plugins(ns, &served_route.spec, cx.catalog);
             let mut rule_filters = Vec::with_capacity(resolved.per_rule.len());
+            // What really runs: a rule that fails closed (503) runs none of its plugins,
+            // so they are not effective there.
+            let mut running: Vec<Vec<AppliedPlugin>> = Vec::with_capacity(resolved.per_rule.len());
             for (applied, unresolved) in resolved.per_rule.iter().zip(&resolved.unresolved) {
                 let (chain, found) = cx.builder.rule_filters(ns, applied, unresolved, cx.interner);
+                let closed = matches!(chain.first(), Some(weir_dataplane::Filter::Unavailable(_)));
+                running.push(if closed { Vec::new() } else { applied.clone() });
                 rule_filters.push(chain);
                 for p in found {
                     if !filter_problems.contains(&p) {
@@ -124,7 +129,7 @@ pub(crate) fn compile_route(
                 }
             }
             out.rate_limits = cx.builder.take_touched();
-            effective = effective_plugins(&resolved.per_rule);
+            effective = effective_plugins(&running);
             effective.extend(resolved.skipped.iter().map(|p| EffectivePlugin {
                 type_: p.kind.as_str().to_owned(),
                 source: p.source.to_string(),
@@ -200,11 +205,7 @@ fn backend_problems(index: &Index, ns: &str, spec: &weir_crds::RouteSpec) -> Vec
 /// from the least to the most specific level.
 fn effective_plugins(per_rule: &[Vec<AppliedPlugin>]) -> Vec<EffectivePlugin> {
     let mut all: Vec<&AppliedPlugin> = per_rule.iter().flatten().collect();
-    let level_rank = |l: &str| match l {
-        "global" => 0,
-        "route" => 1,
-        _ => 2,
-    };
+    let level_rank = plugins::level_rank;
     all.sort_by(|a, b| {
         (a.kind, level_rank(&a.level), &a.level, &a.source).cmp(&(
             b.kind,

@@ -203,7 +203,7 @@ fn validate_rule(
         }
     }
     // A rule without backends is checked once its plugins are known: a redirect or
-    // directResponse plugin answers it ([`answerless_rules`]).
+    // directResponse plugin answers it ([`rule_plugin_errors`]).
     let mut backends = Vec::new();
     for (j, b) in rule.backends.iter().enumerate() {
         let item = At::Item(at, "backends", j);
@@ -426,26 +426,47 @@ fn parse_query_match(
     (!q.name.is_empty()).then(|| QueryMatcher { name: q.name.as_str().into(), value })
 }
 
-/// Errors for the rules of `spec` that have no backends and no plugin that answers them
-/// (`redirect`, `directResponse`): such a rule could only ever answer 503.
-pub(crate) fn answerless_rules(
+/// Errors that come from combining a Route's rules with their plugins: a rule without
+/// backends and without a plugin that answers it (`redirect`, `directResponse`) could only
+/// ever answer 503; a redirect that replaces the matched prefix needs Prefix matches; two
+/// answering plugins at the same level conflict.
+pub(crate) fn rule_plugin_errors(
     spec: &RouteSpec,
-    per_rule: &[Vec<super::plugins::AppliedPlugin>],
+    resolved: &super::plugins::RulePlugins,
+    catalog: &super::plugins::PluginCatalog,
 ) -> Vec<String> {
     use weir_crds::PluginKind;
-    spec.rules
-        .iter()
-        .enumerate()
-        .filter(|(i, rule)| {
-            rule.backends.is_empty()
-                && !per_rule.get(*i).is_some_and(|applied| {
-                    applied.iter().any(|p| matches!(p.kind, PluginKind::Redirect | PluginKind::DirectResponse))
-                })
-        })
-        .map(|(i, _)| {
-            format!(
+    let mut errors = resolved.conflicts.clone();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let applied = resolved.per_rule.get(i).map_or(&[][..], Vec::as_slice);
+        let answering = |kind| applied.iter().find(|p| p.kind == kind);
+        if rule.backends.is_empty()
+            && answering(PluginKind::Redirect).is_none()
+            && answering(PluginKind::DirectResponse).is_none()
+        {
+            errors.push(format!(
                 "spec.rules[{i}].backends: at least one backend is required (unless a redirect or directResponse plugin answers the rule)"
-            )
-        })
-        .collect()
+            ));
+        }
+        let replaces_prefix = answering(PluginKind::Redirect).filter(|p| {
+            catalog
+                .spec(&p.source)
+                .and_then(|s| s.redirect.as_ref())
+                .and_then(|r| r.path.as_ref())
+                .is_some_and(|path| path.replace_prefix.is_some())
+        });
+        if let Some(redirect) = replaces_prefix {
+            let not_prefix = rule
+                .matches
+                .iter()
+                .position(|m| m.path.as_ref().is_some_and(|p| p.type_ != PathMatchType::Prefix));
+            if let Some(j) = not_prefix {
+                errors.push(format!(
+                    "spec.rules[{i}].matches[{j}].path: the redirect plugin {} replaces the matched prefix (path.replacePrefix), which needs a Prefix match",
+                    redirect.source
+                ));
+            }
+        }
+    }
+    errors
 }

@@ -173,6 +173,10 @@ pub const NEVER_WRITTEN: [&str; 11] = [
     "host",
 ];
 
+/// Request headers the gateway itself sets after the request phase (API.md: upstreams
+/// receive them): a request transform could not set them, so it may not try.
+pub const SET_BY_GATEWAY: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
 /// Whether `name` (lower-case) is an identity header: one only authentication sets.
 pub fn is_identity_header(name: &str, claim_headers: &[HeaderName]) -> bool {
     name.starts_with("x-consumer-") || claim_headers.iter().any(|h| h.as_str() == name)
@@ -188,6 +192,11 @@ pub fn check_target(
     if NEVER_WRITTEN.contains(&name.as_str()) {
         let hint = if name == "host" && request { " (use the rule's rewrite.host)" } else { "" };
         return Err(format!("{name:?} is a hop-by-hop or framing header and cannot be set{hint}"));
+    }
+    if request && SET_BY_GATEWAY.contains(&name.as_str()) {
+        return Err(format!(
+            "{name:?} is set by the gateway for every upstream request and cannot be set"
+        ));
     }
     if request && template.client_controlled() && is_identity_header(name.as_str(), claim_headers) {
         return Err(format!(
@@ -273,6 +282,8 @@ mod tests {
         assert!(check_target(&h("transfer-encoding"), &t("chunked"), false, &claims).is_err());
         assert!(check_target(&h("connection"), &t("close"), true, &claims).is_err());
         assert!(check_target(&h("host"), &t("x"), true, &claims).is_err());
+        assert!(check_target(&h("x-forwarded-proto"), &t("https"), true, &claims).is_err());
+        assert!(check_target(&h("x-forwarded-proto"), &t("https"), false, &claims).is_ok());
         assert!(
             check_target(&h("x-consumer-username"), &t("${request_id}"), true, &claims).is_err()
         );

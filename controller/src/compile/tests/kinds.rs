@@ -215,13 +215,12 @@ fn every_executable_kind_becomes_its_filter_in_phase_order() {
             "directResponse",
             "requestSize",
             "extAuth",
-            "extAuth",
             "requestHeaders",
             "responseHeaders",
             "compression"
         ],
-        "a Plugin that is not accepted (cached) is not effective; forward-missing is, and \
-         its rule fails closed with ResolvedRefs=False"
+        "what fails closed is not effective: cached (not accepted) and forward-missing (its \
+         Service is missing, ResolvedRefs=False)"
     );
 }
 
@@ -439,4 +438,108 @@ fn every_kind_has_a_name_and_a_phase_order() {
     for k in PluginKind::ALL {
         assert_eq!(PluginKind::from_name(k.as_str()), Some(k));
     }
+}
+
+const COMBINED: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Plugin
+metadata: {name: global-broken, namespace: weir-system}
+spec: {global: true, jwt: {algorithms: [none]}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Plugin
+metadata: {name: moved}
+spec: {redirect: {host: new.test, path: {replacePrefix: /v2}}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Plugin
+metadata: {name: down}
+spec: {directResponse: {status: 503}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: answers}
+spec:
+  skipGlobalPlugins: [jwt]
+  plugins: [moved]
+  rules:
+    - matches: [{path: {value: /rule-wins}}]
+      plugins: [down]
+    - matches: [{path: {value: /route-wins}}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: same-level}
+spec:
+  hosts: [same.test]
+  plugins: [moved, down]
+  rules:
+    - matches: [{path: {value: /}}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: exact-prefix}
+spec:
+  hosts: [exact.test]
+  skipGlobalPlugins: [jwt]
+  rules:
+    - matches: [{path: {type: Exact, value: /old}}]
+      plugins: [moved]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: open}
+spec:
+  hosts: [open.test]
+  rules:
+    - backends: [{service: web, port: 80}]
+"#;
+
+#[test]
+fn redirect_and_direct_response_most_specific_wins_and_same_level_conflicts() {
+    let c = compile(&load_str(COMBINED), &Memory::default());
+    assert_eq!(names(&filters(&c, "x.test", "/rule-wins")), ["directResponse"]);
+    assert_eq!(names(&filters(&c, "x.test", "/route-wins")), ["redirect"]);
+    assert_cond(
+        status(&c, Kind::Route, "default", "same-level"),
+        ACCEPTED,
+        "False",
+        "Invalid",
+        &[
+            "spec.rules[0]: both a redirect (default/moved) and a directResponse (default/down) plugin answer this rule at the same level",
+        ],
+    );
+    assert_cond(
+        status(&c, Kind::Route, "default", "exact-prefix"),
+        ACCEPTED,
+        "False",
+        "Invalid",
+        &[
+            "spec.rules[0].matches[0].path: the redirect plugin default/moved replaces the matched prefix",
+        ],
+    );
+}
+
+#[test]
+fn a_global_plugin_that_cannot_run_fails_every_route_closed_unless_skipped() {
+    let c = compile(&load_str(COMBINED), &Memory::default());
+    let f = filters(&c, "open.test", "/");
+    assert!(
+        matches!(&f[..], [Filter::Unavailable(m)] if m.contains("weir-system/global-broken")),
+        "{f:?}"
+    );
+    assert_cond(
+        status(&c, Kind::Route, "default", "open"),
+        RESOLVED_REFS,
+        "False",
+        "PluginNotFound",
+        &["global plugin weir-system/global-broken is not accepted"],
+    );
+    // Routes that opt out of global jwt are unaffected.
+    assert_eq!(names(&filters(&c, "x.test", "/route-wins")), ["redirect"]);
 }
