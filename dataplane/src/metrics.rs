@@ -1,5 +1,5 @@
-//! Data-plane metrics (prometheus-client): authentication failures by reason and JWKS fetch
-//! failures. They live in the data plane's own registry; the admin server appends them to
+//! Data-plane metrics (prometheus-client): authentication failures by reason, JWKS fetch
+//! failures and `extAuth` decisions. They live in the data plane's own registry; the admin server appends them to
 //! its `/metrics` answer with [`append_to`].
 
 use std::sync::LazyLock;
@@ -9,8 +9,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::filter::AuthFailure;
+use crate::filter::extauth::Outcome;
 
-/// The label set of `weir_auth_failures_total`.
+/// A single label: `reason` of `weir_auth_failures_total`, `result` of `weir_ext_auth_decisions_total`.
 type ReasonLabel = [(&'static str, &'static str); 1];
 
 /// The data plane's metrics.
@@ -21,6 +22,9 @@ pub struct DataPlaneMetrics {
     pub auth_failures: Family<ReasonLabel, Counter>,
     /// `weir_jwks_fetch_failures_total`: failed JWKS fetches (keys are served stale).
     pub jwks_fetch_failures: Counter,
+    /// `weir_ext_auth_decisions_total{result}`: `extAuth` outcomes (allowed, refused,
+    /// error_denied, error_allowed).
+    pub ext_auth_decisions: Family<ReasonLabel, Counter>,
 }
 
 static METRICS: LazyLock<DataPlaneMetrics> = LazyLock::new(|| {
@@ -37,7 +41,13 @@ static METRICS: LazyLock<DataPlaneMetrics> = LazyLock::new(|| {
         "Failed JWKS fetches; cached keys keep serving",
         jwks_fetch_failures.clone(),
     );
-    DataPlaneMetrics { registry, auth_failures, jwks_fetch_failures }
+    let ext_auth_decisions = Family::<ReasonLabel, Counter>::default();
+    registry.register(
+        "weir_ext_auth_decisions",
+        "extAuth outcomes: allowed, refused (the auth service's answer returned), error_denied (503), error_allowed (fail open)",
+        ext_auth_decisions.clone(),
+    );
+    DataPlaneMetrics { registry, auth_failures, jwks_fetch_failures, ext_auth_decisions }
 });
 
 /// The process-wide data-plane metrics.
@@ -48,6 +58,11 @@ pub fn metrics() -> &'static DataPlaneMetrics {
 /// Counts a 401 with its reason.
 pub fn auth_failure(reason: AuthFailure) {
     METRICS.auth_failures.get_or_create(&[("reason", reason.as_str())]).inc();
+}
+
+/// Counts an `extAuth` decision.
+pub fn ext_auth_decision(outcome: Outcome) {
+    METRICS.ext_auth_decisions.get_or_create(&[("result", outcome.as_str())]).inc();
 }
 
 /// Counts a failed JWKS fetch.

@@ -1,4 +1,5 @@
-//! The authentication filter: `jwt` and/or `keyAuth` on one rule, identity headers upstream.
+//! The authentication filter: `jwt` and/or `keyAuth` on one rule, identity headers upstream,
+//! then `extAuth` (see [`super::extauth`]) when the rule has it: both must admit the request.
 //!
 //! Order of work on a request: every header named in `claimsToHeaders` is removed (the proxy
 //! already removed every `X-Consumer-*` header for all routes), then the first method whose

@@ -86,6 +86,10 @@ pub enum Phase {
 
 /// What a request-phase filter decided.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved a few times per request; boxing would allocate for every gateway answer"
+)]
 pub enum Flow {
     /// Go on with the next filter, then the upstream.
     Continue,

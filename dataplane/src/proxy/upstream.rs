@@ -15,7 +15,7 @@
 //! failure is retried for any method, because nothing reached the upstream.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -25,12 +25,15 @@ use tokio::time::{Instant, timeout_at};
 use super::body::{BodySlot, UpstreamBody, unsent};
 use super::error::ProxyError;
 use super::pool::{self, Pool, PooledBody};
+use crate::filter::extauth::{UrlClient, url_client};
 use crate::snapshot::{Backend, RetryPolicy, Timeouts};
 
 /// The upstream connection pool, shared by every snapshot.
 #[derive(Debug, Default)]
 pub struct Upstream {
     pool: Arc<Pool>,
+    /// The pooled client of `extAuth` URL targets, made on first use.
+    ext_auth_client: OnceLock<Option<UrlClient>>,
 }
 
 /// Why one attempt failed.
@@ -46,6 +49,36 @@ impl Upstream {
     /// The pool of idle upstream connections.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The pooled HTTP(S) client of `extAuth` URL targets (made on first use, trusting
+    /// Mozilla's root CAs unless [`Upstream::set_ext_auth_tls`] came first).
+    pub(crate) fn ext_auth_client(&self) -> Option<&UrlClient> {
+        self.ext_auth_client.get_or_init(|| url_client(None)).as_ref()
+    }
+
+    /// Makes `extAuth` URL targets trust `tls` (e.g. a private CA) instead of Mozilla's
+    /// root CAs. False when the client was already made (by a request or an earlier call).
+    pub fn set_ext_auth_tls(&self, tls: &rustls::ClientConfig) -> bool {
+        self.ext_auth_client.set(url_client(Some(tls))).is_ok()
+    }
+
+    /// One request to `addr` over a pooled or new connection (the TCP connect bounded by
+    /// `connect_timeout`), until response headers: for requests the gateway makes itself
+    /// (`extAuth`). No retry and no overall timeout; reading the response body to the end
+    /// returns the connection to the pool.
+    pub(crate) async fn request_once(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        self.request(addr, connect_timeout, request).await.map_err(|e| match e {
+            AttemptError::Connect(source, _) => {
+                ProxyError::UpstreamConnect { source: Box::new(source) }
+            }
+            AttemptError::Exchange(source) => ProxyError::BadResponse { source: Box::new(source) },
+        })
     }
 
     /// Sends `request` to `addr` over a pooled or new connection, until response headers.
