@@ -213,8 +213,9 @@ pub async fn request_phase(
 }
 
 /// What every filter of the rule may need before the chain runs, whatever stops it: the
-/// client address, and the CORS verdict on the `Origin` (a 403 from `ipRestriction`, which
-/// runs before CORS, is still readable by the browser).
+/// client address, the CORS verdict on the `Origin` (a 403 from `ipRestriction`, which
+/// runs before CORS, is still readable by the browser), and the response coding (a
+/// `directResponse` or an error answer is compressed like an upstream response).
 fn prepare(filters: &[Filter], request: &http::request::Parts, ctx: &mut RequestContext<'_>) {
     if let Some(peer) = ctx.client {
         ctx.client_ip = Some(match ctx.trusted() {
@@ -229,6 +230,10 @@ fn prepare(filters: &[Filter], request: &http::request::Parts, ctx: &mut Request
     for filter in filters {
         if let Filter::Cors(cors) = filter {
             ctx.cors = cors.evaluate(&request.headers);
+        }
+        // Before any filter can answer: the gateway's own answers are compressed too.
+        if let Filter::Compression(compression) = filter {
+            compression.negotiate(request, ctx);
         }
     }
 }
@@ -301,6 +306,8 @@ async fn apply_request(
             transform.apply(&mut request.headers, ctx);
             Ok(Flow::Continue)
         }
+        // The rule's own was negotiated by `prepare`; again here for a consumer's, which
+        // replaces it (idempotent).
         Filter::Compression(compression) => {
             compression.negotiate(request, ctx);
             Ok(Flow::Continue)

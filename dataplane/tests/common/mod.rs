@@ -151,6 +151,37 @@ impl Origin {
     }
 }
 
+/// An origin's own answer to one request (see [`Origin::start_service`]).
+pub type Handler = Arc<dyn Fn(Request<Incoming>) -> Response<TestBody> + Send + Sync>;
+
+impl Origin {
+    /// Starts an HTTP/1.1 origin on 127.0.0.1:0 that answers every request with `handler`.
+    pub async fn start_service(name: &'static str, handler: Handler) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let counter = Arc::clone(&counter);
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let response = handler(request);
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { name, addr, requests, task }
+    }
+}
+
 /// An address nothing listens on (bound, then released).
 pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
