@@ -107,6 +107,13 @@ pub struct BodyTooLarge(pub u64);
 pub struct ClientBody {
     /// `None` once cut off (handed to [`drain`]).
     inner: Option<Incoming>,
+    /// Counting and the limit, only for requests that need them: the common body stays
+    /// the size of `Incoming` (it is moved with the upstream request several times).
+    guard: Option<Box<Guard>>,
+}
+
+#[derive(Debug)]
+struct Guard {
     limit: u64,
     seen: u64,
     stats: Option<Arc<BodyStats>>,
@@ -115,7 +122,9 @@ pub struct ClientBody {
 impl ClientBody {
     /// `inner`, cut off past `limit` bytes (`None`: no limit), counted into `stats`.
     pub fn new(inner: Incoming, limit: Option<u64>, stats: Option<Arc<BodyStats>>) -> Self {
-        ClientBody { inner: Some(inner), limit: limit.unwrap_or(u64::MAX), seen: 0, stats }
+        let guard = (limit.is_some() || stats.is_some())
+            .then(|| Box::new(Guard { limit: limit.unwrap_or(u64::MAX), seen: 0, stats }));
+        ClientBody { inner: Some(inner), guard }
     }
 }
 
@@ -173,20 +182,21 @@ impl Body for ClientBody {
         let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
+                if let (Some(guard), Some(data)) = (this.guard.as_mut(), frame.data_ref()) {
                     let n = data.len() as u64;
-                    this.seen = this.seen.saturating_add(n);
-                    if let Some(stats) = &this.stats {
+                    guard.seen = guard.seen.saturating_add(n);
+                    if let Some(stats) = &guard.stats {
                         stats.bytes.fetch_add(n, Ordering::Relaxed);
                     }
-                    if this.seen > this.limit {
-                        if let Some(stats) = &this.stats {
+                    if guard.seen > guard.limit {
+                        if let Some(stats) = &guard.stats {
                             stats.exceeded.store(true, Ordering::Relaxed);
                         }
+                        let limit = guard.limit;
                         if let Some(rest) = this.inner.take() {
                             drain(rest);
                         }
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
