@@ -62,6 +62,8 @@ pub(crate) struct FilterCache {
     pub(crate) rate_limits: BTreeMap<ObjectRef, Arc<RateLimit>>,
     /// Filters of the kinds [`super::convert`] builds, one per Plugin object.
     converted: BTreeMap<ObjectRef, Option<Filter>>,
+    /// Header transforms using `${route}`, bound to each Route using them.
+    routed: BTreeMap<(ObjectRef, ObjectRef), Filter>,
     /// The empty chain, shared by every rule without filters (most of them).
     empty: Arc<[Filter]>,
 }
@@ -220,16 +222,38 @@ impl<'a> FilterBuilder<'a> {
         Arc::clone(self.cache.stores.entry(namespace.to_owned()).or_default())
     }
 
-    /// The filter chain of one rule of a Route in `namespace`, and reference problems
-    /// found while building it (e.g. a JWKS Secret or an extAuth Service that does not
-    /// exist). `interner` gives an extAuth Service its backend id.
+    /// The filter of a converted kind for rules of `route`: header transforms that use
+    /// `${route}` get it substituted once here instead of per request.
+    fn converted_for(&mut self, source: &ObjectRef, route: &ObjectRef) -> Option<Filter> {
+        let filter = self.converted(source)?;
+        let transform = match &filter {
+            Filter::RequestHeaders(t) | Filter::ResponseHeaders(t) if t.uses_route() => t,
+            _ => return Some(filter),
+        };
+        let id = (source.clone(), route.clone());
+        if let Some(bound) = self.cache.routed.get(&id) {
+            return Some(bound.clone());
+        }
+        let bound = Arc::new(transform.for_route(&ObjectKey::new(&route.namespace, &route.name)));
+        let bound = match filter {
+            Filter::RequestHeaders(_) => Filter::RequestHeaders(bound),
+            _ => Filter::ResponseHeaders(bound),
+        };
+        self.cache.routed.insert(id, bound.clone());
+        Some(bound)
+    }
+
+    /// The filter chain of one rule of Route `route`, and reference problems found while
+    /// building it (e.g. a JWKS Secret or an extAuth Service that does not exist).
+    /// `interner` gives an extAuth Service its backend id.
     pub(crate) fn rule_filters(
         &mut self,
-        namespace: &str,
+        route: &ObjectRef,
         applied: &[AppliedPlugin],
         unresolved: &[String],
         interner: &mut BackendInterner,
     ) -> (Arc<[Filter]>, Vec<RefProblem>) {
+        let namespace = route.namespace.as_str();
         if !unresolved.is_empty() {
             let reason = format!("unresolved plugin reference: {}", unresolved.join("; "));
             return (Arc::from(vec![Filter::Unavailable(reason.into())]), Vec::new());
@@ -261,7 +285,7 @@ impl<'a> FilterBuilder<'a> {
                 | PluginKind::RequestSize
                 | PluginKind::RequestHeaders
                 | PluginKind::ResponseHeaders
-                | PluginKind::Compression => match self.converted(&p.source) {
+                | PluginKind::Compression => match self.converted_for(&p.source, route) {
                     Some(f) => filters.push(f),
                     None => unbuildable.push(p.source.to_string()),
                 },

@@ -118,7 +118,7 @@ pub(crate) fn compile_route(
             // so they are not effective there.
             let mut running: Vec<Vec<AppliedPlugin>> = Vec::with_capacity(resolved.per_rule.len());
             for (applied, unresolved) in resolved.per_rule.iter().zip(&resolved.unresolved) {
-                let (chain, found) = cx.builder.rule_filters(ns, applied, unresolved, cx.interner);
+                let (chain, found) = cx.builder.rule_filters(key, applied, unresolved, cx.interner);
                 let closed = matches!(chain.first(), Some(weir_dataplane::Filter::Unavailable(_)));
                 running.push(if closed { Vec::new() } else { applied.clone() });
                 rule_filters.push(chain);

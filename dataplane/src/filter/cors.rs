@@ -229,7 +229,7 @@ impl Cors {
             }
         }
         ctx.cors = CorsState::Preflight;
-        Flow::Respond(response)
+        Flow::Respond(Box::new(response))
     }
 
     /// `Access-Control-Allow-Methods` for an announced method, `None` when not allowed.
@@ -421,7 +421,7 @@ mod tests {
         match c.request(&parts, &mut ctx) {
             Flow::Respond(r) => {
                 assert_eq!(ctx.cors, CorsState::Preflight);
-                r
+                *r
             }
             Flow::Continue => panic!("a preflight is answered"),
         }

@@ -114,6 +114,35 @@ impl Template {
         self.literal.is_some()
     }
 
+    /// Whether the template uses `${route}`.
+    pub fn uses_route(&self) -> bool {
+        self.parts.iter().any(|p| *p == Part::Var(Var::Route))
+    }
+
+    /// The template for rules of one Route: `${route}` replaced by its `namespace/name`,
+    /// so a rule's chain renders it without work per request (a template without other
+    /// variables becomes a ready-made value).
+    pub fn with_route(&self, route: &crate::snapshot::ObjectKey) -> Template {
+        let mut text = String::new();
+        for part in &*self.parts {
+            match part {
+                Part::Literal(l) => text.push_str(l),
+                Part::Var(Var::Route) => {
+                    text.push_str(&route.namespace);
+                    text.push('/');
+                    text.push_str(&route.name);
+                }
+                Part::Var(v) => {
+                    let name = Var::ALL.iter().find(|(_, var)| var == v).map_or("", |(n, _)| n);
+                    text.push_str("${");
+                    text.push_str(name);
+                    text.push('}');
+                }
+            }
+        }
+        Template::parse(&text).unwrap_or_else(|_| self.clone())
+    }
+
     /// The value for one request; `None` when it renders empty (or, never in practice,
     /// invalid).
     pub fn render(&self, ctx: &RequestContext<'_>) -> Option<HeaderValue> {
@@ -218,6 +247,19 @@ pub struct HeaderTransform {
 }
 
 impl HeaderTransform {
+    /// Whether a template of the transform uses `${route}`.
+    pub fn uses_route(&self) -> bool {
+        self.set.iter().chain(self.add.iter()).any(|(_, t)| t.uses_route())
+    }
+
+    /// The transform for rules of one Route (see [`Template::with_route`]).
+    pub fn for_route(&self, route: &crate::snapshot::ObjectKey) -> HeaderTransform {
+        let bind = |list: &[(HeaderName, Template)]| -> Box<[(HeaderName, Template)]> {
+            list.iter().map(|(n, t)| (n.clone(), t.with_route(route))).collect()
+        };
+        HeaderTransform { set: bind(&self.set), add: bind(&self.add), remove: self.remove.clone() }
+    }
+
     /// Applies the transform to a request's or a response's headers.
     pub fn apply(&self, headers: &mut HeaderMap, ctx: &RequestContext<'_>) {
         for name in &*self.remove {
@@ -272,6 +314,13 @@ mod tests {
         // Anonymous: renders empty, sets nothing.
         let anonymous = RequestContext::default();
         assert!(Template::parse("${consumer}").unwrap().render(&anonymous).is_none());
+        // Bound to a Route at compile time: `${route}` is literal, the rest stays dynamic.
+        let bound = t.with_route(&ObjectKey::new("shop", "orders"));
+        assert!(!bound.uses_route() && t.uses_route());
+        assert_eq!(bound.render(&ctx).unwrap(), "shop/orders mobile@2001:db8::7 #rid-1");
+        let only = Template::parse("route=${route}").unwrap().with_route(&ObjectKey::new("a", "b"));
+        assert!(only.is_literal());
+        assert_eq!(only.render(&anonymous).unwrap(), "route=a/b");
     }
 
     #[test]

@@ -84,18 +84,15 @@ pub enum Phase {
     Compression,
 }
 
-/// What a request-phase filter decided.
+/// What a request-phase filter decided. Small on purpose: it is returned by every filter
+/// of every request, and only the rare answer pays for the allocation.
 #[derive(Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "moved a few times per request; boxing would allocate for every gateway answer"
-)]
 pub enum Flow {
     /// Go on with the next filter, then the upstream.
     Continue,
     /// Answer the client with this response; no later filter and no upstream sees the
     /// request. The response phase still runs on it.
-    Respond(Response<ProxyBody>),
+    Respond(Box<Response<ProxyBody>>),
 }
 
 /// Per-request state the filters share: who the client is, what authentication
@@ -190,7 +187,11 @@ pub async fn request_phase(
 ) -> Result<Flow, ProxyError> {
     prepare(filters, request, ctx);
     for (i, filter) in filters.iter().enumerate() {
-        if let Flow::Respond(response) = apply_request(filter, request, ctx).await? {
+        let flow = match apply_sync(filter, request, ctx) {
+            Some(decided) => decided?,
+            None => apply_async(filter, request, ctx).await?,
+        };
+        if let Flow::Respond(response) = flow {
             return Ok(Flow::Respond(response));
         }
         if filter.phase() == Phase::Authentication
@@ -202,7 +203,11 @@ pub async fn request_phase(
                 if next.phase() == Phase::Authentication {
                     continue;
                 }
-                if let Flow::Respond(response) = apply_request(next, request, ctx).await? {
+                let flow = match apply_sync(next, request, ctx) {
+                    Some(decided) => decided?,
+                    None => apply_async(next, request, ctx).await?,
+                };
+                if let Flow::Respond(response) = flow {
                     return Ok(Flow::Respond(response));
                 }
             }
@@ -280,14 +285,15 @@ impl<'f> Iterator for Merged<'f> {
     }
 }
 
-/// The request phase of one filter. Every kind is named: a new kind does not compile
-/// until it says what it does here.
-async fn apply_request(
+/// The request phase of one filter, when it can be decided without I/O; `None` for the
+/// filters that may await ([`apply_async`]). Every kind is named: a new kind does not
+/// compile until it says what it does here. Synchronous filters never build a future.
+fn apply_sync(
     filter: &Filter,
     request: &mut http::request::Parts,
     ctx: &mut RequestContext<'_>,
-) -> Result<Flow, ProxyError> {
-    match filter {
+) -> Option<Result<Flow, ProxyError>> {
+    Some(match filter {
         Filter::Unavailable(reason) => Err(ProxyError::Unavailable { reason: reason.to_string() }),
         Filter::CorrelationId(c) => {
             c.request(request, ctx);
@@ -295,12 +301,13 @@ async fn apply_request(
         }
         Filter::IpRestriction(ip) => ip.check(ctx).map(|()| Flow::Continue),
         Filter::Cors(cors) => Ok(cors.request(request, ctx)),
-        Filter::Redirect(redirect) => Ok(Flow::Respond(redirect.respond(request, ctx))),
-        Filter::DirectResponse(direct) => Ok(Flow::Respond(direct.respond())),
+        Filter::Redirect(redirect) => Ok(Flow::Respond(Box::new(redirect.respond(request, ctx)))),
+        Filter::DirectResponse(direct) => Ok(Flow::Respond(Box::new(direct.respond()))),
         Filter::RequestSize(size) => size.check(request, ctx).map(|()| Flow::Continue),
-        Filter::Authenticate(auth) => auth.authenticate(request, ctx).await,
+        // A local decision (or a cached one) needs no I/O; a Redis one does.
         Filter::RateLimit(rate_limit) => {
-            ratelimit::check(rate_limit, request, ctx).await.map(|()| Flow::Continue)
+            return ratelimit::check_local(rate_limit, request, ctx)
+                .map(|r| r.map(|()| Flow::Continue));
         }
         Filter::RequestHeaders(transform) => {
             transform.apply(&mut request.headers, ctx);
@@ -313,6 +320,33 @@ async fn apply_request(
             Ok(Flow::Continue)
         }
         Filter::ResponseHeaders(_) => Ok(Flow::Continue),
+        Filter::Authenticate(_) => return None,
+    })
+}
+
+/// The request phase of the filters that may await: authentication (a JWKS refetch,
+/// extAuth) and a rate limit kept in Redis.
+async fn apply_async(
+    filter: &Filter,
+    request: &mut http::request::Parts,
+    ctx: &mut RequestContext<'_>,
+) -> Result<Flow, ProxyError> {
+    match filter {
+        Filter::Authenticate(auth) => auth.authenticate(request, ctx).await,
+        Filter::RateLimit(rate_limit) => {
+            ratelimit::check(rate_limit, request, ctx).await.map(|()| Flow::Continue)
+        }
+        // Decided synchronously by `apply_sync`.
+        Filter::Unavailable(_)
+        | Filter::CorrelationId(_)
+        | Filter::IpRestriction(_)
+        | Filter::Cors(_)
+        | Filter::Redirect(_)
+        | Filter::DirectResponse(_)
+        | Filter::RequestSize(_)
+        | Filter::RequestHeaders(_)
+        | Filter::ResponseHeaders(_)
+        | Filter::Compression(_) => Ok(Flow::Continue),
     }
 }
 

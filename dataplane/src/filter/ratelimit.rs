@@ -43,8 +43,27 @@ impl Default for RateLimitRuntime {
 /// Used when the chain runs without a data plane (unit tests, benchmarks).
 static DETACHED: LazyLock<RateLimitRuntime> = LazyLock::new(RateLimitRuntime::default);
 
-/// The request phase of a `rateLimit` plugin: decides the request, records the decision
-/// for the response headers, and refuses with 429 when the quota is spent.
+/// The request phase of a `rateLimit` plugin when it is decided locally (a `Local` store,
+/// or a Redis store's local guard): `None` when the shared store must be asked
+/// ([`check`]). Records the decision for the response headers; 429 when spent.
+pub fn check_local(
+    rate_limit: &RateLimit,
+    request: &http::request::Parts,
+    ctx: &mut RequestContext<'_>,
+) -> Option<Result<(), ProxyError>> {
+    let runtime = ctx.rate_limits.unwrap_or(&DETACHED);
+    let peer = ctx.client.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    let consumer = ctx.consumer.as_ref().map(|c| &c.username);
+    let tier = ctx.consumer.as_ref().and_then(|c| c.tier.as_deref());
+    let limiter = runtime.limiters.bind(rate_limit);
+    let decision =
+        limiter.check_request_local(peer, &request.headers, consumer, tier, &runtime.trusted)?;
+    Some(record(decision, ctx))
+}
+
+/// The request phase of a `rateLimit` plugin: decides the request (locally when it can,
+/// else through the shared store), records the decision for the response headers, and
+/// refuses with 429 when the quota is spent.
 pub async fn check(
     rate_limit: &RateLimit,
     request: &http::request::Parts,
@@ -61,6 +80,13 @@ pub async fn check(
             Some(decision) => decision,
             None => limiter.check_request(peer, headers, consumer, tier, &runtime.trusted).await,
         };
+    record(decision, ctx)
+}
+
+fn record(
+    decision: crate::ratelimit::Decision,
+    ctx: &mut RequestContext<'_>,
+) -> Result<(), ProxyError> {
     let refused = (!decision.allowed).then(|| decision.retry_after_secs().unwrap_or(1));
     ctx.rate_limit = Some(decision);
     match refused {

@@ -268,7 +268,7 @@ async fn proxy<'s>(
         })?;
         if let Flow::Respond(mut response) = flow {
             response.headers_mut().insert(X_REQUEST_ID, ctx.request_id.clone());
-            return Ok(response);
+            return Ok(*response);
         }
     }
 

@@ -172,7 +172,7 @@ impl ExtAuth {
                 ctx.authenticated = true;
                 Ok((Outcome::Allowed, Flow::Continue))
             }
-            Ok(answer) => Ok((Outcome::Refused, Flow::Respond(answer.into_response()))),
+            Ok(answer) => Ok((Outcome::Refused, Flow::Respond(Box::new(answer.into_response())))),
             Err(reason) if self.settings.allow_on_error => {
                 tracing::warn!(
                     plugin = %self.settings.source, %reason,
