@@ -191,3 +191,34 @@ async fn quickstart_edge_plugins_behave_as_the_readme_says() {
     let blocked = wait_for_catalog(&weir, "403 from ipRestriction", |r| r.status == 403).await;
     assert_eq!(h(&blocked, "x-served-by"), "weir-v2", "the response phase runs on the 403");
 }
+
+/// The README's compression curls against deploy/examples/quickstart/compression.yaml.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_compression_behaves_as_the_readme_says() {
+    let origin = EchoOrigin::start("users-v1").await.unwrap();
+    let file = workspace_root().join("deploy/examples/quickstart/compression.yaml");
+    let dir = ConfigDir::new("quickstart-compression").unwrap();
+    dir.write("services.yaml", &service_yaml("users", origin.addr.port())).unwrap();
+    dir.write("compression.yaml", &std::fs::read_to_string(file).unwrap()).unwrap();
+    let weir = WeirProcess::start(dir.path()).await.unwrap();
+    let get = |encoding: &'static str| {
+        let addr = weir.http_addr;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                if encoding.is_empty() { vec![] } else { vec![("accept-encoding", encoding)] };
+            http_request(addr, "GET", "localhost:8080", "/api/compressed", &headers).await.unwrap()
+        }
+    };
+    let plain = get("").await;
+    assert_eq!(plain.status, 200);
+    assert!(plain.headers.get("content-encoding").is_none());
+    assert_eq!(plain.headers["vary"], "Accept-Encoding");
+    for (asked, coding) in
+        [("gzip", "gzip"), ("br", "br"), ("zstd", "zstd"), ("gzip;q=0.5, br", "br")]
+    {
+        let reply = get(asked).await;
+        assert_eq!(reply.headers["content-encoding"], coding, "{asked}");
+        assert!(reply.body.len() < plain.body.len(), "{asked}: {} bytes", reply.body.len());
+    }
+    assert!(get("identity;q=0").await.headers.get("content-encoding").is_none());
+}
