@@ -116,7 +116,7 @@ impl Template {
 
     /// Whether the template uses `${route}`.
     pub fn uses_route(&self) -> bool {
-        self.parts.iter().any(|p| *p == Part::Var(Var::Route))
+        self.parts.contains(&Part::Var(Var::Route))
     }
 
     /// The template for rules of one Route: `${route}` replaced by its `namespace/name`,
