@@ -46,7 +46,7 @@ SECONDS = int(os.environ.get("CG_SECONDS", "5"))
 ROUNDS = int(os.environ.get("CG_ROUNDS", "1"))
 # The routes of bench/plugins.py that --plugins measures (the Redis route is left out: its
 # cost is mostly the round trip, which callgrind does not see as the proxy's work).
-PLUGIN_ROUTES = ["none", "jwt", "rl", "jwtrl", "edge"]
+PLUGIN_ROUTES = ["none", "jwt", "rl", "jwtrl", "edge", "gzip", "extauth"]
 
 
 def total_ir(path):
@@ -136,7 +136,7 @@ def measure_plugins(name, target, up):
     with open(os.path.join(cfg, "00-backend.yaml"), "w") as f:
         f.write(b.BACKEND_YAML.format(upstream=up))
     with open(os.path.join(cfg, "10-plugins.yaml"), "w") as f:
-        f.write(plugins.config_text(jwks, False))
+        f.write(plugins.config_text(jwks, False, up))
     variants = {p: plugs for p, _, plugs in plugins.VARIANTS}
     headers = {p: plugins.request_headers(variants[p], token) for p in PLUGIN_ROUTES}
     port, admin = b.free_port(), b.free_port()

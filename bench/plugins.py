@@ -11,6 +11,10 @@ One weir process (one worker, CPU 0) serves five Routes on the same upstream:
   /edge    cors + requestHeaders + responseHeaders + jwt + local rateLimit, every request
            with an allowed `Origin` (f, target <= 1.15x (a); <= 1.25x once metrics and
            access logs are on)
+  /gzip    compression (gzip, minLength 1), every request with `Accept-Encoding: gzip`: the
+           cost of one encoder per response on the upstream's 3-byte body (g, no target)
+  /extauth extAuth asking the upstream nginx (`200`) over a pooled keep-alive connection:
+           one extra upstream exchange per request (h, no target)
 
 The RSA key is made with the `openssl` CLI in the bench's temp dir and one token is signed
 with `openssl dgst` once; wrk sends that same `Authorization` header on every request, so
@@ -43,6 +47,8 @@ VARIANTS = [
     ("redis", "rateLimit Redis", ["bench-rl-redis"]),
     ("edge", "cors + request/response headers + jwt (cached) + rateLimit Local",
      ["bench-cors", "bench-req-headers", "bench-resp-headers", "bench-jwt", "bench-rl-local-3"]),
+    ("gzip", "compression gzip (3-byte body, minLength 1)", ["bench-gzip"]),
+    ("extauth", "extAuth to a keep-alive auth service", ["bench-extauth"]),
 ]
 # The ratio to /none each variant must hold (BENCHMARKING.md).
 TARGETS = {"jwtrl": 1.1, "edge": 1.15}
@@ -56,6 +62,8 @@ def request_headers(plugins, token):
         out.append(f"Authorization: Bearer {token}")
     if "bench-cors" in plugins:
         out.append(f"Origin: {ORIGIN}")
+    if "bench-gzip" in plugins:
+        out.append("Accept-Encoding: gzip")
     return out
 
 
@@ -82,7 +90,7 @@ def make_key_and_token(tmp):
     return jwks, f"{header}.{payload}.{sig}"
 
 
-def config_text(jwks, redis):
+def config_text(jwks, redis, upstream):
     docs = [f"""apiVersion: v1
 kind: Secret
 metadata: {{name: bench-jwks}}
@@ -111,6 +119,18 @@ kind: Plugin
 metadata: {{name: bench-resp-headers}}
 spec:
   responseHeaders: {{set: [{{name: X-Served-By, value: weir}}], remove: [server]}}
+""")
+    docs.append(f"""apiVersion: weir.dev/v1alpha1
+kind: Plugin
+metadata: {{name: bench-gzip}}
+spec:
+  compression: {{types: [Gzip], minLength: 1, contentTypes: [text/*]}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Plugin
+metadata: {{name: bench-extauth}}
+spec:
+  extAuth: {{url: "http://127.0.0.1:{upstream}/check", timeout: 5s}}
 """)
     stores = [("bench-rl-local", "Local"), ("bench-rl-local-2", "Local"), ("bench-rl-local-3", "Local")] + ([("bench-rl-redis", "Redis")] if redis else [])
     for name, store in stores:
@@ -197,7 +217,7 @@ def run(up_port, rounds, duration, warmup, conns, row, fmt, ratio_text, interlea
     with open(os.path.join(cfg, "00-backend.yaml"), "w") as f:
         f.write(b.BACKEND_YAML.format(upstream=up_port))
     with open(os.path.join(cfg, "10-plugins.yaml"), "w") as f:
-        f.write(config_text(jwks, redis is not None))
+        f.write(config_text(jwks, redis is not None, up_port))
     port, admin = b.free_port(), b.free_port()
     extra = ["--redis-url", f"redis://127.0.0.1:{redis_port}", "--redis-timeout", "1s"] if redis else []
     weir = b.start_weir("weir-plugins", cfg, port, admin, ready_path="/none", extra=extra)
@@ -223,6 +243,8 @@ def run(up_port, rounds, duration, warmup, conns, row, fmt, ratio_text, interlea
                 raise SystemExit(f"bench: /{path} answered without its CORS headers")
             if "bench-resp-headers" in plugins and r.headers.get("x-served-by") != "weir":
                 raise SystemExit(f"bench: /{path} answered without its response headers")
+            if "bench-gzip" in plugins and r.headers.get("content-encoding") != "gzip":
+                raise SystemExit(f"bench: /{path} answered uncompressed")
     errors_before = store_errors(admin) if redis else 0
 
     redis_cmds = [0, 0]  # Redis commands and requests over the measured Redis-route runs

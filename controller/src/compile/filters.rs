@@ -190,12 +190,12 @@ impl<'a> FilterBuilder<'a> {
         if let Some(built) = self.cache.converted.get(source) {
             return built.clone();
         }
-        let claims = super::plugins::claim_headers(self.index);
+        let claims = &self.catalog.claim_headers;
         let built = self
             .catalog
             .spec(source)
             .and_then(|spec| spec.config())
-            .and_then(|config| super::convert::standalone_filter(config, &claims))
+            .and_then(|config| super::convert::standalone_filter(config, claims))
             .and_then(Result::ok);
         self.cache.converted.insert(source.clone(), built.clone());
         built

@@ -136,8 +136,12 @@ fn generation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
 pub fn compile(index: &Index, memory: &Memory) -> Compiled {
     let mut statuses = Statuses::new();
     let mut new_memory = Memory { jwks: memory.jwks.clone(), ..Memory::default() };
-    let (catalog, plugin_results) =
-        plugins::catalog(index, &memory.last_good_plugins, &mut new_memory.last_good_plugins);
+    let (catalog, plugin_results) = plugins::catalog(
+        index,
+        identity_headers(index, memory),
+        &memory.last_good_plugins,
+        &mut new_memory.last_good_plugins,
+    );
     for (key, plugin) in &index.plugins {
         let generation = generation(&plugin.metadata);
         let condition = match plugin_results.get(key) {

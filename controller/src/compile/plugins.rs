@@ -6,6 +6,7 @@
 //! never accepted and then ignored.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::HeaderName;
 use weir_crds::{ExtAuthConfig, PluginConfig, PluginKind, PluginSpec, RouteSpec};
@@ -300,6 +301,9 @@ pub(crate) struct PluginCatalog {
     /// good version: (kind when known, source). Every Route fails closed on them (unless it
     /// opts out of that kind): a global jwt that cannot run must not leave Routes open.
     pub(crate) broken_globals: Vec<(Option<PluginKind>, ObjectRef)>,
+    /// Every jwt Plugin's claim headers (identity headers a header transform must not
+    /// forge): the compiler's identity headers, shared with the filter builder.
+    pub(crate) claim_headers: Arc<[HeaderName]>,
 }
 
 impl PluginCatalog {
@@ -471,12 +475,13 @@ pub(crate) type PluginResults = BTreeMap<ObjectRef, (Result<PluginKind, Rejectio
 /// version to remember for the next run.
 pub(crate) fn catalog(
     index: &Index,
+    claim_headers: Arc<[HeaderName]>,
     last_good: &BTreeMap<ObjectRef, (i64, PluginSpec)>,
     remember: &mut BTreeMap<ObjectRef, (i64, PluginSpec)>,
 ) -> (PluginCatalog, PluginResults) {
     let ctrl = index.controller_namespace();
-    let claims = claim_headers(index);
-    let mut cat = PluginCatalog::default();
+    let claims = Arc::clone(&claim_headers);
+    let mut cat = PluginCatalog { claim_headers, ..PluginCatalog::default() };
     let mut results = BTreeMap::new();
     for (key, plugin) in &index.plugins {
         let res = validate_plugin(&key.namespace, ctrl, &plugin.spec, &claims);
@@ -508,18 +513,4 @@ pub(crate) fn catalog(
         results.insert(key.clone(), (res, fallback));
     }
     (cat, results)
-}
-
-/// The claim headers of every jwt Plugin of the index (identity headers).
-pub(crate) fn claim_headers(index: &Index) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = index
-        .plugins
-        .values()
-        .filter_map(|p| p.spec.jwt.as_ref())
-        .flat_map(|jwt| jwt.claims_to_headers.iter())
-        .filter_map(|c| HeaderName::from_bytes(c.header.as_bytes()).ok())
-        .collect();
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    names.dedup();
-    names
 }

@@ -19,7 +19,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use compression_codecs::brotli::params::EncoderParams as BrotliParams;
 use compression_codecs::core::Level;
 use compression_codecs::core::util::{PartialBuffer, WriteBuffer};
-use compression_codecs::{BrotliEncoder, EncodeV2, GzipEncoder, ZstdEncoder};
+use compression_codecs::{BrotliEncoder, EncodeV2, ZstdEncoder};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
@@ -47,7 +47,7 @@ const OUT_MIN: usize = 1024;
 
 /// One encoder per response (brotli's state is 5 KiB: boxed, like its tables).
 enum Encoder {
-    Gzip(GzipEncoder),
+    Gzip(super::gzip::PooledGzip),
     Brotli(Box<BrotliEncoder>),
     Zstd(ZstdEncoder),
 }
@@ -55,7 +55,7 @@ enum Encoder {
 impl Encoder {
     fn new(coding: Coding, length: Option<u64>) -> Self {
         match coding {
-            Coding::Gzip => Encoder::Gzip(GzipEncoder::new(Level::Precise(GZIP_LEVEL).into())),
+            Coding::Gzip => Encoder::Gzip(super::gzip::PooledGzip::new()),
             Coding::Brotli => {
                 let mut params = BrotliParams::default()
                     .quality(Level::Precise(BROTLI_QUALITY))

@@ -24,6 +24,7 @@
 //! context is allocated in C).
 
 mod body;
+mod gzip;
 mod media;
 mod negotiate;
 #[cfg(test)]
