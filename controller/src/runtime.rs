@@ -296,6 +296,7 @@ impl Publisher {
                     routes: Arc::clone(&compiled.routes),
                     backends: Arc::clone(&compiled.backends),
                     identity_headers: Arc::clone(&compiled.identity_headers),
+                    tls: Arc::default(),
                 });
                 let compiled = Arc::new(compiled);
                 self.shared.live.store(Some(Arc::clone(&compiled)));

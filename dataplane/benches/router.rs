@@ -44,6 +44,7 @@ fn rule(key: &ObjectKey, index: usize, backend: u32, path: PathMatch) -> Arc<Rul
             timeouts: Timeouts::default(),
             retries: RetryPolicy::default(),
             filters: Arc::new([]),
+            https_redirect: false,
         },
     })
 }

@@ -12,6 +12,7 @@ pub mod rewrite;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 
 pub use router::{RequestView, RouteMatch, RouteTable};
 pub use server::{DataPlane, serve};

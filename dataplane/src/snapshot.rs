@@ -30,6 +30,8 @@ pub struct Snapshot {
     /// can never forge them — also on routes without authentication. `X-Consumer-*` is
     /// always removed besides these.
     pub identity_headers: Arc<[HeaderName]>,
+    /// The HTTPS listener's certificates by SNI (empty: no TLS route, no default cert).
+    pub tls: Arc<crate::tls::TlsTable>,
 }
 
 impl Snapshot {
@@ -40,6 +42,7 @@ impl Snapshot {
             routes: Arc::new(RouteTable::new(Vec::new())),
             backends: Arc::new(BackendTable::default()),
             identity_headers: Arc::from([]),
+            tls: Arc::default(),
         }
     }
 }
@@ -173,6 +176,9 @@ pub struct RuleAction {
     pub retries: RetryPolicy,
     /// Filter chain of this rule, in the fixed phase order.
     pub filters: Arc<[Filter]>,
+    /// The Route has `tls.httpRedirect` and a certificate that serves: plain-HTTP requests
+    /// are answered 301 to `https://` instead.
+    pub https_redirect: bool,
 }
 
 /// Built-in filters, a closed set, compiled per rule and kept in the fixed phase order of
@@ -268,11 +274,18 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Until response headers, across all attempts; `None` = no limit.
     pub request: Option<Duration>,
+    /// Longest silence on a streaming exchange or an upgraded (WebSocket) connection
+    /// after the response headers; `None` = no limit.
+    pub idle: Option<Duration>,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(5), request: Some(Duration::from_secs(60)) }
+        Timeouts {
+            connect: Duration::from_secs(5),
+            request: Some(Duration::from_secs(60)),
+            idle: None,
+        }
     }
 }
 
@@ -392,11 +405,23 @@ impl std::fmt::Display for BackendKey {
     }
 }
 
+/// How the gateway speaks to a backend's endpoints (the Service port's `appProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default; WebSocket upgrades allowed).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge, without TLS (`kubernetes.io/h2c`, `grpc`).
+    H2c,
+}
+
 /// The resolved endpoints of one backend.
 #[derive(Debug)]
 pub struct Backend {
     /// Which Service port this is.
     pub key: BackendKey,
+    /// The protocol spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
     /// Ready endpoints (address and target port).
     pub endpoints: Arc<[SocketAddr]>,
     /// Why the backend cannot be used (e.g. the Service does not exist). Answered as 503.
@@ -417,6 +442,7 @@ impl Backend {
         let (endpoints, authorities): (Vec<_>, Vec<_>) = endpoints.into_iter().unzip();
         Backend {
             key,
+            protocol: UpstreamProtocol::Http1,
             endpoints: endpoints.into(),
             problem: None,
             authorities: authorities.into(),
@@ -428,11 +454,18 @@ impl Backend {
     pub fn unresolved(key: BackendKey, problem: impl Into<Box<str>>) -> Self {
         Backend {
             key,
+            protocol: UpstreamProtocol::Http1,
             endpoints: Arc::new([]),
             problem: Some(problem.into()),
             authorities: Box::new([]),
             cursor: AtomicUsize::new(0),
         }
+    }
+
+    /// The same backend spoken to with `protocol`.
+    pub fn with_protocol(mut self, protocol: UpstreamProtocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Round-robin over ready endpoints: one atomic increment.

@@ -65,8 +65,11 @@ async fn connect_failure_without_retry_is_a_json_502() {
 async fn slow_upstream_is_a_json_504() {
     let slow = Origin::start("slow").await;
     let mut act = action(&[(0, 1)]);
-    act.timeouts =
-        Timeouts { connect: Duration::from_secs(1), request: Some(Duration::from_millis(200)) };
+    act.timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        request: Some(Duration::from_millis(200)),
+        idle: None,
+    };
     let snap = snapshot(
         1,
         vec![route("r", &[], vec![rule("r", "/", act)])],

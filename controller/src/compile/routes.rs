@@ -73,6 +73,7 @@ impl ValidRoute {
                         timeouts: r.timeouts,
                         retries: r.retries,
                         filters: chain,
+                        https_redirect: false,
                     },
                 })
             })

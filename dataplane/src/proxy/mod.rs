@@ -42,12 +42,19 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Its `X-Forwarded-For` text ([`headers::forwarded_for`]).
     pub forwarded_for: HeaderValue,
+    /// `Some` on a TLS connection: SNI and the verified client certificate's subject.
+    pub tls: Option<Arc<crate::tls::TlsInfo>>,
 }
 
 impl Peer {
-    /// The peer at `addr`.
+    /// The peer at `addr`, on a plain-text connection.
     pub fn new(addr: SocketAddr) -> Self {
-        Peer { addr, forwarded_for: headers::forwarded_for(addr.ip()) }
+        Peer { addr, forwarded_for: headers::forwarded_for(addr.ip()), tls: None }
+    }
+
+    /// The peer at `addr`, on a TLS connection.
+    pub fn with_tls(addr: SocketAddr, tls: crate::tls::TlsInfo) -> Self {
+        Peer { tls: Some(Arc::new(tls)), ..Peer::new(addr) }
     }
 }
 

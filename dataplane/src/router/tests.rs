@@ -57,6 +57,7 @@ pub(super) fn rule(
             timeouts: Timeouts::default(),
             retries: RetryPolicy::default(),
             filters: Arc::new([]),
+            https_redirect: false,
         },
     })
 }

@@ -250,6 +250,7 @@ pub fn action(backends: &[(u32, u32)]) -> RuleAction {
         timeouts: Timeouts::default(),
         retries: RetryPolicy::default(),
         filters: Arc::from(Vec::<Filter>::new()),
+        https_redirect: false,
     }
 }
 
@@ -294,6 +295,7 @@ pub fn snapshot(version: u64, routes: Vec<RouteModel>, backends: Vec<Backend>) -
         routes: Arc::new(RouteTable::new(routes)),
         backends: Arc::new(BackendTable { backends }),
         identity_headers: Arc::from([]),
+        tls: Arc::default(),
     }
 }
 

@@ -189,6 +189,7 @@ fn no_secret_reaches_the_snapshot_views() {
         routes: Arc::clone(&c.routes),
         backends: Arc::clone(&c.backends),
         identity_headers: Arc::clone(&c.identity_headers),
+        tls: Arc::default(),
     };
     let json = describe_snapshot(&snapshot).to_string();
     let debug = format!("{:?}", c.routes);

@@ -1,0 +1,162 @@
+//! TLS at the edge: server certificates parsed and validated when the snapshot is compiled,
+//! one rustls [`ServerConfig`] per served certificate, and selection by SNI.
+//!
+//! The listener (`crate::listener`) reads the ClientHello, asks the live snapshot's
+//! [`TlsTable::select`] for the host's [`HostTls`] and finishes the handshake with its
+//! config: nothing is parsed or looked up by name at handshake time. Every config shares
+//! one session-ticket key and one session cache, so resumption survives reloads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+
+use crate::snapshot::HostMatch;
+
+/// ALPN protocols offered to clients, most preferred first.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why a certificate or key could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CertError(pub String);
+
+/// One certificate the HTTPS listener can present, with its ready server config.
+#[derive(Debug)]
+pub struct HostTls {
+    /// The server config for handshakes that select this certificate (ALPN, versions,
+    /// resumption and client-certificate verification included).
+    pub config: Arc<ServerConfig>,
+    /// Whether clients must (`Some(true)`) or may (`Some(false)`) present a certificate
+    /// signed by the configured client CA; `None` = no client certificates requested.
+    pub client_auth: Option<bool>,
+}
+
+impl HostTls {
+    /// Parses a PEM certificate chain (leaf first) and private key, and builds the server
+    /// config. `client_ca` = (PEM CA bundle, required) turns on client-certificate
+    /// verification.
+    pub fn from_pem(
+        cert_chain: &[u8],
+        key: &[u8],
+        client_ca: Option<(&[u8], bool)>,
+    ) -> Result<Self, CertError> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain)
+            .collect::<Result<_, _>>()
+            .map_err(|e| CertError(format!("tls.crt: {e}")))?;
+        if chain.is_empty() {
+            return Err(CertError("tls.crt: no PEM certificate".into()));
+        }
+        let key =
+            PrivateKeyDer::from_pem_slice(key).map_err(|e| CertError(format!("tls.key: {e}")))?;
+        if client_ca.is_some() {
+            return Err(CertError("clientCA: not supported yet".into()));
+        }
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| CertError(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| CertError(format!("tls.crt/tls.key: {e}")))?;
+        finish(&mut config);
+        Ok(HostTls { config: Arc::new(config), client_auth: None })
+    }
+}
+
+/// The one crypto provider: aws-lc-rs.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())))
+}
+
+/// ALPN, shared ticket key and shared session cache on a server config.
+fn finish(config: &mut ServerConfig) {
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    if let Some(ticketer) = ticketer() {
+        config.ticketer = ticketer;
+    }
+    config.session_storage = session_cache();
+}
+
+/// One rotating ticket key for every config of the process (`None` if it cannot be made,
+/// then resumption falls back to the session cache).
+fn ticketer() -> Option<Arc<dyn ProducesTickets>> {
+    static TICKETER: OnceLock<Option<Arc<dyn ProducesTickets>>> = OnceLock::new();
+    TICKETER.get_or_init(|| rustls::crypto::aws_lc_rs::Ticketer::new().ok()).clone()
+}
+
+fn session_cache() -> Arc<dyn StoresServerSessions> {
+    static CACHE: OnceLock<Arc<dyn StoresServerSessions>> = OnceLock::new();
+    Arc::clone(CACHE.get_or_init(|| ServerSessionMemoryCache::new(16 * 1024)))
+}
+
+/// The certificates of the HTTPS listener by host name: exact names, wildcard suffixes, and
+/// the default certificate for unknown or absent SNI.
+#[derive(Debug, Default)]
+pub struct TlsTable {
+    exact: HashMap<Box<str>, Arc<HostTls>>,
+    /// Keyed by the suffix with its leading dot (`.example.com` for `*.example.com`).
+    wildcard: HashMap<Box<str>, Arc<HostTls>>,
+    default: Option<Arc<HostTls>>,
+}
+
+impl TlsTable {
+    /// A table of `hosts` (the first entry for a host wins) and the default certificate.
+    pub fn new(hosts: Vec<(HostMatch, Arc<HostTls>)>, default: Option<Arc<HostTls>>) -> Self {
+        let mut table = TlsTable { default, ..TlsTable::default() };
+        for (host, tls) in hosts {
+            match host {
+                HostMatch::Exact(h) => table.exact.entry(h).or_insert(tls),
+                HostMatch::Wildcard(s) => table.wildcard.entry(s).or_insert(tls),
+            };
+        }
+        table
+    }
+
+    /// True when there is no certificate at all (the HTTPS listener is not needed).
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
+    }
+
+    /// The certificate for a ClientHello's SNI: exact host, else the most specific
+    /// wildcard, else the default; `None` = fail the handshake.
+    pub fn select(&self, sni: Option<&str>) -> Option<&Arc<HostTls>> {
+        let Some(sni) = sni else { return self.default.as_ref() };
+        let sni = sni.trim_end_matches('.');
+        let lower;
+        let sni = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = sni.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            sni
+        };
+        if let Some(tls) = self.exact.get(sni) {
+            return Some(tls);
+        }
+        // Longest suffix first: `a.b.example.com` tries `.b.example.com`, then `.example.com`…
+        let mut rest = sni;
+        while let Some(dot) = rest.find('.') {
+            let suffix = &rest[dot..];
+            if suffix.len() > 1
+                && let Some(tls) = self.wildcard.get(suffix)
+            {
+                return Some(tls);
+            }
+            rest = &rest[dot + 1..];
+        }
+        self.default.as_ref()
+    }
+}
+
+/// What the TLS layer learnt about a client connection, for every request on it.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// The SNI the client sent, lower-case.
+    pub sni: Option<Box<str>>,
+    /// The subject of the verified client certificate (RFC 4514 text), only when one was
+    /// presented and verified.
+    pub client_cert_subject: Option<http::HeaderValue>,
+}
