@@ -27,6 +27,10 @@ pub struct CertError(pub String);
 /// One certificate the HTTPS listener can present, with its ready server config.
 #[derive(Debug)]
 pub struct HostTls {
+    /// Stable identity of this certificate choice across reloads and rotations (the Secret
+    /// `namespace/name`, plus the client CA's when mTLS is on). A request on a TLS
+    /// connection whose `Host` selects a different identity than its SNI did is misdirected.
+    pub name: Arc<str>,
     /// The server config for handshakes that select this certificate (ALPN, versions,
     /// resumption and client-certificate verification included).
     pub config: Arc<ServerConfig>,
@@ -40,6 +44,7 @@ impl HostTls {
     /// config. `client_ca` = (PEM CA bundle, required) turns on client-certificate
     /// verification.
     pub fn from_pem(
+        name: Arc<str>,
         cert_chain: &[u8],
         key: &[u8],
         client_ca: Option<(&[u8], bool)>,
@@ -62,7 +67,7 @@ impl HostTls {
             .with_single_cert(chain, key)
             .map_err(|e| CertError(format!("tls.crt/tls.key: {e}")))?;
         finish(&mut config);
-        Ok(HostTls { config: Arc::new(config), client_auth: None })
+        Ok(HostTls { name, config: Arc::new(config), client_auth: None })
     }
 }
 
@@ -154,6 +159,8 @@ impl TlsTable {
 /// What the TLS layer learnt about a client connection, for every request on it.
 #[derive(Debug, Clone, Default)]
 pub struct TlsInfo {
+    /// [`HostTls::name`] of the certificate the handshake selected.
+    pub certificate: Option<Arc<str>>,
     /// The SNI the client sent, lower-case.
     pub sni: Option<Box<str>>,
     /// The subject of the verified client certificate (RFC 4514 text), only when one was
