@@ -19,6 +19,9 @@ CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k rout
   plugins  weir alone: CPU/request on routes with jwt RS256 (cached verification), a local
            rateLimit, both, and a Redis rateLimit (a redis-server it starts), as ratios to a
            no-plugin route of the same weir in the same round (bench/plugins.py)
+  tls      weir vs nginx with the same certificate: CPU/request over TLS 1.3 (h1 keep-alive
+           and h2), new handshakes per second per core, and the WebSocket echo round trip
+           added over direct (bench/edge.py)
   idle     idle Pss
 
 Prints one line per figure: weir's value, the peer's, the median of per-round ratios
@@ -41,6 +44,7 @@ import time
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the tree
 import benchlib as b  # noqa: E402
+import edge  # noqa: E402
 import plugins  # noqa: E402
 
 QUICK = os.environ.get("QUICK") == "1"
@@ -49,7 +53,7 @@ DURATION = int(os.environ.get("DURATION", "2" if QUICK else "5"))
 WARMUP = int(os.environ.get("WARMUP", "1"))
 CONNS = int(os.environ.get("CONNECTIONS", "32"))
 PEERS = [p for p in os.environ.get("PEERS", "nginx,haproxy").split(",") if p]
-FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,plugins,scaling,reload,idle").split(","))
+FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,tls,plugins,scaling,reload,idle").split(","))
 SCALE_NS = [int(x) for x in os.environ.get("SCALE_NS", "1,1000,10000,100000").split(",") if x]
 PER_FILE = int(os.environ.get("ROUTES_PER_FILE", "1000"))
 CHANGES = int(os.environ.get("CHANGES", "8" if QUICK else "20"))
@@ -388,6 +392,8 @@ def main():
         row("weir idle memory (Pss)", fmt(idle["weir"], "MiB"), "", "", "", "<= 10MiB",
             "yes" if idle["weir"] <= 10 else "no")
         row("weir memory after load (Pss)", fmt(b.pss_kib([weir.pid]) / 1024, "MiB"))
+    if "tls" in FIGURES and "nginx" in PEERS:
+        edge.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     if "plugins" in FIGURES:
         plugins.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     # The 1-route proxies are done: stop nginx/haproxy/weir before the scaling instances

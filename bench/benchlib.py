@@ -343,7 +343,7 @@ def parse_wrk(out):
     return res
 
 
-def wrk(port, seconds, conns, latency=False, script=None, path="/", headers=()):
+def wrk(port, seconds, conns, latency=False, script=None, path="/", headers=(), url=None):
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
     for h in headers:
         argv += ["-H", h]
@@ -351,7 +351,7 @@ def wrk(port, seconds, conns, latency=False, script=None, path="/", headers=()):
         argv.append("--latency")
     if script:
         argv += ["-s", script]
-    argv.append(f"http://127.0.0.1:{port}{path}")
+    argv.append(url or f"http://127.0.0.1:{port}{path}")
     return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
 
 
@@ -370,9 +370,9 @@ def parse_h2load(out):
     return res
 
 
-def h2load(port, seconds, conns, streams):
+def h2load(port, seconds, conns, streams, url=None):
     argv = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{conns}", f"-m{streams}", "-D", str(seconds),
-            f"http://127.0.0.1:{port}/"]
+            url or f"http://127.0.0.1:{port}/"]
     return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
 
 
