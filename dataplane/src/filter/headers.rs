@@ -326,6 +326,15 @@ mod tests {
         // Anonymous: renders empty, sets nothing.
         let anonymous = RequestContext::default();
         assert!(Template::parse("${consumer}").unwrap().render(&anonymous).is_none());
+        // The verified client certificate's subject (TLS with client certificates only).
+        let subject = Template::parse("${client_cert_subject}").unwrap();
+        assert!(!subject.client_controlled());
+        assert!(subject.render(&anonymous).is_none());
+        let verified = RequestContext {
+            client_cert_subject: Some(HeaderValue::from_static("CN=alice, O=Partners")),
+            ..Default::default()
+        };
+        assert_eq!(subject.render(&verified).unwrap(), "CN=alice, O=Partners");
         // Bound to a Route at compile time: `${route}` is literal, the rest stays dynamic.
         let bound = t.with_route(&ObjectKey::new("shop", "orders"));
         assert!(!bound.uses_route() && t.uses_route());
@@ -350,6 +359,9 @@ mod tests {
         );
         assert!(check_target(&h("x-user-id"), &t("${request_id}"), true, &claims).is_err());
         assert!(check_target(&h("x-consumer-username"), &t("anonymous"), true, &claims).is_ok());
+        assert!(
+            check_target(&h("x-client-cert-subject"), &t("${request_id}"), true, &claims).is_err()
+        );
         assert!(check_target(&h("x-trace"), &t("${request_id}"), true, &claims).is_ok());
     }
 
