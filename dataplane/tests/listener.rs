@@ -95,7 +95,11 @@ async fn exchange(stream: &mut TcpStream, raw: &[u8]) -> String {
             if let Some(end) = s.find("\r\n\r\n") {
                 let length = s[..end]
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
                     .and_then(|v| v.parse::<usize>().ok())
                     .unwrap_or(0);
                 if text.len() >= end + 4 + length {

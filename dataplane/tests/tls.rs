@@ -164,11 +164,8 @@ fn presented(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
 }
 
 /// An HTTP/1.1 client connection over `stream`.
-async fn h1(
-    stream: TlsStream<TcpStream>,
-) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+async fn h1(stream: TlsStream<TcpStream>) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -185,10 +182,11 @@ async fn get1(
         request = request.header(*k, *v);
     }
     tokio::time::timeout(BOUND, sender.ready()).await.expect("not ready").unwrap();
-    let response = tokio::time::timeout(BOUND, sender.send_request(request.body(Empty::new()).unwrap()))
-        .await
-        .expect("request hung")
-        .unwrap();
+    let response =
+        tokio::time::timeout(BOUND, sender.send_request(request.body(Empty::new()).unwrap()))
+            .await
+            .expect("request hung")
+            .unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
@@ -251,7 +249,8 @@ async fn a_rotated_certificate_serves_new_handshakes_and_open_connections_keep_w
     let table = |leaf: &Leaf| {
         TlsTable::new(vec![(host("a.example.com"), host_tls("default/a-tls", leaf))], None)
     };
-    let gw = Gw::start(snapshot_with(1, origin.addr, table(&old)), ListenerOptions::default()).await;
+    let gw =
+        Gw::start(snapshot_with(1, origin.addr, table(&old)), ListenerOptions::default()).await;
     let config = || client_config(&ca, &[b"http/1.1"]);
     let stream = connect(gw.tls_addr, "a.example.com", config()).await.unwrap();
     assert_eq!(presented(&stream), old.der);
@@ -318,8 +317,9 @@ async fn alpn_h2_serves_http2_over_tls() {
     let a = ca.leaf(&["a.example.com"], "a");
     let table = TlsTable::new(vec![(host("a.example.com"), host_tls("default/a", &a))], None);
     let gw = Gw::start(snapshot_with(1, origin.addr, table), ListenerOptions::default()).await;
-    let stream =
-        connect(gw.tls_addr, "a.example.com", client_config(&ca, &[b"h2", b"http/1.1"])).await.unwrap();
+    let stream = connect(gw.tls_addr, "a.example.com", client_config(&ca, &[b"h2", b"http/1.1"]))
+        .await
+        .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))

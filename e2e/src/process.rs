@@ -183,7 +183,10 @@ impl WeirProcess {
 
     /// Waits up to `limit` for the process to exit; its exit status, or `None` if it is
     /// still running.
-    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    pub async fn wait_exit(
+        &mut self,
+        limit: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
         let step = Duration::from_millis(20);
         let deadline = std::time::Instant::now() + limit;
         loop {

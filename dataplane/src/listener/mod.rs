@@ -316,7 +316,8 @@ async fn serve_connection<T>(
         edge.builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
     tokio::pin!(connection);
     let options = &edge.options;
-    let mut watchdog = Watchdog::new(options.header_read_timeout, options.idle_timeout, Instant::now());
+    let mut watchdog =
+        Watchdog::new(options.header_read_timeout, options.idle_timeout, Instant::now());
     let period = watchdog.period();
     let tick = tokio::time::sleep(period);
     tokio::pin!(tick);
