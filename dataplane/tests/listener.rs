@@ -241,3 +241,26 @@ async fn malformed_heads_get_400_and_oversized_heads_431() {
     assert_eq!(status_of(&response), 431, "{response}");
     assert_eq!(origin.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_hold_its_connection_forever() {
+    // 64 MiB: far more than the socket buffers, the gateway's buffers and the upstream's.
+    let big = bytes::Bytes::from(vec![b'x'; 64 << 20]);
+    let handler: Handler = Arc::new(move |_request| http::Response::new(full(big.clone())));
+    let origin = Origin::start_service("big", handler).await;
+    let gw = Plain::start(one_route(origin.addr), options(10_000, Some(300), None)).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(b"GET /big HTTP/1.1\r\nhost: a.test\r\n\r\n").await.unwrap();
+    // Read the first bytes only, then stop reading.
+    let mut first = [0u8; 1024];
+    let n = tokio::time::timeout(BOUND, stream.read(&mut first)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // No progress: closed after the idle timeout, then dropped after as long again.
+    let gone = async {
+        while gw.dataplane.listeners.http_connections.get() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, gone).await.expect("the stalled connection is still open");
+    drop(stream);
+}
