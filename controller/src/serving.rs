@@ -96,3 +96,94 @@ pub async fn shutdown_delay(shared: &Shared, delay: Duration) {
         () = crate::cli::shutdown_signal() => tracing::info!("second signal: ending the shutdown delay"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use weir_dataplane::Snapshot;
+    use weir_dataplane::tls::{HostTls, TlsTable};
+
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    fn with_certificate(version: u64) -> Snapshot {
+        let cert = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).unwrap();
+        let host = HostTls::from_pem(
+            "default/a".into(),
+            cert.cert.pem().as_bytes(),
+            cert.signing_key.serialize_pem().as_bytes(),
+            None,
+        )
+        .unwrap();
+        Snapshot {
+            version,
+            tls: Arc::new(TlsTable::new(vec![], Some(Arc::new(host)))),
+            ..Snapshot::empty()
+        }
+    }
+
+    async fn free_addr() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap()
+    }
+
+    async fn wait_bound(addr: SocketAddr) {
+        let bound = async {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(BOUND, bound).await.expect("HTTPS listener never bound");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_https_listener_is_bound_once_a_certificate_is_live_and_stays_bound() {
+        let dataplane = DataPlane::new();
+        let https = free_addr().await;
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stop, rx) = watch::channel(false);
+        let task = spawn(Arc::clone(&dataplane), ListenerOptions::default(), http, https, rx);
+        assert_eq!(dataplane.https_port(), https.port());
+        dataplane.publish(Snapshot { version: 1, ..Snapshot::empty() });
+        assert!(
+            tokio::net::TcpStream::connect(https).await.is_err(),
+            "bound without a certificate"
+        );
+        dataplane.publish(with_certificate(2));
+        wait_bound(https).await;
+        // The last certificate removed: the listener stays (handshakes then fail).
+        dataplane.publish(Snapshot { version: 3, ..Snapshot::empty() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(tokio::net::TcpStream::connect(https).await.is_ok());
+        stop.send(true).unwrap();
+        tokio::time::timeout(BOUND, task).await.expect("listeners did not stop").unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_https_bind_failure_leaves_plain_http_serving() {
+        let dataplane = DataPlane::new();
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let https = taken.local_addr().unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let task = spawn(Arc::clone(&dataplane), ListenerOptions::default(), http, https, rx);
+        dataplane.publish(with_certificate(1));
+        // Plain HTTP keeps answering (404: no route) while HTTPS could not bind.
+        for _ in 0..3 {
+            let mut stream = tokio::net::TcpStream::connect(http_addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(BOUND, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+            assert!(answer.starts_with(b"HTTP/1.1 404"), "{}", String::from_utf8_lossy(&answer));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        tokio::time::timeout(BOUND, task).await.expect("listeners did not stop").unwrap();
+        drop(taken);
+    }
+}

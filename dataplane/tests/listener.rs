@@ -264,3 +264,36 @@ async fn a_client_that_stops_reading_does_not_hold_its_connection_forever() {
     tokio::time::timeout(BOUND, gone).await.expect("the stalled connection is still open");
     drop(stream);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2c_connections_are_closed_with_goaway_after_their_requests() {
+    let origin = Origin::start("a").await;
+    let gw = Plain::start(one_route(origin.addr), options(300, Some(400), None)).await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    // Slower than both timeouts, yet answered: a stream in flight is not idle, and an
+    // HTTP/2 connection has no header-read deadline between requests.
+    for path in ["/slow?sleep_ms=1000", "/"] {
+        let request = http::Request::get(format!("http://a.test{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response =
+            tokio::time::timeout(BOUND, sender.send_request(request)).await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), http::Version::HTTP_2);
+    }
+    // Then idle: the server ends the connection.
+    tokio::time::timeout(BOUND, conn).await.expect("idle h2c connection kept open").unwrap().ok();
+    let gone = async {
+        while gw.dataplane.listeners.http_connections.get() != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(BOUND, gone).await.expect("connection still counted");
+}
