@@ -1,6 +1,7 @@
 //! The admin server (`--admin-addr`): health, readiness, metrics and debug views.
 //!
-//! `/healthz`, `/readyz` (200 once the first snapshot is live), `/metrics` (Prometheus
+//! `/healthz`, `/readyz` (200 once the first snapshot is live, 503 again once shutdown
+//! began), `/metrics` (Prometheus
 //! text), `/debug/snapshot` (the live snapshot; it holds no secrets), `/debug/status` (every
 //! object's conditions and the load errors) and `/debug/match?method=&host=&path=`
 //! (`header=name:value` may repeat).
@@ -193,7 +194,13 @@ pub fn handle(shared: &Shared, method: &Method, path: &str, query: Option<&str>)
     match path {
         "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         "/readyz" => {
-            if shared.status.load().ready {
+            if shared.draining() {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "shutting down\n",
+                )
+            } else if shared.status.load().ready {
                 respond(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
             } else {
                 respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "not ready\n")

@@ -123,8 +123,18 @@ async fn serves_health_readiness_status_snapshot_match_and_metrics() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("weir_snapshot_version 1"), "{body}");
     assert!(body.contains("weir_config_reloads_total{result=\"error\"} 1"), "{body}");
+    assert!(body.contains("weir_connections{listener=\"https\"} 0"), "{body}");
+    assert!(body.contains("weir_connections_refused_total{listener=\"http\"} 0"), "{body}");
+    assert!(body.contains("weir_tls_handshake_errors_total 0"), "{body}");
 
     assert_eq!(get(addr, "/nope").await.0, StatusCode::NOT_FOUND);
+    // Shutdown began: not ready any more, even with a live snapshot.
+    shared.set_draining();
+    assert_eq!(
+        get(addr, "/readyz").await,
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+    );
+    assert_eq!(get(addr, "/healthz").await.0, StatusCode::OK);
     stop.send(true).unwrap();
     server.await.unwrap().unwrap();
 }

@@ -97,6 +97,22 @@ pub struct RunArgs {
     /// Kubeconfig to use outside a cluster (default: in-cluster, then KUBECONFIG).
     #[arg(long, env = "WEIR_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Most open client connections over the HTTP and HTTPS listeners; past it a new
+    /// connection is closed at once (default: no cap).
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Longest time for a TLS handshake, for the first request head of a connection, and
+    /// for a request head once its first bytes arrived (slowloris protection).
+    #[arg(long, env = "WEIR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub header_read_timeout: std::time::Duration,
+    /// A client connection with no request and nothing written for this long is closed
+    /// (`0s`: never).
+    #[arg(long, env = "WEIR_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration_or_zero)]
+    pub idle_timeout: std::time::Duration,
+    /// On SIGTERM/SIGINT: `/readyz` answers 503 at once, traffic keeps being served for
+    /// this long, then the listeners stop and drain (replaces a preStop sleep).
+    #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub shutdown_delay: std::time::Duration,
 }
 
 /// Where a pod finds its own namespace.
@@ -115,6 +131,13 @@ impl RunArgs {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| crate::index::DEFAULT_CONTROLLER_NAMESPACE.to_owned())
     }
+}
+
+fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    weir_crds::parse_duration(s.trim()).map_err(|e| e.to_string())
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
@@ -233,14 +256,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop_rx.clone(),
     ));
     let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&shared), stop_rx.clone()));
-    let mut data_rx = stop_rx.clone();
-    let data_task = tokio::spawn(weir_dataplane::serve(http, dataplane, async move {
-        let _ = data_rx.wait_for(|stop| *stop).await;
-    }));
+    let data_task = crate::serving::spawn(
+        dataplane,
+        crate::serving::listener_options(&args),
+        http,
+        args.https_addr,
+        stop_rx.clone(),
+    );
 
     let mut failed = None;
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            crate::serving::shutdown_delay(&shared, args.shutdown_delay).await;
+        }
         res = &mut source_task => {
             failed = Some(match res {
                 Ok(Ok(())) => anyhow::anyhow!("the config source stopped"),
@@ -254,11 +283,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = source_task.await;
     }
     let _ = admin_task.await;
-    match data_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("data plane server: {e}"),
-        Err(e) => tracing::warn!("data plane server task: {e}"),
+    if let Err(e) = data_task.await {
+        tracing::warn!("data plane server task: {e}");
     }
+    // TODO(lead, on merging the streams branch): close the upgraded (WebSocket)
+    // connections here, last, once the listeners drained.
     match failed {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -293,23 +322,27 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     let controller =
         tokio::spawn(crate::kube::run(client, options, Arc::clone(&shared), stop_rx.clone()));
     let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&shared), stop_rx.clone()));
-    let mut data_rx = stop_rx.clone();
-    let data_task = tokio::spawn(weir_dataplane::serve(http, dataplane, async move {
-        let _ = data_rx.wait_for(|stop| *stop).await;
-    }));
+    let data_task = crate::serving::spawn(
+        dataplane,
+        crate::serving::listener_options(&args),
+        http,
+        args.https_addr,
+        stop_rx.clone(),
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
+    crate::serving::shutdown_delay(&shared, args.shutdown_delay).await;
     let _ = stop.send(true);
     // Bounded: releasing the lease must not hold up the shutdown when the API is gone.
     if tokio::time::timeout(std::time::Duration::from_secs(5), controller).await.is_err() {
         tracing::warn!("the controller did not stop within 5s");
     }
     let _ = admin_task.await;
-    match data_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("data plane server: {e}"),
-        Err(e) => tracing::warn!("data plane server task: {e}"),
+    if let Err(e) = data_task.await {
+        tracing::warn!("data plane server task: {e}");
     }
+    // TODO(lead, on merging the streams branch): close the upgraded (WebSocket)
+    // connections here, last, once the listeners drained.
     Ok(ExitCode::SUCCESS)
 }
 
@@ -361,6 +394,49 @@ mod tests {
         let cli = Cli::try_parse_from(["weir", "run", "--redis-timeout", "2s"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.redis_timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn parses_the_listener_and_shutdown_flags() {
+        use std::time::Duration;
+        let cli = Cli::try_parse_from(["weir", "run"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.max_connections, None);
+        assert_eq!(args.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(args.idle_timeout, Duration::from_secs(60));
+        assert_eq!(args.shutdown_delay, Duration::ZERO);
+        assert_eq!(args.https_addr, "0.0.0.0:8443".parse().unwrap());
+        let options = crate::serving::listener_options(&args);
+        assert_eq!(options.idle_timeout, Some(Duration::from_secs(60)));
+        let cli = Cli::try_parse_from([
+            "weir",
+            "run",
+            "--max-connections",
+            "100",
+            "--header-read-timeout",
+            "300ms",
+            "--idle-timeout",
+            "0",
+            "--shutdown-delay",
+            "5s",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.max_connections, Some(100));
+        assert_eq!(args.header_read_timeout, Duration::from_millis(300));
+        assert_eq!(args.shutdown_delay, Duration::from_secs(5));
+        let options = crate::serving::listener_options(&args);
+        assert_eq!(options.idle_timeout, None);
+        assert_eq!(options.max_connections, Some(100));
+        for bad in [
+            &["--max-connections", "0"][..],
+            &["--header-read-timeout", "0s"],
+            &["--idle-timeout", "soon"],
+            &["--shutdown-delay", "-1s"],
+        ] {
+            let argv = ["weir", "run"].iter().chain(bad.iter());
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

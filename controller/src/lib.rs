@@ -8,5 +8,6 @@ pub mod index;
 pub mod kube;
 pub mod load;
 pub mod runtime;
+pub mod serving;
 pub mod standalone;
 pub mod validate;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -190,6 +190,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Leader state: 0 = no election (standalone), 1 = follower, 2 = leader.
     leader: AtomicU8,
+    /// True once shutdown began: `/readyz` answers 503.
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -197,13 +199,25 @@ impl Shared {
     pub fn new(dataplane: Arc<DataPlane>) -> Arc<Self> {
         let mut metrics = Metrics::new();
         dataplane.rate_limits.limiters.register_metrics(&mut metrics.registry);
+        dataplane.listeners.register(&mut metrics.registry);
         Arc::new(Shared {
             dataplane,
             status: ArcSwap::from_pointee(StatusView::default()),
             live: ArcSwapOption::empty(),
             metrics,
             leader: AtomicU8::new(0),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the process as shutting down: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown began.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Records whether this replica holds the status writer's lease.

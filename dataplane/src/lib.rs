@@ -4,6 +4,7 @@
 //! It depends on no Kubernetes crate: it is buildable, testable and benchable alone.
 
 pub mod filter;
+pub mod listener;
 pub mod metrics;
 pub mod observe;
 pub mod proxy;

@@ -1,24 +1,22 @@
-//! The data plane's front door: the live snapshot holder and the hyper server loop.
+//! The data plane's front door: the live snapshot holder, the state shared by every
+//! snapshot, and [`serve`] (a plain listener with default options).
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::filter::RateLimitRuntime;
+use crate::listener::{Edge, ListenerMetrics, ListenerOptions, PlainListener};
 use crate::observe::RequestObserver;
-use crate::proxy::{self, Upstream};
+use crate::proxy::Upstream;
 use crate::snapshot::Snapshot;
 
-/// How long [`serve`] waits for in-flight requests after shutdown before giving up.
+/// How long a listener waits for in-flight requests after shutdown before giving up.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Holds the live snapshot and the runtime state that outlives snapshots (upstream pools…).
@@ -31,6 +29,12 @@ pub struct DataPlane {
     pub rate_limits: RateLimitRuntime,
     /// Receives one record per request at its end (metrics, access log, traces).
     observer: Option<Arc<dyn RequestObserver>>,
+    /// Connection metrics of the listeners.
+    pub listeners: ListenerMetrics,
+    /// Turns true (once) when a published snapshot first has a certificate.
+    tls_wanted: watch::Sender<bool>,
+    /// The HTTPS listener's port, for redirects to HTTPS.
+    https_port: AtomicU16,
 }
 
 impl DataPlane {
@@ -54,6 +58,9 @@ impl DataPlane {
             upstream: Upstream::default(),
             rate_limits,
             observer,
+            listeners: ListenerMetrics::default(),
+            tls_wanted: watch::Sender::new(false),
+            https_port: AtomicU16::new(443),
         })
     }
 
@@ -69,7 +76,28 @@ impl DataPlane {
 
     /// Atomically makes `snapshot` the live one; in-flight requests finish on the old one.
     pub fn publish(&self, snapshot: Snapshot) {
+        let has_tls = !snapshot.tls.is_empty();
         self.current.store(Arc::new(snapshot));
+        if has_tls {
+            self.tls_wanted.send_if_modified(|wanted| !std::mem::replace(wanted, true));
+        }
+    }
+
+    /// Turns true once a published snapshot has a certificate (the HTTPS listener is then
+    /// needed; it stays needed).
+    pub fn tls_wanted(&self) -> watch::Receiver<bool> {
+        self.tls_wanted.subscribe()
+    }
+
+    /// Sets the HTTPS listener's port (`--https-addr`; default 443), used by redirects to
+    /// HTTPS for clients that named a port.
+    pub fn set_https_port(&self, port: u16) {
+        self.https_port.store(port, Ordering::Relaxed);
+    }
+
+    /// The HTTPS listener's port.
+    pub fn https_port(&self) -> u16 {
+        self.https_port.load(Ordering::Relaxed)
     }
 
     /// The live snapshot.
@@ -78,67 +106,17 @@ impl DataPlane {
     }
 }
 
-/// Serves HTTP/1.1 (keep-alive) and h2c (prior knowledge) on `listener` until `shutdown`
-/// completes, then stops accepting and drains in-flight requests (idle keep-alive
-/// connections are closed, busy ones finish their request), for at most [`DRAIN_TIMEOUT`].
-/// Connection errors are logged at debug level and never stop the server.
+/// Serves HTTP/1.1 (keep-alive) and h2c (prior knowledge) on `listener` with the default
+/// [`ListenerOptions`] until `shutdown` completes, then stops accepting and drains
+/// in-flight requests (idle keep-alive connections are closed, busy ones finish their
+/// request), for at most [`DRAIN_TIMEOUT`]. Connection errors are logged at debug level
+/// and never stop the server. `weir run` uses [`crate::listener`] directly.
 pub async fn serve(
     listener: TcpListener,
     dataplane: Arc<DataPlane>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The timer enables hyper's default 30 s header read timeout (slow-loris protection).
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(error) => {
-                // e.g. too many open files: back off a little instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        serve_connection(&builder, &graceful, &dataplane, stream, peer);
-    }
-    drop(listener);
-    tracing::debug!(connections = graceful.count(), "draining connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still busy after the drain timeout; closing them");
-    }
+    let edge = Edge::new(dataplane, ListenerOptions::default());
+    PlainListener::new(listener).serve(edge, shutdown).await;
     Ok(())
-}
-
-fn serve_connection(
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    dataplane: &Arc<DataPlane>,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "set TCP_NODELAY failed");
-    }
-    // One shared pair per connection (one reference count per request), with the client
-    // address formatted once per connection rather than per request.
-    let shared = Arc::new((Arc::clone(dataplane), proxy::Peer::new(peer)));
-    let service = service_fn(move |request| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(proxy::handle(&shared.0, request, &shared.1).await) }
-    });
-    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%peer, %error, "connection error");
-        }
-    });
 }

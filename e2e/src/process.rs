@@ -79,6 +79,8 @@ pub struct WeirProcess {
     pub http_addr: SocketAddr,
     /// The admin (`--admin-addr`) address.
     pub admin_addr: SocketAddr,
+    /// The HTTPS (`--https-addr`) address, bound once a TLS route exists.
+    pub https_addr: SocketAddr,
     child: Child,
     log_path: PathBuf,
     _log_dir: ConfigDir,
@@ -112,6 +114,7 @@ impl WeirProcess {
         let bin = weir_binary().map_err(Start::Failed)?;
         let http_addr = free_addr().map_err(Start::Failed)?;
         let admin_addr = free_addr().map_err(Start::Failed)?;
+        let https_addr = free_addr().map_err(Start::Failed)?;
         let log_dir = ConfigDir::new("log").map_err(Start::Failed)?;
         let log_path = log_dir.path().join("weir.log");
         let log = File::create(&log_path).context("creating weir log").map_err(Start::Failed)?;
@@ -123,6 +126,8 @@ impl WeirProcess {
             .arg(http_addr.to_string())
             .arg("--admin-addr")
             .arg(admin_addr.to_string())
+            .arg("--https-addr")
+            .arg(https_addr.to_string())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -130,7 +135,8 @@ impl WeirProcess {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))
             .map_err(Start::Failed)?;
-        let mut process = WeirProcess { http_addr, admin_addr, child, log_path, _log_dir: log_dir };
+        let mut process =
+            WeirProcess { http_addr, admin_addr, https_addr, child, log_path, _log_dir: log_dir };
         process.wait_ready(Duration::from_secs(20)).await?;
         Ok(process)
     }
@@ -163,6 +169,35 @@ impl WeirProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM to the process (by its pid), as Kubernetes does to stop a pod.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed: {status}", self.pid());
+        Ok(())
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status, or `None` if it is
+    /// still running.
+    pub async fn wait_exit(
+        &mut self,
+        limit: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let step = Duration::from_millis(20);
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(step).await;
+        }
     }
 
     /// GET on the proxy port.

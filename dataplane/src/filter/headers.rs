@@ -1,5 +1,6 @@
 //! `requestHeaders` / `responseHeaders`: set, add and remove headers, with values that may
-//! use `${request_id}`, `${consumer}`, `${client_ip}`, `${route}` and `${uuid}`.
+//! use `${request_id}`, `${consumer}`, `${client_ip}`, `${route}`, `${uuid}` and
+//! `${client_cert_subject}`.
 //!
 //! Templates are parsed once at compile time ([`Template::parse`]); a template without
 //! variables is a ready-made header value, and one with variables is rendered per request
@@ -30,16 +31,20 @@ pub enum Var {
     Route,
     /// `${uuid}`: a fresh UUID v4.
     Uuid,
+    /// `${client_cert_subject}`: the verified client certificate's subject (TLS with client
+    /// certificates), else empty.
+    ClientCertSubject,
 }
 
 impl Var {
     /// Every variable with its name.
-    pub const ALL: [(&'static str, Var); 5] = [
+    pub const ALL: [(&'static str, Var); 6] = [
         ("request_id", Var::RequestId),
         ("consumer", Var::Consumer),
         ("client_ip", Var::ClientIp),
         ("route", Var::Route),
         ("uuid", Var::Uuid),
+        ("client_cert_subject", Var::ClientCertSubject),
     ];
 
     /// Whether the client chooses the value.
@@ -171,6 +176,11 @@ impl Template {
                         out.push_str(&route.name);
                     }
                 }
+                Part::Var(Var::ClientCertSubject) => {
+                    if let Some(subject) = &ctx.client_cert_subject {
+                        out.push_str(subject.to_str().unwrap_or(""));
+                    }
+                }
                 Part::Var(Var::Uuid) => {
                     out.push_str(
                         uuid::Uuid::new_v4()
@@ -208,7 +218,9 @@ pub const SET_BY_GATEWAY: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "
 
 /// Whether `name` (lower-case) is an identity header: one only authentication sets.
 pub fn is_identity_header(name: &str, claim_headers: &[HeaderName]) -> bool {
-    name.starts_with("x-consumer-") || claim_headers.iter().any(|h| h.as_str() == name)
+    name.starts_with("x-consumer-")
+        || name == "x-client-cert-subject"
+        || claim_headers.iter().any(|h| h.as_str() == name)
 }
 
 /// Checks that a transform may write `name` with `template` (see the module docs).
@@ -314,6 +326,15 @@ mod tests {
         // Anonymous: renders empty, sets nothing.
         let anonymous = RequestContext::default();
         assert!(Template::parse("${consumer}").unwrap().render(&anonymous).is_none());
+        // The verified client certificate's subject (TLS with client certificates only).
+        let subject = Template::parse("${client_cert_subject}").unwrap();
+        assert!(!subject.client_controlled());
+        assert!(subject.render(&anonymous).is_none());
+        let verified = RequestContext {
+            client_cert_subject: Some(HeaderValue::from_static("CN=alice, O=Partners")),
+            ..Default::default()
+        };
+        assert_eq!(subject.render(&verified).unwrap(), "CN=alice, O=Partners");
         // Bound to a Route at compile time: `${route}` is literal, the rest stays dynamic.
         let bound = t.with_route(&ObjectKey::new("shop", "orders"));
         assert!(!bound.uses_route() && t.uses_route());
@@ -338,6 +359,9 @@ mod tests {
         );
         assert!(check_target(&h("x-user-id"), &t("${request_id}"), true, &claims).is_err());
         assert!(check_target(&h("x-consumer-username"), &t("anonymous"), true, &claims).is_ok());
+        assert!(
+            check_target(&h("x-client-cert-subject"), &t("${request_id}"), true, &claims).is_err()
+        );
         assert!(check_target(&h("x-trace"), &t("${request_id}"), true, &claims).is_ok());
     }
 

@@ -135,6 +135,9 @@ pub struct RequestContext<'a> {
     pub encoding: Option<compression::Negotiated>,
     /// The request body limit (`requestSize`) the proxy enforces while streaming.
     pub body_limit: Option<u64>,
+    /// The verified client certificate's subject (TLS with client certificates only):
+    /// `${client_cert_subject}`.
+    pub client_cert_subject: Option<HeaderValue>,
 }
 
 impl Default for RequestContext<'_> {
@@ -156,6 +159,7 @@ impl Default for RequestContext<'_> {
             correlation: None,
             encoding: None,
             body_limit: None,
+            client_cert_subject: None,
         }
     }
 }

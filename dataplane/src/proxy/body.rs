@@ -95,6 +95,27 @@ pub struct BodyStats {
     pub exceeded: AtomicBool,
 }
 
+/// Reading the client's request body failed (a broken chunked encoding, a body shorter
+/// than its `Content-Length`, a reset stream): the client's fault, answered 400 when it
+/// makes the upstream request fail.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
+impl ClientBodyError {
+    /// Whether `error` or one of its sources is a [`ClientBodyError`].
+    pub fn is_cause_of(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if e.is::<ClientBodyError>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 /// The body went past the `requestSize` limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the limit of {0} bytes")]
@@ -201,7 +222,7 @@ impl Body for ClientBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

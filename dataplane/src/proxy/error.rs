@@ -23,6 +23,11 @@ pub enum ProxyError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A request on a TLS connection for a host whose certificate is not the one the
+    /// connection's handshake chose (another host's SNI, e.g. to get around its client
+    /// certificate requirement): 421, the client should open a connection for that host.
+    #[error("misdirected request: the host is not served by this connection's certificate")]
+    Misdirected,
     /// CONNECT: the gateway does not tunnel (downstream).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -105,6 +110,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect { .. } | ProxyError::BadResponse { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -126,6 +132,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no_route",
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::Misdirected => "misdirected",
             ProxyError::NoEndpoint { .. } => "no_endpoint",
             ProxyError::UpstreamConnect { .. } => "upstream_connect",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -146,6 +153,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no route matches the request",
             ProxyError::BadRequest { .. } => "bad request",
             ProxyError::MethodNotAllowed => "method not allowed",
+            ProxyError::Misdirected => "misdirected request",
             ProxyError::NoEndpoint { .. } => "no ready endpoint",
             ProxyError::UpstreamConnect { .. } => "upstream connect failure",
             ProxyError::UpstreamTimeout => "upstream timeout",

@@ -81,11 +81,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes every `X-Consumer-*` header a client sent: only the gateway sets identity
-/// headers. Allocates only when such a header is present.
+/// Removes every `X-Consumer-*` header and `X-Client-Cert-Subject` a client sent: only
+/// the gateway sets identity headers. Allocates only when such a header is present.
 pub fn remove_identity_headers(headers: &mut HeaderMap, configured: &[HeaderName]) {
     fn is_identity(name: &HeaderName) -> bool {
-        name.as_str().starts_with("x-consumer-")
+        let name = name.as_str();
+        name.starts_with("x-c")
+            && (name.starts_with("x-consumer-") || name == "x-client-cert-subject")
     }
     for name in configured {
         headers.remove(name);

@@ -6,6 +6,7 @@
 //! [`error_response`].
 
 pub mod body;
+pub mod edge;
 pub mod error;
 pub mod headers;
 pub mod normalize;
@@ -79,6 +80,10 @@ pub async fn handle(
         upstream: Some(&dataplane.upstream),
         ..RequestContext::default()
     };
+    if let Some(tls) = &peer.tls {
+        ctx.scheme = "https";
+        ctx.client_cert_subject = tls.client_cert_subject.clone();
+    }
     let mut exchange = Exchange::default();
     let (mut response, error) =
         match proxy(dataplane, &snapshot, request, peer, &mut ctx, &mut exchange).await {
@@ -244,12 +249,21 @@ async fn proxy<'s>(
     if host_missing && parts.version == Version::HTTP_11 {
         return Err(ProxyError::BadRequest { reason: "missing Host header" });
     }
+    if let Some(tls) = &peer.tls
+        && edge::misdirected(snapshot, tls, &host)
+    {
+        return Err(ProxyError::Misdirected);
+    }
     let Some(matched) = find_rule(snapshot, &parts, host.to_str().unwrap_or("")) else {
         return Err(ProxyError::NoRoute);
     };
     let rule: &'s Rule = matched.rule;
     exchange.rule = Some(rule);
     let action = &rule.action;
+    if action.https_redirect && peer.tls.is_none() {
+        let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        return edge::https_redirect(&host, target, dataplane.https_port());
+    }
 
     headers::remove_identity_headers(&mut parts.headers, &snapshot.identity_headers);
     if !action.filters.is_empty() {
@@ -309,7 +323,16 @@ async fn proxy<'s>(
     };
 
     headers::remove_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, &peer.forwarded_for, "http", &host);
+    let proto = match &peer.tls {
+        None => "http",
+        Some(tls) => {
+            if let Some(subject) = &tls.client_cert_subject {
+                parts.headers.insert(edge::X_CLIENT_CERT_SUBJECT, subject.clone());
+            }
+            "https"
+        }
+    };
+    headers::set_forwarded(&mut parts.headers, &peer.forwarded_for, proto, &host);
     let upstream_host = action.rewrite.as_ref().and_then(|rw| rw.host.clone()).unwrap_or(host);
     if !upstream_host.is_empty() {
         parts.headers.insert(HOST, upstream_host);
@@ -350,6 +373,12 @@ async fn proxy<'s>(
             if too_large {
                 tracing::debug!(route = %rule.route, rule = %rule.name, "request body over the limit, upstream request aborted, answering 413");
                 return Err(ProxyError::PayloadTooLarge);
+            }
+            if let ProxyError::BadResponse { source } = &error
+                && body::ClientBodyError::is_cause_of(&**source)
+            {
+                tracing::debug!(route = %rule.route, rule = %rule.name, %error, "client request body broken, answering 400");
+                return Err(ProxyError::BadRequest { reason: "broken request body" });
             }
             tracing::warn!(
                 route = %rule.route, rule = %rule.name, backend = %backend.key, %error,

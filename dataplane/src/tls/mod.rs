@@ -16,6 +16,9 @@ use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSess
 
 use crate::snapshot::HostMatch;
 
+mod subject;
+pub use subject::subject_of;
+
 /// ALPN protocols offered to clients, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
