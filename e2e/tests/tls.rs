@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weir_e2e::{ConfigDir, EchoOrigin, WeirProcess, free_addr, poll_until, service_yaml};
+use weir_e2e::{ConfigDir, EchoOrigin, WeirProcess, poll_until, service_yaml};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -26,9 +26,21 @@ fn make_ca(dir: &Path, name: &str) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.crt"), "-days", "2",
-            "-subj", &format!("/CN={name}"),
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
         ],
     );
 }
@@ -46,17 +58,38 @@ fn make_leaf(dir: &Path, ca: &str, file: &str, cn: &str, org: &str, dns: &[&str]
     openssl(
         dir,
         &[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-            &format!("{file}.key"), "-out", &format!("{file}.csr"), "-subj",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{file}.key"),
+            "-out",
+            &format!("{file}.csr"),
+            "-subj",
             &format!("/CN={cn}/O={org}"),
         ],
     );
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", &format!("{file}.csr"), "-CA", &format!("{ca}.crt"), "-CAkey",
-            &format!("{ca}.key"), "-CAcreateserial", "-out", &format!("{file}.crt"), "-days", "2",
-            "-extfile", &format!("{file}.ext"),
+            "x509",
+            "-req",
+            "-in",
+            &format!("{file}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{file}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{file}.ext"),
         ],
     );
 }
@@ -93,7 +126,11 @@ fn tls_route(name: &str, hosts: &[&str], tls: &str, service: &str) -> String {
 
 /// The certificate subject presented for `sni` (`None` when the handshake fails), by
 /// `openssl s_client`, plus its whole output.
-fn presented_subject(https: std::net::SocketAddr, sni: Option<&str>, extra: &[&str]) -> (Option<String>, String) {
+fn presented_subject(
+    https: std::net::SocketAddr,
+    sni: Option<&str>,
+    extra: &[&str],
+) -> (Option<String>, String) {
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &https.to_string(), "-brief"]);
     match sni {
@@ -107,18 +144,23 @@ fn presented_subject(https: std::net::SocketAddr, sni: Option<&str>, extra: &[&s
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // -brief prints e.g. "Peer certificate: CN = a.test, O = v1".
-    let subject = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Peer certificate: "))
-        .map(|s| s.replace(' ', ""));
+    let subject =
+        text.lines().find_map(|l| l.strip_prefix("Peer certificate: ")).map(|s| s.replace(' ', ""));
     (subject, text)
 }
 
 /// `curl` against the HTTPS listener for `host`, resolving it to loopback; returns
 /// (status or error, body, http_version).
-fn curl(https: std::net::SocketAddr, host: &str, path: &str, ca: &Path, extra: &[&str]) -> (String, String) {
+fn curl(
+    https: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    ca: &Path,
+    extra: &[&str],
+) -> (String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "5", "--cacert"])
         .arg(ca)
@@ -137,15 +179,19 @@ fn curl(https: std::net::SocketAddr, host: &str, path: &str, ca: &Path, extra: &
 }
 
 async fn start(dir: &ConfigDir, extra: &[&str]) -> (WeirProcess, std::net::SocketAddr) {
-    let https = free_addr().unwrap();
-    let mut args: Vec<OsString> =
-        vec!["--config-dir".into(), dir.path().as_os_str().to_owned(), "--https-addr".into(), https.to_string().into()];
+    let mut args: Vec<OsString> = vec!["--config-dir".into(), dir.path().as_os_str().to_owned()];
     args.extend(extra.iter().map(OsString::from));
     let weir = WeirProcess::start_with(&args).await.unwrap();
+    let https = weir.https_addr;
     (weir, https)
 }
 
-async fn wait_subject(weir: &WeirProcess, https: std::net::SocketAddr, sni: Option<&str>, want: &str) {
+async fn wait_subject(
+    weir: &WeirProcess,
+    https: std::net::SocketAddr,
+    sni: Option<&str>,
+    want: &str,
+) {
     let want = want.to_owned();
     poll_until(LIMIT, &format!("{sni:?} presents {want}"), || {
         let want = want.clone();
@@ -155,13 +201,22 @@ async fn wait_subject(weir: &WeirProcess, https: std::net::SocketAddr, sni: Opti
         }
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}; last: {:?}; weir's log:\n{}", presented_subject(https, sni, &[]), weir.log()));
+    .unwrap_or_else(|e| {
+        panic!("{e}; last: {:?}; weir's log:\n{}", presented_subject(https, sni, &[]), weir.log())
+    });
 }
 
 /// The Route's condition of `type_` in `/debug/status`: (status, reason, message).
-async fn condition(weir: &WeirProcess, route: &str, type_: &str) -> Option<(String, String, String)> {
+async fn condition(
+    weir: &WeirProcess,
+    route: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
     let status = weir.status().await.ok()?;
-    let object = status["objects"].as_array()?.iter().find(|o| o["kind"] == "Route" && o["name"] == route)?;
+    let object = status["objects"]
+        .as_array()?
+        .iter()
+        .find(|o| o["kind"] == "Route" && o["name"] == route)?;
     let c = object["conditions"].as_array()?.iter().find(|c| c["type"] == type_)?;
     Some((
         c["status"].as_str()?.to_owned(),
@@ -192,7 +247,9 @@ async fn sni_default_rotation_last_good_versions_and_alpn() {
     dir.write("svc.yaml", &service_yaml("app", origin.addr.port())).unwrap();
     dir.write(
         "secrets.yaml",
-        &(tls_secret(p, "a-tls", "a") + &tls_secret(p, "b-tls", "b") + &tls_secret(p, "w-tls", "w")
+        &(tls_secret(p, "a-tls", "a")
+            + &tls_secret(p, "b-tls", "b")
+            + &tls_secret(p, "w-tls", "w")
             + &tls_secret(p, "default-tls", "default")),
     )
     .unwrap();
@@ -208,7 +265,10 @@ async fn sni_default_rotation_last_good_versions_and_alpn() {
     // SNI: two hosts, a wildcard, and the default for unknown or absent SNI.
     wait_subject(&weir, https, Some("a.test"), "CN=a.test,O=v1").await;
     assert_eq!(presented_subject(https, Some("b.test"), &[]).0.as_deref(), Some("CN=b.test,O=v1"));
-    assert_eq!(presented_subject(https, Some("x.w.test"), &[]).0.as_deref(), Some("CN=w.test,O=wild"));
+    assert_eq!(
+        presented_subject(https, Some("x.w.test"), &[]).0.as_deref(),
+        Some("CN=w.test,O=wild")
+    );
     assert_eq!(
         presented_subject(https, Some("unknown.test"), &[]).0.as_deref(),
         Some("CN=default.test,O=dflt")
@@ -234,7 +294,9 @@ async fn sni_default_rotation_last_good_versions_and_alpn() {
     // Rotation: the Secret changes, new handshakes get the new certificate.
     dir.write(
         "secrets.yaml",
-        &(tls_secret(p, "a-tls", "a2") + &tls_secret(p, "b-tls", "b") + &tls_secret(p, "w-tls", "w")
+        &(tls_secret(p, "a-tls", "a2")
+            + &tls_secret(p, "b-tls", "b")
+            + &tls_secret(p, "w-tls", "w")
             + &tls_secret(p, "default-tls", "default")),
     )
     .unwrap();
@@ -244,7 +306,9 @@ async fn sni_default_rotation_last_good_versions_and_alpn() {
     let broken = "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: a-tls\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: not a certificate\n  tls.key: nor a key\n";
     dir.write(
         "secrets.yaml",
-        &(broken.to_owned() + &tls_secret(p, "b-tls", "b") + &tls_secret(p, "w-tls", "w")
+        &(broken.to_owned()
+            + &tls_secret(p, "b-tls", "b")
+            + &tls_secret(p, "w-tls", "w")
             + &tls_secret(p, "default-tls", "default")),
     )
     .unwrap();
@@ -258,7 +322,9 @@ async fn sni_default_rotation_last_good_versions_and_alpn() {
     // A missing Secret: SecretNotFound, the last good certificate still serves.
     dir.write(
         "secrets.yaml",
-        &(tls_secret(p, "b-tls", "b") + &tls_secret(p, "w-tls", "w") + &tls_secret(p, "default-tls", "default")),
+        &(tls_secret(p, "b-tls", "b")
+            + &tls_secret(p, "w-tls", "w")
+            + &tls_secret(p, "default-tls", "default")),
     )
     .unwrap();
     poll_until(LIMIT, "a SecretNotFound", || async {
@@ -283,7 +349,9 @@ async fn conflict_redirect_and_mutual_tls() {
     dir.write("svc.yaml", &service_yaml("app", origin.addr.port())).unwrap();
     dir.write(
         "secrets.yaml",
-        &(tls_secret(p, "a-tls", "a") + &tls_secret(p, "b-tls", "b") + &ca_secret(p, "partners-ca", "partners")),
+        &(tls_secret(p, "a-tls", "a")
+            + &tls_secret(p, "b-tls", "b")
+            + &ca_secret(p, "partners-ca", "partners")),
     )
     .unwrap();
     // `a` is older than `a-again` (written first and created first: same timestamp, so the
@@ -291,14 +359,23 @@ async fn conflict_redirect_and_mutual_tls() {
     dir.write(
         "routes.yaml",
         &(tls_route("a", &["a.test"], "{secretRef: {name: a-tls}, httpRedirect: true}", "app")
-            + &tls_route("b", &["b.test"], "{secretRef: {name: b-tls}, clientCA: {secretRef: {name: partners-ca}}}", "app")
+            + &tls_route(
+                "b",
+                &["b.test"],
+                "{secretRef: {name: b-tls}, clientCA: {secretRef: {name: partners-ca}}}",
+                "app",
+            )
             + &tls_route("z-conflict", &["a.test"], "{secretRef: {name: b-tls}}", "app")),
     )
     .unwrap();
     let (weir, https) = start(&dir, &[]).await;
     wait_subject(&weir, https, Some("a.test"), "CN=a.test,O=v1").await;
     let conflict = condition(&weir, "z-conflict", "ResolvedRefs").await.unwrap();
-    assert_eq!((conflict.0.as_str(), conflict.1.as_str()), ("False", "CertificateConflict"), "{conflict:?}");
+    assert_eq!(
+        (conflict.0.as_str(), conflict.1.as_str()),
+        ("False", "CertificateConflict"),
+        "{conflict:?}"
+    );
 
     // No default certificate: unknown SNI fails the handshake.
     let (subject, text) = presented_subject(https, Some("unknown.test"), &[]);
@@ -338,7 +415,8 @@ async fn conflict_redirect_and_mutual_tls() {
     assert!(!subject.contains("forged"), "{subject}");
 
     // A forged subject on a connection without a verified certificate never reaches upstream.
-    let (status, body) = curl(https, "a.test", "/", &ca, &["-H", "X-Client-Cert-Subject: CN=forged"]);
+    let (status, body) =
+        curl(https, "a.test", "/", &ca, &["-H", "X-Client-Cert-Subject: CN=forged"]);
     assert!(status.starts_with("200"), "{status} {body}");
     assert!(!body.contains("forged"), "{body}");
 
