@@ -1,14 +1,14 @@
 //! The `Route` kind: hosts, rules with matches, backends, rewrites, timeouts and retries,
 //! and TLS (certificate Secret, HTTP redirect, client certificates).
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, LocalObjectReference};
 
 /// Routes HTTP requests for a set of hosts to Services in the same namespace.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "weir.dev",
     version = "v1alpha1",
@@ -24,10 +24,7 @@ use crate::common::{Condition, LocalObjectReference};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "!has(self.tls) || (has(self.hosts) && size(self.hosts) > 0)",
-    "message": "spec.tls requires at least one host in spec.hosts"
-}]))]
+#[x_kube(validation = Rule::new("!has(self.tls) || (has(self.hosts) && size(self.hosts) > 0)").message("spec.tls requires at least one host in spec.hosts"))]
 pub struct RouteSpec {
     /// Host names this Route serves, e.g. `api.example.com` or `*.example.com` (one wildcard
     /// label, leftmost). Empty means any host.
