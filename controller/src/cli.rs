@@ -97,6 +97,19 @@ pub struct RunArgs {
     /// Kubeconfig to use outside a cluster (default: in-cluster, then KUBECONFIG).
     #[arg(long, env = "WEIR_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// `NAMESPACE/NAME` of a `kubernetes.io/tls` Secret served to TLS clients whose SNI
+    /// names no Route host, or who send none (default: such handshakes fail).
+    #[arg(long, env = "WEIR_DEFAULT_CERTIFICATE", value_parser = parse_object_ref)]
+    pub default_certificate: Option<crate::index::ObjectRef>,
+}
+
+fn parse_object_ref(s: &str) -> Result<crate::index::ObjectRef, String> {
+    match s.trim().split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(crate::index::ObjectRef::new(ns, name))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
 }
 
 /// Where a pod finds its own namespace.
@@ -226,7 +239,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
 
     let (stop, stop_rx) = watch::channel(false);
-    let source = DirSource::new(dir, args.controller_namespace());
+    let source = DirSource::new(dir, args.controller_namespace())
+        .with_default_certificate(args.default_certificate.clone());
     let mut source_task = tokio::spawn(crate::standalone::run(
         source,
         Publisher::new(Arc::clone(&shared)),
@@ -283,7 +297,9 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     let admin = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
-    let options = crate::kube::KubeOptions::new(namespace.clone(), args.watch_namespaces.clone());
+    let mut options =
+        crate::kube::KubeOptions::new(namespace.clone(), args.watch_namespaces.clone());
+    options.default_certificate = args.default_certificate.clone();
     tracing::info!(
         http = %http.local_addr()?, admin = %admin.local_addr()?, namespace = %namespace,
         watch_namespaces = ?args.watch_namespaces, identity = %options.lease.identity,
@@ -361,6 +377,20 @@ mod tests {
         let cli = Cli::try_parse_from(["weir", "run", "--redis-timeout", "2s"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.redis_timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_default_certificate_is_namespace_slash_name() {
+        let cli = Cli::try_parse_from(["weir", "run", "--default-certificate", "gw/wild"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.default_certificate, Some(crate::index::ObjectRef::new("gw", "wild")));
+        let cli = Cli::try_parse_from(["weir", "run"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.default_certificate, None);
+        for bad in ["wild", "/wild", "gw/", "a/b/c"] {
+            let e = Cli::try_parse_from(["weir", "run", "--default-certificate", bad]).unwrap_err();
+            assert!(e.to_string().contains("is not NAMESPACE/NAME"), "{e}");
+        }
     }
 
     #[tokio::test]

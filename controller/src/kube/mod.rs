@@ -55,6 +55,8 @@ pub struct KubeOptions {
     pub watch_namespaces: Vec<String>,
     /// Leader election.
     pub lease: LeaseConfig,
+    /// `--default-certificate`: the Secret served for unknown or absent SNI.
+    pub default_certificate: Option<ObjectRef>,
 }
 
 impl KubeOptions {
@@ -71,6 +73,7 @@ impl KubeOptions {
             namespace: namespace.into(),
             watch_namespaces: namespaces,
             lease: LeaseConfig::new(lease::default_identity()),
+            default_certificate: None,
         }
     }
 }
@@ -196,7 +199,8 @@ async fn sync(
             }
             () = sleep_until(deadline) => {
                 pending = None;
-                let index = state.index(&options.namespace);
+                let mut index = state.index(&options.namespace);
+                index.default_certificate = options.default_certificate.clone();
                 let wanted = referenced_secrets(&index);
                 if watchers.sync_secret_refs(&mut state, &wanted) {
                     secrets_started = Some(Instant::now());
