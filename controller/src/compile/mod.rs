@@ -18,9 +18,9 @@ pub mod plugins;
 pub mod ratelimit;
 pub(crate) mod route;
 pub(crate) mod routes;
-pub(crate) mod tls;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -97,7 +97,8 @@ impl Builder<'_> {
     /// The certificate of `tls` for a Route in `ns`.
     fn build(&mut self, ns: &str, tls: &weir_crds::RouteTls) -> Result<Arc<HostTls>, RefProblem> {
         let cert_ref = ObjectRef::new(ns, &tls.secret_ref.name);
-        let ca_ref = tls.client_ca.as_ref().map(|ca| (ObjectRef::new(ns, &ca.secret_ref.name), ca.optional));
+        let ca_ref =
+            tls.client_ca.as_ref().map(|ca| (ObjectRef::new(ns, &ca.secret_ref.name), ca.optional));
         let name = match &ca_ref {
             None => cert_ref.to_string(),
             Some((ca, false)) => format!("{cert_ref}+{ca}"),
@@ -129,25 +130,32 @@ impl Builder<'_> {
                 Some((entry(ca_secret, CA, ca_ref, "ca.crt")?, *optional))
             }
         };
-        HostTls::from_pem(name.into(), crt, key, ca, self.index.now())
-            .map(Arc::new)
-            .map_err(|e| {
-                let (field, secret) = match ca_ref {
-                    Some((ca_ref, _)) if e.0.starts_with("ca.crt") => (CA, ca_ref),
-                    _ => (CERT, cert_ref),
-                };
-                RefProblem::new(RefReason::InvalidCertificate, format!("{field}: secret {secret}: {e}"))
-            })
+        HostTls::from_pem(name.into(), crt, key, ca, self.index.now()).map(Arc::new).map_err(|e| {
+            let (field, secret) = match ca_ref {
+                Some((ca_ref, _)) if e.0.starts_with("ca.crt") => (CA, ca_ref),
+                _ => (CERT, cert_ref),
+            };
+            RefProblem::new(RefReason::InvalidCertificate, format!("{field}: secret {secret}: {e}"))
+        })
     }
 }
 
-fn find_secret<'i>(index: &'i Index, field: &str, key: &ObjectRef) -> Result<&'i Secret, RefProblem> {
+fn find_secret<'i>(
+    index: &'i Index,
+    field: &str,
+    key: &ObjectRef,
+) -> Result<&'i Secret, RefProblem> {
     index.secrets.get(key).map(|s| &**s).ok_or_else(|| {
         RefProblem::new(RefReason::SecretNotFound, format!("{field}: secret {key} not found"))
     })
 }
 
-fn entry<'s>(secret: &'s Secret, field: &str, key: &ObjectRef, name: &str) -> Result<&'s [u8], RefProblem> {
+fn entry<'s>(
+    secret: &'s Secret,
+    field: &str,
+    key: &ObjectRef,
+    name: &str,
+) -> Result<&'s [u8], RefProblem> {
     secret_value(secret, name).filter(|v| !v.is_empty()).ok_or_else(|| {
         RefProblem::new(
             RefReason::InvalidCertificate,
@@ -222,8 +230,7 @@ pub(crate) fn compile_tls(index: &Index, memory: &Memory, next: &mut Memory) -> 
             }
         };
         if let Some(tls) = serving {
-            let created =
-                route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
+            let created = route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
             claims.push(Claim { key, created, hosts, tls });
         }
         out.routes.insert(key.clone(), result);
@@ -258,20 +265,25 @@ pub(crate) fn compile_tls(index: &Index, memory: &Memory, next: &mut Memory) -> 
                 conflicts.into_iter().map(|m| RefProblem::new(RefReason::CertificateConflict, m)),
             );
             let wants = index.routes.get(claim.key).and_then(|r| served_tls(claim.key, r, memory));
-            result.redirect =
-                !conflicted && wants.is_some_and(|(spec, _)| spec.tls.as_ref().is_some_and(|t| t.http_redirect));
+            result.redirect = !conflicted
+                && wants
+                    .is_some_and(|(spec, _)| spec.tls.as_ref().is_some_and(|t| t.http_redirect));
         }
     }
 
     let default = index.default_certificate.as_ref().and_then(|key| {
         let current = match index.secrets.get(key) {
             None => Err(format!("secret {key} not found")),
-            Some(secret) => match (secret_value(secret, "tls.crt"), secret_value(secret, "tls.key")) {
-                (Some(crt), Some(k)) => HostTls::from_pem(key.to_string().into(), crt, k, None, index.now())
-                    .map(Arc::new)
-                    .map_err(|e| format!("secret {key}: {e}")),
-                _ => Err(format!("secret {key} has no (or an empty) entry tls.crt or tls.key")),
-            },
+            Some(secret) => {
+                match (secret_value(secret, "tls.crt"), secret_value(secret, "tls.key")) {
+                    (Some(crt), Some(k)) => {
+                        HostTls::from_pem(key.to_string().into(), crt, k, None, index.now())
+                            .map(Arc::new)
+                            .map_err(|e| format!("secret {key}: {e}"))
+                    }
+                    _ => Err(format!("secret {key} has no (or an empty) entry tls.crt or tls.key")),
+                }
+            }
         };
         match current {
             Ok(cert) => {
