@@ -110,6 +110,25 @@ spec: {ports: [{port: 80}]}
     }
 
     #[test]
+    fn tls_conditions_are_printed() {
+        let text = GOOD.replace(
+            "spec:\n  rules:",
+            "spec:\n  hosts: [shop.test]\n  tls: {secretRef: {name: shop-tls}}\n  rules:",
+        );
+        assert!(text.contains("tls:"), "{text}");
+        let r = validate(&[temp("tls.yaml", &text)], None);
+        assert!(!r.ok);
+        assert!(
+            r.text.contains(
+                "Route default/orders ResolvedRefs=False SecretNotFound: spec.tls.secretRef: \
+                 secret default/shop-tls not found"
+            ),
+            "{}",
+            r.text
+        );
+    }
+
+    #[test]
     fn a_load_error_fails_and_is_printed() {
         let r = validate(
             &[temp(
