@@ -20,7 +20,7 @@ pub(crate) mod route;
 pub(crate) mod routes;
 #[cfg(test)]
 mod tests;
-pub(crate) mod tls;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +58,11 @@ pub struct Memory {
     pub last_good_tls: OrdMap<ObjectRef, Arc<HostTls>>,
     /// Last good `--default-certificate`.
     pub last_good_default_tls: Option<Arc<HostTls>>,
+    /// Certificates built by the last compile, by identity, with the Secrets they were
+    /// built from: reused while those Secrets are unchanged and the certificate is within
+    /// its dates (parsing and checking keys is the costly part of a compile with many
+    /// TLS Routes).
+    pub tls_built: OrdMap<Arc<str>, tls::Built>,
 }
 
 /// The status computed for one object (without `lastTransitionTime`, which the status

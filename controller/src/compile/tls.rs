@@ -86,11 +86,26 @@ pub(crate) fn touches_tls(key: &ObjectRef, route: Option<&Route>, memory: &Memor
         || memory.last_good_routes.get(key).is_some_and(|(_, r)| r.spec.tls.is_some())
 }
 
+/// A certificate built by a compile and the Secrets it came from.
+#[derive(Debug, Clone)]
+pub struct Built {
+    cert: Arc<Secret>,
+    ca: Option<Arc<Secret>>,
+    tls: Arc<HostTls>,
+}
+
+fn same_secret(a: &Arc<Secret>, b: &Arc<Secret>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
 /// Builds certificates once per Secret combination within one compile, so Routes sharing
-/// a Secret share one [`HostTls`] (one identity for misdirected-request checks).
+/// a Secret share one [`HostTls`] (one identity for misdirected-request checks), and reuses
+/// those of the previous compile whose Secrets did not change.
 struct Builder<'a> {
     index: &'a Index,
+    previous: &'a imbl::OrdMap<Arc<str>, Built>,
     built: HashMap<String, Result<Arc<HostTls>, RefProblem>>,
+    keep: imbl::OrdMap<Arc<str>, Built>,
 }
 
 impl Builder<'_> {
@@ -113,7 +128,7 @@ impl Builder<'_> {
     }
 
     fn make(
-        &self,
+        &mut self,
         name: &str,
         cert_ref: &ObjectRef,
         ca_ref: Option<&(ObjectRef, bool)>,
@@ -121,22 +136,53 @@ impl Builder<'_> {
         const CERT: &str = "spec.tls.secretRef";
         const CA: &str = "spec.tls.clientCA.secretRef";
         let secret = find_secret(self.index, CERT, cert_ref)?;
+        let ca_secret = match ca_ref {
+            None => None,
+            Some((ca_ref, _)) => Some(find_secret(self.index, CA, ca_ref)?),
+        };
+        let name: Arc<str> = name.into();
+        if let Some(done) = self.previous.get(&name)
+            && same_secret(&done.cert, secret)
+            && match (&done.ca, ca_secret) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same_secret(a, b),
+                _ => false,
+            }
+            && done.tls.valid_at(self.index.now())
+        {
+            self.keep.insert(name, done.clone());
+            return Ok(Arc::clone(&done.tls));
+        }
         let crt = entry(secret, CERT, cert_ref, "tls.crt")?;
         let key = entry(secret, CERT, cert_ref, "tls.key")?;
-        let ca = match ca_ref {
-            None => None,
-            Some((ca_ref, optional)) => {
-                let ca_secret = find_secret(self.index, CA, ca_ref)?;
+        let ca = match (ca_ref, ca_secret) {
+            (Some((ca_ref, optional)), Some(ca_secret)) => {
                 Some((entry(ca_secret, CA, ca_ref, "ca.crt")?, *optional))
             }
+            _ => None,
         };
-        HostTls::from_pem(name.into(), crt, key, ca, self.index.now()).map(Arc::new).map_err(|e| {
-            let (field, secret) = match ca_ref {
-                Some((ca_ref, _)) if e.0.starts_with("ca.crt") => (CA, ca_ref),
-                _ => (CERT, cert_ref),
-            };
-            RefProblem::new(RefReason::InvalidCertificate, format!("{field}: secret {secret}: {e}"))
-        })
+        match HostTls::from_pem(Arc::clone(&name), crt, key, ca, self.index.now()) {
+            Ok(tls) => {
+                let tls = Arc::new(tls);
+                let built = Built {
+                    cert: Arc::clone(secret),
+                    ca: ca_secret.map(Arc::clone),
+                    tls: Arc::clone(&tls),
+                };
+                self.keep.insert(name, built);
+                Ok(tls)
+            }
+            Err(e) => {
+                let (field, secret) = match ca_ref {
+                    Some((ca_ref, _)) if e.0.starts_with("ca.crt") => (CA, ca_ref),
+                    _ => (CERT, cert_ref),
+                };
+                Err(RefProblem::new(
+                    RefReason::InvalidCertificate,
+                    format!("{field}: secret {secret}: {e}"),
+                ))
+            }
+        }
     }
 }
 
@@ -144,8 +190,8 @@ fn find_secret<'i>(
     index: &'i Index,
     field: &str,
     key: &ObjectRef,
-) -> Result<&'i Secret, RefProblem> {
-    index.secrets.get(key).map(|s| &**s).ok_or_else(|| {
+) -> Result<&'i Arc<Secret>, RefProblem> {
+    index.secrets.get(key).ok_or_else(|| {
         RefProblem::new(RefReason::SecretNotFound, format!("{field}: secret {key} not found"))
     })
 }
@@ -198,7 +244,12 @@ fn uncovered(
 /// certificates into `next`.
 pub(crate) fn compile_tls(index: &Index, memory: &Memory, next: &mut Memory) -> TlsOutput {
     let mut out = TlsOutput::default();
-    let mut builder = Builder { index, built: HashMap::new() };
+    let mut builder = Builder {
+        index,
+        previous: &memory.tls_built,
+        built: HashMap::new(),
+        keep: imbl::OrdMap::new(),
+    };
     let mut claims = Vec::new();
     for (key, route) in &index.routes {
         let Some((spec, hosts)) = served_tls(key, route, memory) else { continue };
@@ -303,6 +354,7 @@ pub(crate) fn compile_tls(index: &Index, memory: &Memory, next: &mut Memory) -> 
         }
     });
     out.table = Arc::new(TlsTable::new(served, default));
+    next.tls_built = builder.keep;
     out
 }
 

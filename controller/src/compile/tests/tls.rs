@@ -546,3 +546,54 @@ fn referenced_secrets_include_route_tls_and_the_default_certificate() {
         assert!(wanted.contains(&ObjectRef::new(ns, name)), "{ns}/{name} not watched: {wanted:?}");
     }
 }
+
+#[test]
+fn certificates_are_reused_while_their_secrets_are_unchanged_and_rechecked_against_the_clock() {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["shop.example.com".to_owned()]).unwrap();
+    p.not_before = date_time_ymd(2020, 1, 1);
+    p.not_after = date_time_ymd(2025, 1, 1);
+    let pair = (p.self_signed(&key).unwrap().pem(), key.serialize_pem());
+    let plugin = "apiVersion: weir.dev/v1alpha1\nkind: Plugin\nmetadata: {name: cors}\n\
+                  spec: {cors: {allowOrigins: ['https://a.test']}}\n---\n";
+    let yaml = format!(
+        "{SERVICE}{}{}",
+        tls_secret("shop-tls", &pair),
+        route(
+            "shop",
+            "2024-01-01T00:00:00Z",
+            "[shop.example.com]",
+            "{secretRef: {name: shop-tls}}"
+        )
+    );
+    let at = |year_2024_day: u64| {
+        SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(1_704_067_200 + year_2024_day * 86_400)
+    };
+    let mut idx = load_str(&yaml);
+    idx.now = Some(at(0));
+    let c1 = compile(&idx, &Memory::default());
+    let first = Arc::clone(selected(&c1, Some("shop.example.com")).expect("valid in 2024"));
+
+    // A Plugin is added (a full compile) a day later: the same certificate object is reused.
+    let mut idx2 = load_str(&format!("{yaml}{plugin}"));
+    idx2.now = Some(at(1));
+    let c2 = update(&idx2, &c1).expect("recompiled");
+    assert!(!Arc::ptr_eq(&c1.state.shared_inputs(), &c2.state.shared_inputs()), "a full compile");
+    assert!(Arc::ptr_eq(selected(&c2, Some("shop.example.com")).unwrap(), &first));
+
+    // Compiled again after it expired: reported, and the last good one keeps serving.
+    let mut idx3 = load_str(&yaml);
+    idx3.now = Some(at(400));
+    let c3 = update(&idx3, &c2).expect("recompiled");
+    assert_cond(
+        status(&c3, Kind::Route, "default", "shop"),
+        RESOLVED_REFS,
+        "False",
+        "InvalidCertificate",
+        &[
+            "tls.crt: certificate expired at 2025-01-01T00:00:00Z; the last good certificate (default/shop-tls) keeps serving",
+        ],
+    );
+    assert!(Arc::ptr_eq(selected(&c3, Some("shop.example.com")).unwrap(), &first));
+}
