@@ -272,6 +272,22 @@ impl Publisher {
         }
     }
 
+    /// How long until a served certificate expires, when the sources should compile again
+    /// so the expiry is reported ([`Publisher::tls_recheck_due`]); at most an hour, after
+    /// which the caller asks again. `None`: no certificate to watch.
+    pub fn tls_recheck_in(&self) -> Option<std::time::Duration> {
+        let at = self.last.as_ref()?.tls_recheck_at?;
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(left.min(std::time::Duration::from_secs(3600)))
+    }
+
+    /// True once the clock passed the expiry of a served certificate: the next
+    /// [`Publisher::apply`] recompiles (even when nothing else changed) and reports it.
+    pub fn tls_recheck_due(&self) -> bool {
+        let at = self.last.as_ref().and_then(|l| l.tls_recheck_at);
+        at.is_some_and(|at| SystemTime::now() >= at)
+    }
+
     /// Compiles `index` if it changed, publishes the snapshot, and updates the status view
     /// with the statuses and `errors`.
     pub fn apply(&mut self, index: &Index, mut errors: Vec<LoadError>) -> Outcome {

@@ -216,6 +216,10 @@ pub(crate) fn changes(index: &Index, state: &State) -> Change {
 /// computed from what changed only (see the module documentation). Same result as
 /// [`compile`]`(index, &previous.memory)` up to backend ids.
 pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
+    // A served certificate expired since: everything is recompiled (and the expiry reported).
+    if previous.tls_recheck_at.is_some_and(|at| index.now() >= at) {
+        return Some(compile(index, &previous.memory));
+    }
     match changes(index, &previous.state) {
         Change::Unchanged => None,
         Change::Endpoints => Some(compile_endpoints_only(index, previous)),
@@ -337,6 +341,7 @@ pub(crate) fn compile_changed(
         statuses,
         tls: Arc::clone(&previous.tls),
         tls_error: previous.tls_error.clone(),
+        tls_recheck_at: previous.tls_recheck_at,
         memory: Arc::new(memory),
         state: Arc::new(next),
     }

@@ -122,6 +122,10 @@ pub struct Compiled {
     /// Why `--default-certificate` cannot be used, if it cannot (not a Route's status: the
     /// publisher logs it and shows it with the load errors).
     pub tls_error: Option<String>,
+    /// When the first served certificate expires. The sources compile again once the clock
+    /// passes it ([`update`] then recompiles everything), so the expiry is reported even
+    /// when nothing else changes.
+    pub tls_recheck_at: Option<std::time::SystemTime>,
     /// The memory to pass to the next run.
     pub memory: Arc<Memory>,
     /// What the next [`update`] compares the index with and reuses.
@@ -142,6 +146,7 @@ pub fn compile_endpoints_only(index: &Index, previous: &Compiled) -> Compiled {
         statuses: previous.statuses.clone(),
         tls: Arc::clone(&previous.tls),
         tls_error: previous.tls_error.clone(),
+        tls_recheck_at: previous.tls_recheck_at,
         memory: Arc::clone(&previous.memory),
         state: Arc::new(previous.state.with_endpoints(index)),
     }
@@ -252,6 +257,7 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         statuses,
         tls: tls.table,
         tls_error: tls.default_error,
+        tls_recheck_at: tls.recheck_at,
         memory,
         state: Arc::new(state),
     }

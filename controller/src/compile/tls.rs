@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Secret;
 use weir_crds::{Route, RouteSpec};
@@ -45,6 +46,8 @@ pub(crate) struct TlsOutput {
     /// Why the `--default-certificate` cannot be used (the last good one, if any, still
     /// serves).
     pub(crate) default_error: Option<String>,
+    /// When the first served certificate expires: a compile after that reports it.
+    pub(crate) recheck_at: Option<SystemTime>,
 }
 
 /// A Route that serves a certificate, and the hosts it claims.
@@ -353,6 +356,15 @@ pub(crate) fn compile_tls(index: &Index, memory: &Memory, next: &mut Memory) -> 
             }
         }
     });
+    let now = index.now();
+    out.recheck_at = served
+        .iter()
+        .map(|(_, tls)| tls)
+        .chain(&default)
+        .filter(|tls| tls.valid_at(now))
+        .filter_map(|tls| u64::try_from(tls.leaf.not_after).ok())
+        .min()
+        .and_then(|t| UNIX_EPOCH.checked_add(Duration::from_secs(t.saturating_add(1))));
     out.table = Arc::new(TlsTable::new(served, default));
     next.tls_built = builder.keep;
     out

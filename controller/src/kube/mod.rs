@@ -188,8 +188,16 @@ async fn sync(
     let mut pending: Option<(Instant, Instant)> = None;
     loop {
         let deadline = pending.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY));
+        // A served certificate that expires is reported by a compile once it has.
+        let recheck = if pending.is_none() { publisher.tls_recheck_in() } else { None };
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
+            () = sleep_for(recheck) => {
+                if publisher.tls_recheck_due() {
+                    let now = Instant::now();
+                    pending = Some((now, now));
+                }
+            }
             change = rx.recv() => {
                 let Some(change) = change else { return };
                 if state.apply(change) {
@@ -222,6 +230,13 @@ async fn sync(
                 input.send_replace(Arc::new(WriterInput { statuses, watched }));
             }
         }
+    }
+}
+
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -597,3 +597,37 @@ fn certificates_are_reused_while_their_secrets_are_unchanged_and_rechecked_again
     );
     assert!(Arc::ptr_eq(selected(&c3, Some("shop.example.com")).unwrap(), &first));
 }
+
+#[test]
+fn the_first_expiry_is_when_the_next_compile_must_happen() {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["shop.example.com".to_owned()]).unwrap();
+    p.not_before = date_time_ymd(2020, 1, 1);
+    p.not_after = date_time_ymd(2025, 1, 1);
+    let pair = (p.self_signed(&key).unwrap().pem(), key.serialize_pem());
+    let yaml = format!(
+        "{SERVICE}{}{}",
+        tls_secret("shop-tls", &pair),
+        route(
+            "shop",
+            "2024-01-01T00:00:00Z",
+            "[shop.example.com]",
+            "{secretRef: {name: shop-tls}}"
+        )
+    );
+    let at = |secs: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let mut idx = load_str(&yaml);
+    idx.now = Some(at(1_704_067_200)); // 2024-01-01
+    let c1 = compile(&idx, &Memory::default());
+    assert_eq!(c1.tls_recheck_at, Some(at(1_735_689_601)), "2025-01-01T00:00:01Z");
+    idx.now = Some(at(1_735_689_600));
+    assert!(update(&idx, &c1).is_none(), "not yet: nothing changed");
+    idx.now = Some(at(1_735_689_601));
+    let c2 = update(&idx, &c1).expect("the expiry recompiles");
+    assert_eq!(
+        cond(status(&c2, Kind::Route, "default", "shop"), RESOLVED_REFS).reason,
+        "InvalidCertificate"
+    );
+    assert_eq!(c2.tls_recheck_at, None, "nothing valid left to watch");
+    assert!(update(&idx, &c2).is_none());
+}
