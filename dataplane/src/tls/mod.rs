@@ -143,6 +143,44 @@ impl TlsTable {
         table
     }
 
+    /// The table as JSON for `/debug/snapshot`: each host with its certificate's identity,
+    /// subject, DNS names, validity and client-certificate mode. No key material.
+    pub fn describe(&self) -> serde_json::Value {
+        fn cert(tls: &HostTls) -> serde_json::Value {
+            serde_json::json!({
+                "certificate": &*tls.name,
+                "subject": tls.leaf.subject,
+                "dnsNames": tls.leaf.dns_names,
+                "notBefore": certs::rfc3339(tls.leaf.not_before),
+                "notAfter": certs::rfc3339(tls.leaf.not_after),
+                "clientCertificates": match tls.client_auth {
+                    None => "none",
+                    Some(true) => "required",
+                    Some(false) => "optional",
+                },
+            })
+        }
+        let mut hosts: Vec<(String, &Arc<HostTls>)> = self
+            .exact
+            .iter()
+            .map(|(h, t)| (h.to_string(), t))
+            .chain(self.wildcard.iter().map(|(s, t)| (format!("*{s}"), t)))
+            .collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        let hosts: Vec<serde_json::Value> = hosts
+            .into_iter()
+            .map(|(host, tls)| {
+                let mut v = cert(tls);
+                v["host"] = host.into();
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "hosts": hosts,
+            "default": self.default.as_deref().map(cert),
+        })
+    }
+
     /// True when there is no certificate at all (the HTTPS listener is not needed).
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()

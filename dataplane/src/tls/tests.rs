@@ -353,3 +353,25 @@ fn rfc3339_dates() {
     assert_eq!(certs::rfc3339(951_825_599), "2000-02-29T11:59:59Z");
     assert_eq!(certs::rfc3339(-1), "1969-12-31T23:59:59Z");
 }
+
+#[test]
+fn the_table_describes_hosts_and_certificates_without_key_material() {
+    let ca = ca("Test CA");
+    let (cert, key) = leaf(&ca, &["shop.example.com", "*.shop.example.com"], &rcgen::PKCS_ED25519);
+    let tls = Arc::new(build(&cert, &key).unwrap());
+    let table = TlsTable::new(
+        vec![
+            (HostMatch::Wildcard(".shop.example.com".into()), Arc::clone(&tls)),
+            (HostMatch::Exact("shop.example.com".into()), Arc::clone(&tls)),
+        ],
+        Some(Arc::clone(&tls)),
+    );
+    let v = table.describe();
+    assert_eq!(v["hosts"][0]["host"], "*.shop.example.com");
+    assert_eq!(v["hosts"][1]["host"], "shop.example.com");
+    assert_eq!(v["hosts"][1]["certificate"], "ns/tls");
+    assert_eq!(v["hosts"][1]["clientCertificates"], "none");
+    assert_eq!(v["default"]["subject"], "CN=shop.example.com");
+    let text = v.to_string();
+    assert!(!text.contains("PRIVATE") && !text.contains("BEGIN"), "{text}");
+}
