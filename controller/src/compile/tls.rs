@@ -160,7 +160,8 @@ impl Builder<'_> {
         let key = entry(secret, CERT, cert_ref, "tls.key")?;
         let ca = match (ca_ref, ca_secret) {
             (Some((ca_ref, optional)), Some(ca_secret)) => {
-                Some((entry(ca_secret, CA, ca_ref, "ca.crt")?, *optional))
+                // from_pem takes (CA bundle, required).
+                Some((entry(ca_secret, CA, ca_ref, "ca.crt")?, !*optional))
             }
             _ => None,
         };

@@ -50,8 +50,9 @@ pub struct HostTls {
 impl HostTls {
     /// Parses and checks a PEM certificate chain (leaf first) and private key at time
     /// `now` (see [`certs`] for every check; `now` is explicit so the compiler stays a pure
-    /// function), and builds the server config. `client_ca` = (PEM CA bundle, optional)
-    /// turns on client-certificate verification: required unless `optional`.
+    /// function), and builds the server config. `client_ca` = (PEM CA bundle, required)
+    /// turns on client-certificate verification; with `required` false, clients without a
+    /// certificate are let through (a presented one must still verify).
     ///
     /// Only the compiler calls this: nothing is parsed at handshake time.
     pub fn from_pem(
@@ -64,8 +65,8 @@ impl HostTls {
         let provider = provider();
         let checked = certs::check_server_cert(&provider, cert_chain, key, now)?;
         let verifier = match client_ca {
-            Some((ca, optional)) => {
-                Some((certs::client_verifier(&provider, ca, optional)?, optional))
+            Some((ca, required)) => {
+                Some((certs::client_verifier(&provider, ca, !required)?, !required))
             }
             None => None,
         };

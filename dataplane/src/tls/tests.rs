@@ -278,7 +278,7 @@ fn client_certificates_are_verified_against_the_client_ca() {
             name("ns/tls+ns/ca"),
             cert.as_bytes(),
             key.as_bytes(),
-            Some((client_ca.pem.as_bytes(), optional)),
+            Some((client_ca.pem.as_bytes(), !optional)),
             now(),
         )
         .unwrap();
@@ -302,7 +302,7 @@ fn client_certificates_are_verified_against_the_client_ca() {
         name("x"),
         cert.as_bytes(),
         key.as_bytes(),
-        Some((client_ca.pem.as_bytes(), true)),
+        Some((client_ca.pem.as_bytes(), false)),
         now(),
     )
     .unwrap();
@@ -317,15 +317,10 @@ fn client_certificates_are_verified_against_the_client_ca() {
         .unwrap();
     assert!(handshake(Arc::clone(&tls.config), client, "partners.example.com").is_err());
 
-    let e = HostTls::from_pem(
-        name("x"),
-        cert.as_bytes(),
-        key.as_bytes(),
-        Some((b"junk", false)),
-        now(),
-    )
-    .err()
-    .unwrap();
+    let e =
+        HostTls::from_pem(name("x"), cert.as_bytes(), key.as_bytes(), Some((b"junk", true)), now())
+            .err()
+            .unwrap();
     assert_eq!(e.0, "ca.crt: no PEM certificate found");
 }
 
