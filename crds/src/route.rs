@@ -53,7 +53,7 @@ pub struct RouteSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RouteTls {
     /// The `kubernetes.io/tls` Secret in this namespace holding `tls.crt` (PEM chain, leaf
-    /// first) and `tls.key` (PEM private key: RSA, ECDSA P-256/P-384 or Ed25519).
+    /// first) and `tls.key` (PEM private key: RSA, ECDSA P-256/P-384/P-521 or Ed25519).
     pub secret_ref: LocalObjectReference,
     /// Plain-HTTP requests for these hosts are answered `301` to the same URL over HTTPS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -1,6 +1,6 @@
 //! Validation of a certificate Secret's material when the snapshot is compiled: PEM
 //! parsing, the chain's order and signatures, validity dates against an explicit `now`,
-//! the private key (RSA, ECDSA P-256/P-384, Ed25519 in PKCS#8, PKCS#1 or SEC1) matching the
+//! the private key (RSA, ECDSA P-256/P-384/P-521, Ed25519 in PKCS#8, PKCS#1 or SEC1) matching the
 //! leaf, and the client CA bundle of mTLS. Every error says which entry (`tls.crt`,
 //! `tls.key`, `ca.crt`) is wrong and how; none contains key material.
 
@@ -96,7 +96,7 @@ pub(super) fn check_server_cert(
     let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
         CertError(format!(
             "tls.key: not a usable private key ({e}); supported: RSA (2048 bits or more), \
-             ECDSA P-256/P-384, Ed25519"
+             ECDSA P-256/P-384/P-521, Ed25519"
         ))
     })?;
     let certified = CertifiedKey::new(chain, signing_key);

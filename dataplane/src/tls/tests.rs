@@ -370,3 +370,45 @@ fn the_table_describes_hosts_and_certificates_without_key_material() {
     let text = v.to_string();
     assert!(!text.contains("PRIVATE") && !text.contains("BEGIN"), "{text}");
 }
+
+/// A self-signed certificate and key made by the `openssl` CLI with `newkey` (e.g.
+/// `rsa:1024`, or `ec` with `-pkeyopt ec_paramgen_curve:P-521`).
+fn openssl_self_signed(newkey: &[&str]) -> (String, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-tls-openssl-{}-{}",
+        std::process::id(),
+        newkey.join("-").replace([':', '/'], "_")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("k.pem"), dir.join("c.pem"));
+    let mut args = vec!["req", "-x509", "-nodes", "-days", "3", "-subj", "/CN=a.test"];
+    args.extend(["-addext", "subjectAltName=DNS:a.test", "-newkey"]);
+    args.extend(newkey);
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl CLI (apt-get install openssl)");
+    assert!(status.success());
+    let out = (std::fs::read_to_string(&cert).unwrap(), std::fs::read_to_string(&key).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+fn weak_or_unsupported_keys_are_rejected_with_what_is_supported() {
+    let (cert, key) = openssl_self_signed(&["rsa:1024"]);
+    let e = err(build(&cert, &key));
+    assert!(
+        e.starts_with("tls.key: not a usable private key") && e.contains("RSA (2048 bits or more)"),
+        "{e}"
+    );
+    for newkey in [&["rsa:2048"][..], &["ec", "-pkeyopt", "ec_paramgen_curve:P-521"]] {
+        let (cert, key) = openssl_self_signed(newkey);
+        build(&cert, &key).unwrap_or_else(|e| panic!("{newkey:?}: {e}"));
+    }
+}
