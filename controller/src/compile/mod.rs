@@ -209,7 +209,7 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
     }
     let consumer_rate_limits: Arc<[ObjectRef]> = builder.take_touched().into();
     // Before the Routes: a Route's TLS outcome (problems, redirect) is part of its compile.
-    let tls = tls::compile_tls(index, memory, &mut new_memory);
+    let tls = tls::compile_tls(index, memory, &catalog, &mut new_memory);
 
     let mut interner = backends::BackendInterner::default();
     let mut status_cache = route::StatusCache::default();

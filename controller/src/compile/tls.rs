@@ -9,7 +9,8 @@
 //! - A host claimed by several Routes with different certificates goes to the oldest
 //!   (creationTimestamp, then namespace/name, as for routing); the others get
 //!   `CertificateConflict` for it and no redirect. Only Routes with a certificate to serve
-//!   (current or last good) claim hosts.
+//!   (current or last good) that serve HTTP (valid now, or with a last good version) claim
+//!   hosts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use weir_dataplane::tls::{HostTls, TlsTable};
 use super::Memory;
 use super::conditions::{RefProblem, RefReason};
 use super::consumers::secret_value;
-use super::routes::parse_host;
+use super::plugins::{self, PluginCatalog};
+use super::routes::{self, parse_host};
 use crate::index::{Index, ObjectRef};
 
 /// The TLS result of one Route with `tls`.
@@ -246,7 +248,12 @@ fn uncovered(
 
 /// Compiles the TLS of every Route and the default certificate; records the last good
 /// certificates into `next`.
-pub(crate) fn compile_tls(index: &Index, memory: &Memory, next: &mut Memory) -> TlsOutput {
+pub(crate) fn compile_tls(
+    index: &Index,
+    memory: &Memory,
+    catalog: &PluginCatalog,
+    next: &mut Memory,
+) -> TlsOutput {
     let mut out = TlsOutput::default();
     let mut builder = Builder {
         index,
@@ -284,7 +291,13 @@ pub(crate) fn compile_tls(index: &Index, memory: &Memory, next: &mut Memory) -> 
                 last
             }
         };
-        if let Some(tls) = serving {
+        // A Route that never was valid serves no HTTP (no model): it claims no host either.
+        let serves_http = memory.last_good_routes.contains_key(key)
+            || routes::validate_route(&key.namespace, &route.spec).is_ok_and(|_| {
+                let plugins = plugins::rule_plugins(&key.namespace, &route.spec, catalog);
+                routes::rule_plugin_errors(&route.spec, &plugins, catalog).is_empty()
+            });
+        if let Some(tls) = serving.filter(|_| serves_http) {
             let created = route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
             claims.push(Claim { key, created, hosts, tls });
         }

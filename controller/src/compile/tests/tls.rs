@@ -631,3 +631,23 @@ fn the_first_expiry_is_when_the_next_compile_must_happen() {
     assert_eq!(c2.tls_recheck_at, None, "nothing valid left to watch");
     assert!(update(&idx, &c2).is_none());
 }
+
+#[test]
+fn a_route_that_never_was_valid_claims_no_host() {
+    let a = cert("a", &["shop.example.com"]);
+    let b = cert("b", &["shop.example.com"]);
+    // The older Route has an invalid rule (a bad regex) and no last good version.
+    let broken =
+        route("old", "2024-01-01T00:00:00Z", "[shop.example.com]", "{secretRef: {name: a-tls}}")
+            .replace("{path: {value: /api}}", "{path: {type: RegularExpression, value: '(/api'}}");
+    let yaml = format!(
+        "{SERVICE}{}{}{broken}{}",
+        tls_secret("a-tls", &a),
+        tls_secret("b-tls", &b),
+        route("new", "2024-06-01T00:00:00Z", "[shop.example.com]", "{secretRef: {name: b-tls}}"),
+    );
+    let c = compile(&index(&yaml), &Memory::default());
+    assert_eq!(cond(status(&c, Kind::Route, "default", "old"), ACCEPTED).status, "False");
+    assert!(status(&c, Kind::Route, "default", "new").is_true(RESOLVED_REFS));
+    assert_eq!(selected_name(&c, Some("shop.example.com")).as_deref(), Some("default/b-tls"));
+}
