@@ -113,6 +113,19 @@ pub struct RunArgs {
     /// this long, then the listeners stop and drain (replaces a preStop sleep).
     #[arg(long, env = "WEIR_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
     pub shutdown_delay: std::time::Duration,
+    /// `NAMESPACE/NAME` of a `kubernetes.io/tls` Secret served to TLS clients whose SNI
+    /// names no Route host, or who send none (default: such handshakes fail).
+    #[arg(long, env = "WEIR_DEFAULT_CERTIFICATE", value_parser = parse_object_ref)]
+    pub default_certificate: Option<crate::index::ObjectRef>,
+}
+
+fn parse_object_ref(s: &str) -> Result<crate::index::ObjectRef, String> {
+    match s.trim().split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(crate::index::ObjectRef::new(ns, name))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
 }
 
 /// Where a pod finds its own namespace.
@@ -249,7 +262,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
 
     let (stop, stop_rx) = watch::channel(false);
-    let source = DirSource::new(dir, args.controller_namespace());
+    let source = DirSource::new(dir, args.controller_namespace())
+        .with_default_certificate(args.default_certificate.clone());
     let mut source_task = tokio::spawn(crate::standalone::run(
         source,
         Publisher::new(Arc::clone(&shared)),
@@ -312,7 +326,9 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     let admin = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
-    let options = crate::kube::KubeOptions::new(namespace.clone(), args.watch_namespaces.clone());
+    let mut options =
+        crate::kube::KubeOptions::new(namespace.clone(), args.watch_namespaces.clone());
+    options.default_certificate = args.default_certificate.clone();
     tracing::info!(
         http = %http.local_addr()?, admin = %admin.local_addr()?, namespace = %namespace,
         watch_namespaces = ?args.watch_namespaces, identity = %options.lease.identity,
@@ -436,6 +452,20 @@ mod tests {
         ] {
             let argv = ["weir", "run"].iter().chain(bad.iter());
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_certificate_is_namespace_slash_name() {
+        let cli = Cli::try_parse_from(["weir", "run", "--default-certificate", "gw/wild"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.default_certificate, Some(crate::index::ObjectRef::new("gw", "wild")));
+        let cli = Cli::try_parse_from(["weir", "run"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.default_certificate, None);
+        for bad in ["wild", "/wild", "gw/", "a/b/c"] {
+            let e = Cli::try_parse_from(["weir", "run", "--default-certificate", bad]).unwrap_err();
+            assert!(e.to_string().contains("is not NAMESPACE/NAME"), "{e}");
         }
     }
 

@@ -82,6 +82,14 @@ pub struct Index {
     /// The controller's own namespace, where `global: true` Plugins are honoured. Empty
     /// means [`DEFAULT_CONTROLLER_NAMESPACE`].
     pub controller_namespace: String,
+    /// `--default-certificate`: the `kubernetes.io/tls` Secret served to TLS clients whose
+    /// SNI names no Route host (or who send none). `None`: such handshakes fail.
+    pub default_certificate: Option<ObjectRef>,
+    /// The time certificate validity dates are checked against. Sources set it to the
+    /// current time before each compile, so `compile()` itself reads no clock (it stays
+    /// pure and testable); `None` checks against the Unix epoch, where every certificate
+    /// is "not valid before" its start (an unset clock fails loudly, never silently).
+    pub now: Option<std::time::SystemTime>,
 }
 
 /// The controller namespace used when [`Index::controller_namespace`] is empty.
@@ -95,5 +103,10 @@ impl Index {
         } else {
             &self.controller_namespace
         }
+    }
+
+    /// [`Index::now`], or the Unix epoch when unset.
+    pub fn now(&self) -> std::time::SystemTime {
+        self.now.unwrap_or(std::time::UNIX_EPOCH)
     }
 }

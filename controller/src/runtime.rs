@@ -286,11 +286,26 @@ impl Publisher {
         }
     }
 
+    /// How long until a served certificate expires, when the sources should compile again
+    /// so the expiry is reported ([`Publisher::tls_recheck_due`]); at most an hour, after
+    /// which the caller asks again. `None`: no certificate to watch.
+    pub fn tls_recheck_in(&self) -> Option<std::time::Duration> {
+        let at = self.last.as_ref()?.tls_recheck_at?;
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(left.min(std::time::Duration::from_secs(3600)))
+    }
+
+    /// True once the clock passed the expiry of a served certificate: the next
+    /// [`Publisher::apply`] recompiles (even when nothing else changed) and reports it.
+    pub fn tls_recheck_due(&self) -> bool {
+        let at = self.last.as_ref().and_then(|l| l.tls_recheck_at);
+        at.is_some_and(|at| SystemTime::now() >= at)
+    }
+
     /// Compiles `index` if it changed, publishes the snapshot, and updates the status view
     /// with the statuses and `errors`.
-    pub fn apply(&mut self, index: &Index, errors: Vec<LoadError>) -> Outcome {
+    pub fn apply(&mut self, index: &Index, mut errors: Vec<LoadError>) -> Outcome {
         let metrics = &self.shared.metrics;
-        metrics.config_errors.set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
         let compiled = match &self.last {
             Some(previous) => compile::update(index, previous),
             None => Some(compile(index, &self.memory)),
@@ -310,14 +325,28 @@ impl Publisher {
                     routes: Arc::clone(&compiled.routes),
                     backends: Arc::clone(&compiled.backends),
                     identity_headers: Arc::clone(&compiled.identity_headers),
-                    tls: Arc::default(),
+                    tls: Arc::clone(&compiled.tls),
                 });
+                let before = self.last.as_ref().and_then(|l| l.tls_error.as_deref());
+                match (&compiled.tls_error, before) {
+                    (Some(e), b) if b != Some(e.as_str()) => {
+                        tracing::error!("--default-certificate: {e}");
+                    }
+                    (None, Some(_)) => tracing::info!("--default-certificate: usable again"),
+                    _ => {}
+                }
                 let compiled = Arc::new(compiled);
                 self.shared.live.store(Some(Arc::clone(&compiled)));
                 retired = self.last.replace(compiled);
                 Outcome::Published(self.version)
             }
         };
+        // The default certificate is a flag, not an object with a status: its problem is
+        // shown with the load errors.
+        if let Some(e) = self.last.as_ref().and_then(|l| l.tls_error.clone()) {
+            errors.push(LoadError { file: "--default-certificate".into(), document: 0, reason: e });
+        }
+        metrics.config_errors.set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
         metrics.reload(match (&outcome, errors.is_empty()) {
             (_, false) => "error",
             (Outcome::Published(_), true) => "published",

@@ -253,3 +253,36 @@ fn reload_at_scale() {
         times[5].0, times[9].0, times[5].1, unchanged,
     );
 }
+
+#[test]
+fn the_tls_table_is_published_and_a_default_certificate_problem_is_a_load_error() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["shop.test".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap().pem();
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let yaml = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {{name: r}}\n\
+         spec: {{hosts: [shop.test], tls: {{secretRef: {{name: shop}}}}, \
+         rules: [{{backends: [{{service: s, port: 80}}]}}]}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: shop}}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&cert),
+        indent(&key.serialize_pem())
+    );
+    let mut idx = index(&yaml);
+    idx.now = Some(SystemTime::now());
+    idx.default_certificate = Some(ObjectRef::new("weir-system", "missing"));
+    let shared = Shared::new(DataPlane::new());
+    let mut p = Publisher::new(Arc::clone(&shared));
+    assert_eq!(p.apply(&idx, Vec::new()), Outcome::Published(1));
+    let live = shared.dataplane.current();
+    assert_eq!(live.tls.select(Some("shop.test")).map(|t| &*t.name), Some("default/shop"));
+    assert!(live.tls.select(Some("other.test")).is_none());
+    let status = shared.status.load();
+    assert_eq!(status.errors.len(), 1, "{:?}", status.errors);
+    assert_eq!(status.errors[0].file, "--default-certificate");
+    assert!(status.errors[0].reason.starts_with("secret weir-system/missing not found"));
+    // Still reported when nothing changed.
+    assert_eq!(p.apply(&idx, Vec::new()), Outcome::Unchanged(1));
+    assert_eq!(shared.status.load().errors.len(), 1);
+    assert!(shared.metrics.encode().contains("weir_config_errors 1"));
+}

@@ -23,8 +23,10 @@ pub struct Report {
 
 /// Loads `paths` (files or directories), compiles, and reports.
 pub fn validate(paths: &[PathBuf], controller_namespace: Option<&str>) -> Report {
-    let (index, errors) =
+    let (mut index, errors) =
         load_paths(paths, controller_namespace.unwrap_or(DEFAULT_CONTROLLER_NAMESPACE));
+    // Certificates are checked against the current time.
+    index.now = Some(std::time::SystemTime::now());
     let compiled = compile(&index, &Memory::default());
     let mut text = String::new();
     let mut ok = errors.is_empty();
@@ -105,6 +107,25 @@ spec: {ports: [{port: 80}]}
         let r = validate(&[temp("missing.yaml", &text)], None);
         assert!(!r.ok);
         assert!(r.text.contains("ResolvedRefs=False BackendNotFound"), "{}", r.text);
+    }
+
+    #[test]
+    fn tls_conditions_are_printed() {
+        let text = GOOD.replace(
+            "spec:\n  rules:",
+            "spec:\n  hosts: [shop.test]\n  tls: {secretRef: {name: shop-tls}}\n  rules:",
+        );
+        assert!(text.contains("tls:"), "{text}");
+        let r = validate(&[temp("tls.yaml", &text)], None);
+        assert!(!r.ok);
+        assert!(
+            r.text.contains(
+                "Route default/orders ResolvedRefs=False SecretNotFound: spec.tls.secretRef: \
+                 secret default/shop-tls not found"
+            ),
+            "{}",
+            r.text
+        );
     }
 
     #[test]

@@ -169,6 +169,12 @@ fn validations_are_in_the_schema() {
     let rules = credential["x-kubernetes-validations"].as_array().expect("credential CEL rules");
     assert_eq!(rules[0]["rule"], "has(self.apiKey) != has(self.jwt)");
 
+    let route_spec = find(schema_of(route), &["properties", "spec"]);
+    let rules = route_spec["x-kubernetes-validations"].as_array().expect("route CEL rules");
+    assert!(rules.iter().any(|r| r["rule"].as_str().unwrap().contains("has(self.tls)")));
+    let tls = find(route_spec, &["properties", "tls", "properties"]);
+    assert_eq!(tls["clientCA"]["required"], serde_json::json!(["secretRef"]));
+
     let route_rules = find(schema_of(route), &["properties", "spec", "properties", "rules"]);
     assert_eq!(route_rules["minItems"], 1);
     let connect = find(route_rules, &["items", "properties", "timeouts", "properties", "connect"]);

@@ -1,13 +1,14 @@
-//! The `Route` kind: hosts, rules with matches, backends, rewrites, timeouts and retries.
+//! The `Route` kind: hosts, rules with matches, backends, rewrites, timeouts and retries,
+//! and TLS (certificate Secret, HTTP redirect, client certificates).
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::Condition;
+use crate::common::{Condition, LocalObjectReference};
 
 /// Routes HTTP requests for a set of hosts to Services in the same namespace.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "weir.dev",
     version = "v1alpha1",
@@ -23,6 +24,7 @@ use crate::common::Condition;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.tls) || (has(self.hosts) && size(self.hosts) > 0)").message("spec.tls requires at least one host in spec.hosts"))]
 pub struct RouteSpec {
     /// Host names this Route serves, e.g. `api.example.com` or `*.example.com` (one wildcard
     /// label, leftmost). Empty means any host.
@@ -39,6 +41,39 @@ pub struct RouteSpec {
     /// The routing rules. A request is served by the most specific matching rule.
     #[schemars(length(min = 1))]
     pub rules: Vec<RouteRule>,
+    /// HTTPS for `hosts`: the certificate (a `kubernetes.io/tls` Secret in this namespace),
+    /// the plain-HTTP redirect, and optional client-certificate verification. Requires
+    /// `hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RouteTls>,
+}
+
+/// HTTPS termination for a Route's hosts.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTls {
+    /// The `kubernetes.io/tls` Secret in this namespace holding `tls.crt` (PEM chain, leaf
+    /// first) and `tls.key` (PEM private key: RSA, ECDSA P-256/P-384/P-521 or Ed25519).
+    pub secret_ref: LocalObjectReference,
+    /// Plain-HTTP requests for these hosts are answered `301` to the same URL over HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http_redirect: bool,
+    /// Client-certificate verification (mTLS) against a CA bundle.
+    #[serde(default, rename = "clientCA", skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<ClientCa>,
+}
+
+/// The CA that signs accepted client certificates.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCa {
+    /// A Secret in this namespace with the PEM CA bundle under the key `ca.crt`.
+    pub secret_ref: LocalObjectReference,
+    /// `true`: clients without a certificate are let through (without
+    /// `X-Client-Cert-Subject`); a presented certificate must still verify. `false`
+    /// (default): a verified client certificate is required.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// One routing rule: what it matches and where it sends the request.

@@ -87,9 +87,16 @@ impl Controller {
     }
 
     async fn start_in(server: &ApiServer, identity: &str, namespaces: Vec<String>) -> Controller {
+        Self::start_with(server, identity, KubeOptions::new("weir-system", namespaces)).await
+    }
+
+    async fn start_with(
+        server: &ApiServer,
+        identity: &str,
+        mut options: KubeOptions,
+    ) -> Controller {
         let dataplane = DataPlane::new();
         let shared = Shared::new(Arc::clone(&dataplane));
-        let mut options = KubeOptions::new("weir-system", namespaces);
         options.lease = LeaseConfig {
             duration: Duration::from_secs(3),
             renew_every: Duration::from_millis(300),
@@ -634,4 +641,81 @@ async fn a_leader_that_cannot_renew_steps_down_and_serving_goes_on() {
     wait_leader(true).await;
     ctl.stop().await;
     server.stop().await;
+}
+
+/// A self-signed certificate for `host` with subject `CN=<cn>`: (cert PEM, key PEM).
+fn certificate(cn: &str, host: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+fn tls_secret_json(name: &str, namespace: &str, (crt, key): &(String, String)) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+           "metadata": {"name": name, "namespace": namespace},
+           "stringData": {"tls.crt": crt, "tls.key": key}})
+}
+
+/// Polls until the live snapshot's certificate for `sni` has subject `want`.
+async fn wait_subject(shared: &Arc<Shared>, sni: Option<&str>, want: &str) {
+    poll_until(LIMIT, &format!("SNI {sni:?} served with {want}"), || {
+        let got = shared.dataplane.current().tls.select(sni).map(|t| t.leaf.subject.clone());
+        async move { Ok((got.as_deref() == Some(want)).then_some(())) }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secrets_are_watched_and_a_rotation_reaches_the_snapshot() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    let origin = EchoOrigin::start("o").await.unwrap();
+    apply_yaml(&client, &service_yaml("o", origin.addr.port())).await;
+    let mut route = route_json("shop", "shop.test", "o");
+    route["spec"]["tls"] = json!({"secretRef": {"name": "shop-tls"}});
+    apply(&client, route).await;
+    apply(&client, tls_secret_json("shop-tls", "default", &certificate("v1", "shop.test"))).await;
+    apply(&client, tls_secret_json("fallback", "weir-system", &certificate("fb", "fb.test"))).await;
+
+    let mut options = KubeOptions::new("weir-system", Vec::new());
+    options.default_certificate =
+        Some(weir_controller::index::ObjectRef::new("weir-system", "fallback"));
+    let ctl = Controller::start_with(&server, "one", options).await;
+    ctl.wait_ready().await;
+    wait_subject(&ctl.shared, Some("shop.test"), "CN=v1").await;
+    wait_subject(&ctl.shared, Some("x.test"), "CN=fb").await;
+    wait_subject(&ctl.shared, None, "CN=fb").await;
+    wait_condition(&client, "Route", "shop", "ResolvedRefs", "True").await;
+
+    // Rotation: the Secret changes, the snapshot follows.
+    apply(&client, tls_secret_json("shop-tls", "default", &certificate("v2", "shop.test"))).await;
+    wait_subject(&ctl.shared, Some("shop.test"), "CN=v2").await;
+
+    // Deleted: SecretNotFound, and the last good certificate keeps serving.
+    delete(&client, "v1", "Secret", "shop-tls").await;
+    let route = wait_condition(&client, "Route", "shop", "ResolvedRefs", "False").await;
+    let resolved = condition(&route, "ResolvedRefs").unwrap();
+    assert_eq!(resolved["reason"], "SecretNotFound", "{resolved}");
+    assert!(
+        resolved["message"].as_str().unwrap().contains("the last good certificate"),
+        "{resolved}"
+    );
+    assert_eq!(
+        ctl.shared.dataplane.current().tls.select(Some("shop.test")).unwrap().leaf.subject,
+        "CN=v2"
+    );
+
+    // The referenced Secrets have their own watches (by name).
+    for name in ["shop-tls", "fallback"] {
+        let selector = format!("metadata.name={name}");
+        assert!(
+            server.requests().iter().any(|r| r.resource == "secrets"
+                && r.field_selector.as_deref() == Some(selector.as_str())),
+            "no watch of Secret {name}"
+        );
+    }
+    ctl.stop().await;
 }

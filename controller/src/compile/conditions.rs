@@ -20,6 +20,10 @@ pub enum RefReason {
     SecretNotFound,
     /// A Secret exists but does not hold a usable credential.
     InvalidCredential,
+    /// A Route's TLS Secret (or client CA) does not hold a usable certificate and key.
+    InvalidCertificate,
+    /// An older Route serves the same host with a different certificate.
+    CertificateConflict,
 }
 
 impl RefReason {
@@ -30,6 +34,8 @@ impl RefReason {
             RefReason::PluginNotFound => "PluginNotFound",
             RefReason::SecretNotFound => "SecretNotFound",
             RefReason::InvalidCredential => "InvalidCredential",
+            RefReason::InvalidCertificate => "InvalidCertificate",
+            RefReason::CertificateConflict => "CertificateConflict",
         }
     }
 }

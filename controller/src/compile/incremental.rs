@@ -24,6 +24,7 @@ use super::backends::{BackendInterner, compile_backends};
 use super::filters::{FilterBuilder, FilterCache};
 use super::plugins::PluginCatalog;
 use super::route::{RouteContext, StatusCache, compile_route};
+use super::tls;
 use super::{Compiled, Memory, compile, compile_endpoints_only};
 use crate::index::{Index, Kind, ObjectRef};
 
@@ -44,6 +45,7 @@ struct Shared {
     services: BTreeMap<ObjectRef, Arc<Service>>,
     secrets: BTreeMap<ObjectRef, Arc<Secret>>,
     controller_namespace: String,
+    default_certificate: Option<ObjectRef>,
 }
 
 /// What a compile keeps for the next [`update`].
@@ -79,6 +81,7 @@ impl State {
             services: index.services.clone(),
             secrets: index.secrets.clone(),
             controller_namespace: index.controller_namespace().to_owned(),
+            default_certificate: index.default_certificate.clone(),
         };
         State {
             shared: Arc::new(shared),
@@ -177,6 +180,7 @@ fn same_route(a: &Arc<Route>, b: &Arc<Route>) -> bool {
 pub(crate) fn changes(index: &Index, state: &State) -> Change {
     let s = &state.shared;
     let same_others = index.controller_namespace() == s.controller_namespace
+        && index.default_certificate == s.default_certificate
         && same_map(&index.plugins, &s.plugins, |a, b| {
             a.metadata == b.metadata && a.spec == b.spec
         })
@@ -212,6 +216,10 @@ pub(crate) fn changes(index: &Index, state: &State) -> Change {
 /// computed from what changed only (see the module documentation). Same result as
 /// [`compile`]`(index, &previous.memory)` up to backend ids.
 pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
+    // A served certificate expired since: everything is recompiled (and the expiry reported).
+    if previous.tls_recheck_at.is_some_and(|at| index.now() >= at) {
+        return Some(compile(index, &previous.memory));
+    }
     match changes(index, &previous.state) {
         Change::Unchanged => None,
         Change::Endpoints => Some(compile_endpoints_only(index, previous)),
@@ -219,7 +227,15 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
             let state = &previous.state;
             let many = (removed.len() + changed.len()) * 4 > state.routes.len().max(64);
             let stale = state.interner.keys().len() > 2 * state.full_backends + 64;
-            Some(if many || stale {
+            // TLS crosses Routes (host conflicts) and is rebuilt whole: a change to a Route
+            // with `tls` (now, before, or remembered) recompiles everything.
+            let memory = &previous.memory;
+            let tls = removed.iter().chain(&changed).any(|key| {
+                let before = state.routes.get(key).map(|seen| &*seen.route);
+                tls::touches_tls(key, index.routes.get(key).map(|r| &**r), memory)
+                    || before.is_some_and(|r| r.spec.tls.is_some())
+            });
+            Some(if many || stale || tls {
                 compile(index, &previous.memory)
             } else {
                 compile_changed(index, previous, &removed, &changed, endpoints)
@@ -266,6 +282,7 @@ pub(crate) fn compile_changed(
         builder: &mut builder,
         interner: &mut interner,
         statuses: &mut status_cache,
+        tls: &std::collections::BTreeMap::new(),
     };
     for key in changed {
         let Some(route) = index.routes.get(key) else { continue };
@@ -322,6 +339,9 @@ pub(crate) fn compile_changed(
         rate_limits,
         identity_headers: Arc::clone(&previous.identity_headers),
         statuses,
+        tls: Arc::clone(&previous.tls),
+        tls_error: previous.tls_error.clone(),
+        tls_recheck_at: previous.tls_recheck_at,
         memory: Arc::new(memory),
         state: Arc::new(next),
     }

@@ -20,6 +20,7 @@ pub(crate) mod route;
 pub(crate) mod routes;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use imbl::OrdMap;
 use weir_crds::{Condition, EffectivePlugin, Route};
 use weir_dataplane::filter::jwt::JwksRegistry;
 use weir_dataplane::ratelimit::RateLimit;
+use weir_dataplane::tls::{HostTls, TlsTable};
 use weir_dataplane::{BackendKey, BackendTable, RouteTable};
 
 use crate::index::{Index, Kind, ObjectRef};
@@ -51,6 +53,16 @@ pub struct Memory {
     pub last_good_plugins: BTreeMap<ObjectRef, (i64, weir_crds::PluginSpec)>,
     /// Remote JWKS shared by successive snapshots (clones share the registry).
     pub jwks: JwksRegistry,
+    /// Last good certificate of each Route with `tls`: it keeps serving the Route's hosts
+    /// while its Secret is missing or invalid.
+    pub last_good_tls: OrdMap<ObjectRef, Arc<HostTls>>,
+    /// Last good `--default-certificate`.
+    pub last_good_default_tls: Option<Arc<HostTls>>,
+    /// Certificates built by the last compile, by identity, with the Secrets they were
+    /// built from: reused while those Secrets are unchanged and the certificate is within
+    /// its dates (parsing and checking keys is the costly part of a compile with many
+    /// TLS Routes).
+    pub tls_built: OrdMap<Arc<str>, tls::Built>,
 }
 
 /// The status computed for one object (without `lastTransitionTime`, which the status
@@ -105,6 +117,15 @@ pub struct Compiled {
     pub identity_headers: Arc<[http::HeaderName]>,
     /// Status of every weir object (Route, Plugin, Consumer).
     pub statuses: Statuses,
+    /// The HTTPS listener's certificates by SNI (Route hosts with `tls`, and the default).
+    pub tls: Arc<TlsTable>,
+    /// Why `--default-certificate` cannot be used, if it cannot (not a Route's status: the
+    /// publisher logs it and shows it with the load errors).
+    pub tls_error: Option<String>,
+    /// When the first served certificate expires. The sources compile again once the clock
+    /// passes it ([`update`] then recompiles everything), so the expiry is reported even
+    /// when nothing else changes.
+    pub tls_recheck_at: Option<std::time::SystemTime>,
     /// The memory to pass to the next run.
     pub memory: Arc<Memory>,
     /// What the next [`update`] compares the index with and reuses.
@@ -123,6 +144,9 @@ pub fn compile_endpoints_only(index: &Index, previous: &Compiled) -> Compiled {
         rate_limits: previous.rate_limits.clone(),
         identity_headers: Arc::clone(&previous.identity_headers),
         statuses: previous.statuses.clone(),
+        tls: Arc::clone(&previous.tls),
+        tls_error: previous.tls_error.clone(),
+        tls_recheck_at: previous.tls_recheck_at,
         memory: Arc::clone(&previous.memory),
         state: Arc::new(previous.state.with_endpoints(index)),
     }
@@ -184,6 +208,8 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         );
     }
     let consumer_rate_limits: Arc<[ObjectRef]> = builder.take_touched().into();
+    // Before the Routes: a Route's TLS outcome (problems, redirect) is part of its compile.
+    let tls = tls::compile_tls(index, memory, &catalog, &mut new_memory);
 
     let mut interner = backends::BackendInterner::default();
     let mut status_cache = route::StatusCache::default();
@@ -198,6 +224,7 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         builder: &mut builder,
         interner: &mut interner,
         statuses: &mut status_cache,
+        tls: &tls.routes,
     };
     for (key, route) in &index.routes {
         let out = route::compile_route(&mut cx, key, route);
@@ -228,6 +255,9 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         rate_limits,
         identity_headers: identity_headers(index, &memory),
         statuses,
+        tls: tls.table,
+        tls_error: tls.default_error,
+        tls_recheck_at: tls.recheck_at,
         memory,
         state: Arc::new(state),
     }

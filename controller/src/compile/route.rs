@@ -65,6 +65,8 @@ pub(crate) struct RouteContext<'c, 'b> {
     pub(crate) builder: &'c mut filters::FilterBuilder<'b>,
     pub(crate) interner: &'c mut backends::BackendInterner,
     pub(crate) statuses: &'c mut StatusCache,
+    /// The TLS outcome of every Route with `tls` ([`super::tls::compile_tls`]).
+    pub(crate) tls: &'c std::collections::BTreeMap<ObjectRef, super::tls::RouteTls>,
 }
 
 /// Compiles one Route.
@@ -100,6 +102,9 @@ pub(crate) fn compile_route(
 
     let mut problems = backend_problems(cx.index, ns, &route.spec);
     problems.extend(current.problems);
+    let tls = cx.tls.get(key);
+    problems.extend(tls.iter().flat_map(|t| t.problems.iter().cloned()));
+    let https_redirect = tls.is_some_and(|t| t.redirect);
 
     let mut out = RouteOutput {
         model: None,
@@ -138,8 +143,14 @@ pub(crate) fn compile_route(
             if resolved.per_rule.iter().any(|r| !r.is_empty()) {
                 out.rule_plugins = Some(resolved.per_rule.into());
             }
-            out.model =
-                Some(valid.into_model(object_key, served_gen, created, rule_filters, cx.interner));
+            out.model = Some(valid.into_model(
+                object_key,
+                served_gen,
+                created,
+                rule_filters,
+                https_redirect,
+                cx.interner,
+            ));
             out.remember = Some((served_gen, Arc::clone(served_route)));
             // Programmed is about *this* generation: an invalid update is not programmed,
             // even though the last good generation keeps serving.

@@ -48,6 +48,7 @@ impl ValidRoute {
         generation: i64,
         created: i64,
         filters: Vec<Arc<[Filter]>>,
+        https_redirect: bool,
         interner: &mut BackendInterner,
     ) -> RouteModel {
         let mut filters = filters.into_iter();
@@ -73,7 +74,7 @@ impl ValidRoute {
                         timeouts: r.timeouts,
                         retries: r.retries,
                         filters: chain,
-                        https_redirect: false,
+                        https_redirect,
                     },
                 })
             })
@@ -130,6 +131,17 @@ pub(crate) fn validate_route(namespace: &str, spec: &RouteSpec) -> Result<ValidR
     }
     if spec.rules.is_empty() {
         errs.push("spec.rules: at least one rule is required".to_owned());
+    }
+    if let Some(tls) = &spec.tls {
+        if spec.hosts.is_empty() {
+            errs.push("spec.tls: requires at least one host in spec.hosts".to_owned());
+        }
+        if tls.secret_ref.name.is_empty() {
+            errs.push("spec.tls.secretRef.name: must not be empty".to_owned());
+        }
+        if tls.client_ca.as_ref().is_some_and(|ca| ca.secret_ref.name.is_empty()) {
+            errs.push("spec.tls.clientCA.secretRef.name: must not be empty".to_owned());
+        }
     }
     for (i, t) in spec.skip_global_plugins.iter().enumerate() {
         if weir_crds::PluginKind::from_name(t).is_none() {

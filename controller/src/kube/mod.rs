@@ -55,6 +55,8 @@ pub struct KubeOptions {
     pub watch_namespaces: Vec<String>,
     /// Leader election.
     pub lease: LeaseConfig,
+    /// `--default-certificate`: the Secret served for unknown or absent SNI.
+    pub default_certificate: Option<ObjectRef>,
 }
 
 impl KubeOptions {
@@ -71,6 +73,7 @@ impl KubeOptions {
             namespace: namespace.into(),
             watch_namespaces: namespaces,
             lease: LeaseConfig::new(lease::default_identity()),
+            default_certificate: None,
         }
     }
 }
@@ -185,8 +188,16 @@ async fn sync(
     let mut pending: Option<(Instant, Instant)> = None;
     loop {
         let deadline = pending.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY));
+        // A served certificate that expires is reported by a compile once it has.
+        let recheck = if pending.is_none() { publisher.tls_recheck_in() } else { None };
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
+            () = sleep_for(recheck) => {
+                if publisher.tls_recheck_due() {
+                    let now = Instant::now();
+                    pending = Some((now, now));
+                }
+            }
             change = rx.recv() => {
                 let Some(change) = change else { return };
                 if state.apply(change) {
@@ -196,7 +207,8 @@ async fn sync(
             }
             () = sleep_until(deadline) => {
                 pending = None;
-                let index = state.index(&options.namespace);
+                let mut index = state.index(&options.namespace);
+                index.default_certificate = options.default_certificate.clone();
                 let wanted = referenced_secrets(&index);
                 if watchers.sync_secret_refs(&mut state, &wanted) {
                     secrets_started = Some(Instant::now());
@@ -218,6 +230,13 @@ async fn sync(
                 input.send_replace(Arc::new(WriterInput { statuses, watched }));
             }
         }
+    }
+}
+
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

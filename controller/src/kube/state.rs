@@ -112,8 +112,12 @@ impl State {
 
     /// The index of every converted object.
     pub fn index(&self, controller_namespace: &str) -> Index {
-        let mut index =
-            Index { controller_namespace: controller_namespace.to_owned(), ..Index::default() };
+        let mut index = Index {
+            controller_namespace: controller_namespace.to_owned(),
+            // The clock certificates are checked against in the compile that follows.
+            now: Some(std::time::SystemTime::now()),
+            ..Index::default()
+        };
         for source in self.sources.values() {
             for object in source.objects.values() {
                 object.clone().insert_into(&mut index);
@@ -177,6 +181,16 @@ pub fn referenced_secrets(index: &Index) -> BTreeSet<ObjectRef> {
             out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
         }
     }
+    for (key, route) in &index.routes {
+        let Some(tls) = &route.spec.tls else { continue };
+        let ca = tls.client_ca.as_ref().map(|ca| &ca.secret_ref);
+        for secret in std::iter::once(&tls.secret_ref).chain(ca) {
+            if !secret.name.is_empty() {
+                out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
+            }
+        }
+    }
+    out.extend(index.default_certificate.clone());
     out
 }
 

@@ -16,19 +16,20 @@ pub use source::DirSource;
 
 use crate::runtime::{Outcome, Publisher};
 
-/// Applies `changes` to the source, then compiles and publishes if anything changed.
-/// Blocking work runs off the async workers.
+/// Applies `changes` to the source, then compiles and publishes if anything changed (or
+/// `force`: a served certificate expired). Blocking work runs off the async workers.
 async fn reload(
     source: DirSource,
     publisher: Publisher,
     changes: Changes,
+    force: bool,
 ) -> (DirSource, Publisher) {
     let task = tokio::task::spawn_blocking(move || {
         let (mut source, mut publisher) = (source, publisher);
         let started = std::time::Instant::now();
         let errors = source.apply(&changes);
         let loaded = started.elapsed();
-        if !source.take_changed() {
+        if !source.take_changed() && !force {
             tracing::debug!("no configuration change");
             return (source, publisher);
         }
@@ -96,17 +97,31 @@ pub async fn run(
     watcher.watch(&root, RecursiveMode::Recursive)?;
     tracing::info!(dir = %root.display(), "watching the config directory");
 
-    let (mut source, mut publisher) = reload(source, publisher, Changes::rescan()).await;
+    let (mut source, mut publisher) = reload(source, publisher, Changes::rescan(), false).await;
     loop {
+        // A served certificate that expires is reported by a compile once it has.
+        let recheck = publisher.tls_recheck_in();
         let first = tokio::select! {
             _ = shutdown.changed() => break,
+            () = async {
+                match recheck {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if publisher.tls_recheck_due() {
+                    (source, publisher) =
+                        reload(source, publisher, Changes::default(), true).await;
+                }
+                continue;
+            }
             signal = rx.recv() => match signal {
                 Some(signal) => signal,
                 None => break,
             },
         };
         let changes = events::settle(&mut rx, first).await;
-        (source, publisher) = reload(source, publisher, changes).await;
+        (source, publisher) = reload(source, publisher, changes, false).await;
         if *shutdown.borrow() {
             break;
         }

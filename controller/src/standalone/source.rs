@@ -101,6 +101,13 @@ impl DirSource {
         }
     }
 
+    /// Serves this Secret (`--default-certificate`) to TLS clients with an unknown or no
+    /// SNI.
+    pub fn with_default_certificate(mut self, secret: Option<crate::index::ObjectRef>) -> Self {
+        self.index.default_certificate = secret;
+        self
+    }
+
     /// The watched directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -124,6 +131,8 @@ impl DirSource {
     /// under another name). Returns every current load error.
     pub fn apply(&mut self, changes: &Changes) -> Vec<LoadError> {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
+        // The clock certificates are checked against in the compile that follows.
+        self.index.now = Some(std::time::SystemTime::now());
         if changes.rescan || !self.scanned || self.symlinks {
             tracing::debug!(symlinks = self.symlinks, "rescanning the config directory");
             self.rescan(&now);

@@ -446,3 +446,60 @@ async fn a_complete_change_reloads_at_once_and_a_write_in_progress_waits() {
     drop(rx);
     writer.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_expires_while_nothing_changes_is_reported() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["shop.test".to_owned()]).unwrap();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    p.not_before = epoch + Duration::from_secs(now - 60);
+    p.not_after = epoch + Duration::from_secs(now + 5);
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let dir = TempDir::new("tls-expiry");
+    dir.write(
+        "tls.yaml",
+        &format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: Route\nmetadata: {{name: shop}}\nspec:\n  \
+             hosts: [shop.test]\n  tls: {{secretRef: {{name: shop-tls}}}}\n  rules: \
+             [{{backends: [{{service: s, port: 80}}]}}]\n---\napiVersion: v1\nkind: Service\n\
+             metadata: {{name: s}}\nspec: {{ports: [{{port: 80}}]}}\n---\napiVersion: v1\nkind: Secret\n\
+             metadata: {{name: shop-tls}}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&p.self_signed(&key).unwrap().pem()),
+            indent(&key.serialize_pem())
+        ),
+    );
+    let shared = Shared::new(DataPlane::new());
+    let (stop, rx) = watch::channel(false);
+    let task =
+        tokio::spawn(run(DirSource::new(&dir.0, ""), Publisher::new(Arc::clone(&shared)), rx));
+    let resolved = |s: &crate::runtime::StatusView| {
+        s.objects.iter().find(|o| o.name == "shop").and_then(|o| {
+            o.view
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ResolvedRefs")
+                .map(|c| (c.status.clone(), c.message.clone()))
+        })
+    };
+    assert!(
+        wait_for(&shared, |s| resolved(s).is_some_and(|(status, _)| status == "True")).await,
+        "served while valid"
+    );
+    // Nothing changes in the directory; the expiry is reported once it has passed.
+    let mut reported = false;
+    for _ in 0..3 {
+        reported = wait_for(&shared, |s| {
+            resolved(s).is_some_and(|(status, m)| status == "False" && m.contains("expired at"))
+        })
+        .await;
+        if reported {
+            break;
+        }
+    }
+    assert!(reported, "expiry not reported: {:?}", resolved(&shared.status.load()));
+    assert!(shared.dataplane.current().tls.select(Some("shop.test")).is_some(), "last good kept");
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -144,5 +144,6 @@ pub fn describe_snapshot(snapshot: &Snapshot) -> Value {
         "version": snapshot.version,
         "routes": snapshot.routes.describe(),
         "backends": snapshot.backends.describe(),
+        "tls": snapshot.tls.describe(),
     })
 }

@@ -6,13 +6,19 @@
 //! config: nothing is parsed or looked up by name at handshake time. Every config shares
 //! one session-ticket key and one session cache, so resumption survives reloads.
 
+pub mod certs;
+pub mod subject;
+
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::sign::SingleCertAndKey;
+
+pub use certs::LeafInfo;
+pub use subject::subject_of;
 
 use crate::snapshot::HostMatch;
 
@@ -40,37 +46,54 @@ pub struct HostTls {
     /// Whether clients must (`Some(true)`) or may (`Some(false)`) present a certificate
     /// signed by the configured client CA; `None` = no client certificates requested.
     pub client_auth: Option<bool>,
+    /// What was checked of the leaf certificate (names, dates, subject).
+    pub leaf: LeafInfo,
 }
 
 impl HostTls {
-    /// Parses a PEM certificate chain (leaf first) and private key, and builds the server
-    /// config. `client_ca` = (PEM CA bundle, required) turns on client-certificate
-    /// verification.
+    /// Parses and checks a PEM certificate chain (leaf first) and private key at time
+    /// `now` (see [`certs`] for every check; `now` is explicit so the compiler stays a pure
+    /// function), and builds the server config. `client_ca` = (PEM CA bundle, required)
+    /// turns on client-certificate verification; with `required` false, clients without a
+    /// certificate are let through (a presented one must still verify).
+    ///
+    /// Only the compiler calls this: nothing is parsed at handshake time.
     pub fn from_pem(
         name: Arc<str>,
         cert_chain: &[u8],
         key: &[u8],
         client_ca: Option<(&[u8], bool)>,
+        now: SystemTime,
     ) -> Result<Self, CertError> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain)
-            .collect::<Result<_, _>>()
-            .map_err(|e| CertError(format!("tls.crt: {e}")))?;
-        if chain.is_empty() {
-            return Err(CertError("tls.crt: no PEM certificate".into()));
-        }
-        let key =
-            PrivateKeyDer::from_pem_slice(key).map_err(|e| CertError(format!("tls.key: {e}")))?;
-        if client_ca.is_some() {
-            return Err(CertError("clientCA: not supported yet".into()));
-        }
-        let mut config = ServerConfig::builder_with_provider(provider())
+        let provider = provider();
+        let checked = certs::check_server_cert(&provider, cert_chain, key, now)?;
+        let verifier = match client_ca {
+            Some((ca, required)) => {
+                Some((certs::client_verifier(&provider, ca, !required)?, !required))
+            }
+            None => None,
+        };
+        let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| CertError(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| CertError(format!("tls.crt/tls.key: {e}")))?;
+            .map_err(|e| CertError(e.to_string()))?;
+        let (builder, client_auth) = match verifier {
+            Some((verifier, optional)) => {
+                (builder.with_client_cert_verifier(verifier), Some(!optional))
+            }
+            None => (builder.with_no_client_auth(), None),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(checked.key)));
         finish(&mut config);
-        Ok(HostTls { name, config: Arc::new(config), client_auth: None })
+        Ok(HostTls { name, config: Arc::new(config), client_auth, leaf: checked.leaf })
+    }
+
+    /// Whether the certificate is (still) within its validity dates at `now`.
+    pub fn valid_at(&self, now: SystemTime) -> bool {
+        let now = match now.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(_) => 0,
+        };
+        (self.leaf.not_before..=self.leaf.not_after).contains(&now)
     }
 }
 
@@ -124,6 +147,44 @@ impl TlsTable {
         table
     }
 
+    /// The table as JSON for `/debug/snapshot`: each host with its certificate's identity,
+    /// subject, DNS names, validity and client-certificate mode. No key material.
+    pub fn describe(&self) -> serde_json::Value {
+        fn cert(tls: &HostTls) -> serde_json::Value {
+            serde_json::json!({
+                "certificate": &*tls.name,
+                "subject": tls.leaf.subject,
+                "dnsNames": tls.leaf.dns_names,
+                "notBefore": certs::rfc3339(tls.leaf.not_before),
+                "notAfter": certs::rfc3339(tls.leaf.not_after),
+                "clientCertificates": match tls.client_auth {
+                    None => "none",
+                    Some(true) => "required",
+                    Some(false) => "optional",
+                },
+            })
+        }
+        let mut hosts: Vec<(String, &Arc<HostTls>)> = self
+            .exact
+            .iter()
+            .map(|(h, t)| (h.to_string(), t))
+            .chain(self.wildcard.iter().map(|(s, t)| (format!("*{s}"), t)))
+            .collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        let hosts: Vec<serde_json::Value> = hosts
+            .into_iter()
+            .map(|(host, tls)| {
+                let mut v = cert(tls);
+                v["host"] = host.into();
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "hosts": hosts,
+            "default": self.default.as_deref().map(cert),
+        })
+    }
+
     /// True when there is no certificate at all (the HTTPS listener is not needed).
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
@@ -170,3 +231,6 @@ pub struct TlsInfo {
     /// presented and verified.
     pub client_cert_subject: Option<http::HeaderValue>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -40,6 +40,7 @@ fn prefixes_are_normalised_and_empty_matches_mean_everything() {
         1,
         0,
         Vec::new(),
+        false,
         &mut Default::default(),
     );
     let prefixes: Vec<String> = model
