@@ -134,7 +134,8 @@ fn serve_connection(
         let shared = Arc::clone(&shared);
         async move { Ok::<_, Infallible>(proxy::handle(&shared.0, request, &shared.1).await) }
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+    let connection =
+        builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
         if let Err(error) = connection.await {

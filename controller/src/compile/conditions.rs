@@ -20,6 +20,9 @@ pub enum RefReason {
     SecretNotFound,
     /// A Secret exists but does not hold a usable credential.
     InvalidCredential,
+    /// A backend Service port's `appProtocol` names a protocol weir cannot speak to the
+    /// endpoints yet (e.g. `https`); the Gateway API's reason of the same name.
+    UnsupportedProtocol,
 }
 
 impl RefReason {
@@ -30,6 +33,7 @@ impl RefReason {
             RefReason::PluginNotFound => "PluginNotFound",
             RefReason::SecretNotFound => "SecretNotFound",
             RefReason::InvalidCredential => "InvalidCredential",
+            RefReason::UnsupportedProtocol => "UnsupportedProtocol",
         }
     }
 }
