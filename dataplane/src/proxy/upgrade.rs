@@ -121,9 +121,9 @@ pub(crate) fn spawn_tunnel(
                 }
             };
             let activity = Arc::new(Activity::new());
-            let mut client = Active::new(TokioIo::new(client), &activity);
-            let mut upstream = Active::new(TokioIo::new(upstream), &activity);
-            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            let client = Active::new(TokioIo::new(client), &activity);
+            let upstream = Active::new(TokioIo::new(upstream), &activity);
+            let copy = copy_both_ways(client, upstream);
             let result = match idle {
                 None => copy.await,
                 Some(idle) => tokio::select! {
@@ -148,6 +148,47 @@ pub(crate) fn spawn_tunnel(
             }
         }
     });
+}
+
+/// How long the other direction may go on once one side has closed its end (time for a
+/// last WebSocket close frame), before both connections are closed.
+pub const LINGER: Duration = Duration::from_secs(5);
+
+/// Copies bytes both ways (8 KiB buffer per direction) until both directions ended or, once
+/// one side closed its end, [`LINGER`] passed: WebSocket does not use half-closed
+/// connections, and a peer that never closes must not hold the tunnel open. Returns the
+/// bytes sent upstream and to the client.
+async fn copy_both_ways<C, U>(client: C, upstream: U) -> io::Result<(u64, u64)>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let up = async {
+        let n = tokio::io::copy(&mut client_read, &mut upstream_write).await?;
+        upstream_write.shutdown().await?;
+        Ok::<u64, io::Error>(n)
+    };
+    let down = async {
+        let n = tokio::io::copy(&mut upstream_read, &mut client_write).await?;
+        client_write.shutdown().await?;
+        Ok::<u64, io::Error>(n)
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        sent = &mut up => {
+            let sent = sent?;
+            let received = tokio::time::timeout(LINGER, down).await.unwrap_or(Ok(0))?;
+            Ok((sent, received))
+        }
+        received = &mut down => {
+            let received = received?;
+            let sent = tokio::time::timeout(LINGER, up).await.unwrap_or(Ok(0))?;
+            Ok((sent, received))
+        }
+    }
 }
 
 /// When bytes last moved, in either direction (milliseconds since `start`).
