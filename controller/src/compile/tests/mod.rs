@@ -8,6 +8,7 @@ mod incremental;
 mod invalid;
 mod kinds;
 mod ratelimit;
+mod protocols;
 mod units;
 mod valid;
 
