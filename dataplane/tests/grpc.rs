@@ -289,7 +289,11 @@ async fn server_streaming_with_trailers_is_not_cut_by_the_request_timeout() {
     let origin = GrpcOrigin::start().await;
     // The stream lasts ~6 × 100 ms, longer than `timeouts.request`, which ends at the
     // response headers.
-    let timeouts = Timeouts { request: Some(Duration::from_millis(300)), ..Timeouts::default() };
+    let timeouts = Timeouts {
+        request: Some(Duration::from_millis(300)),
+        idle: Some(Duration::from_secs(5)),
+        ..Timeouts::default()
+    };
     let gw = Gateway::start(grpc_snapshot(&origin, timeouts)).await;
     let mut grpc = channel(&gw).await;
     let request = Echo { text: "tick".into(), count: 6, delay_ms: 100 };
@@ -512,4 +516,39 @@ async fn a_closed_upstream_connection_is_replaced() {
     });
     let response = unary(&mut grpc, "/test.Echo/Unary", tonic::Request::new(echo("2"))).await;
     assert_eq!(response.unwrap().into_inner().text, "echo: 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_cuts_a_silent_stream() {
+    let origin = GrpcOrigin::start().await;
+    let timeouts = Timeouts { idle: Some(Duration::from_millis(200)), ..Timeouts::default() };
+    let gw = Gateway::start(grpc_snapshot(&origin, timeouts)).await;
+    let mut grpc = channel(&gw).await;
+    // Headers at once, then 3 s of silence before the first message.
+    let request = Echo { text: "slow".into(), count: 2, delay_ms: 3000 };
+    let call = async {
+        grpc.ready().await.unwrap();
+        let response = grpc
+            .server_streaming(
+                tonic::Request::new(request),
+                PathAndQuery::from_static("/test.Echo/Stream"),
+                ProstCodec::<Echo, Echo>::default(),
+            )
+            .await;
+        match response {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(message)) => panic!("unexpected {message:?}"),
+                        Ok(None) => panic!("the stream ended cleanly"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+        }
+    };
+    let status = tokio::time::timeout(WAIT, call).await.expect("the idle stream was not cut");
+    assert_ne!(status.code(), Code::Ok, "{status:?}");
 }

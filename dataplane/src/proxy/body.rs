@@ -6,6 +6,7 @@
 //! [`ClientBody`] counts the client's body on its way and cuts it off past a `requestSize`
 //! limit.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +35,8 @@ pub enum ProxyBody {
     Encoded(Box<EncodedBody>),
     /// Counted, and recorded when the response ends (the end-of-request hook).
     Observed(Box<ObservedBody>),
+    /// Cut off after `timeouts.idle` without a frame (streaming responses).
+    Idle(Box<IdleBody>),
 }
 
 impl ProxyBody {
@@ -61,6 +64,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Encoded(body) => Pin::new(&mut **body).poll_frame(cx),
             ProxyBody::Observed(body) => Pin::new(&mut **body).poll_frame(cx),
+            ProxyBody::Idle(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -70,6 +74,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Encoded(body) => body.is_end_stream(),
             ProxyBody::Observed(body) => body.is_end_stream(),
+            ProxyBody::Idle(body) => body.inner.is_end_stream(),
         }
     }
 
@@ -80,7 +85,62 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Encoded(body) => body.size_hint(),
             ProxyBody::Observed(body) => body.size_hint(),
+            ProxyBody::Idle(body) => body.inner.size_hint(),
         }
+    }
+}
+
+/// A response body that ends with [`BodyIdle`] when no frame (data or trailers) arrives
+/// for `idle`: the route's `timeouts.idle` on streaming responses (server-sent events,
+/// gRPC streams). The client sees the stream reset (HTTP/2) or the connection closed.
+#[derive(Debug)]
+pub struct IdleBody {
+    inner: ProxyBody,
+    idle: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// No frame of a streaming response for the route's `timeouts.idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("no data from the upstream for {0:?} (timeouts.idle)")]
+pub struct BodyIdle(pub std::time::Duration);
+
+impl IdleBody {
+    /// `inner`, cut off after `idle` without a frame.
+    pub fn new(inner: ProxyBody, idle: std::time::Duration) -> Self {
+        IdleBody { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+impl Body for IdleBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            done => done,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

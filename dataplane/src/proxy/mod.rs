@@ -421,5 +421,9 @@ async fn proxy<'s>(
     }
     headers::remove_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
+    let body = match timeouts.idle {
+        None => ProxyBody::Pooled(body),
+        Some(idle) => ProxyBody::Idle(Box::new(body::IdleBody::new(ProxyBody::Pooled(body), idle))),
+    };
+    Ok(Response::from_parts(parts, body))
 }
