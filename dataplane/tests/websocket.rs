@@ -2,6 +2,8 @@
 //! proxied (101, then bytes both ways), kept open across reloads, closed by the idle
 //! timeout and at shutdown, and non-101 answers passed through.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+// tungstenite's handshake callback returns its large `ErrorResponse` by value.
+#![allow(clippy::result_large_err)]
 
 mod common;
 
@@ -13,10 +15,15 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async};
-use weir_dataplane::{Backend, Snapshot, Timeouts, UpstreamProtocol};
+use weir_dataplane::filter::consumers::hash_api_key;
+use weir_dataplane::filter::headers::{HeaderTransform, Template};
+use weir_dataplane::filter::keyauth::{DEFAULT_KEY_HEADER, KeyAuth};
+use weir_dataplane::filter::{Authenticate, ConsumerEntry, ConsumerStore};
+use weir_dataplane::{Backend, Filter, ObjectKey, Snapshot, Timeouts, UpstreamProtocol};
 
 /// Bounds every wait of these tests.
 const WAIT: Duration = Duration::from_secs(10);
@@ -65,14 +72,10 @@ impl WsOrigin {
                     };
                     counter.fetch_add(1, Ordering::SeqCst);
                     while let Some(Ok(message)) = ws.next().await {
-                        match message {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(message).await.is_err() {
-                                    return;
-                                }
-                            }
-                            // tungstenite answers the close (and pings) itself.
-                            _ => {}
+                        // tungstenite answers the close (and pings) itself.
+                        let data = matches!(message, Message::Text(_) | Message::Binary(_));
+                        if data && ws.send(message).await.is_err() {
+                            return;
                         }
                     }
                 });
@@ -97,12 +100,9 @@ fn ws_snapshot(version: u64, origin: &WsOrigin, timeouts: Timeouts) -> Snapshot 
 async fn connect(gw: &Gateway, path: &str) -> Result<Client, WsError> {
     let stream = TcpStream::connect(gw.addr).await.unwrap();
     let url = format!("ws://ws.test{path}");
-    let (client, response) = tokio::time::timeout(
-        WAIT,
-        client_async(url, stream),
-    )
-    .await
-    .expect("handshake timed out")?;
+    let (client, response) = tokio::time::timeout(WAIT, client_async(url, stream))
+        .await
+        .expect("handshake timed out")?;
     assert_eq!(response.status(), 101);
     Ok(client)
 }
@@ -140,6 +140,9 @@ async fn text_binary_and_close_are_echoed_through_the_gateway() {
     echo(&mut client, Message::binary(big)).await;
     assert_eq!(origin.sessions.load(Ordering::SeqCst), 1);
     wait_open(&gw, 1).await;
+    // Other tests of this process run tunnels too: only the gauge's presence is certain.
+    let metrics = weir_dataplane::metrics::encode();
+    assert!(metrics.contains("weir_upgraded_connections "), "{metrics}");
     let headers = origin.last_headers.lock().unwrap().clone().unwrap();
     assert_eq!(headers["upgrade"], "websocket");
     assert!(headers["connection"].to_str().unwrap().to_ascii_lowercase().contains("upgrade"));
@@ -194,15 +197,10 @@ async fn idle_timeout_closes_a_silent_connection() {
     echo(&mut client, Message::text("still here")).await;
     wait_open(&gw, 1).await;
     // Silence from both sides: the gateway closes both connections.
-    let ended = tokio::time::timeout(WAIT, async {
-        loop {
-            match client.next().await {
-                Some(Ok(message)) => panic!("unexpected {message:?}"),
-                None | Some(Err(_)) => break,
-            }
-        }
-    })
-    .await;
+    let ended = tokio::time::timeout(WAIT, client.next()).await;
+    if let Ok(Some(Ok(message))) = &ended {
+        panic!("unexpected {message:?}");
+    }
     assert!(ended.is_ok(), "the idle connection was not closed");
     wait_open(&gw, 0).await;
 }
@@ -235,7 +233,8 @@ async fn an_upgrade_to_an_h2c_backend_is_refused_clearly() {
     let refused = connect(&gw, "/").await.unwrap_err();
     let WsError::Http(response) = refused else { panic!("{refused:?}") };
     assert_eq!(response.status(), 501);
-    let body: serde_json::Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+    let body: serde_json::Value =
+        serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
     assert!(body["error"].as_str().unwrap().contains("WebSocket"), "{body}");
     assert_eq!(origin.sessions.load(Ordering::SeqCst), 0);
 }
@@ -248,19 +247,78 @@ async fn shutdown_closes_upgraded_connections_last() {
     echo(&mut client, Message::text("before shutdown")).await;
     // The HTTP side drains at once: the upgraded connection has left it.
     let server = gw.begin_shutdown();
-    tokio::time::timeout(WAIT, server).await.expect("drain waited for the tunnel").unwrap().unwrap();
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("drain waited for the tunnel")
+        .unwrap()
+        .unwrap();
     echo(&mut client, Message::text("still open after the drain")).await;
     let upgrades = Arc::clone(gw.dataplane.upstream.upgrades());
     upgrades.close();
     tokio::time::timeout(WAIT, upgrades.closed()).await.expect("tunnels not closed");
-    let ended = tokio::time::timeout(WAIT, async {
-        loop {
-            match client.next().await {
-                Some(Ok(message)) => panic!("unexpected {message:?}"),
-                None | Some(Err(_)) => break,
-            }
-        }
-    })
-    .await;
+    let ended = tokio::time::timeout(WAIT, client.next()).await;
+    if let Ok(Some(Ok(message))) = &ended {
+        panic!("unexpected {message:?}");
+    }
     assert!(ended.is_ok(), "the client connection stayed open");
+}
+
+fn set_header(name: &str, value: &str) -> Arc<HeaderTransform> {
+    Arc::new(HeaderTransform {
+        set: Box::new([(name.parse().unwrap(), Template::parse(value).unwrap())]),
+        add: Box::new([]),
+        remove: Box::new([]),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_run_on_the_upgrade_request_and_the_101() {
+    let origin = WsOrigin::start().await;
+    let entry =
+        ConsumerEntry::new(ObjectKey::new("default", "app"), "app", None, Arc::from(Vec::new()));
+    let mut store = ConsumerStore::default();
+    store.add_consumer(&entry);
+    store.add_api_key(hash_api_key(b"secret"), &entry);
+    let key_auth = KeyAuth {
+        header: DEFAULT_KEY_HEADER,
+        query: None,
+        forward_credential: false,
+        consumers: Arc::new(store),
+    };
+    let mut filters = vec![
+        Filter::Authenticate(Arc::new(Authenticate {
+            jwt: None,
+            key_auth: Some(Arc::new(key_auth)),
+            ext_auth: None,
+        })),
+        Filter::RequestHeaders(set_header("x-caller", "gateway ${consumer}")),
+        Filter::ResponseHeaders(set_header("x-edge", "weir")),
+    ];
+    filters.sort_by_key(Filter::phase);
+    let mut action = action(&[(0, 1)]);
+    action.filters = Arc::from(filters);
+    let gw = Gateway::start(snapshot(
+        1,
+        vec![route("ws", &[], vec![rule("ws", "/", action)])],
+        vec![Backend::new(key("ws"), vec![origin.addr])],
+    ))
+    .await;
+
+    // Without the credential: 401, never reaches the origin.
+    let refused = connect(&gw, "/").await.unwrap_err();
+    let WsError::Http(response) = refused else { panic!("{refused:?}") };
+    assert_eq!(response.status(), 401);
+    assert_eq!(origin.sessions.load(Ordering::SeqCst), 0);
+
+    let mut request = "ws://ws.test/".into_client_request().unwrap();
+    request.headers_mut().insert(DEFAULT_KEY_HEADER, "secret".parse().unwrap());
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut client, response) =
+        tokio::time::timeout(WAIT, client_async(request, stream)).await.unwrap().unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["x-edge"], "weir");
+    echo(&mut client, Message::text("authenticated")).await;
+    let headers = origin.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(headers["x-caller"], "gateway app");
+    assert!(!headers.contains_key(DEFAULT_KEY_HEADER), "the credential was forwarded");
 }

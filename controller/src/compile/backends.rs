@@ -165,8 +165,9 @@ pub fn upstream_protocol(port: &ServicePort) -> Result<UpstreamProtocol, String>
 pub fn resolve_backend(index: &Index, key: &BackendKey) -> Backend {
     match resolve_service_port(index, key) {
         Ok((_, port)) => match upstream_protocol(port) {
-            Ok(protocol) => Backend::new(key.clone(), endpoints_for(index, key, port))
-                .with_protocol(protocol),
+            Ok(protocol) => {
+                Backend::new(key.clone(), endpoints_for(index, key, port)).with_protocol(protocol)
+            }
             Err(problem) => Backend::unresolved(key.clone(), problem),
         },
         Err(problem) => Backend::unresolved(key.clone(), problem),

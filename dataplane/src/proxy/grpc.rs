@@ -53,8 +53,9 @@ pub fn status_code(status: StatusCode) -> u8 {
 
 /// A `grpc-status` code as a header value (without formatting for the usual codes).
 pub fn status_value(code: u8) -> HeaderValue {
-    const TEXT: [&str; 17] =
-        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"];
+    const TEXT: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
     match TEXT.get(usize::from(code)) {
         Some(text) => HeaderValue::from_static(text),
         None => HeaderValue::from(u16::from(code)),

@@ -402,7 +402,9 @@ async fn proxy<'s>(
         && parts.status == StatusCode::SWITCHING_PROTOCOLS
     {
         let Some(upstream_side) = parts.extensions.remove::<OnUpgrade>() else {
-            return Err(ProxyError::BadResponse { source: "101 without an upgradable connection".into() });
+            return Err(ProxyError::BadResponse {
+                source: "101 without an upgradable connection".into(),
+            });
         };
         let accepted = parts.headers.get(UPGRADE).cloned().unwrap_or(requested);
         headers::remove_hop_by_hop(&mut parts.headers);

@@ -256,7 +256,9 @@ impl Prepared {
     fn build_h2(&self, mut headers: HeaderMap, endpoint: &Authority) -> Request<UpstreamBody> {
         let authority = headers
             .remove(HOST)
-            .and_then(|h| Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(h.as_bytes())).ok())
+            .and_then(|h| {
+                Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(h.as_bytes())).ok()
+            })
             .unwrap_or_else(|| endpoint.clone());
         let mut request = self.build(headers);
         let mut uri = http::uri::Parts::default();
@@ -310,9 +312,10 @@ pub(crate) async fn send(
     };
     let mut left = retries.attempts;
     loop {
-        let (endpoint, authority) = backend.next_target().ok_or_else(|| ProxyError::NoEndpoint {
-            reason: format!("backend {} has no ready endpoint", backend.key),
-        })?;
+        let (endpoint, authority) =
+            backend.next_target().ok_or_else(|| ProxyError::NoEndpoint {
+                reason: format!("backend {} has no ready endpoint", backend.key),
+            })?;
         attempts.last = Some(endpoint);
         // A copy of the headers is needed only when a request that reached the upstream
         // may be sent again; after a connect failure the headers come back unused.

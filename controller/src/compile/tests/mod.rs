@@ -7,8 +7,8 @@ mod endpoints;
 mod incremental;
 mod invalid;
 mod kinds;
-mod ratelimit;
 mod protocols;
+mod ratelimit;
 mod units;
 mod valid;
 
