@@ -551,3 +551,17 @@ async fn idle_timeout_cuts_a_silent_stream() {
     let status = tokio::time::timeout(WAIT, call).await.expect("the idle stream was not cut");
     assert_ne!(status.code(), Code::Ok, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_clients_reach_h2c_backends() {
+    let origin = GrpcOrigin::start().await;
+    let gw = Gateway::start(grpc_snapshot(&origin, Timeouts::default())).await;
+    let request = Request::post(gw.url("/raw/trailers"))
+        .header("host", "grpc.test")
+        .body(full("hello"))
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "got 5 bytes");
+    assert_eq!(gw.dataplane.upstream.h2().connections(), 1);
+}

@@ -6,12 +6,13 @@
 //! queues requests past its limit). A connection found closed (GOAWAY, reset, failed
 //! keep-alive ping) is replaced by a new one on the next request. Concurrent first
 //! requests to an endpoint share one connect: the first connects, the others wait for it.
+//! A connection unused for [`IDLE_TIMEOUT`] is let go (swept when requests come).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,18 +31,35 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) type H2Sender = SendRequest<UpstreamBody>;
 
 /// One endpoint's connection: made once (by the first request that needs it), then shared.
-type Slot = Arc<OnceCell<H2Sender>>;
+type Cell = Arc<OnceCell<H2Sender>>;
+
+/// How long an endpoint's connection is kept without a request before the pool lets it
+/// go (it closes once its last stream ends).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+struct Slot {
+    cell: Cell,
+    used: Instant,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// foldhash, as in the HTTP/1.1 pool.
+    map: HashMap<SocketAddr, Slot, foldhash::fast::RandomState>,
+    /// When connections unused for [`IDLE_TIMEOUT`] were last dropped.
+    swept: Option<Instant>,
+}
 
 /// The HTTP/2 connections of every h2c endpoint, shared by every snapshot.
 #[derive(Default)]
 pub struct H2Pool {
-    slots: Mutex<HashMap<SocketAddr, Slot, foldhash::fast::RandomState>>,
+    slots: Mutex<Slots>,
 }
 
 impl std::fmt::Debug for H2Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        f.debug_struct("H2Pool").field("endpoints", &slots.len()).finish()
+        f.debug_struct("H2Pool").field("endpoints", &slots.map.len()).finish()
     }
 }
 
@@ -54,16 +72,26 @@ impl H2Pool {
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<(H2Sender, bool), ConnectError> {
-        let slot = {
+        let cell = {
+            let now = Instant::now();
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            let slot = slots.entry(addr).or_default();
-            if slot.get().is_some_and(H2Sender::is_closed) {
-                *slot = Slot::default();
+            if slots.swept.is_none_or(|t| now.duration_since(t) >= IDLE_TIMEOUT) {
+                slots.swept = Some(now);
+                slots.map.retain(|_, slot| {
+                    now.duration_since(slot.used) < IDLE_TIMEOUT
+                        && !slot.cell.get().is_some_and(H2Sender::is_closed)
+                });
             }
-            Arc::clone(slot)
+            let slot =
+                slots.map.entry(addr).or_insert_with(|| Slot { cell: Cell::default(), used: now });
+            if slot.cell.get().is_some_and(H2Sender::is_closed) {
+                slot.cell = Cell::default();
+            }
+            slot.used = now;
+            Arc::clone(&slot.cell)
         };
         let made = AtomicBool::new(false);
-        let sender = slot
+        let sender = cell
             .get_or_try_init(|| async {
                 made.store(true, Ordering::Relaxed);
                 connect(addr, connect_timeout).await
@@ -77,24 +105,15 @@ impl H2Pool {
     /// next request makes a new one.
     pub(crate) fn discard(&self, addr: SocketAddr) {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = slots.get(&addr)
-            && slot.get().is_some_and(H2Sender::is_closed)
-        {
-            slots.remove(&addr);
+        if slots.map.get(&addr).is_some_and(|s| s.cell.get().is_some_and(H2Sender::is_closed)) {
+            slots.map.remove(&addr);
         }
-    }
-
-    /// Drops the connections to endpoints not in `keep` (called rarely; connections also
-    /// close by themselves when their peer goes away).
-    pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.retain(|addr, _| keep(addr));
     }
 
     /// Endpoints with a live HTTP/2 connection (for tests and debugging).
     pub fn connections(&self) -> usize {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.values().filter(|s| s.get().is_some_and(|s| !s.is_closed())).count()
+        slots.map.values().filter(|s| s.cell.get().is_some_and(|s| !s.is_closed())).count()
     }
 }
 
