@@ -565,3 +565,48 @@ async fn http1_clients_reach_h2c_backends() {
     assert_eq!(answer.body, "got 5 bytes");
     assert_eq!(gw.dataplane.upstream.h2().connections(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_credential_is_grpc_unauthenticated() {
+    use weir_dataplane::filter::consumers::hash_api_key;
+    use weir_dataplane::filter::keyauth::{DEFAULT_KEY_HEADER, KeyAuth};
+    use weir_dataplane::filter::{Authenticate, ConsumerEntry, ConsumerStore};
+    use weir_dataplane::{Filter, ObjectKey};
+
+    let origin = GrpcOrigin::start().await;
+    let entry =
+        ConsumerEntry::new(ObjectKey::new("default", "app"), "app", None, Arc::from(Vec::new()));
+    let mut store = ConsumerStore::default();
+    store.add_consumer(&entry);
+    store.add_api_key(hash_api_key(b"secret"), &entry);
+    let key_auth = KeyAuth {
+        header: DEFAULT_KEY_HEADER,
+        query: None,
+        forward_credential: false,
+        consumers: Arc::new(store),
+    };
+    let mut action = action(&[(0, 1)]);
+    action.filters = Arc::from(vec![Filter::Authenticate(Arc::new(Authenticate {
+        jwt: None,
+        key_auth: Some(Arc::new(key_auth)),
+        ext_auth: None,
+    }))]);
+    let gw = Gateway::start(snapshot(
+        1,
+        vec![route("grpc", &[], vec![rule("grpc", "/test.Echo", action)])],
+        vec![Backend::new(key("grpc"), vec![origin.addr]).with_protocol(UpstreamProtocol::H2c)],
+    ))
+    .await;
+    let mut grpc = channel(&gw).await;
+    let status = unary(&mut grpc, "/test.Echo/Unary", tonic::Request::new(echo("x"))).await;
+    let status = status.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(status.message(), "unauthorized");
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 0);
+
+    let mut request = tonic::Request::new(echo("with key"));
+    assert_eq!(DEFAULT_KEY_HEADER.as_str(), "x-api-key");
+    request.metadata_mut().insert("x-api-key", "secret".parse().unwrap());
+    let response = unary(&mut grpc, "/test.Echo/Unary", request).await.unwrap();
+    assert_eq!(response.into_inner().text, "echo: with key");
+}
