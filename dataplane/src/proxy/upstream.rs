@@ -109,7 +109,7 @@ impl Upstream {
         connect_timeout: Duration,
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        self.request(addr, connect_timeout, request, Via::Pooled).await.map_err(|e| match e {
+        self.request_h1(addr, connect_timeout, request).await.map_err(|e| match e {
             AttemptError::Connect(source, _) => {
                 ProxyError::UpstreamConnect { source: Box::new(source) }
             }
@@ -128,23 +128,27 @@ impl Upstream {
     ) -> Result<Response<PooledBody>, AttemptError> {
         match via {
             Via::Pooled => self.request_h1(addr, connect_timeout, request).await,
-            Via::Upgrade => {
-                let mut request = request;
-                let mut sender = match pool::connect(addr, connect_timeout, true).await {
-                    Ok(sender) => sender,
-                    Err(e) => {
-                        return Err(AttemptError::Connect(
-                            e,
-                            std::mem::take(request.headers_mut()),
-                        ));
-                    }
-                };
-                match sender.send_request(request).await {
-                    Ok(response) => Ok(response.map(PooledBody::unpooled)),
-                    Err(error) => Err(AttemptError::Exchange(error)),
-                }
+            // Boxed: the common HTTP/1.1 request's future stays as small as before.
+            Via::Upgrade => Box::pin(Self::request_upgrade(addr, connect_timeout, request)).await,
+            Via::H2 => Box::pin(self.request_h2(addr, connect_timeout, request)).await,
+        }
+    }
+
+    /// An upgrade request, over a new connection that can be taken over after a 101.
+    async fn request_upgrade(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        let mut sender = match pool::connect(addr, connect_timeout, true).await {
+            Ok(sender) => sender,
+            Err(e) => {
+                return Err(AttemptError::Connect(e, std::mem::take(request.headers_mut())));
             }
-            Via::H2 => self.request_h2(addr, connect_timeout, request).await,
+        };
+        match sender.send_request(request).await {
+            Ok(response) => Ok(response.map(PooledBody::unpooled)),
+            Err(error) => Err(AttemptError::Exchange(error)),
         }
     }
 
