@@ -169,6 +169,15 @@ async fn origin_answer(request: Request<Incoming>) -> Response<OriginBody> {
                 .await,
         ),
         "/raw/trailers" => raw_trailers(request).await,
+        // Headers at once, then silence until the request body has ended.
+        "/idle/count" => {
+            let (mut tx, body) = http_body_util::Channel::<Bytes, Infallible>::new(1);
+            tokio::spawn(async move {
+                let n = request.into_body().collect().await.map_or(0, |c| c.to_bytes().len());
+                let _ = tx.send_data(Bytes::from(format!("got {n} bytes"))).await;
+            });
+            Response::new(body.map_err(|e| match e {}).boxed_unsync())
+        }
         _ => {
             let mut response = Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
             *response.status_mut() = http::StatusCode::NOT_FOUND;
@@ -609,4 +618,32 @@ async fn a_refused_credential_is_grpc_unauthenticated() {
     request.metadata_mut().insert("x-api-key", "secret".parse().unwrap());
     let response = unary(&mut grpc, "/test.Echo/Unary", request).await.unwrap();
     assert_eq!(response.into_inner().text, "echo: with key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_request_keeps_the_exchange_alive() {
+    let origin = GrpcOrigin::start().await;
+    let mut idle = action(&[(0, 1)]);
+    idle.timeouts.idle = Some(Duration::from_millis(300));
+    let gw = Gateway::start(snapshot(
+        1,
+        vec![route("idle", &[], vec![rule("idle", "/idle", idle)])],
+        vec![Backend::new(key("grpc"), vec![origin.addr]).with_protocol(UpstreamProtocol::H2c)],
+    ))
+    .await;
+    let mut sender = h2_client(&gw).await;
+    let (mut tx, body) = http_body_util::Channel::<Bytes, Infallible>::new(1);
+    let request = Request::post("http://grpc.test/idle/count")
+        .body(body.map_err(|e| match e {}).boxed_unsync())
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(request)).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    // The response says nothing for ~1 s (longer than `idle`) while the request streams.
+    for _ in 0..10 {
+        tx.send_data(Bytes::from_static(b"0123456789")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(tx);
+    let collected = tokio::time::timeout(WAIT, response.into_body().collect()).await.unwrap();
+    assert_eq!(collected.expect("the exchange was cut as idle").to_bytes(), "got 100 bytes");
 }

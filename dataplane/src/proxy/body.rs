@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pool::PooledBody;
+use super::upgrade::Activity;
 use crate::filter::compression::EncodedBody;
 use crate::observe::ObservedBody;
 
@@ -90,25 +91,34 @@ impl Body for ProxyBody {
     }
 }
 
-/// A response body that ends with [`BodyIdle`] when no frame (data or trailers) arrives
-/// for `idle`: the route's `timeouts.idle` on streaming responses (server-sent events,
-/// gRPC streams). The client sees the stream reset (HTTP/2) or the connection closed.
+/// A response body that ends with [`BodyIdle`] when no frame (data or trailers) has moved
+/// in either direction for `idle`: the route's `timeouts.idle` on streaming exchanges
+/// (server-sent events, gRPC streams). The request body's frames count too (see
+/// [`ClientBody::new`]), so a client that streams to a quiet server is not cut. The client
+/// sees the stream reset (HTTP/2) or the connection closed.
 #[derive(Debug)]
 pub struct IdleBody {
     inner: ProxyBody,
     idle: std::time::Duration,
+    activity: Arc<Activity>,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
-/// No frame of a streaming response for the route's `timeouts.idle`.
+/// No frame of a streaming exchange for the route's `timeouts.idle`.
 #[derive(Debug, thiserror::Error)]
-#[error("no data from the upstream for {0:?} (timeouts.idle)")]
+#[error("no data either way for {0:?} (timeouts.idle)")]
 pub struct BodyIdle(pub std::time::Duration);
 
 impl IdleBody {
-    /// `inner`, cut off after `idle` without a frame.
-    pub fn new(inner: ProxyBody, idle: std::time::Duration) -> Self {
-        IdleBody { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    /// `inner`, cut off once neither it nor the request body (touching `activity`) moved
+    /// for `idle`.
+    pub(crate) fn new(
+        inner: ProxyBody,
+        idle: std::time::Duration,
+        activity: Arc<Activity>,
+    ) -> Self {
+        let timer = Box::pin(tokio::time::sleep_until(activity.idle_deadline(idle)));
+        IdleBody { inner, idle, activity, timer }
     }
 }
 
@@ -122,13 +132,21 @@ impl Body for IdleBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(this.idle))))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => loop {
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The timer fired: re-arm it if the request body moved meanwhile.
+                let deadline = this.activity.idle_deadline(this.idle);
+                if deadline <= tokio::time::Instant::now() {
+                    return Poll::Ready(Some(Err(Box::new(BodyIdle(this.idle)))));
+                }
+                this.timer.as_mut().reset(deadline);
             },
             Poll::Ready(Some(Ok(frame))) => {
-                let next = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(next);
+                this.activity.touch();
+                let deadline = this.activity.idle_deadline(this.idle);
+                this.timer.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }
             done => done,
@@ -177,13 +195,27 @@ struct Guard {
     limit: u64,
     seen: u64,
     stats: Option<Arc<BodyStats>>,
+    /// Touched on every frame: the exchange is not idle (`timeouts.idle`, [`IdleBody`]).
+    activity: Option<Arc<Activity>>,
 }
 
 impl ClientBody {
     /// `inner`, cut off past `limit` bytes (`None`: no limit), counted into `stats`.
     pub fn new(inner: Incoming, limit: Option<u64>, stats: Option<Arc<BodyStats>>) -> Self {
-        let guard = (limit.is_some() || stats.is_some())
-            .then(|| Box::new(Guard { limit: limit.unwrap_or(u64::MAX), seen: 0, stats }));
+        Self::with_activity(inner, limit, stats, None)
+    }
+
+    /// Like [`ClientBody::new`], recording each frame in `activity` (rules with
+    /// `timeouts.idle`).
+    pub(crate) fn with_activity(
+        inner: Incoming,
+        limit: Option<u64>,
+        stats: Option<Arc<BodyStats>>,
+        activity: Option<Arc<Activity>>,
+    ) -> Self {
+        let guard = (limit.is_some() || stats.is_some() || activity.is_some()).then(|| {
+            Box::new(Guard { limit: limit.unwrap_or(u64::MAX), seen: 0, stats, activity })
+        });
         ClientBody { inner: Some(inner), guard }
     }
 }
@@ -242,6 +274,9 @@ impl Body for ClientBody {
         let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(activity) = this.guard.as_ref().and_then(|g| g.activity.as_ref()) {
+                    activity.touch();
+                }
                 if let (Some(guard), Some(data)) = (this.guard.as_mut(), frame.data_ref()) {
                     let n = data.len() as u64;
                     guard.seen = guard.seen.saturating_add(n);

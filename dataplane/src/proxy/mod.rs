@@ -344,11 +344,14 @@ async fn proxy<'s>(
     }
 
     let observed = dataplane.has_observer();
+    // `timeouts.idle`: both directions of the exchange count as activity.
+    let activity = action.timeouts.idle.map(|_| Arc::new(upgrade::Activity::new()));
     let body = match body.0.take() {
         Some(body) if !body.is_end_stream() => {
             let stats = (observed || ctx.body_limit.is_some()).then(Arc::<BodyStats>::default);
             exchange.body_stats = stats.clone();
-            Some(Arc::new(Mutex::new(Some(ClientBody::new(body, ctx.body_limit, stats)))))
+            let body = ClientBody::with_activity(body, ctx.body_limit, stats, activity.clone());
+            Some(Arc::new(Mutex::new(Some(body))))
         }
         _ => None,
     };
@@ -423,9 +426,14 @@ async fn proxy<'s>(
     }
     headers::remove_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    let body = match timeouts.idle {
-        None => ProxyBody::Pooled(body),
-        Some(idle) => ProxyBody::Idle(Box::new(body::IdleBody::new(ProxyBody::Pooled(body), idle))),
+    let body = match (timeouts.idle, activity) {
+        (Some(idle), Some(activity)) => {
+            // The wait for the headers is `timeouts.request`'s: idle time starts now.
+            activity.touch();
+            let body = body::IdleBody::new(ProxyBody::Pooled(body), idle, activity);
+            ProxyBody::Idle(Box::new(body))
+        }
+        _ => ProxyBody::Pooled(body),
     };
     Ok(Response::from_parts(parts, body))
 }

@@ -191,29 +191,36 @@ where
     }
 }
 
-/// When bytes last moved, in either direction (milliseconds since `start`).
-struct Activity {
+/// When bytes last moved, in either direction (milliseconds since `start`): shared by the
+/// two directions of a tunnel, or of a streaming exchange under `timeouts.idle`.
+#[derive(Debug)]
+pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
     }
 
-    fn touch(&self) {
+    /// Records activity now.
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When `idle` will have passed since the last activity.
+    pub(crate) fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
     }
 
     /// Resolves once `idle` has passed since the last activity.
     async fn idle_for(&self, idle: Duration) {
         loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let until = self.start + last + idle;
+            let until = self.idle_deadline(idle);
             tokio::time::sleep_until(until).await;
-            if self.last_ms.load(Ordering::Relaxed) == last.as_millis() as u64 {
+            if self.idle_deadline(idle) <= Instant::now() {
                 return;
             }
         }
