@@ -300,8 +300,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = data_task.await {
         tracing::warn!("data plane server task: {e}");
     }
-    // TODO(lead, on merging the streams branch): close the upgraded (WebSocket)
-    // connections here, last, once the listeners drained.
+    // Last, once the listeners drained: the upgraded (WebSocket) connections.
+    crate::serving::close_upgraded(&shared.dataplane).await;
     match failed {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -357,8 +357,8 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = data_task.await {
         tracing::warn!("data plane server task: {e}");
     }
-    // TODO(lead, on merging the streams branch): close the upgraded (WebSocket)
-    // connections here, last, once the listeners drained.
+    // Last, once the listeners drained: the upgraded (WebSocket) connections.
+    crate::serving::close_upgraded(&shared.dataplane).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -220,6 +220,12 @@ pub struct Timeouts {
     #[schemars(pattern(crate::duration::DURATION_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// Longest silence, in either direction, on an upgraded (WebSocket) connection or a
+    /// streaming response once its headers arrived; the connection or stream is then closed
+    /// (default: no limit).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
 }
 
 /// What makes an upstream attempt retryable.

@@ -1,11 +1,12 @@
 //! Data-plane metrics (prometheus-client): authentication failures by reason, JWKS fetch
-//! failures and `extAuth` decisions. They live in the data plane's own registry; the admin server appends them to
+//! failures, `extAuth` decisions and open upgraded connections. They live in the data plane's own registry; the admin server appends them to
 //! its `/metrics` answer with [`append_to`].
 
 use std::sync::LazyLock;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::filter::AuthFailure;
@@ -25,6 +26,8 @@ pub struct DataPlaneMetrics {
     /// `weir_ext_auth_decisions_total{result}`: `extAuth` outcomes (allowed, refused,
     /// error_denied, error_allowed).
     pub ext_auth_decisions: Family<ReasonLabel, Counter>,
+    /// `weir_upgraded_connections`: upgraded (WebSocket) connections open now.
+    pub upgraded_connections: Gauge,
 }
 
 static METRICS: LazyLock<DataPlaneMetrics> = LazyLock::new(|| {
@@ -47,7 +50,19 @@ static METRICS: LazyLock<DataPlaneMetrics> = LazyLock::new(|| {
         "extAuth outcomes: allowed, refused (the auth service's answer returned), error_denied (503), error_allowed (fail open)",
         ext_auth_decisions.clone(),
     );
-    DataPlaneMetrics { registry, auth_failures, jwks_fetch_failures, ext_auth_decisions }
+    let upgraded_connections = Gauge::default();
+    registry.register(
+        "weir_upgraded_connections",
+        "Upgraded (WebSocket) connections open now",
+        upgraded_connections.clone(),
+    );
+    DataPlaneMetrics {
+        registry,
+        auth_failures,
+        jwks_fetch_failures,
+        ext_auth_decisions,
+        upgraded_connections,
+    }
 });
 
 /// The process-wide data-plane metrics.

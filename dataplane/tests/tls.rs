@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -70,8 +70,14 @@ impl Ca {
 
 fn host_tls(name: &str, leaf: &Leaf) -> Arc<HostTls> {
     Arc::new(
-        HostTls::from_pem(name.into(), leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes(), None)
-            .unwrap(),
+        HostTls::from_pem(
+            name.into(),
+            leaf.cert_pem.as_bytes(),
+            leaf.key_pem.as_bytes(),
+            None,
+            std::time::SystemTime::now(),
+        )
+        .unwrap(),
     )
 }
 
@@ -418,28 +424,17 @@ async fn client_cert_subject_is_forwarded_only_when_verified_and_never_from_the_
     let client_ca = Ca::new("partners ca");
     let a = ca.leaf(&["a.example.com"], "a");
     let b = ca.leaf(&["b.example.com"], "b");
-    // An mTLS host built directly (the compile side makes the same config from clientCA).
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(client_ca.roots()),
-        provider(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .unwrap();
-    let chain = vec![a.der.clone()];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(a.key_pem.as_bytes()).unwrap();
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let mtls = Arc::new(HostTls {
-        name: "default/a+partners".into(),
-        config: Arc::new(config),
-        client_auth: Some(false),
-    });
+    // An mTLS host with an optional client certificate, as compiled from clientCA.
+    let mtls = Arc::new(
+        HostTls::from_pem(
+            "default/a+partners".into(),
+            a.cert_pem.as_bytes(),
+            a.key_pem.as_bytes(),
+            Some((client_ca.issuer.pem().as_bytes(), false)),
+            std::time::SystemTime::now(),
+        )
+        .unwrap(),
+    );
     let table = TlsTable::new(
         vec![(host("a.example.com"), mtls), (host("b.example.com"), host_tls("default/b", &b))],
         None,

@@ -94,6 +94,10 @@ fn make_leaf(dir: &Path, ca: &str, file: &str, cn: &str, org: &str, dns: &[&str]
     );
 }
 
+fn path(dir: &Path, file: &str) -> String {
+    dir.join(file).to_string_lossy().into_owned()
+}
+
 fn indented(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().lines().map(|l| format!("    {l}\n")).collect()
 }
@@ -393,17 +397,17 @@ async fn conflict_redirect_and_mutual_tls() {
     assert!(status.starts_with("error") || status.starts_with("4"), "no client cert: {status}");
     let stranger = [
         "--cert",
-        p.join("stranger.crt").to_str().unwrap(),
+        &path(p, "stranger.crt"),
         "--key",
-        p.join("stranger.key").to_str().unwrap(),
+        &path(p, "stranger.key"),
     ];
     let (status, _) = curl(https, "b.test", "/", &ca, &stranger);
     assert!(status.starts_with("error"), "stranger's cert accepted: {status}");
     let client = [
         "--cert",
-        p.join("client.crt").to_str().unwrap(),
+        &path(p, "client.crt"),
         "--key",
-        p.join("client.key").to_str().unwrap(),
+        &path(p, "client.key"),
         "-H",
         "X-Client-Cert-Subject: CN=forged",
     ];

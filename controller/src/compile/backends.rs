@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weir_dataplane::{Backend, BackendId, BackendKey, BackendTable};
+use weir_dataplane::{Backend, BackendId, BackendKey, BackendTable, UpstreamProtocol};
 
 use crate::index::{Index, ObjectRef};
 
@@ -139,10 +139,37 @@ pub fn endpoints_for(index: &Index, key: &BackendKey, port: &ServicePort) -> Vec
     out
 }
 
-/// Resolves one backend: its ready endpoints, or why it cannot be used.
+/// How the gateway speaks to a Service port, from its `appProtocol`:
+/// `kubernetes.io/h2c` and `grpc` → HTTP/2 with prior knowledge; `kubernetes.io/ws`,
+/// `http`, `kubernetes.io/http`, none, and any other value (implementation-specific per
+/// Kubernetes, e.g. `tcp` or `example.com/custom`) → HTTP/1.1. `https` and
+/// `kubernetes.io/https` (TLS to the endpoints) are not supported yet: the error says so
+/// and the backend answers 503.
+pub fn upstream_protocol(port: &ServicePort) -> Result<UpstreamProtocol, String> {
+    let Some(app) = port.app_protocol.as_deref() else { return Ok(UpstreamProtocol::Http1) };
+    let lower = app.to_ascii_lowercase();
+    match lower.as_str() {
+        "kubernetes.io/h2c" | "grpc" | "h2c" => Ok(UpstreamProtocol::H2c),
+        "https" | "kubernetes.io/https" | "kubernetes.io/wss" | "wss" | "h2" | "grpcs" => {
+            Err(format!(
+                "service port {} has appProtocol {app:?}: TLS to upstream endpoints is not \
+                 supported yet (use kubernetes.io/h2c, grpc, kubernetes.io/ws or http)",
+                port.port
+            ))
+        }
+        _ => Ok(UpstreamProtocol::Http1),
+    }
+}
+
+/// Resolves one backend: its ready endpoints and protocol, or why it cannot be used.
 pub fn resolve_backend(index: &Index, key: &BackendKey) -> Backend {
     match resolve_service_port(index, key) {
-        Ok((_, port)) => Backend::new(key.clone(), endpoints_for(index, key, port)),
+        Ok((_, port)) => match upstream_protocol(port) {
+            Ok(protocol) => {
+                Backend::new(key.clone(), endpoints_for(index, key, port)).with_protocol(protocol)
+            }
+            Err(problem) => Backend::unresolved(key.clone(), problem),
+        },
         Err(problem) => Backend::unresolved(key.clone(), problem),
     }
 }

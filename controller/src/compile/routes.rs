@@ -282,6 +282,12 @@ fn validate_rule(
                 Err(e) => errs.push(format!("{at}.timeouts.request: {e}")),
             }
         }
+        if let Some(i) = &t.idle {
+            match weir_crds::parse_duration(i) {
+                Ok(d) => timeouts.idle = (!d.is_zero()).then_some(d),
+                Err(e) => errs.push(format!("{at}.timeouts.idle: {e}")),
+            }
+        }
     }
     let mut retries = RetryPolicy::default();
     if let Some(r) = &rule.retries {

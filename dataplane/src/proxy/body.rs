@@ -6,6 +6,7 @@
 //! [`ClientBody`] counts the client's body on its way and cuts it off past a `requestSize`
 //! limit.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pool::PooledBody;
+use super::upgrade::Activity;
 use crate::filter::compression::EncodedBody;
 use crate::observe::ObservedBody;
 
@@ -34,6 +36,8 @@ pub enum ProxyBody {
     Encoded(Box<EncodedBody>),
     /// Counted, and recorded when the response ends (the end-of-request hook).
     Observed(Box<ObservedBody>),
+    /// Cut off after `timeouts.idle` without a frame (streaming responses).
+    Idle(Box<IdleBody>),
 }
 
 impl ProxyBody {
@@ -61,6 +65,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Encoded(body) => Pin::new(&mut **body).poll_frame(cx),
             ProxyBody::Observed(body) => Pin::new(&mut **body).poll_frame(cx),
+            ProxyBody::Idle(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -70,6 +75,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Encoded(body) => body.is_end_stream(),
             ProxyBody::Observed(body) => body.is_end_stream(),
+            ProxyBody::Idle(body) => body.inner.is_end_stream(),
         }
     }
 
@@ -80,7 +86,79 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Encoded(body) => body.size_hint(),
             ProxyBody::Observed(body) => body.size_hint(),
+            ProxyBody::Idle(body) => body.inner.size_hint(),
         }
+    }
+}
+
+/// A response body that ends with [`BodyIdle`] when no frame (data or trailers) has moved
+/// in either direction for `idle`: the route's `timeouts.idle` on streaming exchanges
+/// (server-sent events, gRPC streams). The request body's frames count too (see
+/// [`ClientBody::new`]), so a client that streams to a quiet server is not cut. The client
+/// sees the stream reset (HTTP/2) or the connection closed.
+#[derive(Debug)]
+pub struct IdleBody {
+    inner: ProxyBody,
+    idle: std::time::Duration,
+    activity: Arc<Activity>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// No frame of a streaming exchange for the route's `timeouts.idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("no data either way for {0:?} (timeouts.idle)")]
+pub struct BodyIdle(pub std::time::Duration);
+
+impl IdleBody {
+    /// `inner`, cut off once neither it nor the request body (touching `activity`) moved
+    /// for `idle`.
+    pub(crate) fn new(
+        inner: ProxyBody,
+        idle: std::time::Duration,
+        activity: Arc<Activity>,
+    ) -> Self {
+        let timer = Box::pin(tokio::time::sleep_until(activity.idle_deadline(idle)));
+        IdleBody { inner, idle, activity, timer }
+    }
+}
+
+impl Body for IdleBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => loop {
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The timer fired: re-arm it if the request body moved meanwhile.
+                let deadline = this.activity.idle_deadline(this.idle);
+                if deadline <= tokio::time::Instant::now() {
+                    return Poll::Ready(Some(Err(Box::new(BodyIdle(this.idle)))));
+                }
+                this.timer.as_mut().reset(deadline);
+            },
+            Poll::Ready(Some(Ok(frame))) => {
+                this.activity.touch();
+                let deadline = this.activity.idle_deadline(this.idle);
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            done => done,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -138,13 +216,27 @@ struct Guard {
     limit: u64,
     seen: u64,
     stats: Option<Arc<BodyStats>>,
+    /// Touched on every frame: the exchange is not idle (`timeouts.idle`, [`IdleBody`]).
+    activity: Option<Arc<Activity>>,
 }
 
 impl ClientBody {
     /// `inner`, cut off past `limit` bytes (`None`: no limit), counted into `stats`.
     pub fn new(inner: Incoming, limit: Option<u64>, stats: Option<Arc<BodyStats>>) -> Self {
-        let guard = (limit.is_some() || stats.is_some())
-            .then(|| Box::new(Guard { limit: limit.unwrap_or(u64::MAX), seen: 0, stats }));
+        Self::with_activity(inner, limit, stats, None)
+    }
+
+    /// Like [`ClientBody::new`], recording each frame in `activity` (rules with
+    /// `timeouts.idle`).
+    pub(crate) fn with_activity(
+        inner: Incoming,
+        limit: Option<u64>,
+        stats: Option<Arc<BodyStats>>,
+        activity: Option<Arc<Activity>>,
+    ) -> Self {
+        let guard = (limit.is_some() || stats.is_some() || activity.is_some()).then(|| {
+            Box::new(Guard { limit: limit.unwrap_or(u64::MAX), seen: 0, stats, activity })
+        });
         ClientBody { inner: Some(inner), guard }
     }
 }
@@ -203,6 +295,9 @@ impl Body for ClientBody {
         let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(activity) = this.guard.as_ref().and_then(|g| g.activity.as_ref()) {
+                    activity.touch();
+                }
                 if let (Some(guard), Some(data)) = (this.guard.as_mut(), frame.data_ref()) {
                     let n = data.len() as u64;
                     guard.seen = guard.seen.saturating_add(n);

@@ -1,10 +1,13 @@
-//! Proxy errors and the one function that turns them into the gateway's JSON responses.
+//! Proxy errors and the one place that turns them into the gateway's responses: JSON
+//! ([`error_response`]), or trailers-only gRPC answers to gRPC requests
+//! ([`grpc_error_response`]).
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use super::grpc::{self, GRPC_MESSAGE, GRPC_STATUS};
 use crate::filter::{AuthFailure, Challenge};
 
 /// The incoming header whose value, when valid, becomes the `requestId` of error bodies.
@@ -101,6 +104,13 @@ pub enum ProxyError {
         /// Why, for logs.
         reason: String,
     },
+    /// A WebSocket upgrade to a backend that speaks HTTP/2 (h2c): 501. Upgrades need an
+    /// HTTP/1.1 backend (`appProtocol` unset, `http` or `kubernetes.io/ws`).
+    #[error("upgrade not supported: {reason}")]
+    UpgradeUnsupported {
+        /// Why, for logs.
+        reason: String,
+    },
 }
 
 impl ProxyError {
@@ -123,6 +133,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpgradeUnsupported { .. } => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -144,6 +155,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::PayloadTooLarge => "payload_too_large",
             ProxyError::AuthUnavailable { .. } => "auth_unavailable",
+            ProxyError::UpgradeUnsupported { .. } => "upgrade_unsupported",
         }
     }
 
@@ -165,6 +177,9 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::PayloadTooLarge => "request body too large",
             ProxyError::AuthUnavailable { .. } => "authorization service unavailable",
+            ProxyError::UpgradeUnsupported { .. } => {
+                "WebSocket upgrades are not supported by this backend (HTTP/2)"
+            }
         }
     }
 }
@@ -176,6 +191,56 @@ pub fn valid_request_id(value: &HeaderValue) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+}
+
+/// The gateway's answer to a gRPC request (see [`super::grpc`]) for `error`: HTTP 200,
+/// trailers-only, `grpc-status` from the error's HTTP status, `grpc-message` its public
+/// message, and `x-request-id` as in [`error_response`] (`WWW-Authenticate` and
+/// `Retry-After` too). No body is built.
+pub fn grpc_error_response(
+    error: &ProxyError,
+    request_id: Option<&HeaderValue>,
+) -> Response<ProxyBody> {
+    let status = error.status();
+    let mut response = Response::new(ProxyBody::empty());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(GRPC_STATUS, grpc::status_value(grpc::status_code(status)));
+    headers.insert(GRPC_MESSAGE, HeaderValue::from_static(error.public_message()));
+    match request_id.filter(|v| valid_request_id(v)) {
+        Some(id) => headers.insert(X_REQUEST_ID, id.clone()),
+        None => headers.insert(X_REQUEST_ID, uuid_value()),
+    };
+    add_error_headers(error, headers);
+    response
+}
+
+fn uuid_value() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// `Retry-After` of a 429 and the `WWW-Authenticate` challenges of a 401.
+fn add_error_headers(error: &ProxyError, headers: &mut http::HeaderMap) {
+    if let ProxyError::RateLimited { retry_after_secs } = error {
+        headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
+    if let ProxyError::Unauthorized { challenge, .. } = error {
+        if challenge.bearer {
+            headers.append(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(if challenge.invalid_token {
+                    r#"Bearer realm="weir", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="weir""#
+                }),
+            );
+        }
+        if challenge.api_key {
+            headers.append(WWW_AUTHENTICATE, HeaderValue::from_static(r#"ApiKey realm="weir""#));
+        }
+    }
 }
 
 /// The gateway's JSON response for `error`: `{"error", "status", "requestId"}` with
@@ -205,25 +270,7 @@ pub fn error_response(error: &ProxyError, request_id: Option<&HeaderValue>) -> R
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, v);
     }
-    if let Some(secs) = retry_after {
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
-    }
-    if let ProxyError::Unauthorized { challenge, .. } = error {
-        let headers = response.headers_mut();
-        if challenge.bearer {
-            headers.append(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static(if challenge.invalid_token {
-                    r#"Bearer realm="weir", error="invalid_token""#
-                } else {
-                    r#"Bearer realm="weir""#
-                }),
-            );
-        }
-        if challenge.api_key {
-            headers.append(WWW_AUTHENTICATE, HeaderValue::from_static(r#"ApiKey realm="weir""#));
-        }
-    }
+    add_error_headers(error, response.headers_mut());
     response
 }
 

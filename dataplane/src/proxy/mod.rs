@@ -8,24 +8,28 @@
 pub mod body;
 pub mod edge;
 pub mod error;
+pub mod grpc;
+pub mod h2;
 pub mod headers;
 pub mod normalize;
 pub mod pool;
 pub mod trace;
+pub mod upgrade;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{ACCESS_CONTROL_REQUEST_METHOD, HOST, ORIGIN};
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, HOST, ORIGIN, UPGRADE};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 pub use body::ProxyBody;
-pub use error::{ProxyError, X_REQUEST_ID, error_response};
+pub use error::{ProxyError, X_REQUEST_ID, error_response, grpc_error_response};
 pub use upstream::Upstream;
 
 use crate::filter::{self, Flow, RequestContext};
@@ -33,7 +37,7 @@ use crate::observe::{ObservedBody, RequestRecord};
 use crate::rewrite::rewrite_path;
 use crate::router::RequestView;
 use crate::server::DataPlane;
-use crate::snapshot::{Filter, Rule};
+use crate::snapshot::{Filter, Rule, UpstreamProtocol};
 use body::{BodyStats, ClientBody, PendingBody};
 
 /// The client end of a connection, with what every request on it needs precomputed.
@@ -69,6 +73,8 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let observed = dataplane.observer().map(|o| (o, Instant::now(), SystemTime::now()));
     let snapshot = dataplane.current();
+    // gRPC is HTTP/2 only: HTTP/1.1 requests pay one comparison.
+    let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
     let mut request = request;
     let request_id = trace::ensure_request_identity(request.headers_mut());
     let head = observed.as_ref().map(|_| RequestHead::of(&request));
@@ -86,8 +92,11 @@ pub async fn handle(
     }
     let mut exchange = Exchange::default();
     let (mut response, error) =
-        match proxy(dataplane, &snapshot, request, peer, &mut ctx, &mut exchange).await {
+        match proxy(dataplane, &snapshot, request, peer, grpc, &mut ctx, &mut exchange).await {
             Ok(response) => (response, None),
+            Err(error) if grpc => {
+                (grpc_error_response(&error, Some(&ctx.request_id)), Some(error.kind()))
+            }
             Err(error) => (error_response(&error, Some(&ctx.request_id)), Some(error.kind())),
         };
     // Upstream responses and gateway answers alike (rate-limit headers, response phase).
@@ -212,11 +221,13 @@ fn find_rule<'t>(
     snapshot.routes.find(&view)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn proxy<'s>(
     dataplane: &DataPlane,
     snapshot: &'s crate::snapshot::Snapshot,
     request: Request<Incoming>,
     peer: &Peer,
+    grpc: bool,
     ctx: &mut RequestContext<'s>,
     exchange: &mut Exchange<'s>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -226,6 +237,12 @@ async fn proxy<'s>(
     if parts.method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
+    // hyper offers an upgrade only for HTTP/1.1 requests with an `Upgrade` header (no
+    // extension at all on the common path); only WebSocket is proxied.
+    let upgrade = match parts.extensions.remove::<OnUpgrade>() {
+        Some(on_upgrade) => upgrade::websocket_requested(&parts.headers).map(|v| (on_upgrade, v)),
+        None => None,
+    };
     if !parts.uri.path().starts_with('/') {
         return Err(ProxyError::BadRequest {
             reason: "the request target is not an absolute path",
@@ -289,6 +306,9 @@ async fn proxy<'s>(
         })?;
         if let Flow::Respond(mut response) = flow {
             response.headers_mut().insert(X_REQUEST_ID, ctx.request_id.clone());
+            if grpc {
+                grpc::into_grpc_answer(&mut response, None);
+            }
             return Ok(*response);
         }
     }
@@ -309,6 +329,11 @@ async fn proxy<'s>(
         }
     };
     exchange.backend = Some(&backend.key);
+    if upgrade.is_some() && backend.protocol == UpstreamProtocol::H2c {
+        return Err(ProxyError::UpgradeUnsupported {
+            reason: format!("backend {} speaks HTTP/2 (h2c)", backend.key),
+        });
+    }
 
     let rewritten = action
         .rewrite
@@ -323,6 +348,9 @@ async fn proxy<'s>(
     };
 
     headers::remove_hop_by_hop(&mut parts.headers);
+    if let Some((_, value)) = &upgrade {
+        upgrade::restore_upgrade_headers(&mut parts.headers, value.clone());
+    }
     let proto = match &peer.tls {
         None => "http",
         Some(tls) => {
@@ -339,22 +367,36 @@ async fn proxy<'s>(
     }
 
     let observed = dataplane.has_observer();
+    // `timeouts.idle`: both directions of the exchange count as activity.
+    let activity = action.timeouts.idle.map(|_| Arc::new(upgrade::Activity::new()));
     let body = match body.0.take() {
         Some(body) if !body.is_end_stream() => {
             let stats = (observed || ctx.body_limit.is_some()).then(Arc::<BodyStats>::default);
             exchange.body_stats = stats.clone();
-            Some(Arc::new(Mutex::new(Some(ClientBody::new(body, ctx.body_limit, stats)))))
+            let body = ClientBody::with_activity(body, ctx.body_limit, stats, activity.clone());
+            Some(Arc::new(Mutex::new(Some(body))))
         }
         _ => None,
     };
-    let prepared =
-        upstream::Prepared { method: parts.method, path_and_query, headers: parts.headers, body };
+    // A gRPC deadline bounds the exchange like `timeouts.request` (the smaller wins); the
+    // header itself goes upstream unchanged.
+    let mut timeouts = action.timeouts;
+    if grpc && let Some(deadline) = grpc::timeout(&parts.headers) {
+        timeouts.request = Some(timeouts.request.map_or(deadline, |r| r.min(deadline)));
+    }
+    let prepared = upstream::Prepared {
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+        body,
+        upgrade: upgrade.is_some(),
+    };
     let sent_at = observed.then(Instant::now);
     let mut attempts = upstream::Attempts::default();
     let result = upstream::send(
         &dataplane.upstream,
         backend,
-        &action.timeouts,
+        &timeouts,
         &action.retries,
         prepared,
         &mut attempts,
@@ -388,7 +430,39 @@ async fn proxy<'s>(
         }
     };
     let (mut parts, body) = response.into_parts();
+    if let Some((client, requested)) = upgrade
+        && parts.status == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let Some(upstream_side) = parts.extensions.remove::<OnUpgrade>() else {
+            return Err(ProxyError::BadResponse {
+                source: "101 without an upgradable connection".into(),
+            });
+        };
+        let accepted = parts.headers.get(UPGRADE).cloned().unwrap_or(requested);
+        headers::remove_hop_by_hop(&mut parts.headers);
+        upgrade::restore_upgrade_headers(&mut parts.headers, accepted);
+        // The tunnel keeps only the idle timeout of this snapshot's rule.
+        upgrade::spawn_tunnel(
+            dataplane.upstream.upgrades(),
+            client,
+            upstream_side,
+            timeouts.idle,
+            peer.addr,
+        );
+        drop(body);
+        parts.version = Version::HTTP_11;
+        return Ok(Response::from_parts(parts, ProxyBody::empty()));
+    }
     headers::remove_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, ProxyBody::Pooled(body)))
+    let body = match (timeouts.idle, activity) {
+        (Some(idle), Some(activity)) => {
+            // The wait for the headers is `timeouts.request`'s: idle time starts now.
+            activity.touch();
+            let body = body::IdleBody::new(ProxyBody::Pooled(body), idle, activity);
+            ProxyBody::Idle(Box::new(body))
+        }
+        _ => ProxyBody::Pooled(body),
+    };
+    Ok(Response::from_parts(parts, body))
 }

@@ -1,5 +1,6 @@
 //! weir's upstream connection pool: HTTP/1.1 connections (`hyper::client::conn::http1`)
-//! kept alive per endpoint address and reused.
+//! kept alive per endpoint address and reused. (HTTP/2 upstreams share one multiplexed
+//! connection per endpoint instead: [`super::h2`].)
 //!
 //! A connection is checked out for exactly one request. It goes back to the pool only when
 //! its response body has been read to the end ([`PooledBody`]); a body dropped early, an
@@ -138,12 +139,12 @@ impl Pool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `addr` (TCP_NODELAY, TCP keep-alive), the TCP
-/// connect bounded by `connect_timeout`, and spawns its driver.
-pub(crate) async fn connect(
+/// Opens a TCP connection to `addr` (TCP_NODELAY, TCP keep-alive), bounded by
+/// `connect_timeout`.
+pub(crate) async fn tcp_connect(
     addr: SocketAddr,
     connect_timeout: Duration,
-) -> Result<Sender, ConnectError> {
+) -> Result<TcpStream, ConnectError> {
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout(addr)),
         Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
@@ -154,14 +155,34 @@ pub(crate) async fn connect(
     if let Err(error) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
         tracing::debug!(%addr, %error, "cannot set TCP keep-alive on upstream connection");
     }
+    Ok(stream)
+}
+
+/// Opens a new HTTP/1.1 connection to `addr` (see [`tcp_connect`]) and spawns its driver.
+/// With `upgrades`, the connection can be taken over after a 101 (`hyper::upgrade::on`
+/// on the response); such a connection is never returned to the pool.
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    upgrades: bool,
+) -> Result<Sender, ConnectError> {
+    let stream = tcp_connect(addr, connect_timeout).await?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ConnectError::Handshake { addr, source })?;
-    tokio::spawn(async move {
-        if let Err(error) = conn.await {
-            tracing::debug!(%addr, %error, "upstream connection ended with an error");
-        }
-    });
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream connection ended with an error");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%addr, %error, "upstream connection ended with an error");
+            }
+        });
+    }
     Ok(sender)
 }
 
@@ -182,6 +203,11 @@ impl std::fmt::Debug for PooledBody {
 impl PooledBody {
     pub(crate) fn new(body: Incoming, pool: Arc<Pool>, addr: SocketAddr, sender: Sender) -> Self {
         PooledBody { body, home: Some((pool, addr, sender)) }
+    }
+
+    /// A body whose connection is not pooled (HTTP/2 streams, upgrade requests).
+    pub(crate) fn unpooled(body: Incoming) -> Self {
+        PooledBody { body, home: None }
     }
 
     fn release(&mut self) {

@@ -1,4 +1,9 @@
-//! Sending a request upstream over weir's connection pool, with timeouts and retries.
+//! Sending a request upstream over weir's connection pools, with timeouts and retries.
+//!
+//! HTTP/1.1 backends use the keep-alive [`Pool`]; a WebSocket upgrade request goes over a
+//! new connection that hyper lets the proxy take over after a 101 (never pooled); h2c
+//! backends share one multiplexed HTTP/2 connection per endpoint ([`H2Pool`]). Timeouts
+//! and retries are the same for all three.
 //!
 //! Each attempt takes an idle keep-alive connection to the chosen endpoint from the
 //! [`Pool`] or opens a new one (the route's connect timeout bounds the TCP connect), and
@@ -18,20 +23,28 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use http::uri::PathAndQuery;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use tokio::time::{Instant, timeout_at};
 
 use super::body::{BodySlot, UpstreamBody, unsent};
 use super::error::ProxyError;
+use super::h2::H2Pool;
 use super::pool::{self, Pool, PooledBody};
+use super::upgrade::Upgrades;
 use crate::filter::extauth::{UrlClient, url_client};
-use crate::snapshot::{Backend, RetryPolicy, Timeouts};
+use crate::snapshot::{Backend, RetryPolicy, Timeouts, UpstreamProtocol};
 
-/// The upstream connection pool, shared by every snapshot.
+/// The upstream connection pools (HTTP/1.1 and HTTP/2) and the open upgraded
+/// connections, shared by every snapshot.
 #[derive(Debug, Default)]
 pub struct Upstream {
     pool: Arc<Pool>,
+    /// One multiplexed connection per h2c endpoint.
+    h2: H2Pool,
+    /// Upgraded (WebSocket) connections, which outlive the requests that made them.
+    upgrades: Arc<Upgrades>,
     /// The pooled client of `extAuth` URL targets, made on first use.
     ext_auth_client: OnceLock<Option<UrlClient>>,
 }
@@ -45,10 +58,33 @@ enum AttemptError {
     Exchange(hyper::Error),
 }
 
+/// How one attempt reaches its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// HTTP/1.1 over a pooled keep-alive connection.
+    Pooled,
+    /// HTTP/1.1 over a new connection that can be upgraded (never pooled).
+    Upgrade,
+    /// HTTP/2 over the endpoint's shared connection.
+    H2,
+}
+
 impl Upstream {
     /// The pool of idle upstream connections.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The HTTP/2 (h2c) upstream connections.
+    pub fn h2(&self) -> &H2Pool {
+        &self.h2
+    }
+
+    /// The open upgraded (WebSocket) connections. Graceful shutdown closes them last:
+    /// after the HTTP connections drained, `upgrades().close()` then
+    /// `upgrades().closed().await`.
+    pub fn upgrades(&self) -> &Arc<Upgrades> {
+        &self.upgrades
     }
 
     /// The pooled HTTP(S) client of `extAuth` URL targets (made on first use, trusting
@@ -73,7 +109,7 @@ impl Upstream {
         connect_timeout: Duration,
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        self.request(addr, connect_timeout, request).await.map_err(|e| match e {
+        self.request_h1(addr, connect_timeout, request).await.map_err(|e| match e {
             AttemptError::Connect(source, _) => {
                 ProxyError::UpstreamConnect { source: Box::new(source) }
             }
@@ -81,8 +117,42 @@ impl Upstream {
         })
     }
 
-    /// Sends `request` to `addr` over a pooled or new connection, until response headers.
+    /// Sends `request` to `addr` `via` a pooled, new or shared HTTP/2 connection, until
+    /// response headers.
     async fn request(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        request: Request<UpstreamBody>,
+        via: Via,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        match via {
+            Via::Pooled => self.request_h1(addr, connect_timeout, request).await,
+            // Boxed: the common HTTP/1.1 request's future stays as small as before.
+            Via::Upgrade => Box::pin(Self::request_upgrade(addr, connect_timeout, request)).await,
+            Via::H2 => Box::pin(self.request_h2(addr, connect_timeout, request)).await,
+        }
+    }
+
+    /// An upgrade request, over a new connection that can be taken over after a 101.
+    async fn request_upgrade(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        let mut sender = match pool::connect(addr, connect_timeout, true).await {
+            Ok(sender) => sender,
+            Err(e) => {
+                return Err(AttemptError::Connect(e, std::mem::take(request.headers_mut())));
+            }
+        };
+        match sender.send_request(request).await {
+            Ok(response) => Ok(response.map(PooledBody::unpooled)),
+            Err(error) => Err(AttemptError::Exchange(error)),
+        }
+    }
+
+    async fn request_h1(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
@@ -93,7 +163,7 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match self.pool.checkout(addr) {
                 Some(sender) => (sender, true),
-                None => match pool::connect(addr, connect_timeout).await {
+                None => match pool::connect(addr, connect_timeout, false).await {
                     Ok(sender) => (sender, false),
                     Err(e) => {
                         return Err(AttemptError::Connect(
@@ -118,6 +188,37 @@ impl Upstream {
             }
         }
     }
+
+    async fn request_h2(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        // A shared connection that closed before taking the request: once more, on a
+        // new connection.
+        let mut resent = false;
+        loop {
+            let (mut sender, reused) = match self.h2.sender(addr, connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    return Err(AttemptError::Connect(e, std::mem::take(request.headers_mut())));
+                }
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused && !resent => {
+                        tracing::debug!(%addr, error = %error.error(), "HTTP/2 connection closed, resending");
+                        self.h2.discard(addr);
+                        request = unsent;
+                        resent = true;
+                    }
+                    _ => return Err(AttemptError::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
 }
 
 /// An upstream request, prepared once and built per attempt.
@@ -131,6 +232,8 @@ pub(crate) struct Prepared {
     pub headers: HeaderMap,
     /// The body, `None` when the client sent none.
     pub body: Option<BodySlot>,
+    /// A WebSocket upgrade: sent over a new connection that can be taken over after a 101.
+    pub upgrade: bool,
 }
 
 impl Prepared {
@@ -149,6 +252,27 @@ impl Prepared {
         *request.uri_mut() = Uri::from(self.path_and_query.clone());
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
+        request
+    }
+
+    /// The HTTP/2 request: absolute URI (`:scheme http`, `:authority` from the prepared
+    /// `Host`, else the endpoint's address), no `Host` header.
+    fn build_h2(&self, mut headers: HeaderMap, endpoint: &Authority) -> Request<UpstreamBody> {
+        let authority = headers
+            .remove(HOST)
+            .and_then(|h| {
+                Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(h.as_bytes())).ok()
+            })
+            .unwrap_or_else(|| endpoint.clone());
+        let mut request = self.build(headers);
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(self.path_and_query.clone());
+        if let Ok(uri) = Uri::from_parts(uri) {
+            *request.uri_mut() = uri;
+        }
+        *request.version_mut() = Version::HTTP_2;
         request
     }
 }
@@ -185,11 +309,17 @@ pub(crate) async fn send(
 ) -> Result<Response<PooledBody>, ProxyError> {
     let deadline = timeouts.request.map(|d| Instant::now() + d);
     let idempotent = idempotent(&request.method);
+    let via = match (backend.protocol, request.upgrade) {
+        (UpstreamProtocol::H2c, _) => Via::H2,
+        (UpstreamProtocol::Http1, true) => Via::Upgrade,
+        (UpstreamProtocol::Http1, false) => Via::Pooled,
+    };
     let mut left = retries.attempts;
     loop {
-        let endpoint = backend.next_endpoint().ok_or_else(|| ProxyError::NoEndpoint {
-            reason: format!("backend {} has no ready endpoint", backend.key),
-        })?;
+        let (endpoint, authority) =
+            backend.next_target().ok_or_else(|| ProxyError::NoEndpoint {
+                reason: format!("backend {} has no ready endpoint", backend.key),
+            })?;
         attempts.last = Some(endpoint);
         // A copy of the headers is needed only when a request that reached the upstream
         // may be sent again; after a connect failure the headers come back unused.
@@ -199,7 +329,11 @@ pub(crate) async fn send(
         } else {
             std::mem::take(&mut request.headers)
         };
-        let future = upstream.request(endpoint, timeouts.connect, request.build(headers));
+        let built = match via {
+            Via::H2 => request.build_h2(headers, authority),
+            Via::Pooled | Via::Upgrade => request.build(headers),
+        };
+        let future = upstream.request(endpoint, timeouts.connect, built, via);
         let try_deadline = retries.per_try_timeout.map(|d| Instant::now() + d);
         let limit = match (deadline, try_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),

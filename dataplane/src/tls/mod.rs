@@ -22,9 +22,6 @@ pub use subject::subject_of;
 
 use crate::snapshot::HostMatch;
 
-mod subject;
-pub use subject::subject_of;
-
 /// ALPN protocols offered to clients, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 

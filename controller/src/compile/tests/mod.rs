@@ -7,6 +7,7 @@ mod endpoints;
 mod incremental;
 mod invalid;
 mod kinds;
+mod protocols;
 mod ratelimit;
 mod tls;
 mod units;

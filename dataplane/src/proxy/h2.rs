@@ -1,0 +1,141 @@
+//! HTTP/2 upstream connections without TLS (h2c, prior knowledge) for backends whose
+//! Service port says `appProtocol: kubernetes.io/h2c` or `grpc`.
+//!
+//! One multiplexed connection per endpoint, shared by every concurrent request to it (the
+//! `SendRequest` handle is cloned per request; the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+//! queues requests past its limit). A connection found closed (GOAWAY, reset, failed
+//! keep-alive ping) is replaced by a new one on the next request. Concurrent first
+//! requests to an endpoint share one connect: the first connects, the others wait for it.
+//! A connection unused for [`IDLE_TIMEOUT`] is let go (swept when requests come).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::OnceCell;
+
+use super::body::UpstreamBody;
+use super::pool::{self, ConnectError};
+
+/// HTTP/2 PING interval on upstream connections (a dead peer is noticed within this plus
+/// [`KEEP_ALIVE_TIMEOUT`]).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long an HTTP/2 PING may wait for its answer before the connection is closed.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sending half of one HTTP/2 upstream connection.
+pub(crate) type H2Sender = SendRequest<UpstreamBody>;
+
+/// One endpoint's connection: made once (by the first request that needs it), then shared.
+type Cell = Arc<OnceCell<H2Sender>>;
+
+/// How long an endpoint's connection is kept without a request before the pool lets it
+/// go (it closes once its last stream ends).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+struct Slot {
+    cell: Cell,
+    used: Instant,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// foldhash, as in the HTTP/1.1 pool.
+    map: HashMap<SocketAddr, Slot, foldhash::fast::RandomState>,
+    /// When connections unused for [`IDLE_TIMEOUT`] were last dropped.
+    swept: Option<Instant>,
+}
+
+/// The HTTP/2 connections of every h2c endpoint, shared by every snapshot.
+#[derive(Default)]
+pub struct H2Pool {
+    slots: Mutex<Slots>,
+}
+
+impl std::fmt::Debug for H2Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("H2Pool").field("endpoints", &slots.map.len()).finish()
+    }
+}
+
+impl H2Pool {
+    /// A sender on the shared connection to `addr`, connecting first when there is none
+    /// or it closed. `reused` is true when the connection was made by an earlier request
+    /// (a request it could not send may go out again on a new connection).
+    pub(crate) async fn sender(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<(H2Sender, bool), ConnectError> {
+        let cell = {
+            let now = Instant::now();
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            if slots.swept.is_none_or(|t| now.duration_since(t) >= IDLE_TIMEOUT) {
+                slots.swept = Some(now);
+                slots.map.retain(|_, slot| {
+                    now.duration_since(slot.used) < IDLE_TIMEOUT
+                        && !slot.cell.get().is_some_and(H2Sender::is_closed)
+                });
+            }
+            let slot =
+                slots.map.entry(addr).or_insert_with(|| Slot { cell: Cell::default(), used: now });
+            if slot.cell.get().is_some_and(H2Sender::is_closed) {
+                slot.cell = Cell::default();
+            }
+            slot.used = now;
+            Arc::clone(&slot.cell)
+        };
+        let made = AtomicBool::new(false);
+        let sender = cell
+            .get_or_try_init(|| async {
+                made.store(true, Ordering::Relaxed);
+                connect(addr, connect_timeout).await
+            })
+            .await?;
+        // A failed connect leaves the cell empty: the next request tries again.
+        Ok((sender.clone(), !made.load(Ordering::Relaxed)))
+    }
+
+    /// Forgets the connection to `addr` if it closed (it could not send a request), so the
+    /// next request makes a new one.
+    pub(crate) fn discard(&self, addr: SocketAddr) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.map.get(&addr).is_some_and(|s| s.cell.get().is_some_and(H2Sender::is_closed)) {
+            slots.map.remove(&addr);
+        }
+    }
+
+    /// Endpoints with a live HTTP/2 connection (for tests and debugging).
+    pub fn connections(&self) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.map.values().filter(|s| s.cell.get().is_some_and(|s| !s.is_closed())).count()
+    }
+}
+
+/// Opens an HTTP/2 (prior knowledge) connection to `addr`, with keep-alive pings, and
+/// spawns its driver.
+async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<H2Sender, ConnectError> {
+    let stream = pool::tcp_connect(addr, connect_timeout).await?;
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .adaptive_window(true);
+    let (sender, conn) = builder
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(%addr, %error, "HTTP/2 upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
