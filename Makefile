@@ -57,13 +57,18 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Lints and renders charts/weir with Helm's own Go library (the helm-python-sdk package, no
-# helm binary), checks the rendered objects and writes deploy/install.yaml.
+# helm binary), checks the rendered objects (also against the Kubernetes 1.26 schema bundled
+# by the kubernetes-validate package) and writes deploy/install.yaml.
 # `make chart CHECK=1` fails instead if deploy/install.yaml is out of date (for CI).
 HELM_PYTHON_SDK ?= helm-python-sdk==0.2.2
+KUBERNETES_VALIDATE ?= kubernetes-validate==1.37.0
 chart:
 	@python3 -c 'import helm_python' 2>/dev/null || { \
 	  echo "make chart: helm-python-sdk is not installed; installing $(HELM_PYTHON_SDK) with pip"; \
 	  python3 -m pip install -q '$(HELM_PYTHON_SDK)'; }
+	@python3 -c 'import kubernetes_validate' 2>/dev/null || { \
+	  echo "make chart: kubernetes-validate is not installed; installing $(KUBERNETES_VALIDATE) with pip"; \
+	  python3 -m pip install -q '$(KUBERNETES_VALIDATE)'; }
 	@python3 -c 'import yaml' 2>/dev/null || { \
 	  echo "make chart: PyYAML is not installed; installing it with pip"; \
 	  python3 -m pip install -q PyYAML; }
