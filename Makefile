@@ -8,7 +8,7 @@ QUICKSTART ?= deploy/examples/quickstart
 DEMO_BACKENDS ?= orders-v1=127.0.0.1:9001 orders-v2=127.0.0.1:9002 users-v1=127.0.0.1:9003
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help run build test crds bench lint chart
+.PHONY: help run build test crds bench lint chart fuzz
 
 help:
 	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), admin $(ADMIN_ADDR))"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench  - weir vs nginx/haproxy on loopback, all figures (bench/bench.py; QUICK=1 ~3 min); cargo bench -p weir-dataplane for micro"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make chart  - lint, render and check charts/weir with the Helm engine; write deploy/install.yaml"
+	@echo "make fuzz   - build the cargo-fuzz targets in fuzz/ and run each for FUZZ_TIME seconds (default 20)"
 
 build:
 	$(CARGO) build -p weir-controller -p weir-e2e --bins
@@ -73,3 +74,30 @@ chart:
 	  echo "make chart: PyYAML is not installed; installing it with pip"; \
 	  python3 -m pip install -q PyYAML; }
 	python3 scripts/chart.py $(if $(CHECK),--check)
+
+# Fuzz targets (fuzz/, cargo-fuzz and libFuzzer): request normalization, host/path matching,
+# SNI selection. Builds every target, then runs each for FUZZ_TIME seconds on fuzz/corpus/T
+# (kept, gitignored) plus the committed seeds in fuzz/seeds/T. A failure leaves the input in
+# fuzz/artifacts/T/; replay it with `cd fuzz && cargo fuzz run -s none T artifacts/T/crash-...`.
+# `-s none`: no sanitizer, so stable Rust suffices (the code is safe Rust: `unsafe_code` is
+# forbidden); coverage guidance and the targets' own assertions are what find bugs.
+# FUZZ_BUILD=--dev builds unoptimised (faster to compile, slower to run; CI uses it).
+FUZZ_TIME ?= 20
+FUZZ_BUILD ?=
+FUZZ_TARGETS := normalize route_match sni_select
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || { \
+	  echo "make fuzz: cargo-fuzz is not installed; installing it with cargo install --locked"; \
+	  $(CARGO) install cargo-fuzz --locked; }
+	cd fuzz && $(CARGO) fuzz build -s none $(FUZZ_BUILD)
+	@set -e; cd fuzz; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t; \
+	  echo "make fuzz: $$t for $(FUZZ_TIME)s"; \
+	  if $(CARGO) fuzz run -s none $(FUZZ_BUILD) $$t corpus/$$t $$(test -d seeds/$$t && echo seeds/$$t) -- \
+	      -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$$log" 2>&1; then \
+	    grep -E '^(Done|stat::new_units_added)' "$$log" || true; \
+	  else \
+	    tail -n 40 "$$log"; echo "make fuzz: $$t FAILED (the input is in fuzz/artifacts/$$t/)"; exit 1; \
+	  fi; \
+	done; echo "make fuzz: $(words $(FUZZ_TARGETS)) targets ran $(FUZZ_TIME)s each without a failure"
