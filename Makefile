@@ -2,6 +2,7 @@
 
 CARGO ?= cargo
 HTTP_ADDR ?= 127.0.0.1:8080
+HTTPS_ADDR ?= 127.0.0.1:8443
 ADMIN_ADDR ?= 127.0.0.1:9901
 QUICKSTART ?= deploy/examples/quickstart
 # The demo backends the quickstart's EndpointSlices point at.
@@ -11,7 +12,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 .PHONY: help run build test crds bench lint chart fuzz
 
 help:
-	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), admin $(ADMIN_ADDR))"
+	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), https $(HTTPS_ADDR), admin $(ADMIN_ADDR))"
 	@echo "make test   - build every binary, run every test, then check the Helm chart (make chart CHECK=1)"
 	@echo "make crds   - regenerate charts/weir/crds/ from the Rust types (weir crds)"
 	@echo "make bench  - weir vs nginx/haproxy on loopback, all figures (bench/bench.py; QUICK=1 ~3 min); cargo bench -p weir-dataplane for micro"
@@ -23,14 +24,20 @@ build:
 	$(CARGO) build -p weir-controller -p weir-e2e --bins
 
 # Starts the demo backends in the background, weir in the foreground; the backends are
-# stopped (by pid) when weir exits or on Ctrl-C.
+# stopped (by pid) when weir exits or on Ctrl-C. HTTPS: a self-signed certificate for
+# localhost is generated once into $(QUICKSTART)/quickstart-tls.local.yaml (a Secret,
+# gitignored, openssl CLI) and the HTTPS Route deploy/examples/https/route.yaml is copied
+# next to it as https.local.yaml (kept out of the quickstart directory itself so that
+# validating it needs no generated Secret).
 run: build
+	@test -f $(QUICKSTART)/quickstart-tls.local.yaml || scripts/quickstart-tls.sh $(QUICKSTART)/quickstart-tls.local.yaml
+	@cp deploy/examples/https/route.yaml $(QUICKSTART)/https.local.yaml
 	@set -eu; \
 	$(TARGET_DIR)/debug/weir-demo-backend $(DEMO_BACKENDS) & \
 	backends=$$!; \
 	trap 'kill $$backends 2>/dev/null || true; wait $$backends 2>/dev/null || true' EXIT INT TERM; \
-	echo "weir: proxy on http://$(HTTP_ADDR), admin on http://$(ADMIN_ADDR); Ctrl-C to stop"; \
-	$(TARGET_DIR)/debug/weir run --config-dir $(QUICKSTART) --http-addr $(HTTP_ADDR) --admin-addr $(ADMIN_ADDR)
+	echo "weir: proxy on http://$(HTTP_ADDR) and https://$(HTTPS_ADDR), admin on http://$(ADMIN_ADDR); Ctrl-C to stop"; \
+	$(TARGET_DIR)/debug/weir run --config-dir $(QUICKSTART) --http-addr $(HTTP_ADDR) --https-addr $(HTTPS_ADDR) --admin-addr $(ADMIN_ADDR)
 
 # The e2e tests start target/debug/weir as a process, so the binaries are built first
 # (with the same workspace feature set as the tests, so nothing is rebuilt twice).
