@@ -97,14 +97,16 @@ fuzz:
 	  echo "make fuzz: cargo-fuzz is not installed; installing it with cargo install --locked"; \
 	  $(CARGO) install cargo-fuzz --locked; }
 	cd fuzz && $(CARGO) fuzz build -s none $(FUZZ_BUILD)
-	@set -e; cd fuzz; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	@set -e; cd fuzz; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; passed=0; \
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p corpus/$$t; \
 	  echo "make fuzz: $$t for $(FUZZ_TIME)s"; \
 	  if $(CARGO) fuzz run -s none $(FUZZ_BUILD) $$t corpus/$$t $$(test -d seeds/$$t && echo seeds/$$t) -- \
 	      -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$$log" 2>&1; then \
-	    grep -E '^(Done|stat::new_units_added)' "$$log" || true; \
+	    grep -E '^(Done|stat::new_units_added)' "$$log" || true; passed=$$((passed + 1)); \
 	  else \
-	    tail -n 40 "$$log"; echo "make fuzz: $$t FAILED (the input is in fuzz/artifacts/$$t/)"; exit 1; \
+	    tail -n 40 "$$log"; echo "make fuzz: $$t FAILED (the input is in fuzz/artifacts/$$t/)"; \
+	    echo "fuzz: $$passed passed, 1 failed"; exit 1; \
 	  fi; \
-	done; echo "make fuzz: $(words $(FUZZ_TARGETS)) targets ran $(FUZZ_TIME)s each without a failure"
+	done; echo "make fuzz: every target ran $(FUZZ_TIME)s without a failure"; \
+	echo "fuzz: $$passed passed, 0 failed"

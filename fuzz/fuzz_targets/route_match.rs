@@ -3,8 +3,8 @@
 //! arbitrary request.
 //!
 //! Invariants: no panic; the same lookup twice gives the same rule; the host is matched
-//! case-insensitively; a matched rule's conditions hold for the request (method, exact
-//! path, segment-aware prefix, header and query exact values).
+//! case-insensitively and without its `:port`; a matched rule's conditions hold for the
+//! request (method, exact path, segment-aware prefix, regex, header values, a query).
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
@@ -162,6 +162,12 @@ fuzz_target!(|input: Request<'_>| {
     let upper = input.host.to_ascii_uppercase();
     let shouted = TABLE.find(&RequestView { host: &upper, ..req });
     assert!(same(found, shouted), "host case changes the answer for {input:?}");
+
+    if !input.host.contains(':') && !input.host.starts_with('[') {
+        let with_port = format!("{}:443", input.host);
+        let ported = TABLE.find(&RequestView { host: &with_port, ..req });
+        assert!(same(found, ported), "a :port changes the answer for {input:?}");
+    }
 
     let Some(m) = found else { return };
     let cond = m.matched;

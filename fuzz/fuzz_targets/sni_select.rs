@@ -7,7 +7,8 @@
 //! http/1.1.
 //!
 //! Input: the first byte's bit 0 = the table has a default certificate, bit 1 = an SNI is
-//! sent; the rest (UTF-8) is the SNI.
+//! sent; the rest (UTF-8) is the SNI, at most 255 bytes (a DNS name is at most 253; longer
+//! inputs would only spend the run on hashing ever more suffixes).
 #![no_main]
 
 use std::sync::{Arc, LazyLock};
@@ -24,6 +25,9 @@ struct Input<'a> {
 impl<'a> Input<'a> {
     fn parse(data: &'a [u8]) -> Option<Self> {
         let (&flags, rest) = data.split_first()?;
+        if rest.len() > 255 {
+            return None;
+        }
         let sni = std::str::from_utf8(rest).ok()?;
         Some(Input { sni: (flags & 2 != 0).then_some(sni), with_default: flags & 1 != 0 })
     }
