@@ -92,10 +92,11 @@ chart:
 FUZZ_TIME ?= 20
 FUZZ_BUILD ?=
 FUZZ_TARGETS := normalize route_match sni_select
+CARGO_FUZZ_VERSION ?= 0.13.2
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || { \
-	  echo "make fuzz: cargo-fuzz is not installed; installing it with cargo install --locked"; \
-	  $(CARGO) install cargo-fuzz --locked; }
+	  echo "make fuzz: cargo-fuzz is not installed; installing cargo-fuzz $(CARGO_FUZZ_VERSION)"; \
+	  $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked; }
 	cd fuzz && $(CARGO) fuzz build -s none $(FUZZ_BUILD)
 	@set -e; cd fuzz; log=$$(mktemp); trap 'rm -f "$$log"' EXIT; passed=0; \
 	for t in $(FUZZ_TARGETS); do \
