@@ -15,7 +15,14 @@ What it does:
      the expected least-privilege set, Services select the pods, optional objects appear
      only when enabled.
   3. Checks that values.schema.json rejects bad values.
-  4. Writes deploy/install.yaml: the Namespace, the CRDs from charts/weir/crds/ and the
+  4. Kubernetes 1.26 (the oldest version the chart supports, Chart.yaml kubeVersion): lints
+     with kube version 1.26 and validates every rendered object and every install.yaml
+     document against the Kubernetes 1.26 OpenAPI schema in strict mode (no unknown fields),
+     from the `kubernetes-validate` PyPI package, which bundles the schemas per version. A
+     field added after 1.26 (e.g. `lifecycle.preStop.sleep`, 1.30) is an unknown field there.
+     The CRDs' CEL rules may use only `rule` and `message` (1.26's x-kubernetes-validations).
+     A self-test first shows that both checks reject post-1.26 objects.
+  5. Writes deploy/install.yaml: the Namespace, the CRDs from charts/weir/crds/ and the
      chart rendered with defaults, in Helm's install order. With `--check` it instead
      fails if deploy/install.yaml differs from a fresh rendering (for CI).
 
@@ -25,6 +32,8 @@ Exit status 0 when everything passes; 1 with a list of failures otherwise.
 from __future__ import annotations
 
 import argparse
+import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +42,10 @@ try:
     import helm_python as helm
 except ImportError:  # pragma: no cover - reported to the user
     sys.exit("chart.py: the helm-python-sdk package is missing: pip install helm-python-sdk")
+try:
+    import kubernetes_validate
+except ImportError:  # pragma: no cover - reported to the user
+    sys.exit("chart.py: the kubernetes-validate package is missing: pip install kubernetes-validate")
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,13 +53,29 @@ CHART = ROOT / "charts" / "weir"
 INSTALL = ROOT / "deploy" / "install.yaml"
 RELEASE = "weir"
 NAMESPACE = "weir-system"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion, docs/install.md).
+MIN_KUBE = "1.26.0"
+# The data plane's connection drain after the shutdown delay (dataplane/src/server.rs
+# DRAIN_TIMEOUT); the pod's grace period must cover delay + drain.
+DRAIN_SECONDS = 30
+# Kinds without a schema in Kubernetes itself (from CRDs the user installs): not validated.
+NO_KUBE_SCHEMA = {"ServiceMonitor"}
+# The only keys of an x-kubernetes-validations rule a 1.26 API server accepts
+# (messageExpression 1.27, reason/fieldPath 1.28, optionalOldSelf 1.29 are rejected).
+CEL_KEYS_1_26 = {"rule", "message"}
 
 # Every optional feature on.
 ALL_ON: dict[str, Any] = {
     "redisUrl": "redis://redis.weir-system:6379",
     "watchNamespaces": ["team-a", "team-b"],
     "logFormat": "text",
-    "extraArgs": ["--https-addr", "0.0.0.0:8443"],
+    "extraArgs": ["--trusted-proxies", "10.0.0.0/8"],
+    "shutdownDelay": "1m30s",
+    "terminationGracePeriodSeconds": 150,
+    "maxConnections": 10000,
+    "headerReadTimeout": "10s",
+    "idleTimeout": "60s",
+    "defaultCertificate": "weir-system/default-tls",
     "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
     "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                     "targetMemoryUtilizationPercentage": 80},
@@ -70,6 +99,15 @@ BAD_VALUES: list[dict[str, Any]] = [
     {"watchNamespaces": ["Not_A_Namespace"]},
     {"autoscaling": {"enabled": "yes"}},
     {"unknownTopLevelKey": 1},
+    {"shutdownDelay": "5 seconds"},
+    {"idleTimeout": "1d"},
+    {"headerReadTimeout": 10},
+    {"maxConnections": -1},
+    {"defaultCertificate": "no-namespace"},
+    {"drain": {"preStopSleepSeconds": 10}},
+    # The template's own check: the grace period must exceed delay + drain.
+    {"shutdownDelay": "20s", "terminationGracePeriodSeconds": 50},
+    {"shutdownDelay": "500ms", "terminationGracePeriodSeconds": 30},
 ]
 
 # RBAC rules per render label. Whether they are exactly the controller's API calls is checked
@@ -200,8 +238,8 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
     c.check(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
             f"{label}: container seccomp")
     args = ct.get("args", [])
-    expected_prefix = ["run", "--http-addr", "0.0.0.0:8080", "--admin-addr", "0.0.0.0:9901",
-                       "--namespace", NAMESPACE]
+    expected_prefix = ["run", "--http-addr", "0.0.0.0:8080", "--https-addr", "0.0.0.0:8443",
+                       "--admin-addr", "0.0.0.0:9901", "--namespace", NAMESPACE]
     c.check(args[:len(expected_prefix)] == expected_prefix, f"{label}: args {args}")
     flags = dict(zip(args[len(expected_prefix)::2], args[len(expected_prefix) + 1::2]))
     if values.get("redisUrl"):
@@ -215,6 +253,13 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
         c.check("--watch-namespaces" not in args, f"{label}: --watch-namespaces without value")
     c.check(flags.get("--log-format") == values.get("logFormat", "json"),
             f"{label}: --log-format {args}")
+    for key, flag in (("headerReadTimeout", "--header-read-timeout"),
+                      ("idleTimeout", "--idle-timeout"),
+                      ("defaultCertificate", "--default-certificate")):
+        c.check(flags.get(flag) == (values.get(key) or None), f"{label}: {flag} {args}")
+    c.check(flags.get("--max-connections") == (str(values["maxConnections"])
+                                               if values.get("maxConnections") else None),
+            f"{label}: --max-connections {args}")
     ports = {p.get("name"): p.get("containerPort") for p in ct.get("ports", [])}
     c.check(ports == {"http": 8080, "https": 8443, "admin": 9901}, f"{label}: ports {ports}")
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -222,8 +267,16 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
         c.check(get.get("path") == path and get.get("port") in ("admin", 9901),
                 f"{label}: {probe} {get}")
     c.check(bool(ct.get("resources", {}).get("requests")), f"{label}: no resource requests")
-    c.check(ct.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0) > 0,
-            f"{label}: no preStop drain sleep")
+    # Graceful shutdown by the binary (--shutdown-delay), no preStop hook (the image has no
+    # shell, and the kubelet's sleep action is a 1.30 field), and a grace period that covers
+    # the delay plus the drain.
+    delay = values.get("shutdownDelay", "5s")
+    c.check(flags.get("--shutdown-delay") == delay, f"{label}: --shutdown-delay {args}")
+    c.check("lifecycle" not in ct, f"{label}: lifecycle hooks {ct.get('lifecycle')}")
+    grace = pod.get("terminationGracePeriodSeconds", 0)
+    c.check(grace > duration_seconds(delay) + DRAIN_SECONDS,
+            f"{label}: grace period {grace}s does not cover --shutdown-delay {delay} "
+            f"+ {DRAIN_SECONDS}s drain")
     mounts = {m.get("mountPath") for m in ct.get("volumeMounts", [])}
     c.check("/tmp" in mounts, f"{label}: no writable /tmp with a read-only root")
 
@@ -281,6 +334,106 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
                 f"{label}: ServiceMonitor endpoint port")
 
 
+def duration_seconds(text: str) -> float:
+    """Seconds of a weir duration string (250ms, 5s, 1m30s, 1h)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h)", text or ""))
+
+
+def kube_errors(obj: dict[str, Any], version: str = MIN_KUBE) -> list[str]:
+    """Why the Kubernetes `version` OpenAPI schema (strict: no unknown fields) refuses obj."""
+    if obj.get("kind") in NO_KUBE_SCHEMA:
+        return []
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{'.'.join(str(p) for p in e.path)}: {e.message}"]
+    except kubernetes_validate.utils.SchemaNotFoundError as e:
+        return [e.message]
+    return []
+
+
+def cel_errors(obj: Any, path: str = "") -> list[str]:
+    """x-kubernetes-validations rules with keys a 1.26 API server does not know."""
+    out = []
+    if isinstance(obj, dict):
+        for i, rule in enumerate(obj.get("x-kubernetes-validations") or []):
+            extra = sorted(set(rule) - CEL_KEYS_1_26)
+            if extra:
+                out.append(f"{path}.x-kubernetes-validations[{i}]: {', '.join(extra)} "
+                           f"(Kubernetes 1.26 knows only rule and message)")
+        for k, v in obj.items():
+            out.extend(cel_errors(v, f"{path}.{k}"))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.extend(cel_errors(v, f"{path}[{i}]"))
+    return out
+
+
+def check_kube_1_26(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str) -> None:
+    """Every object must be one a Kubernetes 1.26 API server accepts."""
+    for where, o in objs:
+        for err in kube_errors(o):
+            c.failures.append(f"{label}: {where}: {o.get('kind')} {o['metadata'].get('name')} "
+                              f"is refused by Kubernetes {MIN_KUBE}: {err}")
+        if o.get("kind") == "CustomResourceDefinition":
+            for err in cel_errors(o):
+                c.failures.append(f"{label}: CRD {o['metadata'].get('name')}: {err}")
+    c.passed += 1
+
+
+def self_test_kube_1_26(c: Checker, deployment: dict[str, Any], service: dict[str, Any],
+                        crd: dict[str, Any]) -> None:
+    """The 1.26 checks must refuse fields added later (and the newest schema accept them, so
+    the refusal is about the version, not a malformed test object)."""
+    latest = kubernetes_validate.latest_version()
+
+    def mutated(obj: dict[str, Any], change: Any) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        change(obj)
+        return obj
+
+    def container(o: dict[str, Any]) -> dict[str, Any]:
+        return o["spec"]["template"]["spec"]["containers"][0]
+
+    cases = [
+        ("lifecycle.preStop.sleep (1.30)", mutated(deployment, lambda o: container(o).update(
+            lifecycle={"preStop": {"sleep": {"seconds": 10}}}))),
+        ("sidecar container restartPolicy (1.28)", mutated(deployment, lambda o: container(o)
+                                                           .update(restartPolicy="Always"))),
+        ("Service trafficDistribution (1.31)", mutated(service, lambda o: o["spec"].update(
+            trafficDistribution="PreferClose"))),
+    ]
+    for what, obj in cases:
+        c.check(bool(kube_errors(obj)), f"self-test: Kubernetes {MIN_KUBE} schema accepted {what}")
+        c.check(not kube_errors(obj, latest),
+                f"self-test: Kubernetes {latest} schema refused {what}: {kube_errors(obj, latest)}")
+    c.check(not kube_errors(deployment) and not kube_errors(service),
+            "self-test: the unchanged objects must pass")
+
+    def add_message_expression(o: dict[str, Any]) -> None:
+        def first_rules(x: Any) -> list | None:
+            if isinstance(x, dict):
+                if x.get("x-kubernetes-validations"):
+                    return x["x-kubernetes-validations"]
+                x = list(x.values())
+            if isinstance(x, list):
+                for v in x:
+                    found = first_rules(v)
+                    if found is not None:
+                        return found
+            return None
+        rules = first_rules(o)
+        assert rules, "self-test: expected a CRD with CEL rules"
+        rules[0]["messageExpression"] = "'bad: ' + string(self)"
+
+    c.check(not cel_errors(crd), "self-test: CEL check refused the CRD as shipped")
+    c.check(bool(cel_errors(mutated(crd, add_message_expression))),
+            "self-test: CEL check accepted messageExpression (1.27)")
+    print(f"kubernetes {MIN_KUBE}: self-test refused {len(cases)} post-{MIN_KUBE} fields "
+          f"(accepted by {latest}) and a CEL messageExpression")
+
+
 def install_yaml(chart: Any) -> str:
     """deploy/install.yaml: Namespace, CRDs, then the default rendering, in install order."""
     docs: list[tuple[int, str, str, str]] = []  # (order, kind, name, yaml text)
@@ -331,6 +484,10 @@ def main() -> int:
     c = Checker()
     lint(c, None, "defaults")
     lint(c, ALL_ON, "all features on")
+    report = helm.lint(CHART, None, strict=True, namespace=NAMESPACE, kube_version=MIN_KUBE)
+    c.check(not report.get("errors") and not any(m.get("severity", 0) >= 2
+                                                for m in report.get("messages", [])),
+            f"lint (kube {MIN_KUBE}): {report.get('errors')} {report.get('messages')}")
 
     chart = helm.Chart.load(CHART)
     c.check(chart.metadata.get("apiVersion") == "v2", "Chart.yaml apiVersion must be v2")
@@ -339,9 +496,17 @@ def main() -> int:
     c.check(crd_names == ["crds/consumers.weir.dev.yaml", "crds/plugins.weir.dev.yaml",
                           "crds/routes.weir.dev.yaml"], f"CRDs in the chart: {crd_names}")
 
+    crd_objs = [(f"weir/{d['name']}", o) for d in sorted(chart.crds, key=lambda d: d["name"])
+                for o in yaml.safe_load_all(d["data"]) if o]
     for label, values in (("defaults", {}), ("all features on", ALL_ON)):
         objs = render(chart, values or None)
         check_objects(c, objs, label, values)
+        if label == "defaults":
+            first = {o["kind"]: o for _, o in reversed(objs)}
+            self_test_kube_1_26(c, first["Deployment"], first["Service"],
+                                next(o for _, o in crd_objs if o["spec"]["names"]["kind"]
+                                     == "Plugin"))
+        check_kube_1_26(c, crd_objs + objs, label)
         kinds = sorted({o["kind"] for _, o in objs})
         print(f"render ({label}): {len(objs)} objects: {', '.join(kinds)}")
 
@@ -364,6 +529,9 @@ def main() -> int:
                 for d in parsed), "install.yaml: a document lacks apiVersion/kind/name")
     c.check(sum(d["kind"] == "CustomResourceDefinition" for d in parsed) == 3,
             "install.yaml: expected 3 CRDs")
+    check_kube_1_26(c, [("deploy/install.yaml", d) for d in parsed], "install.yaml")
+    print(f"kubernetes {MIN_KUBE}: every rendered object and install.yaml document validated "
+          f"(strict schema; not validated: {', '.join(sorted(NO_KUBE_SCHEMA))})")
     if args.check:
         current = INSTALL.read_text() if INSTALL.exists() else ""
         c.check(current == text, f"{INSTALL.relative_to(ROOT)} is out of date: run `make chart`")

@@ -61,6 +61,8 @@ app.kubernetes.io/part-of: weir
 - run
 - --http-addr
 - 0.0.0.0:8080
+- --https-addr
+- 0.0.0.0:8443
 - --admin-addr
 - 0.0.0.0:9901
 - --namespace
@@ -77,7 +79,58 @@ app.kubernetes.io/part-of: weir
 - --log-format
 - {{ . | quote }}
 {{- end }}
+{{- with .Values.shutdownDelay }}
+- --shutdown-delay
+- {{ . | quote }}
+{{- end }}
+{{- if gt (int .Values.maxConnections) 0 }}
+- --max-connections
+- {{ int .Values.maxConnections | quote }}
+{{- end }}
+{{- with .Values.headerReadTimeout }}
+- --header-read-timeout
+- {{ . | quote }}
+{{- end }}
+{{- with .Values.idleTimeout }}
+- --idle-timeout
+- {{ . | quote }}
+{{- end }}
+{{- with .Values.defaultCertificate }}
+- --default-certificate
+- {{ . | quote }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{/* Whole seconds (rounded up) of a weir duration string such as 5s, 1m30s or 500ms; "" is 0. */}}
+{{- define "weir.durationSeconds" -}}
+{{- $ms := 0 }}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" (toString .) -1 }}
+{{- if hasSuffix "ms" . }}
+{{- $ms = add $ms (trimSuffix "ms" . | atoi) }}
+{{- else if hasSuffix "s" . }}
+{{- $ms = add $ms (mul 1000 (trimSuffix "s" . | atoi)) }}
+{{- else if hasSuffix "m" . }}
+{{- $ms = add $ms (mul 60000 (trimSuffix "m" . | atoi)) }}
+{{- else }}
+{{- $ms = add $ms (mul 3600000 (trimSuffix "h" . | atoi)) }}
+{{- end }}
+{{- end }}
+{{- div (add $ms 999) 1000 }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds, checked: it must cover the shutdown delay plus the data
+plane's drain (30 s, dataplane/src/server.rs DRAIN_TIMEOUT), or the kubelet kills the pod
+while it still drains.
+*/}}
+{{- define "weir.terminationGracePeriodSeconds" -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- $need := add (include "weir.durationSeconds" .Values.shutdownDelay | atoi) 30 }}
+{{- if le $grace $need }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed shutdownDelay (%s) + the 30s connection drain" $grace (toString .Values.shutdownDelay)) }}
+{{- end }}
+{{- $grace }}
 {{- end }}

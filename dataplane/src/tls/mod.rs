@@ -203,10 +203,13 @@ impl TlsTable {
             return Some(tls);
         }
         // Longest suffix first: `a.b.example.com` tries `.b.example.com`, then `.example.com`…
+        // Each leaves at least one character in front, as in the router: `*.example.com`
+        // never serves `.example.com` (found by fuzz/fuzz_targets/sni_select.rs).
         let mut rest = sni;
         while let Some(dot) = rest.find('.') {
             let suffix = &rest[dot..];
             if suffix.len() > 1
+                && suffix.len() < sni.len()
                 && let Some(tls) = self.wildcard.get(suffix)
             {
                 return Some(tls);
