@@ -395,12 +395,7 @@ async fn conflict_redirect_and_mutual_tls() {
     // certificate is refused; a partner's is verified and its subject forwarded.
     let (status, _) = curl(https, "b.test", "/", &ca, &[]);
     assert!(status.starts_with("error") || status.starts_with("4"), "no client cert: {status}");
-    let stranger = [
-        "--cert",
-        &path(p, "stranger.crt"),
-        "--key",
-        &path(p, "stranger.key"),
-    ];
+    let stranger = ["--cert", &path(p, "stranger.crt"), "--key", &path(p, "stranger.key")];
     let (status, _) = curl(https, "b.test", "/", &ca, &stranger);
     assert!(status.starts_with("error"), "stranger's cert accepted: {status}");
     let client = [

@@ -52,8 +52,14 @@ static TABLES: LazyLock<Tables> = LazyLock::new(|| {
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     let tls = |name: &str| {
         Arc::new(
-            HostTls::from_pem(name.into(), cert_pem.as_bytes(), key_pem.as_bytes(), None)
-                .unwrap_or_else(|e| panic!("from_pem: {e}")),
+            HostTls::from_pem(
+                name.into(),
+                cert_pem.as_bytes(),
+                key_pem.as_bytes(),
+                None,
+                std::time::SystemTime::now(),
+            )
+            .unwrap_or_else(|e| panic!("from_pem: {e}")),
         )
     };
     let exact: Vec<_> = EXACT.iter().map(|h| (*h, tls(h))).collect();
