@@ -346,6 +346,7 @@ async fn conflict_redirect_and_mutual_tls() {
     let p = pki.path();
     make_ca(p, "partners");
     make_leaf(p, "partners", "client", "client-1", "Partners", &[], true);
+    make_leaf(p, "ca", "a-other", "a.test", "other", &["a.test"], false);
     make_ca(p, "strangers");
     make_leaf(p, "strangers", "stranger", "stranger", "Nobody", &[], true);
     let origin = EchoOrigin::start("app").await.unwrap();
@@ -355,11 +356,12 @@ async fn conflict_redirect_and_mutual_tls() {
         "secrets.yaml",
         &(tls_secret(p, "a-tls", "a")
             + &tls_secret(p, "b-tls", "b")
+            + &tls_secret(p, "a-other-tls", "a-other")
             + &ca_secret(p, "partners-ca", "partners")),
     )
     .unwrap();
-    // `a` is older than `a-again` (written first and created first: same timestamp, so the
-    // name decides), which claims the same host with another Secret.
+    // `a` is older than `z-conflict` (same creation time in standalone mode, so the name
+    // decides), which claims the same host with another Secret.
     dir.write(
         "routes.yaml",
         &(tls_route("a", &["a.test"], "{secretRef: {name: a-tls}, httpRedirect: true}", "app")
@@ -369,7 +371,7 @@ async fn conflict_redirect_and_mutual_tls() {
                 "{secretRef: {name: b-tls}, clientCA: {secretRef: {name: partners-ca}}}",
                 "app",
             )
-            + &tls_route("z-conflict", &["a.test"], "{secretRef: {name: b-tls}}", "app")),
+            + &tls_route("z-conflict", &["a.test"], "{secretRef: {name: a-other-tls}}", "app")),
     )
     .unwrap();
     let (weir, https) = start(&dir, &[]).await;
@@ -385,11 +387,20 @@ async fn conflict_redirect_and_mutual_tls() {
     let (subject, text) = presented_subject(https, Some("unknown.test"), &[]);
     assert_eq!(subject, None, "{text}");
 
-    // httpRedirect: plain HTTP for a.test is redirected to https.
+    // httpRedirect: plain HTTP for a.test is redirected to https: to 443 when the client
+    // named no port (a Service maps 80/443 in front of weir), else to the HTTPS listener's.
     let reply = weir.get("a.test", "/x?y=1").await.unwrap();
     assert_eq!(reply.status, 301, "{}", reply.text());
     let location = reply.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    assert_eq!(location, format!("https://a.test:{}/x?y=1", https.port()));
+    assert_eq!(location, "https://a.test/x?y=1");
+    let with_port = format!("a.test:{}", weir.http_addr.port());
+    let reply = weir.get(&with_port, "/x").await.unwrap();
+    assert_eq!(reply.status, 301, "{}", reply.text());
+    let location = reply.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(location, format!("https://a.test:{}/x", https.port()));
+    // b.test requires client certificates: never served over plain HTTP, even without
+    // httpRedirect.
+    assert_eq!(weir.get("b.test", "/").await.unwrap().status, 301);
 
     // mTLS: without a client certificate the handshake (or the request) fails; a stranger's
     // certificate is refused; a partner's is verified and its subject forwarded.

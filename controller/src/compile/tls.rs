@@ -273,6 +273,15 @@ pub(crate) fn compile_tls(
             }
         });
         let mut result = RouteTls::default();
+        // A Route that requires client certificates is never served over plain HTTP, where
+        // no certificate can be asked for: its plain requests are redirected to HTTPS
+        // whatever `httpRedirect` says (and whether or not its certificate serves: without
+        // it, the HTTPS side answers 421 — closed, never open).
+        let requires_client_cert = |spec: &RouteSpec| {
+            spec.tls.as_ref().and_then(|t| t.client_ca.as_ref()).is_some_and(|ca| !ca.optional)
+        };
+        result.redirect = requires_client_cert(&route.spec)
+            || memory.last_good_routes.get(key).is_some_and(|(_, r)| requires_client_cert(&r.spec));
         let serving = match current {
             Ok(cert) => {
                 next.last_good_tls.insert(key.clone(), Arc::clone(&cert));
@@ -333,7 +342,7 @@ pub(crate) fn compile_tls(
                 conflicts.into_iter().map(|m| RefProblem::new(RefReason::CertificateConflict, m)),
             );
             let wants = index.routes.get(claim.key).and_then(|r| served_tls(claim.key, r, memory));
-            result.redirect = !conflicted
+            result.redirect |= !conflicted
                 && wants
                     .is_some_and(|(spec, _)| spec.tls.as_ref().is_some_and(|t| t.http_redirect));
         }

@@ -359,6 +359,8 @@ fn client_ca_turns_on_client_certificates() {
         let tls = selected(&c, Some("shop.example.com")).unwrap();
         assert_eq!(tls.client_auth, required);
         assert!(tls.name.starts_with("default/shop-tls+default/partners-ca"), "{}", tls.name);
+        // Required client certificates: plain HTTP is never served, even without httpRedirect.
+        assert!(redirects(&c, "shop").iter().all(|r| *r == (required == Some(true))));
     }
     let missing = format!(
         "{SERVICE}{}{}",
@@ -378,6 +380,9 @@ fn client_ca_turns_on_client_certificates() {
         "SecretNotFound",
         &["spec.tls.clientCA.secretRef: secret default/nope not found"],
     );
+    // No certificate serves, yet the Route that requires client certificates still refuses
+    // plain HTTP (redirected; its HTTPS host has no certificate: closed, not open).
+    assert!(redirects(&c, "shop").iter().all(|r| *r), "{:?}", redirects(&c, "shop"));
     let junk = format!(
         "{SERVICE}{}{}{}",
         tls_secret("shop-tls", &shop),
