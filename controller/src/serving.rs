@@ -97,6 +97,19 @@ pub async fn shutdown_delay(shared: &Shared, delay: Duration) {
     }
 }
 
+/// How long shutdown waits for upgraded connections to end once they are told to close.
+pub const UPGRADED_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Closes the upgraded (WebSocket) connections, which the listeners' drain leaves open, and
+/// waits (at most [`UPGRADED_CLOSE_TIMEOUT`]) until their tunnels ended.
+pub async fn close_upgraded(dataplane: &weir_dataplane::DataPlane) {
+    let upgrades = dataplane.upstream.upgrades();
+    upgrades.close();
+    if tokio::time::timeout(UPGRADED_CLOSE_TIMEOUT, upgrades.closed()).await.is_err() {
+        tracing::warn!("upgraded connections still open after the close timeout; exiting anyway");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -186,18 +199,5 @@ mod tests {
         stop.send(true).unwrap();
         tokio::time::timeout(BOUND, task).await.expect("listeners did not stop").unwrap();
         drop(taken);
-    }
-}
-
-/// How long shutdown waits for upgraded connections to end once they are told to close.
-pub const UPGRADED_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Closes the upgraded (WebSocket) connections, which the listeners' drain leaves open, and
-/// waits (at most [`UPGRADED_CLOSE_TIMEOUT`]) until their tunnels ended.
-pub async fn close_upgraded(dataplane: &weir_dataplane::DataPlane) {
-    let upgrades = dataplane.upstream.upgrades();
-    upgrades.close();
-    if tokio::time::timeout(UPGRADED_CLOSE_TIMEOUT, upgrades.closed()).await.is_err() {
-        tracing::warn!("upgraded connections still open after the close timeout; exiting anyway");
     }
 }
