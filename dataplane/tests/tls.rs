@@ -1,6 +1,6 @@
 //! The HTTPS listener against real rustls clients, with certificates generated here by
 //! rcgen: SNI selection (exact, wildcard, default, none), rotation, TLS versions, ALPN h2,
-//! the handshake timeout, and the proxy's behaviour over TLS (X-Forwarded-Proto, 421,
+//! the handshake timeout, a WebSocket over TLS across reloads, and the proxy's behaviour over TLS (X-Forwarded-Proto, 421,
 //! the client certificate's subject) and towards it (the 301 to HTTPS).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -473,4 +473,75 @@ async fn client_cert_subject_is_forwarded_only_when_verified_and_never_from_the_
     )
     .await;
     assert!(answer.json()["headers"].get("x-client-cert-subject").is_none(), "{:?}", answer.json());
+}
+
+/// A WebSocket echo origin (tokio-tungstenite) on loopback; the task is aborted on drop.
+struct WsOrigin {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl WsOrigin {
+    async fn start() -> WsOrigin {
+        use futures_util::{SinkExt, StreamExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                    while let Some(Ok(message)) = ws.next().await {
+                        if (message.is_text() || message.is_binary())
+                            && ws.send(message).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        WsOrigin { addr, task }
+    }
+}
+
+impl Drop for WsOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_tls_echoes_across_reloads_and_certificate_rotations() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let origin = WsOrigin::start().await;
+    let ca = Ca::new("server ca");
+    let table = |n: u64| {
+        let leaf = ca.leaf(&["a.example.com"], &format!("a{n}"));
+        TlsTable::new(vec![(host("a.example.com"), host_tls("default/a", &leaf))], None)
+    };
+    let gw = Gw::start(snapshot_with(1, origin.addr, table(1)), ListenerOptions::default()).await;
+    // WebSocket upgrades are HTTP/1.1: the client offers only http/1.1.
+    let stream =
+        connect(gw.tls_addr, "a.example.com", client_config(&ca, &[b"http/1.1"])).await.unwrap();
+    let (mut ws, response) = tokio::time::timeout(
+        BOUND,
+        tokio_tungstenite::client_async("wss://a.example.com/chat", stream),
+    )
+    .await
+    .expect("upgrade hung")
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 101);
+    // 20 reloads, each with a new certificate: the open tunnel keeps echoing.
+    for n in 0..20u64 {
+        gw.dataplane.publish(snapshot_with(n + 2, origin.addr, table(n + 2)));
+        let text = format!("message {n}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let echoed = tokio::time::timeout(BOUND, ws.next()).await.expect("echo hung");
+        assert_eq!(echoed.unwrap().unwrap(), Message::text(text));
+    }
+    ws.send(Message::binary(vec![7u8; 70_000])).await.unwrap();
+    let echoed = tokio::time::timeout(BOUND, ws.next()).await.expect("echo hung").unwrap().unwrap();
+    assert_eq!(echoed.into_data().len(), 70_000);
+    ws.close(None).await.unwrap();
 }
