@@ -1,7 +1,8 @@
 //! The HTTPS listener against real rustls clients, with certificates generated here by
 //! rcgen: SNI selection (exact, wildcard, default, none), rotation, TLS versions, ALPN h2,
-//! the handshake timeout, a WebSocket over TLS across reloads, and the proxy's behaviour over TLS (X-Forwarded-Proto, 421,
-//! the client certificate's subject) and towards it (the 301 to HTTPS).
+//! the handshake timeout, a WebSocket over TLS across reloads, and the proxy's behaviour
+//! over TLS (X-Forwarded-Proto, 421, the client certificate's subject) and towards it (the
+//! 301 to HTTPS).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
