@@ -69,12 +69,23 @@ mod tests {
 
     use super::*;
 
-    fn temp(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("weir-validate-{}", std::process::id()));
+    /// A file in its own temp directory, removed (with the directory) when dropped.
+    struct Temp(PathBuf);
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn temp(name: &str, text: &str) -> Temp {
+        let dir = std::env::temp_dir().join(format!("weir-validate-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
-        p
+        Temp(p)
     }
 
     const GOOD: &str = "apiVersion: weir.dev/v1alpha1
@@ -91,7 +102,8 @@ spec: {ports: [{port: 80}]}
 
     #[test]
     fn a_valid_config_passes_and_prints_conditions() {
-        let r = validate(&[temp("good.yaml", GOOD)], None);
+        let file = temp("good.yaml", GOOD);
+        let r = validate(&[file.0.clone()], None);
         assert!(r.ok, "{}", r.text);
         assert!(r.text.contains("Route default/orders Accepted=True Accepted"), "{}", r.text);
         assert!(
@@ -104,7 +116,8 @@ spec: {ports: [{port: 80}]}
     #[test]
     fn a_missing_backend_fails() {
         let text = GOOD.replace("service: orders,", "service: missing,");
-        let r = validate(&[temp("missing.yaml", &text)], None);
+        let file = temp("missing.yaml", &text);
+        let r = validate(&[file.0.clone()], None);
         assert!(!r.ok);
         assert!(r.text.contains("ResolvedRefs=False BackendNotFound"), "{}", r.text);
     }
@@ -116,7 +129,8 @@ spec: {ports: [{port: 80}]}
             "spec:\n  hosts: [shop.test]\n  tls: {secretRef: {name: shop-tls}}\n  rules:",
         );
         assert!(text.contains("tls:"), "{text}");
-        let r = validate(&[temp("tls.yaml", &text)], None);
+        let file = temp("tls.yaml", &text);
+        let r = validate(&[file.0.clone()], None);
         assert!(!r.ok);
         assert!(
             r.text.contains(
@@ -130,13 +144,11 @@ spec: {ports: [{port: 80}]}
 
     #[test]
     fn a_load_error_fails_and_is_printed() {
-        let r = validate(
-            &[temp(
-                "broken.yaml",
-                &format!("{GOOD}---\nkind: Nope\napiVersion: x/v1\nmetadata: {{name: nope}}\n"),
-            )],
-            None,
+        let file = temp(
+            "broken.yaml",
+            &format!("{GOOD}---\nkind: Nope\napiVersion: x/v1\nmetadata: {{name: nope}}\n"),
         );
+        let r = validate(&[file.0.clone()], None);
         assert!(!r.ok);
         assert!(r.text.contains("broken.yaml: document 2: unknown kind Nope"), "{}", r.text);
         let r = validate(&[PathBuf::from("/nonexistent/weir-validate")], None);
