@@ -103,7 +103,7 @@ spec: {ports: [{port: 80}]}
     #[test]
     fn a_valid_config_passes_and_prints_conditions() {
         let file = temp("good.yaml", GOOD);
-        let r = validate(&[file.0.clone()], None);
+        let r = validate(std::slice::from_ref(&file.0), None);
         assert!(r.ok, "{}", r.text);
         assert!(r.text.contains("Route default/orders Accepted=True Accepted"), "{}", r.text);
         assert!(
@@ -117,7 +117,7 @@ spec: {ports: [{port: 80}]}
     fn a_missing_backend_fails() {
         let text = GOOD.replace("service: orders,", "service: missing,");
         let file = temp("missing.yaml", &text);
-        let r = validate(&[file.0.clone()], None);
+        let r = validate(std::slice::from_ref(&file.0), None);
         assert!(!r.ok);
         assert!(r.text.contains("ResolvedRefs=False BackendNotFound"), "{}", r.text);
     }
@@ -130,7 +130,7 @@ spec: {ports: [{port: 80}]}
         );
         assert!(text.contains("tls:"), "{text}");
         let file = temp("tls.yaml", &text);
-        let r = validate(&[file.0.clone()], None);
+        let r = validate(std::slice::from_ref(&file.0), None);
         assert!(!r.ok);
         assert!(
             r.text.contains(
@@ -148,7 +148,7 @@ spec: {ports: [{port: 80}]}
             "broken.yaml",
             &format!("{GOOD}---\nkind: Nope\napiVersion: x/v1\nmetadata: {{name: nope}}\n"),
         );
-        let r = validate(&[file.0.clone()], None);
+        let r = validate(std::slice::from_ref(&file.0), None);
         assert!(!r.ok);
         assert!(r.text.contains("broken.yaml: document 2: unknown kind Nope"), "{}", r.text);
         let r = validate(&[PathBuf::from("/nonexistent/weir-validate")], None);
