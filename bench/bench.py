@@ -21,7 +21,8 @@ CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k rout
            no-plugin route of the same weir in the same round (bench/plugins.py)
   tls      weir vs nginx with the same certificate: CPU/request over TLS 1.3 (h1 keep-alive
            and h2), new handshakes per second per core, and the WebSocket echo round trip
-           added over direct (bench/edge.py)
+           added over direct, and weir's HTTP/2 (h2c, gRPC) upstream path vs its HTTP/1.1 one
+           (bench/edge.py)
   idle     idle Pss
 
 Prints one line per figure: weir's value, the peer's, the median of per-round ratios

@@ -9,6 +9,11 @@ tls   One ECDSA P-256 certificate (made with the `openssl` CLI in the bench's te
         - new TLS handshakes per second per core: `wrk` with `Connection: close`, so every
           request is a new connection and a full handshake (wrk does not resume sessions);
           the proxy's CPU per connection and connections/s, as ratios to nginx
+h2c   weir alone, h2load (h2c, -c32 -m10) on two routes of the same weir: one to the HTTP/1.1
+      upstream, one to a Service with `appProtocol: kubernetes.io/h2c` on an nginx `http2`
+      (prior knowledge) upstream: CPU per request of the HTTP/2 upstream path as a ratio to
+      the HTTP/1.1 one (what gRPC backends cost; nginx cannot proxy to an h2c upstream
+      outside grpc_pass, so there is no peer).
 ws    A WebSocket echo origin (Python asyncio, on CPU 1) reached directly, through weir and
       through nginx (`proxy_set_header Upgrade`), by one client sending 64-byte text frames
       one at a time: the median round trip added over direct, as a ratio to nginx's.
@@ -29,6 +34,23 @@ import threading
 import time
 
 import benchlib as b
+
+NGINX_H2C_UPSTREAM_CONF = """
+worker_processes 1;
+pid {tmp}/upstream-h2c.pid;
+error_log {tmp}/upstream-h2c-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    http2_max_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{h2port} http2;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
 
 NGINX_TLS_CONF = """
 worker_processes 1;
@@ -102,6 +124,38 @@ ports:
 endpoints:
   - addresses: ["127.0.0.1"]
     conditions: {{ready: true}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: h2up
+spec:
+  ports:
+    - {{name: h2c, port: 80, targetPort: {h2up}, appProtocol: kubernetes.io/h2c}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: h2up-local
+  labels:
+    kubernetes.io/service-name: h2up
+addressType: IPv4
+ports:
+  - {{name: h2c, port: {h2up}}}
+endpoints:
+  - addresses: ["127.0.0.1"]
+    conditions: {{ready: true}}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata:
+  name: bench-h2up
+spec:
+  rules:
+    - matches:
+        - path: {{type: Prefix, value: /h2up}}
+      backends:
+        - {{service: h2up, port: 80}}
 ---
 apiVersion: weir.dev/v1alpha1
 kind: Route
@@ -227,10 +281,13 @@ def run(up_port, rounds, duration, warmup, conns, row, fmt, ratio_text, interlea
                 sys.exit("bench: the WebSocket origin did not start")
             time.sleep(0.05)
 
+    h2up, h2up_plain = b.free_port(), b.free_port()
+    b.start_nginx("upstream-h2c", NGINX_H2C_UPSTREAM_CONF.format(tmp=b.TMP, port=h2up_plain, h2port=h2up),
+                  b.LOAD_CPU, h2up_plain)
     cfg = os.path.join(b.TMP, "weir-tls-config")
     b.write_weir_config(cfg, up_port, 0, 1)
     with open(os.path.join(cfg, "10-tls.yaml"), "w") as f:
-        f.write(WEIR_TLS_YAML.format(crt=indent(crt), key=indent(key), wsorigin=wsorigin))
+        f.write(WEIR_TLS_YAML.format(crt=indent(crt), key=indent(key), wsorigin=wsorigin, h2up=h2up))
     port, https, admin = b.free_port(), b.free_port(), b.free_port()
     weir = b.start_weir("weir-tls", cfg, port, admin, extra=("--https-addr", f"127.0.0.1:{https}"))
     ng_port, ng_ws = b.free_port(), b.free_port()
@@ -286,6 +343,27 @@ def run(up_port, rounds, duration, warmup, conns, row, fmt, ratio_text, interlea
     figures(res, [("new TLS handshakes/s per core (conn: close)", "conn_per_cpu_s", "rps", ">= 1.0x",
                    lambda x: x >= 1.0),
                   ("cpu per new TLS connection + request", "cpu_us_per_conn", "us", "-", None)])
+
+    # HTTP/2 (h2c) upstream vs HTTP/1.1 upstream, same weir, same client (h2c, -m10).
+    def upstream_path(path):
+        def run_one(_name):
+            return b.measure(lambda: [weir.pid], lambda s, warm: b.parse_h2load(
+                b.h2load(port, s or duration, conns, 10, url=f"http://127.0.0.1:{port}{path}")), warmup)
+        return run_one
+    paths = {"h1 upstream": "/h1up", "h2c upstream": "/h2up"}
+    res = {}
+    for r in range(max(1, rounds // 2 + 1)):
+        for label, path in paths.items():
+            x = upstream_path(path)(label)
+            if x["errors"]:
+                sys.exit(f"bench: {x['errors']} errors on {path}")
+            res.setdefault(label, []).append(x)
+            b.log(f"h2c round {r + 1} {label}: cpu/request {x['cpu_us_per_req']:.1f}us, rps {x['rps']:,.0f}")
+    med, txt = ratio_text([x["cpu_us_per_req"] for x in res["h2c upstream"]],
+                          [x["cpu_us_per_req"] for x in res["h1 upstream"]])
+    row("cpu/request, h2c client -> h2c upstream (gRPC path)",
+        fmt(statistics.median(x["cpu_us_per_req"] for x in res["h2c upstream"]), "us"), "h1 upstream",
+        fmt(statistics.median(x["cpu_us_per_req"] for x in res["h1 upstream"]), "us"), txt)
 
     # WebSocket: round trips on one connection, direct vs weir (plain listener) vs nginx.
     count = 2000 if rounds >= 5 else 500
