@@ -14,6 +14,7 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream;
 
 pub use router::{RequestView, RouteMatch, RouteTable};
 pub use server::{DataPlane, serve};

@@ -25,6 +25,9 @@ pub struct DataPlane {
     current: ArcSwap<Snapshot>,
     /// Pooled upstream clients, shared by every snapshot.
     pub upstream: Upstream,
+    /// Runtime state of every backend (endpoint health, in-flight counts, circuits),
+    /// shared by every snapshot.
+    pub registry: crate::upstream::UpstreamRegistry,
     /// Rate-limit counters, Redis store and trusted proxies, shared by every snapshot.
     pub rate_limits: RateLimitRuntime,
     /// Receives one record per request at its end (metrics, access log, traces).
@@ -56,6 +59,7 @@ impl DataPlane {
         Arc::new(DataPlane {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             upstream: Upstream::default(),
+            registry: crate::upstream::UpstreamRegistry::default(),
             rate_limits,
             observer,
             listeners: ListenerMetrics::default(),
@@ -77,6 +81,7 @@ impl DataPlane {
     /// Atomically makes `snapshot` the live one; in-flight requests finish on the old one.
     pub fn publish(&self, snapshot: Snapshot) {
         let has_tls = !snapshot.tls.is_empty();
+        self.registry.bind(&snapshot.backends);
         self.current.store(Arc::new(snapshot));
         if has_tls {
             self.tls_wanted.send_if_modified(|wanted| !std::mem::replace(wanted, true));

@@ -413,6 +413,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 with prior knowledge, without TLS (`kubernetes.io/h2c`, `grpc`).
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`): a BackendPolicy with `tls` and `protocol: H2`.
+    H2,
 }
 
 /// The resolved endpoints of one backend.
@@ -426,6 +428,13 @@ pub struct Backend {
     pub endpoints: Arc<[SocketAddr]>,
     /// Why the backend cannot be used (e.g. the Service does not exist). Answered as 503.
     pub problem: Option<Box<str>>,
+    /// The BackendPolicy that applies to this backend; `None`: round robin, no health
+    /// checks, no circuit breaker, plain connections.
+    pub policy: Option<Arc<crate::upstream::BackendPolicy>>,
+    /// The runtime state this backend is bound to (set by
+    /// [`crate::upstream::UpstreamRegistry::bind`] when the snapshot is published, or on
+    /// first use).
+    pub(crate) runtime: std::sync::OnceLock<Arc<crate::upstream::registry::ServiceRuntime>>,
     /// `endpoints[i]` as a URI authority, built once here instead of per request.
     authorities: Box<[http::uri::Authority]>,
     cursor: AtomicUsize,
@@ -445,6 +454,8 @@ impl Backend {
             protocol: UpstreamProtocol::Http1,
             endpoints: endpoints.into(),
             problem: None,
+            policy: None,
+            runtime: std::sync::OnceLock::new(),
             authorities: authorities.into(),
             cursor: AtomicUsize::new(0),
         }
@@ -457,6 +468,8 @@ impl Backend {
             protocol: UpstreamProtocol::Http1,
             endpoints: Arc::new([]),
             problem: Some(problem.into()),
+            policy: None,
+            runtime: std::sync::OnceLock::new(),
             authorities: Box::new([]),
             cursor: AtomicUsize::new(0),
         }
@@ -466,6 +479,17 @@ impl Backend {
     pub fn with_protocol(mut self, protocol: UpstreamProtocol) -> Self {
         self.protocol = protocol;
         self
+    }
+
+    /// The same backend under `policy`.
+    pub fn with_policy(mut self, policy: Arc<crate::upstream::BackendPolicy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// `endpoints[i]` as a URI authority.
+    pub fn authority(&self, i: usize) -> Option<&http::uri::Authority> {
+        self.authorities.get(i)
     }
 
     /// Round-robin over ready endpoints: one atomic increment.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::pool::PooledBody;
+use crate::upstream::pool::PooledBody;
 use super::upgrade::Activity;
 use crate::filter::compression::EncodedBody;
 use crate::observe::ObservedBody;

@@ -9,13 +9,11 @@ pub mod body;
 pub mod edge;
 pub mod error;
 pub mod grpc;
-pub mod h2;
 pub mod headers;
+pub mod forward;
 pub mod normalize;
-pub mod pool;
 pub mod trace;
 pub mod upgrade;
-pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -30,7 +28,7 @@ use hyper::upgrade::OnUpgrade;
 
 pub use body::ProxyBody;
 pub use error::{ProxyError, X_REQUEST_ID, error_response, grpc_error_response};
-pub use upstream::Upstream;
+pub use crate::upstream::pool::Upstream;
 
 use crate::filter::{self, Flow, RequestContext};
 use crate::observe::{ObservedBody, RequestRecord};
@@ -329,7 +327,7 @@ async fn proxy<'s>(
         }
     };
     exchange.backend = Some(&backend.key);
-    if upgrade.is_some() && backend.protocol == UpstreamProtocol::H2c {
+    if upgrade.is_some() && backend.protocol != UpstreamProtocol::Http1 {
         return Err(ProxyError::UpgradeUnsupported {
             reason: format!("backend {} speaks HTTP/2 (h2c)", backend.key),
         });
@@ -384,7 +382,7 @@ async fn proxy<'s>(
     if grpc && let Some(deadline) = grpc::timeout(&parts.headers) {
         timeouts.request = Some(timeouts.request.map_or(deadline, |r| r.min(deadline)));
     }
-    let prepared = upstream::Prepared {
+    let prepared = forward::Prepared {
         method: parts.method,
         path_and_query,
         headers: parts.headers,
@@ -392,8 +390,8 @@ async fn proxy<'s>(
         upgrade: upgrade.is_some(),
     };
     let sent_at = observed.then(Instant::now);
-    let mut attempts = upstream::Attempts::default();
-    let result = upstream::send(
+    let mut attempts = forward::Attempts::default();
+    let result = forward::send(
         &dataplane.upstream,
         backend,
         &timeouts,

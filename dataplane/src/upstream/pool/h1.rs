@@ -22,7 +22,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::UpstreamBody;
+use crate::proxy::body::UpstreamBody;
 
 /// How long an idle pooled upstream connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -73,6 +73,23 @@ pub enum ConnectError {
         /// The endpoint.
         addr: SocketAddr,
         /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend is at its `circuitBreaker.maxConnections`: no new connection is made.
+    #[error("connection limit of the backend reached")]
+    ConnectionLimit,
+    /// The backend is at its `circuitBreaker.maxPendingRequests`: too many requests are
+    /// already waiting for a new connection.
+    #[error("pending request limit of the backend reached")]
+    PendingLimit,
+    /// The TLS handshake with the endpoint failed (certificate not trusted, wrong name,
+    /// client certificate refused, ALPN not agreed…).
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The TLS error.
         #[source]
         source: std::io::Error,
     },

@@ -1,0 +1,1 @@
+//! Load balancers: RoundRobin, LeastRequest (power of two choices), Random, ConsistentHash (Maglev), slow start.

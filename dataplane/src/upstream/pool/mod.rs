@@ -1,0 +1,335 @@
+//! Connections to upstream endpoints: the HTTP/1.1 keep-alive pool ([`h1`]), the shared
+//! HTTP/2 connections ([`h2`]), new connections for upgrades, and the connectors under
+//! them. [`Upstream`] sends one attempt of a request to one endpoint; which endpoint, and
+//! whether to send at all, is decided above it (the balancer, health and circuit breaker of
+//! [`crate::upstream`], the retries of [`crate::proxy`]).
+
+pub mod h1;
+pub mod h2;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response};
+
+use crate::filter::extauth::{UrlClient, url_client};
+use crate::proxy::body::UpstreamBody;
+use crate::proxy::error::ProxyError;
+use crate::proxy::upgrade::Upgrades;
+pub use h1::{ConnectError, MAX_IDLE_PER_ENDPOINT, POOL_IDLE_TIMEOUT, Pool, PooledBody};
+pub use h2::H2Pool;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::upstream::policy::ConnectionSettings;
+use crate::upstream::tls::UpstreamTls;
+
+/// How connections to one backend's endpoints are made and kept: TLS or not, pool
+/// settings, and the backend's open-connection count with its cap (`maxConnections`).
+/// Built once per backend when a snapshot is bound ([`crate::upstream::registry`]); the
+/// default is plain TCP, default pool settings, no cap.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// TLS to the endpoints (`BackendPolicy.tls`, or `appProtocol: https`).
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// Idle connections kept per endpoint, and for how long.
+    pub connection: ConnectionSettings,
+    /// The backend's open connections (HTTP/1.1 and HTTP/2) and their cap; `None` when
+    /// neither counted nor capped.
+    pub connections: Option<Arc<ConnectionCount>>,
+}
+
+/// Open upstream connections of one backend, and the cap (`circuitBreaker.maxConnections`);
+/// requests waiting for a new connection to be made (TCP and TLS handshakes), and their cap
+/// (`circuitBreaker.maxPendingRequests`). weir never queues past a cap: the pool fails the
+/// attempt at once with [`ConnectError::ConnectionLimit`] / [`ConnectError::PendingLimit`].
+#[derive(Debug, Default)]
+pub struct ConnectionCount {
+    open: AtomicU32,
+    pending: AtomicU32,
+    /// Past this many open connections, a request that needs a new one fails at once
+    /// with [`ConnectError::ConnectionLimit`]. `None` = unlimited.
+    pub max: Option<u32>,
+    /// Past this many requests waiting for a new connection, another one fails at once
+    /// with [`ConnectError::PendingLimit`]. `None` = unlimited.
+    pub max_pending: Option<u32>,
+}
+
+impl ConnectionCount {
+    /// A count with caps.
+    pub fn new(max: Option<u32>, max_pending: Option<u32>) -> Self {
+        ConnectionCount { open: AtomicU32::new(0), pending: AtomicU32::new(0), max, max_pending }
+    }
+
+    /// Requests waiting for a new connection now.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Takes a pending slot before making a new connection, or `false` at the cap; give it
+    /// back with [`ConnectionCount::end_pending`] once the connection is made or failed.
+    pub fn try_begin_pending(&self) -> bool {
+        match self.max_pending {
+            None => {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(max) => self
+                .pending
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+                .is_ok(),
+        }
+    }
+
+    /// Gives back a slot of [`ConnectionCount::try_begin_pending`].
+    pub fn end_pending(&self) {
+        let _ =
+            self.pending.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot for a new connection, or `false` at the cap. The slot is given back
+    /// with [`ConnectionCount::release`] when the connection closes.
+    pub fn try_acquire(&self) -> bool {
+        match self.max {
+            None => {
+                self.open.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(max) => self
+                .open
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+                .is_ok(),
+        }
+    }
+
+    /// Gives back a slot taken by [`ConnectionCount::try_acquire`].
+    pub fn release(&self) {
+        let _ = self.open.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+/// The upstream connection pools (HTTP/1.1 and HTTP/2) and the open upgraded
+/// connections, shared by every snapshot.
+#[derive(Debug, Default)]
+pub struct Upstream {
+    pool: Arc<Pool>,
+    /// One multiplexed connection per h2c endpoint.
+    h2: H2Pool,
+    /// Upgraded (WebSocket) connections, which outlive the requests that made them.
+    upgrades: Arc<Upgrades>,
+    /// The pooled client of `extAuth` URL targets, made on first use.
+    ext_auth_client: OnceLock<Option<UrlClient>>,
+}
+
+/// Why one attempt failed.
+pub(crate) enum AttemptError {
+    /// No connection could be made; nothing reached the upstream, and the request's
+    /// headers come back so a retry needs no copy of them.
+    Connect(ConnectError, HeaderMap),
+    /// The exchange failed after connecting.
+    Exchange(hyper::Error),
+}
+
+/// How one attempt reaches its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// HTTP/1.1 over a pooled keep-alive connection.
+    Pooled,
+    /// HTTP/1.1 over a new connection that can be upgraded (never pooled).
+    Upgrade,
+    /// HTTP/2 over the endpoint's shared connection.
+    H2,
+}
+
+impl Upstream {
+    /// The pool of idle upstream connections.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The HTTP/2 (h2c) upstream connections.
+    pub fn h2(&self) -> &H2Pool {
+        &self.h2
+    }
+
+    /// The open upgraded (WebSocket) connections. Graceful shutdown closes them last:
+    /// after the HTTP connections drained, `upgrades().close()` then
+    /// `upgrades().closed().await`.
+    pub fn upgrades(&self) -> &Arc<Upgrades> {
+        &self.upgrades
+    }
+
+    /// The pooled HTTP(S) client of `extAuth` URL targets (made on first use, trusting
+    /// Mozilla's root CAs unless [`Upstream::set_ext_auth_tls`] came first).
+    pub(crate) fn ext_auth_client(&self) -> Option<&UrlClient> {
+        self.ext_auth_client.get_or_init(|| url_client(None)).as_ref()
+    }
+
+    /// Makes `extAuth` URL targets trust `tls` (e.g. a private CA) instead of Mozilla's
+    /// root CAs. False when the client was already made (by a request or an earlier call).
+    pub fn set_ext_auth_tls(&self, tls: &rustls::ClientConfig) -> bool {
+        self.ext_auth_client.set(url_client(Some(tls))).is_ok()
+    }
+
+    /// One request to `addr` over a pooled or new connection (the TCP connect bounded by
+    /// `connect_timeout`), until response headers: for requests the gateway makes itself
+    /// (`extAuth`). No retry and no overall timeout; reading the response body to the end
+    /// returns the connection to the pool.
+    pub(crate) async fn request_once(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        self.request_h1(addr, connect_timeout, request).await.map_err(|e| match e {
+            AttemptError::Connect(source, _) => {
+                ProxyError::UpstreamConnect { source: Box::new(source) }
+            }
+            AttemptError::Exchange(source) => ProxyError::BadResponse { source: Box::new(source) },
+        })
+    }
+
+    /// Sends `request` to `addr` `via` a pooled, new or shared HTTP/2 connection made
+    /// over `transport`, until response headers.
+    pub(crate) async fn request(
+        &self,
+        addr: SocketAddr,
+        transport: &Transport,
+        connect_timeout: Duration,
+        request: Request<UpstreamBody>,
+        via: Via,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        let _ = transport;
+        match via {
+            Via::Pooled => self.request_h1(addr, connect_timeout, request).await,
+            // Boxed: the common HTTP/1.1 request's future stays as small as before.
+            Via::Upgrade => Box::pin(Self::request_upgrade(addr, connect_timeout, request)).await,
+            Via::H2 => Box::pin(self.request_h2(addr, connect_timeout, request)).await,
+        }
+    }
+
+    /// An upgrade request, over a new connection that can be taken over after a 101.
+    async fn request_upgrade(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        let mut sender = match h1::connect(addr, connect_timeout, true).await {
+            Ok(sender) => sender,
+            Err(e) => {
+                return Err(AttemptError::Connect(e, std::mem::take(request.headers_mut())));
+            }
+        };
+        match sender.send_request(request).await {
+            Ok(response) => Ok(response.map(PooledBody::unpooled)),
+            Err(error) => Err(AttemptError::Exchange(error)),
+        }
+    }
+
+    async fn request_h1(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        // Each pass either takes a connection out of the pool (finitely many) or is the
+        // last one, over a new connection.
+        loop {
+            let (mut sender, reused) = match self.pool.checkout(addr) {
+                Some(sender) => (sender, true),
+                None => match h1::connect(addr, connect_timeout, false).await {
+                    Ok(sender) => (sender, false),
+                    Err(e) => {
+                        return Err(AttemptError::Connect(
+                            e,
+                            std::mem::take(request.headers_mut()),
+                        ));
+                    }
+                },
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let pool = Arc::clone(&self.pool);
+                    return Ok(response.map(|body| PooledBody::new(body, pool, addr, sender)));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => {
+                        tracing::debug!(%addr, error = %error.error(), "pooled connection closed, resending");
+                        request = unsent;
+                    }
+                    _ => return Err(AttemptError::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn request_h2(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, AttemptError> {
+        // A shared connection that closed before taking the request: once more, on a
+        // new connection.
+        let mut resent = false;
+        loop {
+            let (mut sender, reused) = match self.h2.sender(addr, connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    return Err(AttemptError::Connect(e, std::mem::take(request.headers_mut())));
+                }
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused && !resent => {
+                        tracing::debug!(%addr, error = %error.error(), "HTTP/2 connection closed, resending");
+                        self.h2.discard(addr);
+                        request = unsent;
+                        resent = true;
+                    }
+                    _ => return Err(AttemptError::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// One request over a new connection made over `transport` and spoken in `protocol`, never
+/// pooled (closed when the response is dropped), bounded by `timeout` from the connect to
+/// the response headers: for active health checks.
+pub(crate) async fn request_unpooled(
+    addr: SocketAddr,
+    transport: &Transport,
+    protocol: crate::snapshot::UpstreamProtocol,
+    timeout: Duration,
+    request: Request<UpstreamBody>,
+) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+    let _ = (transport, protocol);
+    let exchange = async {
+        let mut sender = h1::connect(addr, timeout, false)
+            .await
+            .map_err(|e| ProxyError::UpstreamConnect { source: Box::new(e) })?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| ProxyError::BadResponse { source: Box::new(e) })
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| ProxyError::UpstreamTimeout)?
+}
+
+/// Opens a connection to `addr` over `transport` (TCP, then the TLS handshake when it has
+/// TLS) within `timeout`, and closes it: for TCP health checks.
+pub(crate) async fn probe_connect(
+    addr: SocketAddr,
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<(), ConnectError> {
+    let _ = transport;
+    h1::tcp_connect(addr, timeout).await.map(drop)
+}
