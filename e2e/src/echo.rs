@@ -58,8 +58,22 @@ pub fn echo_response<B>(backend: &str, request: &http::Request<B>) -> http::Resp
 
 /// Serves the echo origin named `backend` on `listener` (HTTP/1.1, keep-alive) until
 /// `shutdown` changes or its sender is dropped.
-pub async fn serve_echo(backend: String, listener: TcpListener, mut shutdown: watch::Receiver<()>) {
+pub async fn serve_echo(backend: String, listener: TcpListener, shutdown: watch::Receiver<()>) {
     let backend: Arc<str> = Arc::from(backend);
+    serve_http1(listener, shutdown, move |request| {
+        let response = echo_response(&backend, &request);
+        async move { response }
+    })
+    .await;
+}
+
+/// Serves `handler` on `listener` (HTTP/1.1, keep-alive, one task per connection) until
+/// `shutdown` changes or its sender is dropped; open connections then finish gracefully.
+pub async fn serve_http1<H, F>(listener: TcpListener, mut shutdown: watch::Receiver<()>, handler: H)
+where
+    H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
@@ -68,12 +82,12 @@ pub async fn serve_echo(backend: String, listener: TcpListener, mut shutdown: wa
         let Ok((stream, _peer)) = accepted else {
             continue;
         };
-        let backend = Arc::clone(&backend);
+        let handler = handler.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: http::Request<Incoming>| {
-                let response = echo_response(&backend, &request);
-                async move { Ok::<_, Infallible>(response) }
+                let response = handler(request);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);

@@ -34,7 +34,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub use echo::{EchoOrigin, echo_response, serve_echo};
+pub use echo::{EchoOrigin, echo_response, serve_echo, serve_http1};
 pub use process::{WeirProcess, binary, run_weir, weir_binary, workspace_root};
 pub use redis::RedisServer;
 pub use status::{FoundCondition, condition, conditions_of};
