@@ -6,7 +6,7 @@ HTTPS_ADDR ?= 127.0.0.1:8443
 ADMIN_ADDR ?= 127.0.0.1:9901
 QUICKSTART ?= deploy/examples/quickstart
 # The demo backends the quickstart's EndpointSlices point at.
-DEMO_BACKENDS ?= orders-v1=127.0.0.1:9001 orders-v2=127.0.0.1:9002 users-v1=127.0.0.1:9003
+DEMO_BACKENDS ?= orders-v1=127.0.0.1:9001 orders-v2=127.0.0.1:9002 users-v1=127.0.0.1:9003 flaky=127.0.0.1:9004 inventory-a=127.0.0.1:9005 inventory-b=127.0.0.1:9006
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help run build test crds bench lint chart fuzz

@@ -17,6 +17,7 @@
 //! talks to over HTTP, for controller integration tests and Kubernetes-mode e2e tests.
 
 pub mod apiserver;
+pub mod demo;
 pub mod echo;
 pub mod kubectl;
 pub mod process;
@@ -34,6 +35,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+pub use demo::DemoOrigin;
 pub use echo::{EchoOrigin, echo_response, serve_echo, serve_http1};
 pub use process::{WeirProcess, binary, run_weir, weir_binary, workspace_root};
 pub use redis::RedisServer;

@@ -18,8 +18,8 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OnceCell;
 
-use crate::proxy::body::UpstreamBody;
 use super::h1::{self as pool, ConnectError};
+use crate::proxy::body::UpstreamBody;
 
 /// HTTP/2 PING interval on upstream connections (a dead peer is noticed within this plus
 /// [`KEEP_ALIVE_TIMEOUT`]).
