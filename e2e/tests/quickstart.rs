@@ -222,3 +222,63 @@ async fn quickstart_compression_behaves_as_the_readme_says() {
     }
     assert!(get("identity;q=0").await.headers.get("content-encoding").is_none());
 }
+
+/// The README's BackendPolicy curls against deploy/examples/quickstart/resilience.yaml (its
+/// demo backends on free ports, the breaker's openFor and the health check's interval
+/// shortened so the test does not sleep for seconds): the breaker opens after three
+/// failures and answers the fallback without asking the backend, then closes after two
+/// good probes; an inventory endpoint failing /healthz leaves rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_resilience_behaves_as_the_readme_says() {
+    let flaky = weir_e2e::DemoOrigin::start("flaky").await.unwrap();
+    let inventory_a = weir_e2e::DemoOrigin::start("inventory-a").await.unwrap();
+    let inventory_b = weir_e2e::DemoOrigin::start("inventory-b").await.unwrap();
+    let file = workspace_root().join("deploy/examples/quickstart/resilience.yaml");
+    let yaml = std::fs::read_to_string(file)
+        .unwrap()
+        .replace("9004", &flaky.addr.port().to_string())
+        .replace("9005", &inventory_a.addr.port().to_string())
+        .replace("9006", &inventory_b.addr.port().to_string())
+        .replace("openFor: 10s", "openFor: 1s")
+        .replace("interval: 2s", "interval: 200ms");
+    let dir = ConfigDir::new("quickstart-resilience").unwrap();
+    dir.write("resilience.yaml", &yaml).unwrap();
+    let weir = WeirProcess::start(dir.path()).await.unwrap();
+
+    for _ in 0..3 {
+        let reply = weir.get("localhost:8080", "/api/flaky?fail=500").await.unwrap();
+        assert_eq!(reply.status, 500, "{}", reply.text());
+    }
+    let asked = flaky.state.requests();
+    let reply = weir.get("localhost:8080", "/api/flaky").await.unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.text(), r#"{"error":"flaky is resting, try again in a few seconds"}"#);
+    assert_eq!(flaky.state.requests(), asked, "the open circuit answers without the backend");
+    let first = weir_e2e::poll_until(std::time::Duration::from_secs(5), "half-open", || async {
+        let reply = weir.get("localhost:8080", "/api/flaky").await?;
+        Ok((reply.status == 200).then_some(reply))
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.json().unwrap()["backend"], "flaky");
+    let reply = weir.get("localhost:8080", "/api/flaky").await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    inventory_b.state.set_health(500);
+    let b = inventory_b.addr.to_string();
+    weir_e2e::poll_until(std::time::Duration::from_secs(10), "inventory-b unhealthy", || async {
+        let backends = weir.admin("/debug/backends").await?.json()?;
+        let unhealthy = backends["backends"].as_array().into_iter().flatten().any(|backend| {
+            backend["endpoints"].as_array().into_iter().flatten().any(|e| {
+                e["address"].as_str() == Some(b.as_str()) && e["health"] == "unhealthy"
+            })
+        });
+        Ok(unhealthy.then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; weir's log:\n{}", weir.log()));
+    for _ in 0..6 {
+        let body = backend_of(&weir, "/api/inventory", &[]).await;
+        assert_eq!(body["backend"], "inventory-a");
+    }
+}
