@@ -169,6 +169,10 @@ http {{
     keepalive_requests 1000000;
     server {{
         listen 127.0.0.1:{port} reuseport;
+        # More loopback addresses on the same port: several endpoints of one Service
+        # (bench/upstream.py).
+        listen 127.0.0.2:{port} reuseport;
+        listen 127.0.0.3:{port} reuseport;
         location / {{ return 200 "ok\\n"; }}
     }}
 }}
