@@ -385,6 +385,7 @@ fn set_scheme<B>(request: &mut Request<B>, scheme: Scheme) {
 /// endpoint's address is the host. It is sent as HTTP/1.1 for `Http1`, and as HTTP/2
 /// (`:scheme` `http` or `https`, `:authority` from `Host`) for `H2c` and `H2`. TLS is
 /// used when `transport` has it (HTTP/2 then needs ALPN `h2`).
+#[allow(dead_code, reason = "called by the active health checks (upstream::health::active)")]
 pub(crate) async fn request_unpooled(
     addr: SocketAddr,
     transport: &Transport,
@@ -465,6 +466,7 @@ fn as_h2<B>(request: &mut Request<B>, addr: SocketAddr, tls: bool) {
 /// Opens a connection to `addr` over `transport` (TCP, then the TLS handshake when it has
 /// TLS) within `timeout`, and closes it: for TCP health checks. Outside the backend's
 /// connection caps.
+#[allow(dead_code, reason = "called by the active health checks (upstream::health::active)")]
 pub(crate) async fn probe_connect(
     addr: SocketAddr,
     transport: &Transport,
