@@ -302,8 +302,10 @@ async fn a_certificate_for_another_hostname_is_a_502_and_the_log_says_why() {
     refused_with(tls, &ca, reason).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn an_origin_that_requires_a_client_certificate_accepts_the_gateways() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
     let (ca, clients) = (Ca::new("upstream ca"), Ca::new("client ca"));
     let origin = TlsOrigin::start(server_config(&ca, Some(&clients), &[b"http/1.1"])).await;
     let without = upstream_tls(&ca, HOST, None, UpstreamProtocol::Http1);
@@ -315,6 +317,18 @@ async fn an_origin_that_requires_a_client_certificate_accepts_the_gateways() {
     let client = client();
     assert_gateway_error(&get(&client, &gw.url("/m"), "shop.test").await, 502);
     assert_eq!(origin.tls_count(), 0, "refused without a client certificate");
+    // The request itself only sees the connection fail; the connection's warning says why.
+    let want = format!(
+        "upstream TLS connection failed addr={} reason=received fatal alert: CertificateRequired",
+        origin.addr
+    );
+    tokio::time::timeout(BOUND, async {
+        while !logs.text().contains(&want) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no warning with the reason:\n{}", logs.text()));
 
     let identity = clients.leaf(&["gateway.weir"]);
     let with = upstream_tls(&ca, HOST, Some(&identity), UpstreamProtocol::Http1);

@@ -73,6 +73,36 @@ pub(crate) async fn tls_connect(
     Ok(stream)
 }
 
+/// Logs the end of an upstream connection's driver: a TLS failure after the handshake (the
+/// server refused the client certificate, a fatal alert…) at warn level with its reason,
+/// since the request it breaks may only see "connection error"; anything else at debug.
+pub(crate) fn log_driver_end(addr: SocketAddr, error: &hyper::Error) {
+    match tls_failure(error) {
+        Some(reason) => {
+            tracing::warn!(%addr, %reason, "upstream TLS connection failed");
+        }
+        None => tracing::debug!(%addr, %error, "upstream connection ended with an error"),
+    }
+}
+
+/// The rustls error under `error`, if any.
+fn tls_failure<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = e
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// A new connection's hold on its backend's [`ConnectionCount`]: a pending slot while it is
 /// being made, an open slot for its life.
 pub(crate) struct Reservation<'a> {

@@ -261,14 +261,14 @@ where
     if upgrades {
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%addr, %error, "upstream connection ended with an error");
+                connect::log_driver_end(addr, &error);
             }
             drop(slot);
         });
     } else {
         tokio::spawn(async move {
             if let Err(error) = conn.await {
-                tracing::debug!(%addr, %error, "upstream connection ended with an error");
+                connect::log_driver_end(addr, &error);
             }
             drop(slot);
         });

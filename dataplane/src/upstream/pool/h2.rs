@@ -198,7 +198,7 @@ where
     let slot = reservation.made();
     tokio::spawn(async move {
         if let Err(error) = conn.await {
-            tracing::debug!(%addr, %error, "HTTP/2 upstream connection ended with an error");
+            connect::log_driver_end(addr, &error);
         }
         drop(slot);
     });

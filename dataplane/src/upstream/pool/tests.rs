@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 
-use super::testing::{Ca, Leaf, Silent, TestOrigin, server_config};
+use super::testing::{Ca, Leaf, Logs, Silent, TestOrigin, server_config};
 use super::*;
 use crate::upstream::tls::{ClientIdentity, TlsRoots};
 
@@ -182,8 +182,10 @@ async fn an_ip_address_hostname_is_verified_against_ip_sans() {
     assert_eq!(answer, "tls HTTP/1.1 /ip client-cert=no");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mtls_presents_the_client_certificate() {
+#[tokio::test]
+async fn mtls_presents_the_client_certificate_and_a_refusal_is_logged_with_its_reason() {
+    let logs = Logs::default();
+    let _capture = logs.capture();
     let ca = Ca::new("upstream ca");
     let clients = Ca::new("client ca");
     let config = server_config(&ca.leaf(&[HOST]), Some(&clients), &[b"http/1.1"]);
@@ -195,13 +197,20 @@ async fn mtls_presents_the_client_certificate() {
     let without = tls(&ca, HOST, None, UpstreamProtocol::Http1);
     match send(&upstream, origin.addr, &without, get("/"), Via::Pooled).await {
         Ok(response) => panic!("answered {}", response.status()),
-        Err(AttemptError::Connect(e, _)) => assert!(matches!(e, ConnectError::Tls { .. })),
+        Err(AttemptError::Connect(e, _)) => assert!(matches!(e, ConnectError::Tls { .. }), "{e}"),
         Err(AttemptError::Exchange(_)) => {}
     }
     eventually("the origin refused a handshake", || {
         origin.tls_failed.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
+    // The request may only see "connection error": the connection says why.
+    let want = format!(
+        "upstream TLS connection failed addr={} reason=received fatal alert: CertificateRequired",
+        origin.addr
+    );
+    eventually("the refusal is logged", || logs.text().contains(&want)).await;
+    assert!(logs.text().contains(" WARN "), "{}", logs.text());
 
     let identity = clients.leaf(&["gateway.weir"]);
     let with = tls(&ca, HOST, Some(&identity), UpstreamProtocol::Http1);
