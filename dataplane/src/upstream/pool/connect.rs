@@ -2,11 +2,14 @@
 //! backend's [`Transport`] has TLS, the rustls handshake (SNI and name verification from
 //! the policy's `tls`), both within the one connect timeout; and the backend's connection
 //! caps ([`ConnectionCount`]), taken before a new connection is made and given back when
-//! it is made (pending) or when its driver task ends (open).
+//! it is made (pending) or when its stream is dropped (open: the connection closed, also
+//! after a WebSocket upgrade took it over).
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -134,10 +137,10 @@ impl<'a> Reservation<'a> {
         Ok(reservation)
     }
 
-    /// The connection is made: the pending slot is given back, and the open slot goes to
-    /// the connection's driver task.
-    pub(crate) fn made(mut self) -> Option<OpenSlot> {
-        self.slot.take()
+    /// The connection is made: the pending slot is given back, and the open slot goes
+    /// with the connection's stream.
+    pub(crate) fn made<I>(mut self, io: I) -> Counted<I> {
+        Counted { io, _slot: self.slot.take() }
     }
 }
 
@@ -150,11 +153,65 @@ impl Drop for Reservation<'_> {
 }
 
 /// An open connection's slot in its backend's [`ConnectionCount`], given back when dropped
-/// (its driver task ends, or the connection could not be made).
+/// (the connection's stream is dropped, or the connection could not be made).
 pub(crate) struct OpenSlot(Arc<ConnectionCount>);
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         self.0.release();
+    }
+}
+
+/// A connection's stream and its slot in the backend's [`ConnectionCount`] (none when the
+/// backend counts nothing): the slot is given back when the stream is dropped, whoever
+/// holds it then (the connection's driver, or an upgraded connection).
+pub(crate) struct Counted<I> {
+    io: I,
+    _slot: Option<OpenSlot>,
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for Counted<I> {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<I> {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 }

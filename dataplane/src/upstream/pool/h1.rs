@@ -244,8 +244,9 @@ pub(crate) async fn connect_unpooled(
     }
 }
 
-/// The HTTP/1.1 handshake over `io`, then the connection's driver in its own task, which
-/// holds the reservation's open slot until it ends.
+/// The HTTP/1.1 handshake over `io`, then the connection's driver in its own task. The
+/// reservation's open slot goes with the stream: given back when the connection closes
+/// (after an upgrade, when the upgraded connection does).
 async fn start<I>(
     addr: SocketAddr,
     io: I,
@@ -255,22 +256,20 @@ async fn start<I>(
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, conn) =
-        http1::handshake(io).await.map_err(|source| ConnectError::Handshake { addr, source })?;
-    let slot = reservation.made();
+    let (sender, conn) = http1::handshake(reservation.made(io))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
     if upgrades {
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
                 connect::log_driver_end(addr, &error);
             }
-            drop(slot);
         });
     } else {
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 connect::log_driver_end(addr, &error);
             }
-            drop(slot);
         });
     }
     Ok(sender)

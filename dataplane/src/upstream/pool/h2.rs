@@ -176,8 +176,8 @@ pub(crate) async fn connect_unpooled(
     }
 }
 
-/// The HTTP/2 handshake over `io`, then the connection's driver in its own task, which
-/// holds the reservation's open slot until it ends.
+/// The HTTP/2 handshake over `io`, then the connection's driver in its own task. The
+/// reservation's open slot goes with the stream: given back when the connection closes.
 async fn start<I>(
     addr: SocketAddr,
     io: I,
@@ -193,14 +193,14 @@ where
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .adaptive_window(true);
-    let (sender, conn) =
-        builder.handshake(io).await.map_err(|source| ConnectError::Handshake { addr, source })?;
-    let slot = reservation.made();
+    let (sender, conn) = builder
+        .handshake(reservation.made(io))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
     tokio::spawn(async move {
         if let Err(error) = conn.await {
             connect::log_driver_end(addr, &error);
         }
-        drop(slot);
     });
     Ok(sender)
 }

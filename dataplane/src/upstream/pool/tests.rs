@@ -511,3 +511,66 @@ fn a_backend_without_policy_gets_the_plain_transport() {
     assert_eq!(transport.connection, settings);
     assert!(transport.connections.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_tls_connection_keeps_its_slot_until_it_closes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let ca = Ca::new("upstream ca");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(server_config(&ca.leaf(&[HOST]), None, &[b"http/1.1"]));
+    let origin = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let stream = acceptor.accept(stream).await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_text() && ws.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let upstream = Upstream::default();
+    let count = Arc::new(ConnectionCount::new(Some(1), None));
+    let transport = Transport {
+        connections: Some(Arc::clone(&count)),
+        ..tls(&ca, HOST, None, UpstreamProtocol::Http1)
+    };
+    let request = Request::get("/chat")
+        .header("host", HOST)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(UpstreamBody::Empty)
+        .unwrap();
+    let response = match send(&upstream, addr, &transport, request, Via::Upgrade).await {
+        Ok(response) => response,
+        Err(AttemptError::Connect(e, _)) => panic!("connect failed: {e}"),
+        Err(AttemptError::Exchange(e)) => panic!("exchange failed: {e}"),
+    };
+    assert_eq!(response.status(), 101);
+    let upgraded =
+        tokio::time::timeout(BOUND, hyper::upgrade::on(response)).await.unwrap().unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text("over tls")).await.unwrap();
+    let echoed = tokio::time::timeout(BOUND, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed, Message::text("over tls"));
+    // The upgraded connection still counts: no second connection under a cap of one.
+    assert_eq!(count.open(), 1);
+    let e = connect_error(send(&upstream, addr, &transport, get("/"), Via::Pooled).await);
+    assert!(matches!(e, ConnectError::ConnectionLimit), "{e}");
+
+    drop(ws);
+    eventually("the upgraded connection's slot is given back", || count.open() == 0).await;
+    origin.abort();
+}
