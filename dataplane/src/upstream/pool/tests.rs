@@ -430,6 +430,43 @@ async fn connection_settings_bound_the_idle_connections_kept() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     ok(send(&upstream, origin.addr, &short, get("/s"), Via::Pooled).await).await;
     assert_eq!(origin.tls_count(), made + 1, "an expired idle connection is not reused");
+
+    // No idle connection kept at all.
+    let upstream = Upstream::default();
+    let none = Transport {
+        connection: ConnectionSettings {
+            max_idle_per_endpoint: 0,
+            idle_timeout: Duration::from_secs(60),
+        },
+        ..tls(&ca, HOST, None, UpstreamProtocol::Http1)
+    };
+    let made = origin.tls_count();
+    for _ in 0..2 {
+        ok(send(&upstream, origin.addr, &none, get("/n"), Via::Pooled).await).await;
+    }
+    assert_eq!(origin.tls_count(), made + 2);
+    assert_eq!(upstream.pool().idle_count_over(origin.addr, &none), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_h2_connection_is_let_go_after_the_idle_timeout() {
+    let ca = Ca::new("upstream ca");
+    let origin = origin(&ca, &[b"h2"]).await;
+    let upstream = Upstream::default();
+    let transport = Transport {
+        connection: ConnectionSettings {
+            max_idle_per_endpoint: 8,
+            idle_timeout: Duration::from_secs(1),
+        },
+        ..tls(&ca, HOST, None, UpstreamProtocol::H2)
+    };
+    ok_h2(&upstream, origin.addr, &transport).await;
+    ok_h2(&upstream, origin.addr, &transport).await;
+    assert_eq!(origin.tls_count(), 1, "used within the idle timeout: shared");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ok_h2(&upstream, origin.addr, &transport).await;
+    assert_eq!(origin.tls_count(), 2, "unused past the idle timeout: a new connection");
+    assert_eq!(upstream.h2().connections(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
