@@ -8,9 +8,9 @@
 pub mod body;
 pub mod edge;
 pub mod error;
-pub mod forward;
 pub mod grpc;
 pub mod headers;
+pub mod forward;
 pub mod normalize;
 pub mod trace;
 pub mod upgrade;
@@ -26,9 +26,9 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-pub use crate::upstream::pool::Upstream;
 pub use body::ProxyBody;
 pub use error::{ProxyError, X_REQUEST_ID, error_response, grpc_error_response};
+pub use crate::upstream::pool::Upstream;
 
 use crate::filter::{self, Flow, RequestContext};
 use crate::observe::{ObservedBody, RequestRecord};
