@@ -133,7 +133,7 @@ fn one_backend(version: u64, backend: Backend) -> Snapshot {
 
 /// An origin answering plain HTTP and TLS on one port (a first byte 0x16 is a TLS
 /// ClientHello), HTTP/1.1 or HTTP/2. Each answer says how it came: `{plain|tls} {version}
-/// {path} client-cert={yes|no}`.
+/// {path} client-cert={yes|no}`, and for HTTP/2 its `:scheme` in `x-scheme`.
 struct TlsOrigin {
     addr: SocketAddr,
     plain: Arc<AtomicUsize>,
@@ -202,7 +202,12 @@ where
             request.uri().path(),
             if client_cert { "yes" } else { "no" }
         );
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        // HTTP/2's `:scheme`.
+        if let Some(scheme) = request.uri().scheme_str() {
+            response.headers_mut().insert("x-scheme", scheme.parse().unwrap());
+        }
+        Ok::<_, Infallible>(response)
     });
     let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
 }
@@ -358,6 +363,7 @@ async fn h2_over_tls_multiplexes_concurrent_requests_on_one_connection() {
     for (i, answer) in answers.iter().enumerate() {
         assert_eq!(answer.status, 200, "{}", body(answer));
         assert_eq!(body(answer), format!("tls HTTP/2.0 /s/{i} client-cert=no"));
+        assert_eq!(answer.headers["x-scheme"], "https");
     }
     assert_eq!(origin.tls_count(), 1, "one TLS connection for 20 concurrent requests");
     assert_eq!(*origin.alpn.lock().unwrap(), vec![Some(b"h2".to_vec())]);

@@ -95,7 +95,8 @@ pub(crate) fn server_config(
 
 /// An origin answering plain HTTP and TLS on one port (a first byte 0x16 is a TLS
 /// ClientHello). Each answer says how it came: `{plain|tls} {HTTP version} {path}
-/// client-cert={yes|no}`. `/close` answers with `Connection: close`.
+/// client-cert={yes|no}`, and for HTTP/2 its `:scheme` and `:authority` in `x-scheme` and
+/// `x-authority`. `/close` answers with `Connection: close`.
 pub(crate) struct TestOrigin {
     pub addr: SocketAddr,
     /// Plain connections accepted.
@@ -182,6 +183,13 @@ where
         let mut response = Response::new(Full::new(Bytes::from(text)));
         if request.uri().path() == "/close" {
             response.headers_mut().insert("connection", "close".parse().unwrap());
+        }
+        // HTTP/2's `:scheme` and `:authority`.
+        if let Some(scheme) = request.uri().scheme_str() {
+            response.headers_mut().insert("x-scheme", scheme.parse().unwrap());
+        }
+        if let Some(authority) = request.uri().authority() {
+            response.headers_mut().insert("x-authority", authority.as_str().parse().unwrap());
         }
         Ok::<_, Infallible>(response)
     });

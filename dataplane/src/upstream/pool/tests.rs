@@ -239,10 +239,17 @@ async fn h2_over_tls_multiplexes_one_connection() {
     assert_eq!(*origin.alpn.lock().unwrap(), vec![Some(b"h2".to_vec())]);
     assert_eq!(upstream.h2().connections(), 1);
 
-    // h2c to the same address is another connection.
-    let answer =
-        ok(send(&upstream, origin.addr, &Transport::default(), get_h2("/c"), Via::H2).await).await;
-    assert_eq!(answer, "plain HTTP/2.0 /c client-cert=no");
+    // Over TLS, `:scheme` is https (the proxy builds its HTTP/2 requests as for h2c).
+    let response = send(&upstream, origin.addr, &transport, get_h2("/x"), Via::H2).await;
+    let response = response.ok().unwrap();
+    assert_eq!(response.headers()["x-scheme"], "https");
+    assert_eq!(response.headers()["x-authority"], HOST);
+
+    // h2c to the same address is another connection, with `:scheme` http.
+    let response = send(&upstream, origin.addr, &Transport::default(), get_h2("/c"), Via::H2).await;
+    let response = response.ok().unwrap();
+    assert_eq!(response.headers()["x-scheme"], "http");
+    assert_eq!(text(response).await, "plain HTTP/2.0 /c client-cert=no");
     assert_eq!(upstream.h2().connections(), 2);
 }
 
@@ -487,6 +494,11 @@ async fn request_unpooled_speaks_http1_and_h2_over_tls_and_h2c() {
                 .await
                 .unwrap_or_else(|e| panic!("{protocol:?}: {e}"));
         assert_eq!(response.status(), 200);
+        if protocol != UpstreamProtocol::Http1 {
+            let scheme = if transport.tls.is_some() { "https" } else { "http" };
+            assert_eq!(response.headers()["x-scheme"], scheme);
+            assert_eq!(response.headers()["x-authority"], HOST);
+        }
         assert_eq!(text(response).await, format!("{want} /healthz client-cert=no"));
     }
     // Without a Host header, the endpoint address is the authority.
@@ -494,6 +506,7 @@ async fn request_unpooled_speaks_http1_and_h2_over_tls_and_h2c() {
     let transport = tls(&ca, HOST, None, UpstreamProtocol::H2);
     let response =
         request_unpooled(origin.addr, &transport, UpstreamProtocol::H2, BOUND, bare).await.unwrap();
+    assert_eq!(response.headers()["x-authority"], origin.addr.to_string());
     assert_eq!(text(response).await, "tls HTTP/2.0 /x client-cert=no");
 
     // A wrong CA is a connect failure, with the reason.
