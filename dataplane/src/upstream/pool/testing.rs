@@ -72,13 +72,23 @@ pub(crate) fn server_config(
     client_ca: Option<&Ca>,
     alpn: &[&[u8]],
 ) -> Arc<ServerConfig> {
+    server_config_with(leaf, client_ca, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`server_config`] speaking only TLS `versions`.
+pub(crate) fn server_config_with(
+    leaf: &Leaf,
+    client_ca: Option<&Ca>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ServerConfig> {
     let provider = crate::tls::provider();
     let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap();
     let builder = match client_ca {
         None => builder.with_no_client_auth(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 
-use super::testing::{Ca, Leaf, Logs, Silent, TestOrigin, server_config};
+use super::testing::{Ca, Leaf, Logs, Silent, TestOrigin, server_config, server_config_with};
 use super::*;
 use crate::upstream::tls::{ClientIdentity, TlsRoots};
 
@@ -622,5 +622,51 @@ async fn an_upgraded_tls_connection_keeps_its_slot_until_it_closes() {
 
     drop(ws);
     eventually("the upgraded connection's slot is given back", || count.open() == 0).await;
+    origin.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_2_and_1_3_origins_are_both_reached() {
+    let ca = Ca::new("upstream ca");
+    let upstream = Upstream::default();
+    for (version, alpn) in [
+        (&rustls::version::TLS12, &[&b"http/1.1"[..]][..]),
+        (&rustls::version::TLS13, &[&b"http/1.1"[..]][..]),
+        (&rustls::version::TLS12, &[&b"h2"[..]][..]),
+    ] {
+        let config = server_config_with(&ca.leaf(&[HOST]), None, alpn, &[version]);
+        let origin = TestOrigin::start(config).await;
+        let answer = if alpn == [b"h2"] {
+            let transport = tls(&ca, HOST, None, UpstreamProtocol::H2);
+            ok_h2(&upstream, origin.addr, &transport).await
+        } else {
+            let transport = tls(&ca, HOST, None, UpstreamProtocol::Http1);
+            ok(send(&upstream, origin.addr, &transport, get("/"), Via::Pooled).await).await
+        };
+        assert!(answer.starts_with("tls "), "{version:?}: {answer}");
+        assert_eq!(origin.tls_count(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plain_http_port_fails_clearly() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let origin = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 512];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+    });
+    let ca = Ca::new("upstream ca");
+    let transport = tls(&ca, HOST, None, UpstreamProtocol::Http1);
+    let e =
+        connect_error(send(&Upstream::default(), addr, &transport, get("/"), Via::Pooled).await);
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!("TLS handshake with {addr}: received corrupt message")),
+        "{text}"
+    );
     origin.abort();
 }
