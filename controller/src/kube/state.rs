@@ -234,6 +234,24 @@ mod tests {
     }
 
     #[test]
+    fn backend_policy_secrets_are_referenced() {
+        let policy: weir_crds::BackendPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "BackendPolicy",
+            "metadata": {"name": "p", "namespace": "shop"},
+            "spec": {"targetRefs": [{"kind": "Service", "name": "orders"}],
+                     "tls": {"caSecretRef": {"name": "orders-ca"},
+                             "clientCertificateRef": {"name": "gw-client"}}}
+        }))
+        .unwrap();
+        let mut index = Index::default();
+        index.backend_policies.insert(ObjectRef::new("shop", "p"), std::sync::Arc::new(policy));
+        let refs = referenced_secrets(&index);
+        assert!(refs.contains(&ObjectRef::new("shop", "orders-ca")));
+        assert!(refs.contains(&ObjectRef::new("shop", "gw-client")));
+        assert_eq!(source_kind("BackendPolicy@*"), Some(Kind::BackendPolicy));
+    }
+
+    #[test]
     fn source_kinds_parse() {
         assert_eq!(source_kind("Route@*"), Some(Kind::Route));
         assert_eq!(source_kind("Secret:ns/x"), Some(Kind::Secret));

@@ -503,3 +503,58 @@ fn updates_keep_the_same_compiled_policy_until_it_changes() {
     assert!(Arc::ptr_eq(&fifth.routes, &sixth.routes));
     assert!(status(&sixth, Kind::BackendPolicy, "default", "users").is_true(RESOLVED_REFS));
 }
+
+/// A self-signed certificate for `name`: (cert PEM, key PEM).
+fn self_signed(name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn secret_yaml(name: &str, entries: &[(&str, &str)]) -> String {
+    let mut yaml =
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData:\n");
+    for (k, v) in entries {
+        yaml.push_str(&format!("  {k}: {}\n", serde_json::to_string(v).unwrap()));
+    }
+    yaml
+}
+
+/// Pending until the upstream TLS connector (`UpstreamTls::new`) is built: the CA Secret and
+/// the client certificate become the backend's TLS configuration, with the default hostname
+/// `<service>.<namespace>.svc` and `protocol: H2` (ALPN h2).
+#[test]
+fn tls_from_a_ca_secret_and_a_client_certificate() {
+    let (ca, _) = self_signed("plain.default.svc");
+    let (client_crt, client_key) = self_signed("gateway");
+    let yaml = format!(
+        "{}---\n{}---\napiVersion: weir.dev/v1alpha1
+kind: BackendPolicy
+metadata: {{name: tls, generation: 1}}
+spec:
+  targetRefs: [{{kind: Service, name: plain}}]
+  tls: {{caSecretRef: {{name: plain-ca}}, clientCertificateRef: {{name: gw-client}}}}
+  protocol: H2
+",
+        secret_yaml("plain-ca", &[("ca.crt", &ca)]),
+        secret_yaml("gw-client", &[("tls.crt", &client_crt), ("tls.key", &client_key)]),
+    );
+    let c = compile(&with(&yaml), &Memory::default());
+    let s = status(&c, Kind::BackendPolicy, "default", "tls");
+    assert!(s.is_true(ACCEPTED) && s.is_true(RESOLVED_REFS), "{s:#?}");
+    let b = backend(&c, "plain");
+    assert_eq!(b.problem, None);
+    assert_eq!(b.protocol, UpstreamProtocol::H2);
+    let tls = b.policy.as_ref().unwrap().tls.as_ref().unwrap();
+    assert_eq!(tls.server_name().to_str(), "plain.default.svc");
+    assert_eq!(tls.config().alpn_protocols, vec![b"h2".to_vec()]);
+
+    // A CA Secret whose ca.crt holds no certificate: Accepted=False naming the field, and
+    // the backend answers 503 (never plain text).
+    let broken = yaml.replace(&serde_json::to_string(&ca).unwrap(), "\"not a certificate\"");
+    let c = compile(&with(&broken), &Memory::default());
+    let s = status(&c, Kind::BackendPolicy, "default", "tls");
+    assert_cond(s, ACCEPTED, "False", "Invalid", &["spec.tls"]);
+    assert!(backend(&c, "plain").problem.is_some());
+}
