@@ -124,7 +124,7 @@ pub(crate) async fn send(
         (UpstreamProtocol::Http1, true) => Via::Upgrade,
         (UpstreamProtocol::Http1, false) => Via::Pooled,
     };
-    let transport = crate::upstream::pool::Transport::default();
+    let transport = crate::upstream::pool::Transport::for_backend(backend); // conn: until the registry provides it
     let mut left = retries.attempts;
     loop {
         let (endpoint, authority) =
