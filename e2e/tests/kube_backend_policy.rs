@@ -181,3 +181,45 @@ async fn a_live_policy_is_accepted_attached_conflicted_and_its_refs_resolved() {
     let _ = stop.send(true);
     tokio::time::timeout(LIMIT, task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opened_circuit_is_a_warning_event_on_the_backend_policy() {
+    use weir_dataplane::upstream::registry::UpstreamEvent;
+    use weir_dataplane::{BackendKey, ObjectKey};
+
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    apply(&client, policy("orders", "orders", json!({}))).await;
+    let uid = get(&client, "BackendPolicy", "orders").await.unwrap()["metadata"]["uid"]
+        .as_str()
+        .map(str::to_owned);
+    let mut events = weir_controller::kube::events::Events::new(client.clone(), "one");
+    let backend = BackendKey { namespace: "default".into(), service: "orders".into(), port: 80 };
+    let opened = UpstreamEvent::CircuitOpened {
+        backend: backend.clone(),
+        policy: Some(ObjectKey::new("default", "orders")),
+        failures: 5,
+        open_for: Duration::from_secs(30),
+    };
+    events.upstream(&opened, uid.as_deref()).await;
+    // No policy object: nothing to attach an Event to.
+    events.upstream(&UpstreamEvent::CircuitClosed { backend, policy: None }, None).await;
+
+    let api = api_for(
+        &client,
+        &json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"}}),
+    );
+    let list = api.list(&Default::default()).await.unwrap();
+    let all: Vec<Value> = list.items.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let event = &all[0];
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert_eq!(event["reason"], "CircuitOpened");
+    assert_eq!(event["regarding"]["kind"], "BackendPolicy");
+    assert_eq!(event["regarding"]["name"], "orders");
+    assert_eq!(event["regarding"]["uid"].as_str(), uid.as_deref());
+    let note = event["note"].as_str().unwrap();
+    for needle in ["default/orders:80", "5 failures", "30s"] {
+        assert!(note.contains(needle), "{note} lacks {needle}");
+    }
+}
