@@ -4,7 +4,9 @@
 //! Two update rates: Routes, Plugins, Consumers and Services change rarely; EndpointSlices
 //! change often. [`compile`] builds everything; [`update`] compiles only what changed since
 //! a previous run: nothing, only the [`BackendTable`] when only EndpointSlices changed
-//! ([`compile_endpoints_only`]), only the changed Routes when nothing but Routes (and
+//! ([`compile_endpoints_only`]), only the BackendPolicies and the backend table when
+//! nothing but BackendPolicies (and Secrets only they read) changed
+//! ([`compile_policies_only`]), only the changed Routes when nothing but Routes (and
 //! EndpointSlices) changed ([`incremental`]), else everything. Results, statuses and memory
 //! are persistent maps (`imbl`), so a one-Route change costs O(log n) per map, not O(n).
 

@@ -558,3 +558,54 @@ spec:
     assert_cond(s, ACCEPTED, "False", "Invalid", &["spec.tls"]);
     assert!(backend(&c, "plain").problem.is_some());
 }
+
+/// The backends of a compile as comparable text: key, protocol, problem, endpoints, policy.
+fn backends_text(c: &Compiled) -> Vec<String> {
+    c.backends
+        .backends
+        .iter()
+        .map(|b| {
+            format!("{} {:?} {:?} {:?} {:?}", b.key, b.protocol, b.problem, b.endpoints, b.policy)
+        })
+        .collect()
+}
+
+#[test]
+fn policy_updates_equal_full_compiles_step_by_step() {
+    let mut index = load("backend-policy.yaml");
+    let mut current = compile(&index, &Memory::default());
+    let key = ObjectRef::new("default", "users");
+    for step in 0..12u32 {
+        match step % 4 {
+            // A policy edit (valid or not).
+            0 | 1 => {
+                let p = Arc::make_mut(index.backend_policies.get_mut(&key).unwrap());
+                p.metadata.generation = Some(i64::from(step) + 2);
+                p.spec.retry.as_mut().unwrap().budget_percent =
+                    if step % 3 == 0 { 500 } else { step };
+            }
+            // Endpoints move.
+            2 => {
+                let slice = index.endpoint_slices.get_mut(&ObjectRef::new("default", "users-1"));
+                let slice = Arc::make_mut(slice.unwrap());
+                slice.ports.as_mut().unwrap()[0].port = Some(9100 + i32::try_from(step).unwrap());
+            }
+            // A second policy for users comes and goes.
+            _ => {
+                let other = ObjectRef::new("default", "users-two");
+                if index.backend_policies.remove(&other).is_none() {
+                    let mut p = (*index.backend_policies[&key]).clone();
+                    p.metadata.name = Some("users-two".into());
+                    p.metadata.creation_timestamp = None;
+                    index.backend_policies.insert(other, Arc::new(p));
+                }
+            }
+        }
+        let next = update(&index, &current).unwrap();
+        let full = compile(&index, &current.memory);
+        assert_eq!(next.statuses, full.statuses, "step {step}: statuses");
+        assert_eq!(backends_text(&next), backends_text(&full), "step {step}: backends");
+        assert!(Arc::ptr_eq(&current.routes, &next.routes), "step {step}: Routes recompiled");
+        current = next;
+    }
+}
