@@ -493,8 +493,9 @@ def main() -> int:
     c.check(chart.metadata.get("apiVersion") == "v2", "Chart.yaml apiVersion must be v2")
     c.check(chart.metadata.get("appVersion") == "0.1.0", "appVersion must be 0.1.0")
     crd_names = sorted(d["name"] for d in chart.crds)
-    c.check(crd_names == ["crds/consumers.weir.dev.yaml", "crds/plugins.weir.dev.yaml",
-                          "crds/routes.weir.dev.yaml"], f"CRDs in the chart: {crd_names}")
+    c.check(crd_names == ["crds/backendpolicies.weir.dev.yaml", "crds/consumers.weir.dev.yaml",
+                          "crds/plugins.weir.dev.yaml", "crds/routes.weir.dev.yaml"],
+            f"CRDs in the chart: {crd_names}")
 
     crd_objs = [(f"weir/{d['name']}", o) for d in sorted(chart.crds, key=lambda d: d["name"])
                 for o in yaml.safe_load_all(d["data"]) if o]
@@ -527,8 +528,8 @@ def main() -> int:
     parsed = [d for d in yaml.safe_load_all(text) if d is not None]
     c.check(all(d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name")
                 for d in parsed), "install.yaml: a document lacks apiVersion/kind/name")
-    c.check(sum(d["kind"] == "CustomResourceDefinition" for d in parsed) == 3,
-            "install.yaml: expected 3 CRDs")
+    c.check(sum(d["kind"] == "CustomResourceDefinition" for d in parsed) == 4,
+            "install.yaml: expected 4 CRDs")
     check_kube_1_26(c, [("deploy/install.yaml", d) for d in parsed], "install.yaml")
     print(f"kubernetes {MIN_KUBE}: every rendered object and install.yaml document validated "
           f"(strict schema; not validated: {', '.join(sorted(NO_KUBE_SCHEMA))})")

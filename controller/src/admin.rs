@@ -3,8 +3,9 @@
 //! `/healthz`, `/readyz` (200 once the first snapshot is live, 503 again once shutdown
 //! began), `/metrics` (Prometheus
 //! text), `/debug/snapshot` (the live snapshot; it holds no secrets), `/debug/status` (every
-//! object's conditions and the load errors) and `/debug/match?method=&host=&path=`
-//! (`header=name:value` may repeat).
+//! object's conditions and the load errors), `/debug/backends` (every backend's policy,
+//! endpoints with health, in-flight and ejection, and circuit state) and
+//! `/debug/match?method=&host=&path=` (`header=name:value` may repeat).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -222,6 +223,7 @@ pub fn handle(shared: &Shared, method: &Method, path: &str, query: Option<&str>)
             }
             json_response(StatusCode::OK, &value)
         }
+        "/debug/backends" => json_response(StatusCode::OK, &shared.dataplane.registry.describe()),
         "/debug/match" => {
             let (status, body) = match_request(shared, query);
             json_response(status, &body)

@@ -37,6 +37,13 @@ apiVersion: v1
 kind: Secret
 metadata: {name: key}
 stringData: {key: do-not-show-me}
+---
+apiVersion: weir.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: orders, generation: 2}
+spec:
+  targetRefs: [{kind: Service, name: orders}]
+  circuitBreaker: {failureThreshold: 3}
 ";
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String) {
@@ -92,6 +99,20 @@ async fn serves_health_readiness_status_snapshot_match_and_metrics() {
         route["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Accepted").unwrap();
     assert_eq!(accepted["status"], "True");
     assert!(accepted["lastTransitionTime"].as_str().unwrap().ends_with('Z'));
+
+    let policy = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "BackendPolicy")
+        .expect("/debug/status lists BackendPolicies");
+    assert_eq!((policy["name"].as_str(), policy["generation"].as_i64()), (Some("orders"), Some(2)));
+
+    let (status, body) = get(addr, "/debug/backends").await;
+    assert_eq!(status, StatusCode::OK);
+    let v = json(&body);
+    assert!(v["backends"].is_array(), "{body}");
+    assert_eq!(v, shared.dataplane.registry.describe());
 
     let (status, body) = get(addr, "/debug/snapshot").await;
     assert_eq!(status, StatusCode::OK);

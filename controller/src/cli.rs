@@ -270,6 +270,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop_rx.clone(),
     ));
     let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&shared), stop_rx.clone()));
+    // Circuits opening and closing are logged (Kubernetes mode also sends Events).
+    let upstream_events = dataplane.registry.subscribe();
+    tokio::spawn(crate::upstream_events::log_all(upstream_events, stop_rx.clone()));
     let data_task = crate::serving::spawn(
         dataplane,
         crate::serving::listener_options(&args),

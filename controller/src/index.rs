@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weir_crds::{Consumer, Plugin, Route};
+use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
 
 /// Namespace and name of an object. Ordered, so iteration is deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,6 +41,8 @@ pub enum Kind {
     Plugin,
     /// weir.dev/v1alpha1 Consumer.
     Consumer,
+    /// weir.dev/v1alpha1 BackendPolicy.
+    BackendPolicy,
     /// v1 Service.
     Service,
     /// discovery.k8s.io/v1 EndpointSlice.
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Route => "Route",
             Kind::Plugin => "Plugin",
             Kind::Consumer => "Consumer",
+            Kind::BackendPolicy => "BackendPolicy",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
@@ -72,6 +75,8 @@ pub struct Index {
     pub plugins: BTreeMap<ObjectRef, Arc<Plugin>>,
     /// Consumers.
     pub consumers: BTreeMap<ObjectRef, Arc<Consumer>>,
+    /// BackendPolicies.
+    pub backend_policies: BTreeMap<ObjectRef, Arc<BackendPolicy>>,
     /// Services.
     pub services: BTreeMap<ObjectRef, Arc<Service>>,
     /// EndpointSlices (keyed by their own name; linked to Services by the

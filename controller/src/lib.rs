@@ -10,4 +10,5 @@ pub mod load;
 pub mod runtime;
 pub mod serving;
 pub mod standalone;
+pub mod upstream_events;
 pub mod validate;

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use weir_crds::{Consumer, Plugin, Route};
+use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
 
 use crate::index::{Index, Kind, ObjectRef};
 
@@ -44,6 +44,8 @@ pub enum Object {
     Plugin(Arc<Plugin>),
     /// weir.dev/v1alpha1 Consumer.
     Consumer(Arc<Consumer>),
+    /// weir.dev/v1alpha1 BackendPolicy.
+    BackendPolicy(Arc<BackendPolicy>),
     /// v1 Service.
     Service(Arc<Service>),
     /// discovery.k8s.io/v1 EndpointSlice.
@@ -59,6 +61,7 @@ impl Object {
             Object::Route(_) => Kind::Route,
             Object::Plugin(_) => Kind::Plugin,
             Object::Consumer(_) => Kind::Consumer,
+            Object::BackendPolicy(_) => Kind::BackendPolicy,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
@@ -71,6 +74,7 @@ impl Object {
             Object::Route(o) => &o.metadata,
             Object::Plugin(o) => &o.metadata,
             Object::Consumer(o) => &o.metadata,
+            Object::BackendPolicy(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
@@ -83,6 +87,7 @@ impl Object {
             Object::Route(o) => &mut Arc::make_mut(o).metadata,
             Object::Plugin(o) => &mut Arc::make_mut(o).metadata,
             Object::Consumer(o) => &mut Arc::make_mut(o).metadata,
+            Object::BackendPolicy(o) => &mut Arc::make_mut(o).metadata,
             Object::Service(o) => &mut Arc::make_mut(o).metadata,
             Object::EndpointSlice(o) => &mut Arc::make_mut(o).metadata,
             Object::Secret(o) => &mut Arc::make_mut(o).metadata,
@@ -105,6 +110,7 @@ impl Object {
             (Object::Route(a), Object::Route(b)) => a.spec == b.spec,
             (Object::Plugin(a), Object::Plugin(b)) => a.spec == b.spec,
             (Object::Consumer(a), Object::Consumer(b)) => a.spec == b.spec,
+            (Object::BackendPolicy(a), Object::BackendPolicy(b)) => a.spec == b.spec,
             (Object::Service(a), Object::Service(b)) => a.spec == b.spec,
             (Object::EndpointSlice(a), Object::EndpointSlice(b)) => {
                 (&a.address_type, &a.endpoints, &a.ports)
@@ -123,6 +129,7 @@ impl Object {
             (Object::Route(a), Object::Route(b)) => Arc::ptr_eq(a, b),
             (Object::Plugin(a), Object::Plugin(b)) => Arc::ptr_eq(a, b),
             (Object::Consumer(a), Object::Consumer(b)) => Arc::ptr_eq(a, b),
+            (Object::BackendPolicy(a), Object::BackendPolicy(b)) => Arc::ptr_eq(a, b),
             (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b),
             (Object::EndpointSlice(a), Object::EndpointSlice(b)) => Arc::ptr_eq(a, b),
             (Object::Secret(a), Object::Secret(b)) => Arc::ptr_eq(a, b),
@@ -139,6 +146,7 @@ impl Object {
             Object::Route(o) => same(index.routes.get(key), o),
             Object::Plugin(o) => same(index.plugins.get(key), o),
             Object::Consumer(o) => same(index.consumers.get(key), o),
+            Object::BackendPolicy(o) => same(index.backend_policies.get(key), o),
             Object::Service(o) => same(index.services.get(key), o),
             Object::EndpointSlice(o) => same(index.endpoint_slices.get(key), o),
             Object::Secret(o) => same(index.secrets.get(key), o),
@@ -152,6 +160,7 @@ impl Object {
             Object::Route(o) => drop(index.routes.insert(key, o)),
             Object::Plugin(o) => drop(index.plugins.insert(key, o)),
             Object::Consumer(o) => drop(index.consumers.insert(key, o)),
+            Object::BackendPolicy(o) => drop(index.backend_policies.insert(key, o)),
             Object::Service(o) => drop(index.services.insert(key, o)),
             Object::EndpointSlice(o) => drop(index.endpoint_slices.insert(key, o)),
             Object::Secret(o) => drop(index.secrets.insert(key, o)),
@@ -165,6 +174,7 @@ pub fn remove_from(index: &mut Index, kind: Kind, key: &ObjectRef) {
         Kind::Route => drop(index.routes.remove(key)),
         Kind::Plugin => drop(index.plugins.remove(key)),
         Kind::Consumer => drop(index.consumers.remove(key)),
+        Kind::BackendPolicy => drop(index.backend_policies.remove(key)),
         Kind::Service => drop(index.services.remove(key)),
         Kind::EndpointSlice => drop(index.endpoint_slices.remove(key)),
         Kind::Secret => drop(index.secrets.remove(key)),
@@ -310,6 +320,9 @@ pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
         (weir_crds::API_VERSION, "Consumer") => {
             typed(from_value(doc, &value).map(Object::Consumer))?
         }
+        (weir_crds::API_VERSION, "BackendPolicy") => {
+            typed(from_value(doc, &value).map(Object::BackendPolicy))?
+        }
         ("v1", "Service") => typed(from_value(doc, &value).map(Object::Service))?,
         ("v1", "Secret") => typed(from_value(doc, &value).map(Object::Secret))?,
         ("discovery.k8s.io/v1", "EndpointSlice") => {
@@ -317,8 +330,8 @@ pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
         }
         _ => {
             return Err(format!(
-                "unknown kind {kind} (apiVersion {api_version}): expected Route, Plugin or \
-                 Consumer ({}), Service or Secret (v1), or EndpointSlice (discovery.k8s.io/v1)",
+                "unknown kind {kind} (apiVersion {api_version}): expected Route, Plugin, \
+                 Consumer or BackendPolicy ({}), Service or Secret (v1), or EndpointSlice (discovery.k8s.io/v1)",
                 weir_crds::API_VERSION
             ));
         }

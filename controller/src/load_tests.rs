@@ -90,6 +90,34 @@ spec: {{credentials: [{{apiKey: {{secretRef: {{name: key}}}}}}]}}
     assert_eq!(route.spec.rules[0].backends[0].port, Some(80));
 }
 
+#[test]
+fn reads_a_backend_policy_with_its_defaults_and_reports_its_errors() {
+    let text = "apiVersion: weir.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: orders, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, name: orders}]
+  loadBalancer: {type: LeastRequest}
+  circuitBreaker: {failureThreshold: 2}
+";
+    let objects = parse_file("p.yaml", text).unwrap();
+    assert_eq!(objects[0].object.kind(), Kind::BackendPolicy);
+    assert_eq!(objects[0].object.key().to_string(), "shop/orders");
+    let Object::BackendPolicy(policy) = &objects[0].object else { panic!("not a policy") };
+    let breaker = policy.spec.circuit_breaker.as_ref().unwrap();
+    // Unset fields take the documented defaults, as the API server's schema defaults do.
+    assert_eq!((breaker.failure_threshold, breaker.open_for.as_str()), (2, "30s"));
+    assert_eq!(breaker.success_threshold, 3);
+    let (index, merge_errors) = merge([("p.yaml", objects.as_slice())], "");
+    assert!(merge_errors.is_empty());
+    assert!(index.backend_policies.contains_key(&ObjectRef::new("shop", "orders")));
+
+    let bad = errors(&text.replace("type: LeastRequest", "type: Fastest"));
+    assert_eq!(bad.len(), 1);
+    assert!(bad[0].1.starts_with("BackendPolicy orders:"), "{}", bad[0].1);
+    assert!(bad[0].1.contains("Fastest"), "{}", bad[0].1);
+}
+
 fn errors(text: &str) -> Vec<(usize, String)> {
     parse_file("f.yaml", text).unwrap_err().into_iter().map(|e| (e.document, e.reason)).collect()
 }

@@ -143,6 +143,39 @@ spec: {ports: [{port: 80}]}
     }
 
     #[test]
+    fn backend_policy_conditions_are_printed_and_fail_validation() {
+        let policy = "---
+apiVersion: weir.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: orders}
+spec:
+  targetRefs: [{kind: Service, name: orders}]
+  circuitBreaker: {openFor: 30s}
+";
+        let file = temp("policy.yaml", &format!("{GOOD}{policy}"));
+        let r = validate(std::slice::from_ref(&file.0), None);
+        assert!(r.ok, "{}", r.text);
+        assert!(
+            r.text.contains("BackendPolicy default/orders Accepted=True Accepted"),
+            "{}",
+            r.text
+        );
+
+        let broken = policy.replace("openFor: 30s", "openFor: soon").replace("orders}]", "gone}]");
+        let file = temp("bad-policy.yaml", &format!("{GOOD}{broken}"));
+        let r = validate(std::slice::from_ref(&file.0), None);
+        assert!(!r.ok, "{}", r.text);
+        assert!(
+            r.text.contains(
+                "BackendPolicy default/orders Accepted=False Invalid: spec.circuitBreaker.openFor:"
+            ),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("BackendPolicy default/orders ResolvedRefs=True"), "{}", r.text);
+    }
+
+    #[test]
     fn a_load_error_fails_and_is_printed() {
         let file = temp(
             "broken.yaml",

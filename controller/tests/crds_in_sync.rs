@@ -144,7 +144,7 @@ fn crds_use_only_api_server_1_26_cel_fields() {
             );
         }
     }
-    assert!(count >= 2, "expected the Plugin and Consumer CEL rules");
+    assert!(count >= 10, "expected the Plugin, Consumer, Route and BackendPolicy CEL rules");
 }
 
 fn find<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
@@ -158,7 +158,40 @@ fn find<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
 #[test]
 fn validations_are_in_the_schema() {
     let all: Vec<Value> = crds().iter().map(|c| serde_json::to_value(c).unwrap()).collect();
-    let (consumer, plugin, route) = (&all[0], &all[1], &all[2]);
+    let (policy, consumer, plugin, route) = (&all[0], &all[1], &all[2], &all[3]);
+
+    let policy_spec = find(schema_of(policy), &["properties", "spec"]);
+    let rules: Vec<&str> = policy_spec["x-kubernetes-validations"]
+        .as_array()
+        .expect("BackendPolicy CEL rules")
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules.iter().any(|r| r.contains("self.protocol != 'H2' || has(self.tls)")));
+    let target = find(policy_spec, &["properties", "targetRefs"]);
+    assert_eq!((target["minItems"].as_i64(), target["maxItems"].as_i64()), (Some(1), Some(16)));
+    assert!(
+        target["items"]["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("self.kind == 'Service'")
+    );
+    let lb = find(policy_spec, &["properties", "loadBalancer"]);
+    assert!(lb["x-kubernetes-validations"][0]["rule"].as_str().unwrap().contains("ConsistentHash"));
+    assert_eq!(lb["properties"]["type"]["default"], "RoundRobin");
+    let hash = &lb["properties"]["consistentHash"]["x-kubernetes-validations"];
+    assert_eq!(hash.as_array().unwrap().len(), 3, "Header, Cookie and QueryParam rules");
+    let tls = find(policy_spec, &["properties", "tls", "x-kubernetes-validations"]);
+    assert!(tls[0]["rule"].as_str().unwrap().contains("wellKnownCACertificates"));
+    let active = find(policy_spec, &["properties", "healthCheck", "properties", "active"]);
+    assert_eq!(active["properties"]["interval"]["default"], "5s");
+    assert_eq!(active["properties"]["unhealthyThreshold"]["minimum"], 1.0);
+    let breaker = find(policy_spec, &["properties", "circuitBreaker", "properties"]);
+    assert_eq!(breaker["openFor"]["pattern"], weir_crds::duration::DURATION_PATTERN);
+    assert_eq!(breaker["fallback"]["properties"]["status"]["default"], 503);
+    let passive = find(policy_spec, &["properties", "healthCheck", "properties", "passive"]);
+    assert_eq!(passive["properties"]["maxEjectionPercent"]["maximum"], 100.0);
+    assert!(serde_json::to_string(&all).unwrap().find("nullable").is_none());
 
     let plugin_spec = find(schema_of(plugin), &["properties", "spec"]);
     let rules = plugin_spec["x-kubernetes-validations"].as_array().expect("plugin CEL rules");

@@ -1,6 +1,7 @@
-//! weir's custom resources — `Route`, `Plugin` and `Consumer` in group `weir.dev`,
+//! weir's custom resources — `Route`, `Plugin`, `Consumer` and `BackendPolicy` in group `weir.dev`,
 //! version `v1alpha1` — and the generation of their CustomResourceDefinitions.
 
+pub mod backend_policy;
 pub mod common;
 pub mod consumer;
 pub mod duration;
@@ -9,6 +10,7 @@ pub mod plugin;
 pub mod plugin_kind;
 pub mod route;
 
+pub use backend_policy::{BackendPolicy, BackendPolicySpec};
 pub use common::{ByteSize, Condition, HeaderValue, LocalObjectReference, ObjectStatus};
 pub use consumer::{Consumer, ConsumerSpec, Credential, SecretCredential};
 pub use duration::{DurationError, parse_duration};

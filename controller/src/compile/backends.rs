@@ -10,11 +10,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weir_dataplane::{Backend, BackendId, BackendKey, BackendTable, UpstreamProtocol};
+use weir_dataplane::{Backend, BackendId, BackendKey, BackendTable};
 
+use super::backend_policy::Policies;
+pub use super::backend_policy::{PortProtocol, port_protocol};
 use crate::index::{Index, ObjectRef};
 
 /// The label that links an EndpointSlice to its Service.
@@ -139,43 +142,40 @@ pub fn endpoints_for(index: &Index, key: &BackendKey, port: &ServicePort) -> Vec
     out
 }
 
-/// How the gateway speaks to a Service port, from its `appProtocol`:
-/// `kubernetes.io/h2c` and `grpc` → HTTP/2 with prior knowledge; `kubernetes.io/ws`,
-/// `http`, `kubernetes.io/http`, none, and any other value (implementation-specific per
-/// Kubernetes, e.g. `tcp` or `example.com/custom`) → HTTP/1.1. `https` and
-/// `kubernetes.io/https` (TLS to the endpoints) are not supported yet: the error says so
-/// and the backend answers 503.
-pub fn upstream_protocol(port: &ServicePort) -> Result<UpstreamProtocol, String> {
-    let Some(app) = port.app_protocol.as_deref() else { return Ok(UpstreamProtocol::Http1) };
-    let lower = app.to_ascii_lowercase();
-    match lower.as_str() {
-        "kubernetes.io/h2c" | "grpc" | "h2c" => Ok(UpstreamProtocol::H2c),
-        "https" | "kubernetes.io/https" | "kubernetes.io/wss" | "wss" | "h2" | "grpcs" => {
-            Err(format!(
-                "service port {} has appProtocol {app:?}: TLS to upstream endpoints is not \
-                 supported yet (use kubernetes.io/h2c, grpc, kubernetes.io/ws or http)",
-                port.port
-            ))
-        }
-        _ => Ok(UpstreamProtocol::Http1),
+/// How the gateway speaks to a Service port, from its `appProtocol` (see
+/// [`port_protocol`]): HTTP/1.1, HTTP/2 with prior knowledge, or TLS (HTTP/1.1 or HTTP/2).
+/// A port with TLS and no BackendPolicy `tls` verifies the endpoints against the system
+/// roots for the name `<service>.<namespace>.svc`.
+pub fn upstream_protocol(port: &ServicePort) -> PortProtocol {
+    port_protocol(port)
+}
+
+/// Resolves one backend: its ready endpoints, protocol and BackendPolicy (`policies`), or
+/// why it cannot be used. A backend without a policy and without TLS gets no policy.
+pub fn resolve_backend(index: &Index, key: &BackendKey, policies: &Policies) -> Backend {
+    let (_, port) = match resolve_service_port(index, key) {
+        Ok(found) => found,
+        Err(problem) => return Backend::unresolved(key.clone(), problem),
+    };
+    let protocol = upstream_protocol(port);
+    if policies.is_empty() {
+        return Backend::new(key.clone(), endpoints_for(index, key, port))
+            .with_protocol(protocol.protocol);
+    }
+    let service = ObjectRef::new(&*key.namespace, &*key.service);
+    match policies.for_port(&service, protocol) {
+        None => Backend::new(key.clone(), endpoints_for(index, key, port))
+            .with_protocol(protocol.protocol),
+        Some(Ok((effective, policy))) => Backend::new(key.clone(), endpoints_for(index, key, port))
+            .with_protocol(*effective)
+            .with_policy(Arc::clone(policy)),
+        Some(Err(problem)) => Backend::unresolved(key.clone(), problem.as_str()),
     }
 }
 
-/// Resolves one backend: its ready endpoints and protocol, or why it cannot be used.
-pub fn resolve_backend(index: &Index, key: &BackendKey) -> Backend {
-    match resolve_service_port(index, key) {
-        Ok((_, port)) => match upstream_protocol(port) {
-            Ok(protocol) => {
-                Backend::new(key.clone(), endpoints_for(index, key, port)).with_protocol(protocol)
-            }
-            Err(problem) => Backend::unresolved(key.clone(), problem),
-        },
-        Err(problem) => Backend::unresolved(key.clone(), problem),
-    }
-}
-
-/// Builds the backend table for `keys` (`table.backends[i]` is `keys[i]`). This is the
-/// fast half of the two update rates: it reads only Services and EndpointSlices.
-pub fn compile_backends(index: &Index, keys: &[BackendKey]) -> BackendTable {
-    BackendTable { backends: keys.iter().map(|k| resolve_backend(index, k)).collect() }
+/// Builds the backend table for `keys` (`table.backends[i]` is `keys[i]`), each backend with
+/// the BackendPolicy of its Service from `policies`. This is the fast half of the two
+/// update rates: it reads only Services and EndpointSlices (and the compiled policies).
+pub fn compile_backends(index: &Index, keys: &[BackendKey], policies: &Policies) -> BackendTable {
+    BackendTable { backends: keys.iter().map(|k| resolve_backend(index, k, policies)).collect() }
 }

@@ -24,9 +24,6 @@ pub enum RefReason {
     InvalidCertificate,
     /// An older Route serves the same host with a different certificate.
     CertificateConflict,
-    /// A backend Service port's `appProtocol` names a protocol weir cannot speak to the
-    /// endpoints yet (e.g. `https`); the Gateway API's reason of the same name.
-    UnsupportedProtocol,
 }
 
 impl RefReason {
@@ -39,7 +36,6 @@ impl RefReason {
             RefReason::InvalidCredential => "InvalidCredential",
             RefReason::InvalidCertificate => "InvalidCertificate",
             RefReason::CertificateConflict => "CertificateConflict",
-            RefReason::UnsupportedProtocol => "UnsupportedProtocol",
         }
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! Only Routes are compiled one by one: Plugins, Consumers, Services, Secrets and the
 //! controller namespace affect many Routes, so a change to any of them recompiles all.
+//! BackendPolicies (and Secrets only they read) affect no Route: a change to them recompiles
+//! the policies and the backend table only ([`compile_policies_only`]).
 //! What crosses Routes is kept correct: backend ids stay stable (new keys get new ids, keys
 //! no Route uses any more stay until the next full compile, bounded), filters come from the
 //! previous run's [`FilterCache`] (so rules keep sharing one filter per Plugin), the rate
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weir_crds::{Consumer, Plugin, Route};
+use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
 use weir_dataplane::ratelimit::RateLimit;
 use weir_dataplane::{BackendKey, ObjectKey};
 
@@ -25,7 +27,10 @@ use super::filters::{FilterBuilder, FilterCache};
 use super::plugins::PluginCatalog;
 use super::route::{RouteContext, StatusCache, compile_route};
 use super::tls;
-use super::{Compiled, Memory, compile, compile_endpoints_only};
+use super::{
+    Compiled, Memory, backend_policy, compile, compile_endpoints_only, compile_policies_only,
+    secret_refs_outside_policies,
+};
 use crate::index::{Index, Kind, ObjectRef};
 
 /// What the previous run saw of one Route.
@@ -38,7 +43,7 @@ pub(crate) struct Seen {
 }
 
 /// The inputs that make every Route recompile when they change.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Shared {
     plugins: BTreeMap<ObjectRef, Arc<Plugin>>,
     consumers: BTreeMap<ObjectRef, Arc<Consumer>>,
@@ -53,6 +58,7 @@ struct Shared {
 pub(crate) struct State {
     shared: Arc<Shared>,
     endpoint_slices: Arc<BTreeMap<ObjectRef, Arc<EndpointSlice>>>,
+    backend_policies: Arc<BTreeMap<ObjectRef, Arc<BackendPolicy>>>,
     routes: OrdMap<ObjectRef, Seen>,
     catalog: Arc<PluginCatalog>,
     filters: FilterCache,
@@ -86,6 +92,7 @@ impl State {
         State {
             shared: Arc::new(shared),
             endpoint_slices: Arc::new(index.endpoint_slices.clone()),
+            backend_policies: Arc::new(index.backend_policies.clone()),
             routes,
             catalog: Arc::new(catalog),
             filters,
@@ -105,6 +112,18 @@ impl State {
     /// This state with the index's EndpointSlices.
     pub(crate) fn with_endpoints(&self, index: &Index) -> Self {
         State { endpoint_slices: Arc::new(index.endpoint_slices.clone()), ..self.clone() }
+    }
+
+    /// This state with the index's BackendPolicies, Secrets and EndpointSlices (after
+    /// [`compile_policies_only`], which read them).
+    pub(crate) fn with_policies(&self, index: &Index) -> Self {
+        let shared = Shared { secrets: index.secrets.clone(), ..Shared::clone(&self.shared) };
+        State {
+            shared: Arc::new(shared),
+            endpoint_slices: Arc::new(index.endpoint_slices.clone()),
+            backend_policies: Arc::new(index.backend_policies.clone()),
+            ..self.clone()
+        }
     }
 }
 
@@ -176,7 +195,37 @@ fn same_route(a: &Arc<Route>, b: &Arc<Route>) -> bool {
     Arc::ptr_eq(a, b) || (a.metadata == b.metadata && a.spec == b.spec)
 }
 
+/// Whether Secrets changed since `state`: `None` when none did, `Some(true)` when every
+/// changed Secret is read only by BackendPolicies (old or new), `Some(false)` otherwise.
+fn secrets_changed(index: &Index, state: &State) -> Option<bool> {
+    let (new, old) = (&index.secrets, &state.shared.secrets);
+    if same_map(new, old, |a, b| a == b) {
+        return None;
+    }
+    let mut changed: Vec<&ObjectRef> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_none_or(|o| !Arc::ptr_eq(o, v) && o != *v))
+        .map(|(k, _)| k)
+        .collect();
+    changed.extend(old.keys().filter(|k| !new.contains_key(*k)));
+    let old_index =
+        Index { backend_policies: BTreeMap::clone(&state.backend_policies), ..Index::default() };
+    let mut policy_refs = backend_policy::referenced_secrets(index);
+    policy_refs.extend(backend_policy::referenced_secrets(&old_index));
+    let others = secret_refs_outside_policies(index);
+    Some(changed.iter().all(|k| policy_refs.contains(*k) && !others.contains(*k)))
+}
+
+/// True when BackendPolicies, or Secrets only they read, changed since `state`.
+pub(crate) fn policies_changed(index: &Index, state: &State) -> bool {
+    !same_map(&index.backend_policies, &state.backend_policies, |a, b| {
+        a.metadata == b.metadata && a.spec == b.spec
+    }) || secrets_changed(index, state) == Some(true)
+}
+
 /// What changed in `index` since the compile that left `state`. O(n) pointer comparisons.
+/// BackendPolicies (and the Secrets only they read) are not part of it: see
+/// [`policies_changed`].
 pub(crate) fn changes(index: &Index, state: &State) -> Change {
     let s = &state.shared;
     let same_others = index.controller_namespace() == s.controller_namespace
@@ -188,7 +237,7 @@ pub(crate) fn changes(index: &Index, state: &State) -> Change {
             a.metadata == b.metadata && a.spec == b.spec
         })
         && same_map(&index.services, &s.services, |a, b| a == b)
-        && same_map(&index.secrets, &s.secrets, |a, b| a == b);
+        && secrets_changed(index, state).is_none_or(|only_policies| only_policies);
     if !same_others {
         return Change::Full;
     }
@@ -220,8 +269,11 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
     if previous.tls_recheck_at.is_some_and(|at| index.now() >= at) {
         return Some(compile(index, &previous.memory));
     }
+    let policies = policies_changed(index, &previous.state);
     match changes(index, &previous.state) {
+        Change::Unchanged if policies => Some(compile_policies_only(index, previous)),
         Change::Unchanged => None,
+        Change::Endpoints if policies => Some(compile_policies_only(index, previous)),
         Change::Endpoints => Some(compile_endpoints_only(index, previous)),
         Change::Routes { removed, changed, endpoints } => {
             let state = &previous.state;
@@ -237,6 +289,9 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
             });
             Some(if many || stale || tls {
                 compile(index, &previous.memory)
+            } else if policies {
+                let routes = compile_changed(index, previous, &removed, &changed, endpoints);
+                compile_policies_only(index, &routes)
             } else {
                 compile_changed(index, previous, &removed, &changed, endpoints)
             })
@@ -310,7 +365,7 @@ pub(crate) fn compile_changed(
     let (backend_keys, backends) =
         if interner.keys().len() != previous.backend_keys.len() || endpoints {
             let keys: Arc<[BackendKey]> = interner.keys().into();
-            let table = Arc::new(compile_backends(index, &keys));
+            let table = Arc::new(compile_backends(index, &keys, &previous.policies));
             (keys, table)
         } else {
             (Arc::clone(&previous.backend_keys), Arc::clone(&previous.backends))
@@ -323,6 +378,7 @@ pub(crate) fn compile_changed(
     let next = State {
         shared: Arc::clone(&state.shared),
         endpoint_slices,
+        backend_policies: Arc::clone(&state.backend_policies),
         routes: seen,
         catalog: Arc::clone(&state.catalog),
         filters,
@@ -339,6 +395,7 @@ pub(crate) fn compile_changed(
         rate_limits,
         identity_headers: Arc::clone(&previous.identity_headers),
         statuses,
+        policies: Arc::clone(&previous.policies),
         tls: Arc::clone(&previous.tls),
         tls_error: previous.tls_error.clone(),
         tls_recheck_at: previous.tls_recheck_at,

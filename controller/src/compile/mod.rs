@@ -4,10 +4,13 @@
 //! Two update rates: Routes, Plugins, Consumers and Services change rarely; EndpointSlices
 //! change often. [`compile`] builds everything; [`update`] compiles only what changed since
 //! a previous run: nothing, only the [`BackendTable`] when only EndpointSlices changed
-//! ([`compile_endpoints_only`]), only the changed Routes when nothing but Routes (and
+//! ([`compile_endpoints_only`]), only the BackendPolicies and the backend table when
+//! nothing but BackendPolicies (and Secrets only they read) changed
+//! ([`compile_policies_only`]), only the changed Routes when nothing but Routes (and
 //! EndpointSlices) changed ([`incremental`]), else everything. Results, statuses and memory
 //! are persistent maps (`imbl`), so a one-Route change costs O(log n) per map, not O(n).
 
+pub mod backend_policy;
 pub mod backends;
 pub mod conditions;
 pub mod consumers;
@@ -63,6 +66,13 @@ pub struct Memory {
     /// its dates (parsing and checking keys is the costly part of a compile with many
     /// TLS Routes).
     pub tls_built: OrdMap<Arc<str>, tls::Built>,
+    /// Last good version (generation and object) of each BackendPolicy: an invalid update
+    /// keeps it in force.
+    pub last_good_policies: OrdMap<ObjectRef, (i64, Arc<weir_crds::BackendPolicy>)>,
+    /// The compiled BackendPolicies of the last compile, per Service, with their inputs:
+    /// reused (the same `Arc`) while the policy and its Secrets are unchanged, so the data
+    /// plane keeps the runtime state bound to them.
+    pub policies_built: OrdMap<ObjectRef, Vec<backend_policy::Built>>,
 }
 
 /// The status computed for one object (without `lastTransitionTime`, which the status
@@ -89,7 +99,8 @@ impl ObjectStatus {
     }
 }
 
-/// The status of every weir object (Route, Plugin, Consumer), sorted by kind and key. A
+/// The status of every weir object (Route, Plugin, Consumer, BackendPolicy), sorted by kind
+/// and key. A
 /// persistent map: clones are O(1) and share structure, and Routes with the common all-good
 /// status share one `Arc`.
 pub type Statuses = OrdMap<(Kind, ObjectRef), Arc<ObjectStatus>>;
@@ -115,8 +126,10 @@ pub struct Compiled {
     /// Every `claimsToHeaders` header of every jwt Plugin (current or last good): the data
     /// plane removes them from every incoming request.
     pub identity_headers: Arc<[http::HeaderName]>,
-    /// Status of every weir object (Route, Plugin, Consumer).
+    /// Status of every weir object (Route, Plugin, Consumer, BackendPolicy).
     pub statuses: Statuses,
+    /// The BackendPolicy (and TLS) of each Service, attached to its backends.
+    pub policies: Arc<backend_policy::Policies>,
     /// The HTTPS listener's certificates by SNI (Route hosts with `tls`, and the default).
     pub tls: Arc<TlsTable>,
     /// Why `--default-certificate` cannot be used, if it cannot (not a Route's status: the
@@ -132,18 +145,52 @@ pub struct Compiled {
     pub(crate) state: Arc<State>,
 }
 
+/// Recompiles the BackendPolicies of `previous` (their statuses and the policy of every
+/// Service) and rebuilds its backend table; Routes, Plugins and Consumers are reused. Use it
+/// when nothing but BackendPolicies, the Secrets only they refer to, and EndpointSlices
+/// changed.
+pub fn compile_policies_only(index: &Index, previous: &Compiled) -> Compiled {
+    let mut memory = Memory::clone(&previous.memory);
+    let out = backend_policy::compile_policies(index, &previous.memory, &mut memory);
+    let mut statuses = previous.statuses.clone();
+    let stale: Vec<(Kind, ObjectRef)> =
+        statuses.keys().filter(|(kind, _)| *kind == Kind::BackendPolicy).cloned().collect();
+    for id in stale {
+        statuses.remove(&id);
+    }
+    for (key, status) in out.statuses {
+        statuses.insert((Kind::BackendPolicy, key), status);
+    }
+    Compiled {
+        routes: Arc::clone(&previous.routes),
+        backends: Arc::new(compile_backends(index, &previous.backend_keys, &out.policies)),
+        backend_keys: Arc::clone(&previous.backend_keys),
+        rule_plugins: previous.rule_plugins.clone(),
+        rate_limits: previous.rate_limits.clone(),
+        identity_headers: Arc::clone(&previous.identity_headers),
+        statuses,
+        policies: out.policies,
+        tls: Arc::clone(&previous.tls),
+        tls_error: previous.tls_error.clone(),
+        tls_recheck_at: previous.tls_recheck_at,
+        memory: Arc::new(memory),
+        state: Arc::new(previous.state.with_policies(index)),
+    }
+}
+
 /// Rebuilds only the backend table of `previous` from the index's current Services and
 /// EndpointSlices. Use it when nothing but EndpointSlices changed: the route table `Arc`,
 /// the statuses and the memory are shared with `previous`.
 pub fn compile_endpoints_only(index: &Index, previous: &Compiled) -> Compiled {
     Compiled {
         routes: Arc::clone(&previous.routes),
-        backends: Arc::new(compile_backends(index, &previous.backend_keys)),
+        backends: Arc::new(compile_backends(index, &previous.backend_keys, &previous.policies)),
         backend_keys: Arc::clone(&previous.backend_keys),
         rule_plugins: previous.rule_plugins.clone(),
         rate_limits: previous.rate_limits.clone(),
         identity_headers: Arc::clone(&previous.identity_headers),
         statuses: previous.statuses.clone(),
+        policies: Arc::clone(&previous.policies),
         tls: Arc::clone(&previous.tls),
         tls_error: previous.tls_error.clone(),
         tls_recheck_at: previous.tls_recheck_at,
@@ -210,6 +257,10 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
     let consumer_rate_limits: Arc<[ObjectRef]> = builder.take_touched().into();
     // Before the Routes: a Route's TLS outcome (problems, redirect) is part of its compile.
     let tls = tls::compile_tls(index, memory, &catalog, &mut new_memory);
+    let policies = backend_policy::compile_policies(index, memory, &mut new_memory);
+    for (key, status) in policies.statuses {
+        statuses.insert((Kind::BackendPolicy, key), status);
+    }
 
     let mut interner = backends::BackendInterner::default();
     let mut status_cache = route::StatusCache::default();
@@ -249,18 +300,48 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
     let state = State::new(index, seen, catalog, filters, consumer_rate_limits, users, interner);
     Compiled {
         routes: Arc::new(RouteTable::new(models)),
-        backends: Arc::new(compile_backends(index, &backend_keys)),
+        backends: Arc::new(compile_backends(index, &backend_keys, &policies.policies)),
         backend_keys,
         rule_plugins,
         rate_limits,
         identity_headers: identity_headers(index, &memory),
         statuses,
+        policies: policies.policies,
         tls: tls.table,
         tls_error: tls.default_error,
         tls_recheck_at: tls.recheck_at,
         memory,
         state: Arc::new(state),
     }
+}
+
+/// The Secrets the compiler reads for anything but BackendPolicies: Consumer credentials,
+/// JWT Plugins' JWKS Secrets, Route certificates and client CAs, the default certificate.
+pub fn secret_refs_outside_policies(index: &Index) -> std::collections::BTreeSet<ObjectRef> {
+    let mut out = std::collections::BTreeSet::new();
+    for (key, consumer) in &index.consumers {
+        for credential in &consumer.spec.credentials {
+            for secret in [&credential.api_key, &credential.jwt].into_iter().flatten() {
+                out.insert(ObjectRef::new(key.namespace.clone(), secret.secret_ref.name.clone()));
+            }
+        }
+    }
+    for (key, plugin) in &index.plugins {
+        if let Some(secret) = plugin.spec.jwt.as_ref().and_then(|j| j.jwks_secret_ref.as_ref()) {
+            out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
+        }
+    }
+    for (key, route) in &index.routes {
+        let Some(tls) = &route.spec.tls else { continue };
+        let ca = tls.client_ca.as_ref().map(|ca| &ca.secret_ref);
+        for secret in std::iter::once(&tls.secret_ref).chain(ca) {
+            if !secret.name.is_empty() {
+                out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
+            }
+        }
+    }
+    out.extend(index.default_certificate.clone());
+    out
 }
 
 /// The `claimsToHeaders` header names of every jwt Plugin in the index and of every last

@@ -245,7 +245,7 @@ pub fn validate_plugin(
     let names = || PluginKind::ALL.map(PluginKind::as_str).join(", ");
     if spec.has_circuit_breaker() {
         errs.push(
-            "spec.circuitBreaker: circuit breaking is no longer a Plugin; it moves to the per-Service BackendPolicy kind (spec.circuitBreaker), which this version of weir does not serve yet"
+            "spec.circuitBreaker: circuit breaking is no longer a Plugin; set it in the spec.circuitBreaker of a BackendPolicy (weir.dev/v1alpha1) targeting the Service"
                 .to_owned(),
         );
     }

@@ -201,19 +201,11 @@ fn backend_problems(index: &Index, ns: &str, spec: &weir_crds::RouteSpec) -> Vec
                 continue;
             }
             let key = routes::backend_key(ns, b);
-            match backends::resolve_service_port(index, &key) {
-                Err(e) => problems.push(RefProblem::new(
+            if let Err(e) = backends::resolve_service_port(index, &key) {
+                problems.push(RefProblem::new(
                     RefReason::BackendNotFound,
                     format!("spec.rules[{i}].backends[{j}]: {e}"),
-                )),
-                Ok((_, port)) => {
-                    if let Err(e) = backends::upstream_protocol(port) {
-                        problems.push(RefProblem::new(
-                            RefReason::UnsupportedProtocol,
-                            format!("spec.rules[{i}].backends[{j}]: {e}"),
-                        ));
-                    }
-                }
+                ));
             }
         }
     }

@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource as _;
 use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
-use weir_crds::{Consumer, Plugin, Route, RouteStatus};
+use weir_crds::{BackendPolicy, Consumer, Plugin, Route, RouteStatus};
 
 use crate::index::{Kind, ObjectRef};
 use crate::load::Object;
@@ -22,6 +22,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Route => ApiResource::erase::<Route>(&()),
         Kind::Plugin => ApiResource::erase::<Plugin>(&()),
         Kind::Consumer => ApiResource::erase::<Consumer>(&()),
+        Kind::BackendPolicy => ApiResource::erase::<BackendPolicy>(&()),
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Kind::Secret => ApiResource::erase::<Secret>(&()),
@@ -30,7 +31,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
 
 /// True for the weir kinds, which carry a status this controller writes.
 pub fn has_status(kind: Kind) -> bool {
-    matches!(kind, Kind::Route | Kind::Plugin | Kind::Consumer)
+    matches!(kind, Kind::Route | Kind::Plugin | Kind::Consumer | Kind::BackendPolicy)
 }
 
 /// What the API server holds for a weir object: what the status writer compares with.
@@ -81,6 +82,7 @@ fn convert(kind: Kind, value: serde_json::Value) -> Result<Object, String> {
         Kind::Route => Object::Route(Arc::new(typed(value)?)),
         Kind::Plugin => Object::Plugin(Arc::new(typed(value)?)),
         Kind::Consumer => Object::Consumer(Arc::new(typed(value)?)),
+        Kind::BackendPolicy => Object::BackendPolicy(Arc::new(typed(value)?)),
         Kind::Service => Object::Service(Arc::new(typed(value)?)),
         Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value)?)),
         Kind::Secret => Object::Secret(Arc::new(typed(value)?)),
@@ -97,6 +99,7 @@ fn strip(object: &mut Object) {
         Object::Route(o) => Arc::make_mut(o).status = None,
         Object::Plugin(o) => Arc::make_mut(o).status = None,
         Object::Consumer(o) => Arc::make_mut(o).status = None,
+        Object::BackendPolicy(o) => Arc::make_mut(o).status = None,
         Object::Service(o) => Arc::make_mut(o).status = None,
         Object::EndpointSlice(_) | Object::Secret(_) => {}
     }
@@ -155,6 +158,7 @@ pub fn api_version(kind: Kind) -> String {
         Kind::Route => Route::api_version(&()).into_owned(),
         Kind::Plugin => Plugin::api_version(&()).into_owned(),
         Kind::Consumer => Consumer::api_version(&()).into_owned(),
+        Kind::BackendPolicy => BackendPolicy::api_version(&()).into_owned(),
         Kind::Service | Kind::Secret => "v1".to_owned(),
         Kind::EndpointSlice => "discovery.k8s.io/v1".to_owned(),
     }

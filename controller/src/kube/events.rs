@@ -122,6 +122,42 @@ impl Events {
     }
 }
 
+impl Events {
+    /// Reports an upstream event (a circuit opened or closed) on its BackendPolicy:
+    /// `Warning`/`CircuitOpened` naming the backend, the failures and `openFor`, or
+    /// `Normal`/`CircuitClosed`. Events of backends without a policy object are not sent.
+    pub async fn upstream(
+        &mut self,
+        event: &weir_dataplane::upstream::registry::UpstreamEvent,
+        uid: Option<&str>,
+    ) {
+        let d = crate::upstream_events::describe(event);
+        let Some(key) = d.policy else { return };
+        if !self.limiter.allow(Kind::BackendPolicy, &key, d.reason) {
+            tracing::debug!(object = %key, reason = d.reason, "event rate-limited");
+            return;
+        }
+        let event = Event {
+            type_: if d.warning { EventType::Warning } else { EventType::Normal },
+            reason: d.reason.to_owned(),
+            note: Some(d.note.chars().take(1000).collect()),
+            action: "Proxy".to_owned(),
+            secondary: None,
+        };
+        let reference = ObjectReference {
+            api_version: Some(api_version(Kind::BackendPolicy)),
+            kind: Some(Kind::BackendPolicy.as_str().to_owned()),
+            namespace: Some(key.namespace.clone()),
+            name: Some(key.name.clone()),
+            uid: uid.map(str::to_owned),
+            ..ObjectReference::default()
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(object = %key, "publishing an event: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -32,9 +32,11 @@ pub const API_CALLS: &[ApiCall] = &[
     call("weir.dev", "routes", &["list", "watch"]),
     call("weir.dev", "plugins", &["list", "watch"]),
     call("weir.dev", "consumers", &["list", "watch"]),
+    call("weir.dev", "backendpolicies", &["list", "watch"]),
     call("weir.dev", "routes/status", &["patch"]),
     call("weir.dev", "plugins/status", &["patch"]),
     call("weir.dev", "consumers/status", &["patch"]),
+    call("weir.dev", "backendpolicies/status", &["patch"]),
     call("", "services", &["list", "watch"]),
     call("discovery.k8s.io", "endpointslices", &["list", "watch"]),
     // Only Secrets labelled `weir.dev/secret=true` or named by a weir object (field selector).

@@ -161,36 +161,25 @@ impl Source {
 /// The kind of a source id (`Route@ns` → Route).
 pub fn source_kind(id: &str) -> Option<Kind> {
     let name = id.split(['@', ':']).next()?;
-    [Kind::Route, Kind::Plugin, Kind::Consumer, Kind::Service, Kind::EndpointSlice, Kind::Secret]
-        .into_iter()
-        .find(|k| k.as_str() == name)
+    [
+        Kind::Route,
+        Kind::Plugin,
+        Kind::Consumer,
+        Kind::BackendPolicy,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Secret,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == name)
 }
 
-/// The Secrets the index refers to: Consumer credentials and JWT plugins' JWKS Secrets.
+/// The Secrets the index refers to: Consumer credentials, JWT plugins' JWKS Secrets, Route
+/// certificates and client CAs, the default certificate, and BackendPolicy CA and client
+/// certificate Secrets.
 pub fn referenced_secrets(index: &Index) -> BTreeSet<ObjectRef> {
-    let mut out = BTreeSet::new();
-    for (key, consumer) in &index.consumers {
-        for credential in &consumer.spec.credentials {
-            for secret in [&credential.api_key, &credential.jwt].into_iter().flatten() {
-                out.insert(ObjectRef::new(key.namespace.clone(), secret.secret_ref.name.clone()));
-            }
-        }
-    }
-    for (key, plugin) in &index.plugins {
-        if let Some(secret) = plugin.spec.jwt.as_ref().and_then(|j| j.jwks_secret_ref.as_ref()) {
-            out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
-        }
-    }
-    for (key, route) in &index.routes {
-        let Some(tls) = &route.spec.tls else { continue };
-        let ca = tls.client_ca.as_ref().map(|ca| &ca.secret_ref);
-        for secret in std::iter::once(&tls.secret_ref).chain(ca) {
-            if !secret.name.is_empty() {
-                out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
-            }
-        }
-    }
-    out.extend(index.default_certificate.clone());
+    let mut out = crate::compile::secret_refs_outside_policies(index);
+    out.extend(crate::compile::backend_policy::referenced_secrets(index));
     out
 }
 
@@ -242,6 +231,24 @@ mod tests {
         state.apply(Change::Deleted(id.clone(), ObjectRef::new("ns", "b")));
         assert!(state.index("").plugins.is_empty());
         assert!(!state.apply(Change::Deleted("gone".into(), ObjectRef::new("ns", "b"))));
+    }
+
+    #[test]
+    fn backend_policy_secrets_are_referenced() {
+        let policy: weir_crds::BackendPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "BackendPolicy",
+            "metadata": {"name": "p", "namespace": "shop"},
+            "spec": {"targetRefs": [{"kind": "Service", "name": "orders"}],
+                     "tls": {"caSecretRef": {"name": "orders-ca"},
+                             "clientCertificateRef": {"name": "gw-client"}}}
+        }))
+        .unwrap();
+        let mut index = Index::default();
+        index.backend_policies.insert(ObjectRef::new("shop", "p"), std::sync::Arc::new(policy));
+        let refs = referenced_secrets(&index);
+        assert!(refs.contains(&ObjectRef::new("shop", "orders-ca")));
+        assert!(refs.contains(&ObjectRef::new("shop", "gw-client")));
+        assert_eq!(source_kind("BackendPolicy@*"), Some(Kind::BackendPolicy));
     }
 
     #[test]

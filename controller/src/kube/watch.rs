@@ -22,8 +22,14 @@ use crate::kube::state::{Change, SourceId, State};
 pub const SECRET_LABEL: &str = "weir.dev/secret";
 
 /// The kinds watched in every namespace scope.
-pub const WATCHED_KINDS: [Kind; 5] =
-    [Kind::Route, Kind::Plugin, Kind::Consumer, Kind::Service, Kind::EndpointSlice];
+pub const WATCHED_KINDS: [Kind; 6] = [
+    Kind::Route,
+    Kind::Plugin,
+    Kind::Consumer,
+    Kind::BackendPolicy,
+    Kind::Service,
+    Kind::EndpointSlice,
+];
 
 fn scope_name(namespace: Option<&str>) -> &str {
     namespace.unwrap_or("*")

@@ -104,6 +104,23 @@ impl Writer {
         ok
     }
 
+    /// `Some(uid)` of the BackendPolicy an upstream event is about (as last watched) while
+    /// this replica leads; `None` when it does not lead.
+    fn event_target(
+        &self,
+        leader: &watch::Receiver<bool>,
+        input: &watch::Receiver<Arc<WriterInput>>,
+        event: &weir_dataplane::upstream::registry::UpstreamEvent,
+    ) -> Option<Option<String>> {
+        if !*leader.borrow() {
+            return None;
+        }
+        let key = crate::upstream_events::describe(event).policy;
+        let input = input.borrow();
+        let watched = key.and_then(|k| input.watched.get(&(Kind::BackendPolicy, k)));
+        Some(watched.and_then(|w| w.existing.uid.clone()))
+    }
+
     async fn patch(
         &self,
         kind: Kind,
@@ -125,7 +142,8 @@ impl Writer {
     }
 
     /// Runs until `stop`: writes whenever the input changes while `leader` is true, and
-    /// retries failed writes after [`RETRY`].
+    /// retries failed writes after [`RETRY`]. Upstream events (a circuit opened) are logged,
+    /// and, while `leader`, published as Events on their BackendPolicy.
     pub async fn run(
         mut self,
         mut input: watch::Receiver<Arc<WriterInput>>,
@@ -133,12 +151,37 @@ impl Writer {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut retry = false;
+        let mut upstream = Some(self.shared.dataplane.registry.subscribe());
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                changed = input.changed() => if changed.is_err() { return },
-                changed = leader.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(RETRY), if retry => {}
+                event = async {
+                    match upstream.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Some(event),
+                changed = input.changed() => if changed.is_err() { return } else { None },
+                changed = leader.changed() => if changed.is_err() { return } else { None },
+                _ = tokio::time::sleep(RETRY), if retry => None,
+            };
+            match event {
+                None => {}
+                Some(Ok(event)) => {
+                    crate::upstream_events::log(&event);
+                    if let Some(uid) = self.event_target(&leader, &input, &event) {
+                        self.events.upstream(&event, uid.as_deref()).await;
+                    }
+                    continue;
+                }
+                Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                    tracing::warn!(missed = n, "upstream events dropped (fell behind)");
+                    continue;
+                }
+                Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    upstream = None;
+                    continue;
+                }
             }
             if !*leader.borrow_and_update() {
                 // A new term starts from what the objects carry.

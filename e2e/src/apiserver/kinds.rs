@@ -38,6 +38,7 @@ pub const KINDS: &[Kind] = &[
     kind("weir.dev", "v1alpha1", "routes", "route", "Route", true, true),
     kind("weir.dev", "v1alpha1", "plugins", "plugin", "Plugin", true, true),
     kind("weir.dev", "v1alpha1", "consumers", "consumer", "Consumer", true, true),
+    kind("weir.dev", "v1alpha1", "backendpolicies", "backendpolicy", "BackendPolicy", true, true),
     kind("", "v1", "services", "service", "Service", true, true),
     kind("", "v1", "secrets", "secret", "Secret", true, false),
     kind("", "v1", "configmaps", "configmap", "ConfigMap", true, false),

@@ -71,7 +71,7 @@ fn compile_backends_reports_missing_services_as_data() {
         BackendKey { namespace: "default".into(), service: "web".into(), port: 0 },
         BackendKey { namespace: "default".into(), service: "web".into(), port: 81 },
     ];
-    let table = crate::compile::compile_backends(&index, &keys);
+    let table = crate::compile::compile_backends(&index, &keys, &Default::default());
     assert_eq!(table.backends.len(), 4);
     assert!(table.backends[0].problem.is_none());
     let problem = |i: usize| table.backends[i].problem.as_deref().unwrap_or("").to_owned();

@@ -158,7 +158,10 @@ fn each_invalid_plugin_names_its_fields() {
     bad("bad-cidr", &["spec.ipRestriction.allow[1]", "spec.ipRestriction.allow[3]"]);
     bad(
         "bad-breaker",
-        &["spec.circuitBreaker: circuit breaking is no longer a Plugin", "BackendPolicy"],
+        &[
+            "spec.circuitBreaker: circuit breaking is no longer a Plugin",
+            "spec.circuitBreaker of a BackendPolicy (weir.dev/v1alpha1) targeting the Service",
+        ],
     );
     bad("bad-cache", &["spec.cache.ttl"]);
     bad("bad-cors", &["spec.cors.maxAge"]);

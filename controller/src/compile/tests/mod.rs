@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod backend_policy;
 mod endpoints;
 mod incremental;
 mod invalid;
@@ -47,6 +48,10 @@ pub(super) fn load_str(yaml: &str) -> Index {
                 index
                     .consumers
                     .insert(key, Arc::new(serde_json::from_value::<Consumer>(doc).unwrap()));
+            }
+            "BackendPolicy" => {
+                let p = serde_json::from_value::<weir_crds::BackendPolicy>(doc).unwrap();
+                index.backend_policies.insert(key, Arc::new(p));
             }
             "Service" => {
                 index
