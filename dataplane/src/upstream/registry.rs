@@ -317,15 +317,17 @@ fn same_policy(a: Option<&BackendPolicy>, b: Option<&BackendPolicy>) -> bool {
     }
 }
 
-/// The transport of a backend under `policy`.
-fn transport_for(policy: Option<&BackendPolicy>) -> Transport {
-    let Some(policy) = policy else { return Transport::default() };
-    let connections = policy
-        .breaker
+/// The transport of `backend` ([`Transport::for_backend`]: TLS and pool settings) with the
+/// backend's connection count when its breaker has connection caps.
+fn transport_for(backend: &Backend) -> Transport {
+    let mut transport = Transport::for_backend(backend);
+    transport.connections = backend
+        .policy
         .as_ref()
+        .and_then(|p| p.breaker.as_ref())
         .filter(|b| b.max_connections.is_some() || b.max_pending_requests.is_some())
         .map(|b| Arc::new(ConnectionCount::new(b.max_connections, b.max_pending_requests)));
-    Transport { tls: policy.tls.clone(), connection: policy.connection, connections }
+    transport
 }
 
 impl ServiceRuntime {
@@ -396,7 +398,7 @@ impl ServiceRuntime {
                 (_, None) => None,
             };
             self.config.store(Arc::new(RuntimeConfig {
-                transport: transport_for(policy.as_deref()),
+                transport: transport_for(backend),
                 policy: policy.clone(),
                 protocol: backend.protocol,
                 breaker,
