@@ -16,10 +16,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::upstream::pool::PooledBody;
 use super::upgrade::Activity;
 use crate::filter::compression::EncodedBody;
 use crate::observe::ObservedBody;
+use crate::upstream::pool::PooledBody;
 
 /// The error type of the bodies the proxy streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

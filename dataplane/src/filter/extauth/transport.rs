@@ -17,8 +17,8 @@ use hyper_util::rt::TokioExecutor;
 use super::answer::{self, Answer};
 use crate::proxy::Upstream;
 use crate::proxy::body::UpstreamBody;
-use crate::upstream::pool::{MAX_IDLE_PER_ENDPOINT, POOL_IDLE_TIMEOUT};
 use crate::snapshot::Backend;
+use crate::upstream::pool::{MAX_IDLE_PER_ENDPOINT, POOL_IDLE_TIMEOUT};
 
 /// The client of `extAuth` URL targets: HTTP/1.1, `http` and `https`, pooled per host.
 pub(crate) type UrlClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;

@@ -1,12 +1,15 @@
-//! weir's upstream connection pool: HTTP/1.1 connections (`hyper::client::conn::http1`)
-//! kept alive per endpoint address and reused. (HTTP/2 upstreams share one multiplexed
-//! connection per endpoint instead: [`super::h2`].)
+//! weir's upstream connection pool: HTTP/1.1 connections (`hyper::client::conn::http1`),
+//! plain or TLS, kept alive per endpoint and transport ([`PoolKey`]) and reused. (HTTP/2
+//! upstreams share one multiplexed connection per endpoint instead: [`super::h2`].)
 //!
 //! A connection is checked out for exactly one request. It goes back to the pool only when
 //! its response body has been read to the end ([`PooledBody`]); a body dropped early, an
 //! error, or a full pool drops the sender, and hyper then closes the connection. Idle
-//! connections are kept newest first (LIFO), at most [`MAX_IDLE_PER_ENDPOINT`] per endpoint,
-//! for at most [`POOL_IDLE_TIMEOUT`]. Each connection's driver runs in its own task.
+//! connections are kept newest first (LIFO), at most `maxIdlePerEndpoint` per endpoint
+//! (default [`MAX_IDLE_PER_ENDPOINT`]), for at most `idleTimeout` (default
+//! [`POOL_IDLE_TIMEOUT`]). A connection is only ever reused for the transport it was made
+//! with: a plain connection never serves a TLS backend, nor a connection made with one TLS
+//! configuration another. Each connection's driver runs in its own task.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,16 +23,28 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use super::connect::{self, Reservation};
+use super::{PoolKey, Transport};
 use crate::proxy::body::UpstreamBody;
+use crate::upstream::policy::ConnectionSettings;
 
-/// How long an idle pooled upstream connection is kept.
+/// How long an idle pooled upstream connection is kept by default.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per endpoint; past this, a returned connection closes.
+/// Idle connections kept per endpoint by default; past this, a returned connection closes.
 pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
-/// TCP keep-alive time of upstream connections.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// How long a pooled connection that is not ready yet is waited for before it is let go.
+/// Its driver task normally makes it ready within microseconds of the end of the previous
+/// response; one still sending the previous request's body (the upstream answered early)
+/// may never be.
+pub const READY_WAIT: Duration = Duration::from_millis(100);
+
+/// Waits (at most [`READY_WAIT`]) until a pooled connection can take a request: false
+/// when it closed or did not become ready in time.
+pub(crate) async fn ready_soon(sender: &mut Sender) -> bool {
+    matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(())))
+}
 
 /// The sending half of one upstream connection.
 pub(crate) type Sender = SendRequest<UpstreamBody>;
@@ -42,12 +57,21 @@ struct Idle {
 #[derive(Default)]
 struct Slots {
     /// foldhash: SipHash of the address was ~2% of a proxied request's instructions.
-    idle: HashMap<SocketAddr, Vec<Idle>, foldhash::fast::RandomState>,
+    idle: HashMap<PoolKey, Entry, foldhash::fast::RandomState>,
     /// When expired connections of every endpoint were last dropped.
     swept: Option<Instant>,
 }
 
-/// Idle upstream connections by endpoint, shared by every snapshot.
+/// The idle connections of one endpoint and transport.
+struct Entry {
+    /// Oldest first.
+    conns: Vec<Idle>,
+    /// How long they are kept (`connection.idleTimeout` of the last backend that returned
+    /// one).
+    idle_timeout: Duration,
+}
+
+/// Idle upstream connections by endpoint and transport, shared by every snapshot.
 #[derive(Default)]
 pub struct Pool {
     slots: Mutex<Slots>,
@@ -56,7 +80,7 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle: usize = slots.idle.values().map(Vec::len).sum();
+        let idle: usize = slots.idle.values().map(|e| e.conns.len()).sum();
         f.debug_struct("Pool").field("idle", &idle).finish()
     }
 }
@@ -105,99 +129,148 @@ pub enum ConnectError {
 }
 
 impl Pool {
-    /// An idle connection to `addr` that is ready for a request, if any. Expired, closed
-    /// and not-ready connections found on the way are dropped.
-    pub(crate) fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+    /// The newest open idle connection for `key`, if any. Expired and closed connections
+    /// found on the way are dropped. It may not be ready yet: a connection returned at the
+    /// end of its response body becomes ready when its driver task has run
+    /// ([`ready_soon`]).
+    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<Sender> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle = slots.idle.get_mut(&addr)?;
+        let entry = slots.idle.get_mut(key)?;
         let now = Instant::now();
-        while let Some(entry) = idle.pop() {
-            if now.duration_since(entry.since) >= POOL_IDLE_TIMEOUT {
+        while let Some(idle) = entry.conns.pop() {
+            if now.duration_since(idle.since) >= entry.idle_timeout {
                 // Newest first: everything below is older still.
-                idle.clear();
+                entry.conns.clear();
                 return None;
             }
-            if entry.sender.is_ready() {
-                return Some(entry.sender);
+            if !idle.sender.is_closed() {
+                return Some(idle.sender);
             }
-            // Closed, or (rarely) still finishing its previous exchange: let it go.
         }
         None
     }
 
-    /// Returns a connection whose exchange finished to the pool of `addr`.
-    pub(crate) fn checkin(&self, addr: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
+    /// Returns a connection whose exchange finished to the pool of `key`, kept as
+    /// `settings` say.
+    pub(crate) fn checkin(&self, key: PoolKey, sender: Sender, settings: ConnectionSettings) {
+        if sender.is_closed() || settings.max_idle_per_endpoint == 0 {
             return;
         }
         let now = Instant::now();
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.swept.is_none_or(|t| now.duration_since(t) >= POOL_IDLE_TIMEOUT) {
+        let sweep_every = settings.idle_timeout.min(POOL_IDLE_TIMEOUT);
+        if slots.swept.is_none_or(|t| now.duration_since(t) >= sweep_every) {
             slots.swept = Some(now);
-            slots.idle.retain(|_, idle| {
-                idle.retain(|e| {
-                    now.duration_since(e.since) < POOL_IDLE_TIMEOUT && !e.sender.is_closed()
-                });
-                !idle.is_empty()
+            slots.idle.retain(|_, entry| {
+                let timeout = entry.idle_timeout;
+                entry
+                    .conns
+                    .retain(|e| now.duration_since(e.since) < timeout && !e.sender.is_closed());
+                !entry.conns.is_empty()
             });
         }
-        let idle = slots.idle.entry(addr).or_default();
-        if idle.len() >= MAX_IDLE_PER_ENDPOINT {
+        let entry = slots
+            .idle
+            .entry(key)
+            .or_insert_with(|| Entry { conns: Vec::new(), idle_timeout: settings.idle_timeout });
+        entry.idle_timeout = settings.idle_timeout;
+        if entry.conns.len() >= settings.max_idle_per_endpoint {
             // Keep the newest: the oldest is the likeliest to be closed by the upstream.
-            idle.remove(0);
+            let excess = entry.conns.len() + 1 - settings.max_idle_per_endpoint;
+            entry.conns.drain(..excess);
         }
-        idle.push(Idle { sender, since: now });
+        entry.conns.push(Idle { sender, since: now });
     }
 
-    /// Idle connections to `addr` (for tests and debugging).
+    /// Idle connections to `addr`, over any transport (for tests and debugging).
     pub fn idle_count(&self, addr: SocketAddr) -> usize {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.idle.get(&addr).map_or(0, Vec::len)
+        slots.idle.iter().filter(|(k, _)| k.addr == addr).map(|(_, e)| e.conns.len()).sum()
+    }
+
+    /// Idle connections to `addr` made over `transport` (for tests and debugging).
+    pub fn idle_count_over(&self, addr: SocketAddr, transport: &Transport) -> usize {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.idle.get(&transport.key(addr)).map_or(0, |e| e.conns.len())
     }
 }
 
-/// Opens a TCP connection to `addr` (TCP_NODELAY, TCP keep-alive), bounded by
-/// `connect_timeout`.
-pub(crate) async fn tcp_connect(
-    addr: SocketAddr,
-    connect_timeout: Duration,
-) -> Result<TcpStream, ConnectError> {
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout(addr)),
-        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
-        Ok(Ok(stream)) => stream,
-    };
-    stream.set_nodelay(true).map_err(|source| ConnectError::Io { addr, source })?;
-    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-    if let Err(error) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
-        tracing::debug!(%addr, %error, "cannot set TCP keep-alive on upstream connection");
-    }
-    Ok(stream)
-}
-
-/// Opens a new HTTP/1.1 connection to `addr` (see [`tcp_connect`]) and spawns its driver.
-/// With `upgrades`, the connection can be taken over after a 101 (`hyper::upgrade::on`
-/// on the response); such a connection is never returned to the pool.
+/// Opens a new HTTP/1.1 connection to `addr` over `transport` (TCP, then TLS when it has
+/// TLS; see [`super::connect`]) and spawns its driver. The backend's connection caps apply
+/// (`transport.connections`). With `upgrades`, the connection can be taken over after a
+/// 101 (`hyper::upgrade::on` on the response); such a connection is never returned to the
+/// pool.
 pub(crate) async fn connect(
     addr: SocketAddr,
+    transport: &Transport,
     connect_timeout: Duration,
     upgrades: bool,
 ) -> Result<Sender, ConnectError> {
-    let stream = tcp_connect(addr, connect_timeout).await?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    let reservation = Reservation::take(transport)?;
+    match &transport.tls {
+        None => {
+            let stream = connect::tcp_connect(addr, connect_timeout).await?;
+            start(addr, TokioIo::new(stream), upgrades, reservation).await
+        }
+        // Boxed: the TLS handshake's state is large, and the plain path's future stays
+        // as small as before.
+        Some(tls) => {
+            Box::pin(async {
+                let stream = connect::tls_connect(addr, tls, connect_timeout, false).await?;
+                start(addr, TokioIo::new(stream), upgrades, reservation).await
+            })
+            .await
+        }
+    }
+}
+
+/// Opens a new HTTP/1.1 connection over `transport` for one request that is not pooled
+/// (health checks: outside the backend's connection caps).
+pub(crate) async fn connect_unpooled(
+    addr: SocketAddr,
+    transport: &Transport,
+    connect_timeout: Duration,
+) -> Result<Sender, ConnectError> {
+    let unreserved = Reservation::none();
+    match &transport.tls {
+        None => {
+            let stream = connect::tcp_connect(addr, connect_timeout).await?;
+            start(addr, TokioIo::new(stream), false, unreserved).await
+        }
+        Some(tls) => {
+            let stream = connect::tls_connect(addr, tls, connect_timeout, false).await?;
+            start(addr, TokioIo::new(stream), false, unreserved).await
+        }
+    }
+}
+
+/// The HTTP/1.1 handshake over `io`, then the connection's driver in its own task, which
+/// holds the reservation's open slot until it ends.
+async fn start<I>(
+    addr: SocketAddr,
+    io: I,
+    upgrades: bool,
+    reservation: Reservation<'_>,
+) -> Result<Sender, ConnectError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        http1::handshake(io).await.map_err(|source| ConnectError::Handshake { addr, source })?;
+    let slot = reservation.made();
     if upgrades {
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
                 tracing::debug!(%addr, %error, "upstream connection ended with an error");
             }
+            drop(slot);
         });
     } else {
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%addr, %error, "upstream connection ended with an error");
             }
+            drop(slot);
         });
     }
     Ok(sender)
@@ -208,7 +281,7 @@ pub(crate) async fn connect(
 pub struct PooledBody {
     body: Incoming,
     /// The pool and connection to return, until returned or given up.
-    home: Option<(Arc<Pool>, SocketAddr, Sender)>,
+    home: Option<Home>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -217,9 +290,23 @@ impl std::fmt::Debug for PooledBody {
     }
 }
 
+/// Where a pooled connection goes back to, and how it is kept there.
+struct Home {
+    pool: Arc<Pool>,
+    key: PoolKey,
+    sender: Sender,
+    settings: ConnectionSettings,
+}
+
 impl PooledBody {
-    pub(crate) fn new(body: Incoming, pool: Arc<Pool>, addr: SocketAddr, sender: Sender) -> Self {
-        PooledBody { body, home: Some((pool, addr, sender)) }
+    pub(crate) fn new(
+        body: Incoming,
+        pool: Arc<Pool>,
+        key: PoolKey,
+        sender: Sender,
+        settings: ConnectionSettings,
+    ) -> Self {
+        PooledBody { body, home: Some(Home { pool, key, sender, settings }) }
     }
 
     /// A body whose connection is not pooled (HTTP/2 streams, upgrade requests).
@@ -228,8 +315,8 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some((pool, addr, sender)) = self.home.take() {
-            pool.checkin(addr, sender);
+        if let Some(home) = self.home.take() {
+            home.pool.checkin(home.key, home.sender, home.settings);
         }
     }
 }

@@ -1,12 +1,16 @@
-//! HTTP/2 upstream connections without TLS (h2c, prior knowledge) for backends whose
-//! Service port says `appProtocol: kubernetes.io/h2c` or `grpc`.
+//! HTTP/2 upstream connections: without TLS (h2c, prior knowledge) for backends whose
+//! Service port says `appProtocol: kubernetes.io/h2c` or `grpc` (or a BackendPolicy
+//! `protocol: H2C`), over TLS with ALPN `h2` for a BackendPolicy with `tls` and
+//! `protocol: H2`.
 //!
 //! One multiplexed connection per endpoint, shared by every concurrent request to it (the
 //! `SendRequest` handle is cloned per request; the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
 //! queues requests past its limit). A connection found closed (GOAWAY, reset, failed
 //! keep-alive ping) is replaced by a new one on the next request. Concurrent first
 //! requests to an endpoint share one connect: the first connects, the others wait for it.
-//! A connection unused for [`IDLE_TIMEOUT`] is let go (swept when requests come).
+//! A connection unused for `connection.idleTimeout` (default [`IDLE_TIMEOUT`]) is let go
+//! (swept when requests come). Connections are keyed by endpoint and transport
+//! ([`PoolKey`]): one made for a TLS configuration is never used for another, nor for h2c.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,8 +22,10 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OnceCell;
 
+use super::connect::{self, Reservation};
+use super::h1::ConnectError;
+use super::{PoolKey, Transport};
 use crate::proxy::body::UpstreamBody;
-use super::h1::{self as pool, ConnectError};
 
 /// HTTP/2 PING interval on upstream connections (a dead peer is noticed within this plus
 /// [`KEEP_ALIVE_TIMEOUT`]).
@@ -40,17 +46,19 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 struct Slot {
     cell: Cell,
     used: Instant,
+    /// `connection.idleTimeout` of the backend that last used it.
+    idle_timeout: Duration,
 }
 
 #[derive(Default)]
 struct Slots {
     /// foldhash, as in the HTTP/1.1 pool.
-    map: HashMap<SocketAddr, Slot, foldhash::fast::RandomState>,
+    map: HashMap<PoolKey, Slot, foldhash::fast::RandomState>,
     /// When connections unused for [`IDLE_TIMEOUT`] were last dropped.
     swept: Option<Instant>,
 }
 
-/// The HTTP/2 connections of every h2c endpoint, shared by every snapshot.
+/// The HTTP/2 connections of every h2c and h2 endpoint, shared by every snapshot.
 #[derive(Default)]
 pub struct H2Pool {
     slots: Mutex<Slots>,
@@ -64,49 +72,60 @@ impl std::fmt::Debug for H2Pool {
 }
 
 impl H2Pool {
-    /// A sender on the shared connection to `addr`, connecting first when there is none
-    /// or it closed. `reused` is true when the connection was made by an earlier request
-    /// (a request it could not send may go out again on a new connection).
+    /// A sender on the shared connection to `addr` over `transport`, connecting first when
+    /// there is none or it closed. `reused` is true when the connection was made by an
+    /// earlier request (a request it could not send may go out again on a new connection).
     pub(crate) async fn sender(
         &self,
         addr: SocketAddr,
+        transport: &Transport,
         connect_timeout: Duration,
     ) -> Result<(H2Sender, bool), ConnectError> {
+        let key = transport.key(addr);
+        let idle_timeout = transport.connection.idle_timeout;
         let cell = {
             let now = Instant::now();
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            if slots.swept.is_none_or(|t| now.duration_since(t) >= IDLE_TIMEOUT) {
+            let sweep_every = idle_timeout.min(IDLE_TIMEOUT);
+            if slots.swept.is_none_or(|t| now.duration_since(t) >= sweep_every) {
                 slots.swept = Some(now);
                 slots.map.retain(|_, slot| {
-                    now.duration_since(slot.used) < IDLE_TIMEOUT
+                    now.duration_since(slot.used) < slot.idle_timeout
                         && !slot.cell.get().is_some_and(H2Sender::is_closed)
                 });
             }
-            let slot =
-                slots.map.entry(addr).or_insert_with(|| Slot { cell: Cell::default(), used: now });
-            if slot.cell.get().is_some_and(H2Sender::is_closed) {
+            let slot = slots.map.entry(key).or_insert_with(|| Slot {
+                cell: Cell::default(),
+                used: now,
+                idle_timeout,
+            });
+            if slot.cell.get().is_some_and(H2Sender::is_closed)
+                || now.duration_since(slot.used) >= slot.idle_timeout
+            {
                 slot.cell = Cell::default();
             }
             slot.used = now;
+            slot.idle_timeout = idle_timeout;
             Arc::clone(&slot.cell)
         };
         let made = AtomicBool::new(false);
         let sender = cell
             .get_or_try_init(|| async {
                 made.store(true, Ordering::Relaxed);
-                connect(addr, connect_timeout).await
+                connect(addr, transport, connect_timeout).await
             })
             .await?;
         // A failed connect leaves the cell empty: the next request tries again.
         Ok((sender.clone(), !made.load(Ordering::Relaxed)))
     }
 
-    /// Forgets the connection to `addr` if it closed (it could not send a request), so the
-    /// next request makes a new one.
-    pub(crate) fn discard(&self, addr: SocketAddr) {
+    /// Forgets the connection to `addr` over `transport` if it closed (it could not send a
+    /// request), so the next request makes a new one.
+    pub(crate) fn discard(&self, addr: SocketAddr, transport: &Transport) {
+        let key = transport.key(addr);
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.map.get(&addr).is_some_and(|s| s.cell.get().is_some_and(H2Sender::is_closed)) {
-            slots.map.remove(&addr);
+        if slots.map.get(&key).is_some_and(|s| s.cell.get().is_some_and(H2Sender::is_closed)) {
+            slots.map.remove(&key);
         }
     }
 
@@ -117,10 +136,56 @@ impl H2Pool {
     }
 }
 
-/// Opens an HTTP/2 (prior knowledge) connection to `addr`, with keep-alive pings, and
-/// spawns its driver.
-async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<H2Sender, ConnectError> {
-    let stream = pool::tcp_connect(addr, connect_timeout).await?;
+/// Opens an HTTP/2 connection to `addr` over `transport` (prior knowledge without TLS, ALPN
+/// `h2` with TLS), with keep-alive pings, under the backend's connection caps, and spawns
+/// its driver.
+async fn connect(
+    addr: SocketAddr,
+    transport: &Transport,
+    connect_timeout: Duration,
+) -> Result<H2Sender, ConnectError> {
+    let reservation = Reservation::take(transport)?;
+    match &transport.tls {
+        None => {
+            let stream = connect::tcp_connect(addr, connect_timeout).await?;
+            start(addr, TokioIo::new(stream), reservation).await
+        }
+        Some(tls) => {
+            let stream = connect::tls_connect(addr, tls, connect_timeout, true).await?;
+            start(addr, TokioIo::new(stream), reservation).await
+        }
+    }
+}
+
+/// Opens an HTTP/2 connection over `transport` for one request that is not pooled (health
+/// checks: outside the backend's connection caps).
+pub(crate) async fn connect_unpooled(
+    addr: SocketAddr,
+    transport: &Transport,
+    connect_timeout: Duration,
+) -> Result<H2Sender, ConnectError> {
+    match &transport.tls {
+        None => {
+            let stream = connect::tcp_connect(addr, connect_timeout).await?;
+            start(addr, TokioIo::new(stream), Reservation::none()).await
+        }
+        Some(tls) => {
+            let stream = connect::tls_connect(addr, tls, connect_timeout, true).await?;
+            start(addr, TokioIo::new(stream), Reservation::none()).await
+        }
+    }
+}
+
+/// The HTTP/2 handshake over `io`, then the connection's driver in its own task, which
+/// holds the reservation's open slot until it ends.
+async fn start<I>(
+    addr: SocketAddr,
+    io: I,
+    reservation: Reservation<'_>,
+) -> Result<H2Sender, ConnectError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -128,14 +193,14 @@ async fn connect(addr: SocketAddr, connect_timeout: Duration) -> Result<H2Sender
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .adaptive_window(true);
-    let (sender, conn) = builder
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    let (sender, conn) =
+        builder.handshake(io).await.map_err(|source| ConnectError::Handshake { addr, source })?;
+    let slot = reservation.made();
     tokio::spawn(async move {
         if let Err(error) = conn.await {
             tracing::debug!(%addr, %error, "HTTP/2 upstream connection ended with an error");
         }
+        drop(slot);
     });
     Ok(sender)
 }

@@ -1,17 +1,25 @@
 //! Connections to upstream endpoints: the HTTP/1.1 keep-alive pool ([`h1`]), the shared
 //! HTTP/2 connections ([`h2`]), new connections for upgrades, and the connectors under
-//! them. [`Upstream`] sends one attempt of a request to one endpoint; which endpoint, and
+//! them ([`connect`]: TCP, TLS, the backend's connection caps). Connections are made over
+//! a backend's [`Transport`] and pooled by endpoint and transport ([`PoolKey`]).
+//! [`Upstream`] sends one attempt of a request to one endpoint; which endpoint, and
 //! whether to send at all, is decided above it (the balancer, health and circuit breaker of
 //! [`crate::upstream`], the retries of [`crate::proxy`]).
 
+pub mod connect;
 pub mod h1;
 pub mod h2;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use http::{HeaderMap, Request, Response};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 
 use crate::filter::extauth::{UrlClient, url_client};
 use crate::proxy::body::UpstreamBody;
@@ -21,6 +29,7 @@ pub use h1::{ConnectError, MAX_IDLE_PER_ENDPOINT, POOL_IDLE_TIMEOUT, Pool, Poole
 pub use h2::H2Pool;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::snapshot::{Backend, UpstreamProtocol};
 use crate::upstream::policy::ConnectionSettings;
 use crate::upstream::tls::UpstreamTls;
 
@@ -37,6 +46,38 @@ pub struct Transport {
     /// The backend's open connections (HTTP/1.1 and HTTP/2) and their cap; `None` when
     /// neither counted nor capped.
     pub connections: Option<Arc<ConnectionCount>>,
+}
+
+impl Transport {
+    /// The transport of `backend` from its policy's `tls` and `connection` (plain TCP and
+    /// default pool settings without a policy), without a connection count: the registry
+    /// adds the backend's [`ConnectionCount`] on top.
+    pub fn for_backend(backend: &Backend) -> Transport {
+        match &backend.policy {
+            None => Transport::default(),
+            Some(policy) => Transport {
+                tls: policy.tls.clone(),
+                connection: policy.connection,
+                connections: None,
+            },
+        }
+    }
+
+    /// Where connections made over this transport to `addr` are pooled.
+    pub(crate) fn key(&self, addr: SocketAddr) -> PoolKey {
+        PoolKey { addr, transport: self.tls.as_ref().map_or(0, |tls| tls.id()) }
+    }
+}
+
+/// What pooled connections are keyed by: the endpoint, and the identity of the transport
+/// they were made with (0 = plain TCP, else [`UpstreamTls::id`]), so that a connection is
+/// never reused for another transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// 0 for plain TCP, else the TLS configuration's identity.
+    pub transport: u64,
 }
 
 /// Open upstream connections of one backend, and the cap (`circuitBreaker.maxConnections`);
@@ -186,7 +227,8 @@ impl Upstream {
         connect_timeout: Duration,
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        self.request_h1(addr, connect_timeout, request).await.map_err(|e| match e {
+        let transport = Transport::default();
+        self.request_h1(addr, &transport, connect_timeout, request).await.map_err(|e| match e {
             AttemptError::Connect(source, _) => {
                 ProxyError::UpstreamConnect { source: Box::new(source) }
             }
@@ -204,22 +246,24 @@ impl Upstream {
         request: Request<UpstreamBody>,
         via: Via,
     ) -> Result<Response<PooledBody>, AttemptError> {
-        let _ = transport;
         match via {
-            Via::Pooled => self.request_h1(addr, connect_timeout, request).await,
+            Via::Pooled => self.request_h1(addr, transport, connect_timeout, request).await,
             // Boxed: the common HTTP/1.1 request's future stays as small as before.
-            Via::Upgrade => Box::pin(Self::request_upgrade(addr, connect_timeout, request)).await,
-            Via::H2 => Box::pin(self.request_h2(addr, connect_timeout, request)).await,
+            Via::Upgrade => {
+                Box::pin(Self::request_upgrade(addr, transport, connect_timeout, request)).await
+            }
+            Via::H2 => Box::pin(self.request_h2(addr, transport, connect_timeout, request)).await,
         }
     }
 
     /// An upgrade request, over a new connection that can be taken over after a 101.
     async fn request_upgrade(
         addr: SocketAddr,
+        transport: &Transport,
         connect_timeout: Duration,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, AttemptError> {
-        let mut sender = match h1::connect(addr, connect_timeout, true).await {
+        let mut sender = match h1::connect(addr, transport, connect_timeout, true).await {
             Ok(sender) => sender,
             Err(e) => {
                 return Err(AttemptError::Connect(e, std::mem::take(request.headers_mut())));
@@ -234,15 +278,24 @@ impl Upstream {
     async fn request_h1(
         &self,
         addr: SocketAddr,
+        transport: &Transport,
         connect_timeout: Duration,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, AttemptError> {
+        let key = transport.key(addr);
         // Each pass either takes a connection out of the pool (finitely many) or is the
         // last one, over a new connection.
         loop {
-            let (mut sender, reused) = match self.pool.checkout(addr) {
-                Some(sender) => (sender, true),
-                None => match h1::connect(addr, connect_timeout, false).await {
+            let (mut sender, reused) = match self.pool.checkout(&key) {
+                // Boxed: a rare wait, kept out of the common request's future.
+                Some(mut sender) => {
+                    if !sender.is_ready() && !Box::pin(h1::ready_soon(&mut sender)).await {
+                        tracing::debug!(%addr, "pooled connection not ready, letting it go");
+                        continue;
+                    }
+                    (sender, true)
+                }
+                None => match h1::connect(addr, transport, connect_timeout, false).await {
                     Ok(sender) => (sender, false),
                     Err(e) => {
                         return Err(AttemptError::Connect(
@@ -255,7 +308,10 @@ impl Upstream {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let pool = Arc::clone(&self.pool);
-                    return Ok(response.map(|body| PooledBody::new(body, pool, addr, sender)));
+                    let settings = transport.connection;
+                    return Ok(
+                        response.map(|body| PooledBody::new(body, pool, key, sender, settings))
+                    );
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => {
@@ -271,14 +327,20 @@ impl Upstream {
     async fn request_h2(
         &self,
         addr: SocketAddr,
+        transport: &Transport,
         connect_timeout: Duration,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, AttemptError> {
+        if transport.tls.is_some() {
+            // The request was built for h2c.
+            set_scheme(&mut request, Scheme::HTTPS);
+        }
         // A shared connection that closed before taking the request: once more, on a
         // new connection.
         let mut resent = false;
         loop {
-            let (mut sender, reused) = match self.h2.sender(addr, connect_timeout).await {
+            let (mut sender, reused) = match self.h2.sender(addr, transport, connect_timeout).await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     return Err(AttemptError::Connect(e, std::mem::take(request.headers_mut())));
@@ -289,7 +351,7 @@ impl Upstream {
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused && !resent => {
                         tracing::debug!(%addr, error = %error.error(), "HTTP/2 connection closed, resending");
-                        self.h2.discard(addr);
+                        self.h2.discard(addr, transport);
                         request = unsent;
                         resent = true;
                     }
@@ -300,36 +362,126 @@ impl Upstream {
     }
 }
 
+/// Sets the scheme of an absolute request URI (`:scheme` of an HTTP/2 request).
+fn set_scheme<B>(request: &mut Request<B>, scheme: Scheme) {
+    if request.uri().scheme() == Some(&scheme) {
+        return;
+    }
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(scheme);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
+
 /// One request over a new connection made over `transport` and spoken in `protocol`, never
-/// pooled (closed when the response is dropped), bounded by `timeout` from the connect to
-/// the response headers: for active health checks.
+/// pooled (closed when the response is dropped) and outside the backend's connection caps,
+/// bounded by `timeout` from the connect to the response headers: for active health checks.
+///
+/// `request` may be in origin form (`/healthz`) with a `Host` header; without one, the
+/// endpoint's address is the host. It is sent as HTTP/1.1 for `Http1`, and as HTTP/2
+/// (`:scheme` `http` or `https`, `:authority` from `Host`) for `H2c` and `H2`. TLS is
+/// used when `transport` has it (HTTP/2 then needs ALPN `h2`).
+#[allow(dead_code, reason = "called by the active health checks (upstream::health::active)")]
 pub(crate) async fn request_unpooled(
     addr: SocketAddr,
     transport: &Transport,
-    protocol: crate::snapshot::UpstreamProtocol,
+    protocol: UpstreamProtocol,
     timeout: Duration,
-    request: Request<UpstreamBody>,
+    mut request: Request<UpstreamBody>,
 ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-    let _ = (transport, protocol);
     let exchange = async {
-        let mut sender = h1::connect(addr, timeout, false)
-            .await
-            .map_err(|e| ProxyError::UpstreamConnect { source: Box::new(e) })?;
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| ProxyError::BadResponse { source: Box::new(e) })
+        let connect_error = |e| ProxyError::UpstreamConnect { source: Box::new(e) };
+        let bad_response = |e| ProxyError::BadResponse { source: Box::new(e) };
+        match protocol {
+            UpstreamProtocol::Http1 => {
+                as_http1(&mut request, addr);
+                let mut sender =
+                    h1::connect_unpooled(addr, transport, timeout).await.map_err(connect_error)?;
+                sender.send_request(request).await.map_err(bad_response)
+            }
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                as_h2(&mut request, addr, transport.tls.is_some());
+                let mut sender =
+                    h2::connect_unpooled(addr, transport, timeout).await.map_err(connect_error)?;
+                sender.send_request(request).await.map_err(bad_response)
+            }
+        }
     };
     tokio::time::timeout(timeout, exchange).await.map_err(|_| ProxyError::UpstreamTimeout)?
 }
 
+/// The request's `Host` or else the endpoint's address, as an authority.
+fn authority_of<B>(request: &Request<B>, addr: SocketAddr) -> Authority {
+    request
+        .uri()
+        .authority()
+        .cloned()
+        .or_else(|| {
+            let host = request.headers().get(http::header::HOST)?;
+            Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(host.as_bytes())).ok()
+        })
+        .or_else(|| Authority::try_from(addr.to_string()).ok())
+        .unwrap_or_else(|| Authority::from_static("localhost"))
+}
+
+/// HTTP/1.1 in origin form with a `Host` header.
+fn as_http1<B>(request: &mut Request<B>, addr: SocketAddr) {
+    if !request.headers().contains_key(http::header::HOST) {
+        let authority = authority_of(request, addr);
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+    }
+    if request.uri().authority().is_some() {
+        let path = request.uri().path_and_query().cloned();
+        *request.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
+    *request.version_mut() = Version::HTTP_11;
+}
+
+/// HTTP/2: an absolute URI (`:scheme`, `:authority` from `Host`), no `Host` header.
+fn as_h2<B>(request: &mut Request<B>, addr: SocketAddr, tls: bool) {
+    let authority = authority_of(request, addr);
+    request.headers_mut().remove(http::header::HOST);
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(
+        request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = Version::HTTP_2;
+}
+
 /// Opens a connection to `addr` over `transport` (TCP, then the TLS handshake when it has
-/// TLS) within `timeout`, and closes it: for TCP health checks.
+/// TLS) within `timeout`, and closes it: for TCP health checks. Outside the backend's
+/// connection caps.
+#[allow(dead_code, reason = "called by the active health checks (upstream::health::active)")]
 pub(crate) async fn probe_connect(
     addr: SocketAddr,
     transport: &Transport,
     timeout: Duration,
 ) -> Result<(), ConnectError> {
-    let _ = transport;
-    h1::tcp_connect(addr, timeout).await.map(drop)
+    match &transport.tls {
+        None => connect::tcp_connect(addr, timeout).await.map(drop),
+        Some(tls) => {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut stream = connect::tls_connect(addr, tls, timeout, false).await?;
+            // A polite close (close_notify), but the check has passed already.
+            let _ =
+                tokio::time::timeout_at(deadline, tokio::io::AsyncWriteExt::shutdown(&mut stream))
+                    .await;
+            Ok(())
+        }
+    }
 }
