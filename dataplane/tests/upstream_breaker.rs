@@ -178,7 +178,11 @@ async fn half_open_lets_one_probe_through_at_a_time() {
     };
     eventually(Duration::from_secs(5), "the probe reaches the origin", || a.traffic() == 3).await;
     for _ in 0..4 {
-        assert_fallback(&request(&gateway, &client).await);
+        // Held upstream (never answered while the gate is closed) if it went as a probe.
+        let answer = tokio::time::timeout(Duration::from_secs(5), request(&gateway, &client))
+            .await
+            .expect("a second request went upstream while the probe was in flight");
+        assert_fallback(&answer);
     }
     assert_eq!(a.traffic(), 3, "only the probe reached the origin");
     a.open();
@@ -232,4 +236,54 @@ async fn max_parallel_requests_answers_the_excess_with_the_fallback_at_once() {
     for _ in 0..4 {
         assert_eq!(request(&gateway, &client).await.status, 200);
     }
+}
+
+#[tokio::test]
+async fn connect_errors_open_the_circuit() {
+    let dead = common::closed_port().await;
+    let policy = with_breaker(breaker(2, Duration::from_secs(10), 1));
+    let backend =
+        weir_dataplane::Backend::new(common::key("svc"), vec![dead]).with_policy(Arc::new(policy));
+    let snapshot = common::snapshot(
+        1,
+        vec![common::route("r", &[HOST], vec![common::rule("r", "/", common::action(&[(0, 1)]))])],
+        vec![backend],
+    );
+    let gateway = Gateway::start(snapshot).await;
+    let client = client();
+    for _ in 0..2 {
+        common::assert_gateway_error(&request(&gateway, &client).await, 502);
+    }
+    for _ in 0..3 {
+        assert_fallback(&request(&gateway, &client).await);
+    }
+}
+
+#[tokio::test]
+async fn client_errors_never_open_the_circuit() {
+    let a = FlipOrigin::start("a").await;
+    a.answer(404);
+    let gateway =
+        Gateway::start(one_backend(1, &[&a], with_breaker(breaker(2, Duration::from_secs(10), 1))))
+            .await;
+    let client = client();
+    for _ in 0..10 {
+        assert_eq!(request(&gateway, &client).await.status, 404);
+    }
+    assert_eq!(a.traffic(), 10);
+}
+
+#[tokio::test]
+async fn without_a_fallback_body_the_open_circuit_answers_the_gateway_503() {
+    let a = FlipOrigin::start("a").await;
+    let mut config = breaker(2, Duration::from_secs(10), 1);
+    config.fallback.body = None;
+    let gateway = Gateway::start(one_backend(1, &[&a], with_breaker(config))).await;
+    let client = client();
+    a.answer(500);
+    fail_n(&gateway, &client, &[&a], 2).await;
+    for _ in 0..3 {
+        common::assert_gateway_error(&request(&gateway, &client).await, 503);
+    }
+    assert_eq!(a.traffic(), 2);
 }

@@ -294,3 +294,92 @@ async fn checkers_stop_when_their_endpoint_or_the_policy_goes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(a.passed_checks(), a_checks, "a is still checked without a health check policy");
 }
+
+#[tokio::test]
+async fn connect_failures_eject_a_dead_endpoint_after_consecutive_gateway_errors() {
+    let (a, c) = (FlipOrigin::start("a").await, FlipOrigin::start("c").await);
+    let dead = common::closed_port().await;
+    let base = Duration::from_secs(10);
+    let policy = BackendPolicy {
+        passive: Some(weir_dataplane::upstream::policy::OutlierDetection {
+            consecutive_5xx: None,
+            consecutive_gateway_errors: Some(2),
+            base_ejection_time: base,
+            max_ejection_percent: 50,
+        }),
+        panic_threshold: 50,
+        ..BackendPolicy::default()
+    };
+    let backend = weir_dataplane::Backend::new(common::key("svc"), vec![a.addr, dead, c.addr])
+        .with_policy(std::sync::Arc::new(policy));
+    let snapshot = common::snapshot(
+        1,
+        vec![common::route("r", &[HOST], vec![common::rule("r", "/", common::action(&[(0, 1)]))])],
+        vec![backend],
+    );
+    let gateway = Gateway::start(snapshot).await;
+    let client = client();
+    let mut failures = 0;
+    let mut from = Instant::now();
+    for _ in 0..20 {
+        from = Instant::now();
+        let answer = get(&client, &gateway.url("/"), HOST).await;
+        if answer.status.as_u16() == 502 {
+            assert_gateway_error(&answer, 502);
+            failures += 1;
+            if failures == 2 {
+                break;
+            }
+        } else {
+            assert_eq!(answer.status, 200);
+        }
+    }
+    assert_eq!(failures, 2, "the dead endpoint was never tried twice");
+    let mut checked = 0;
+    for _ in 0..12 {
+        let answer = get(&client, &gateway.url("/"), HOST).await;
+        if Instant::now() >= from + base {
+            break;
+        }
+        assert_eq!(answer.status, 200, "the dead endpoint was tried while ejected");
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} requests within the ejection");
+}
+
+#[tokio::test]
+async fn max_ejection_percent_keeps_failing_endpoints_in_rotation_past_it() {
+    let (a, b, c) =
+        (FlipOrigin::start("a").await, FlipOrigin::start("b").await, FlipOrigin::start("c").await);
+    b.answer(500);
+    c.answer(500);
+    let base = Duration::from_secs(10);
+    let policy = BackendPolicy {
+        passive: Some(passive(2, base)),
+        panic_threshold: 0,
+        ..BackendPolicy::default()
+    };
+    let gateway = Gateway::start(one_backend(1, &[&a, &b, &c], policy)).await;
+    let client = client();
+    // Both fail twice in a row (one of them is ejected on the way).
+    let started = Instant::now();
+    for _ in 0..30 {
+        one(&gateway, &client).await;
+        if b.traffic() >= 2 && c.traffic() >= 2 {
+            break;
+        }
+    }
+    // 50% of three: one ejected at most; the other stays in rotation with its 500s.
+    let (b0, c0) = (b.traffic(), c.traffic());
+    let mut checked = 0;
+    for _ in 0..12 {
+        one(&gateway, &client).await;
+        if Instant::now() >= started + base {
+            break;
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} requests within the ejection");
+    let (b_more, c_more) = (b.traffic() > b0, c.traffic() > c0);
+    assert!(b_more != c_more, "exactly one of b, c is ejected (b: {b_more}, c: {c_more})");
+}
