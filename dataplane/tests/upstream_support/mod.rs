@@ -110,7 +110,7 @@ impl FlipOrigin {
             checks_failed: Arc::default(),
             gate: gate_rx,
         });
-        let origin = FlipOrigin {
+        FlipOrigin {
             name,
             addr,
             status: Arc::clone(&shared.status),
@@ -135,8 +135,7 @@ impl FlipOrigin {
                     });
                 }
             }),
-        };
-        origin
+        }
     }
 
     /// Traffic requests received.
