@@ -376,3 +376,184 @@ async fn checks_are_spaced_by_the_interval() {
     let n = origin.requests();
     assert!(n >= 1 && n <= max, "{n} checks in {elapsed:?}");
 }
+
+/// Starts a checker over `transport` in `protocol`; transitions arrive on the channel.
+fn start_over(
+    addr: SocketAddr,
+    check: ActiveCheck,
+    protocol: UpstreamProtocol,
+    transport: Transport,
+) -> (ActiveChecker, mpsc::UnboundedReceiver<(bool, Instant)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let checker = spawn(
+        addr,
+        Arc::new(check),
+        protocol,
+        transport,
+        Arc::new(move |healthy| {
+            let _ = tx.send((healthy, Instant::now()));
+        }),
+    );
+    (checker, rx)
+}
+
+/// An origin answering `status` to HTTP/2 with prior knowledge (h2c); records each
+/// request's version and URI.
+async fn h2c_origin(
+    status: Arc<AtomicU16>,
+) -> (SocketAddr, Arc<Mutex<Vec<(Version, String)>>>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<(Version, String)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (status, log) = (Arc::clone(&status), Arc::clone(&log));
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                    log.lock().unwrap().push((request.version(), request.uri().to_string()));
+                    let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+                    *response.status_mut() =
+                        StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap();
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    (addr, seen, task)
+}
+
+#[tokio::test]
+async fn h2c_checks_speak_http2() {
+    let status = Arc::new(AtomicU16::new(200));
+    let (addr, seen, task) = h2c_origin(Arc::clone(&status)).await;
+    let (_checker, mut rx) = start_over(
+        addr,
+        check(http("/healthz", None, &[200]), 20, 1, 2),
+        UpstreamProtocol::H2c,
+        Transport::default(),
+    );
+    until(|| seen.lock().unwrap().len() >= 3).await;
+    assert!(rx.try_recv().is_err(), "healthy over h2c");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].0, Version::HTTP_2);
+        assert_eq!(seen[0].1, format!("http://{addr}/healthz"));
+    }
+    status.store(500, Ordering::SeqCst);
+    assert!(!next(&mut rx).await);
+    task.abort();
+}
+
+mod tls {
+    //! Checks over TLS: the handshake verifies the upstream's certificate.
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rustls::ServerConfig;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::TlsAcceptor;
+
+    use super::*;
+    use crate::upstream::tls::{TlsRoots, UpstreamTls};
+
+    const NAME: &str = "orders.internal";
+
+    fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    /// A TLS HTTP/1.1 origin for `NAME` signed by `ca`, answering 200; counts requests and
+    /// completed handshakes.
+    async fn tls_origin(
+        ca: &CertifiedIssuer<'static, KeyPair>,
+    ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let mut params = CertificateParams::new(vec![NAME.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, NAME);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, ca).unwrap();
+        let chain = CertificateDer::pem_slice_iter(cert.pem().as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        let mut config = ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let (counter, shaken) = (Arc::clone(&requests), Arc::clone(&handshakes));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (acceptor, counter) = (acceptor.clone(), Arc::clone(&counter));
+                let shaken = Arc::clone(&shaken);
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    shaken.fetch_add(1, Ordering::SeqCst);
+                    let service = service_fn(move |_: Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, requests, handshakes, task)
+    }
+
+    fn transport(ca: &CertifiedIssuer<'static, KeyPair>) -> Transport {
+        let pem = ca.pem();
+        let tls =
+            UpstreamTls::new(TlsRoots::Pem(pem.as_bytes()), NAME, None, UpstreamProtocol::Http1)
+                .unwrap();
+        Transport { tls: Some(Arc::new(tls)), ..Transport::default() }
+    }
+
+    #[tokio::test]
+    async fn https_checks_pass_with_the_right_ca_and_fail_with_another() {
+        let right = ca("right CA");
+        let (addr, requests, _handshakes, task) = tls_origin(&right).await;
+        let c = || check(http("/healthz", None, &[200]), 20, 1, 2);
+        let (_good, mut good_rx) =
+            start_over(addr, c(), UpstreamProtocol::Http1, transport(&right));
+        until(|| requests.load(Ordering::SeqCst) >= 3).await;
+        assert!(good_rx.try_recv().is_err(), "healthy with the right CA");
+
+        let (_bad, mut bad_rx) =
+            start_over(addr, c(), UpstreamProtocol::Http1, transport(&ca("another CA")));
+        assert!(!next(&mut bad_rx).await, "the handshake fails with another CA");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn tcp_checks_over_tls_include_the_handshake() {
+        let right = ca("right CA");
+        let (addr, _requests, handshakes, task) = tls_origin(&right).await;
+        let c = || check(CheckKind::Tcp, 20, 1, 2);
+        let (_bad, mut bad_rx) =
+            start_over(addr, c(), UpstreamProtocol::Http1, transport(&ca("another CA")));
+        assert!(!next(&mut bad_rx).await, "a TCP check over TLS fails on the handshake");
+        let (_good, mut good_rx) =
+            start_over(addr, c(), UpstreamProtocol::Http1, transport(&right));
+        until(|| handshakes.load(Ordering::SeqCst) >= 3).await;
+        assert!(good_rx.try_recv().is_err(), "healthy with the right CA");
+        task.abort();
+    }
+}
