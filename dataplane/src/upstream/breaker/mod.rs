@@ -134,6 +134,16 @@ impl Breaker {
         }
     }
 
+    /// Failures counted within the window at `now` while closed (0 when open or
+    /// half-open: the count starts again when it closes). Takes the lock: for
+    /// `/debug/backends`, not the request path.
+    pub fn failures(&self, now: Instant) -> u32 {
+        if self.state.load(Ordering::Acquire) != CLOSED {
+            return 0;
+        }
+        self.lock().failures.count(self.nanos(now))
+    }
+
     /// Requests holding a permit now (counted only when `max_parallel_requests` is set;
     /// 0 otherwise).
     pub fn in_flight(&self) -> u32 {

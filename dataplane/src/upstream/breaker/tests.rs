@@ -69,7 +69,10 @@ fn threshold_failures_within_the_window_open_it() {
     assert_eq!(succeed(&b, t + secs(1)), None);
     assert_eq!(fail(&b, t + secs(2)), None);
     assert_eq!(b.state(t + secs(2)), CircuitState::Closed);
+    assert_eq!(b.failures(t + secs(2)), 2);
+    assert_eq!(b.failures(t + secs(11)), 1, "the first failure left the window");
     assert_eq!(fail(&b, t + secs(9)), Some(Transition::Opened { failures: 3 }));
+    assert_eq!(b.failures(t + secs(9)), 0, "open");
     assert_eq!(b.state(t + secs(9)), CircuitState::Open);
 }
 

@@ -81,6 +81,23 @@ impl FailureWindow {
         }
     }
 
+    /// The failures within the window at `now` (nothing is recorded).
+    pub(super) fn count(&self, now: u64) -> u32 {
+        let n = match self {
+            FailureWindow::Exact { times, window, .. } => {
+                times.iter().filter(|&&t| now.saturating_sub(t) < *window).count()
+            }
+            FailureWindow::Sliced { slices, width } => {
+                let number = now / *width;
+                return slices
+                    .iter()
+                    .filter(|(n, _)| number.saturating_sub(*n) < SLICES as u64)
+                    .fold(0u32, |sum, (_, count)| sum.saturating_add(*count));
+            }
+        };
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
     /// Forgets every failure.
     pub(super) fn clear(&mut self) {
         match self {
@@ -106,6 +123,9 @@ mod tests {
         assert_eq!(w.record(120 * MS), 3);
         // Nothing newer than the window is kept beyond the threshold.
         assert_eq!(w.record(130 * MS), 3);
+        assert_eq!(w.count(130 * MS), 3);
+        assert_eq!(w.count(205 * MS), 2, "the failure at 100 ms left the window");
+        assert_eq!(w.count(1000 * MS), 0);
         assert_eq!(w.record(500 * MS), 1);
     }
 
@@ -130,6 +150,7 @@ mod tests {
             assert_eq!(w.record(i * MS), i as u32 + 1);
         }
         // At 640 ms every failure above is more than a window old.
+        assert_eq!(w.count(300 * MS), 300);
         assert_eq!(w.record(640 * MS), 1);
         // Slices wrap around without double counting.
         for i in 1..=64 {
