@@ -32,6 +32,12 @@ fn with_breaker(breaker: weir_dataplane::upstream::policy::CircuitBreaker) -> Ba
     BackendPolicy { breaker: Some(breaker), panic_threshold: 50, ..BackendPolicy::default() }
 }
 
+/// The circuit state `/debug/backends` shows for the only backend.
+fn circuit_state(gateway: &Gateway) -> String {
+    let described = gateway.dataplane.registry.describe();
+    described["backends"][0]["circuit"]["state"].as_str().unwrap_or_default().to_owned()
+}
+
 async fn request(gateway: &Gateway, client: &TestClient) -> Answer {
     get(client, &gateway.url("/"), HOST).await
 }
@@ -101,6 +107,7 @@ async fn failures_open_the_circuit_probes_close_it() {
     a.answer(500);
     b.answer(500);
     let opened = fail_n(&gateway, &client, &origins, 3).await;
+    assert_eq!(circuit_state(&gateway), "Open");
     let checked = open_until(&gateway, &client, &origins, opened, open_for).await;
     assert!(checked >= 3, "only {checked} requests checked while open");
     match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
@@ -117,7 +124,9 @@ async fn failures_open_the_circuit_probes_close_it() {
     tokio::time::sleep_until(opened + open_for + Duration::from_millis(50)).await;
     let before = a.traffic() + b.traffic();
     assert_eq!(request(&gateway, &client).await.status, 200, "first probe");
+    assert_eq!(circuit_state(&gateway), "HalfOpen", "one success of two");
     assert_eq!(request(&gateway, &client).await.status, 200, "second probe");
+    assert_eq!(circuit_state(&gateway), "Closed");
     assert_eq!(a.traffic() + b.traffic(), before + 2);
     match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
         Ok(Ok(UpstreamEvent::CircuitClosed { .. })) => {}

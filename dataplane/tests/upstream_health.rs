@@ -34,6 +34,17 @@ async fn one(gateway: &Gateway, client: &TestClient) -> (String, u16) {
     (name, status)
 }
 
+/// How many times `/debug/backends` says `origin` was ejected.
+fn ejections(gateway: &Gateway, origin: &FlipOrigin) -> u64 {
+    let described = gateway.dataplane.registry.describe();
+    let endpoints = described["backends"][0]["endpoints"].as_array().cloned().unwrap_or_default();
+    let endpoint = endpoints
+        .iter()
+        .find(|e| e["address"] == origin.addr.to_string())
+        .unwrap_or_else(|| panic!("{} not in /debug/backends: {described}", origin.name));
+    endpoint["ejections"].as_u64().unwrap()
+}
+
 /// Sends `n` requests; the origins that answered, with their counts.
 async fn spread(gateway: &Gateway, client: &TestClient, n: usize) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
@@ -120,6 +131,7 @@ async fn a_failing_endpoint_is_ejected_and_comes_back_and_its_second_ejection_is
 
     // Two 500s in a row from b eject it for `base`.
     let first = drive_to(&gateway, &client, &b, 2).await;
+    assert_eq!(ejections(&gateway, &b), 1);
     let during = ejected_then_back(&gateway, &client, &b, first, base).await;
     assert!(during.get("a").is_some_and(|n| *n >= 1), "a served while b was out: {during:?}");
     assert!(during.get("c").is_some_and(|n| *n >= 1), "c served while b was out: {during:?}");
@@ -127,6 +139,7 @@ async fn a_failing_endpoint_is_ejected_and_comes_back_and_its_second_ejection_is
 
     // Back, it fails again: two more 500s eject it for twice as long.
     let second = drive_to(&gateway, &client, &b, 4).await;
+    assert_eq!(ejections(&gateway, &b), 2);
     ejected_then_back(&gateway, &client, &b, second, base * 2).await;
     // A healthy endpoint was never ejected.
     assert!(a.traffic() > 0 && c.traffic() > 0);
