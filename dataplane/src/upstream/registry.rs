@@ -488,7 +488,12 @@ impl ServiceRuntime {
     pub fn expire_ejections(&self, now: Instant) {
         let next = self.next_expiry.load(Ordering::Relaxed);
         if next != u64::MAX && self.nanos(now) >= next {
-            self.rebuild();
+            let _rebuild = lock(&self.rebuild);
+            // Another request may have rebuilt it while this one waited.
+            if self.nanos(now) >= self.next_expiry.load(Ordering::Relaxed) {
+                let all = self.endpoints.load().all.clone();
+                self.store_set(all, now);
+            }
         }
     }
 
