@@ -492,3 +492,65 @@ async fn debug_backends_shape() {
     assert_eq!(plain["circuit"], serde_json::Value::Null);
     assert_eq!(plain["loadBalancer"], "RoundRobin");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_active_checks_take_an_endpoint_out_and_its_checker_leaves_with_it() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use weir_dataplane::upstream::policy::{ActiveCheck, CheckKind};
+    let healthy = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(AtomicUsize::new(0));
+    let handler: Handler = {
+        let (healthy, checks) = (Arc::clone(&healthy), Arc::clone(&checks));
+        Arc::new(move |request| {
+            let mut response = http::Response::new(full(r#"{"name":"sick"}"#));
+            if request.uri().path() == "/healthz" {
+                checks.fetch_add(1, Ordering::SeqCst);
+                if !healthy.load(Ordering::SeqCst) {
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+            }
+            response
+        })
+    };
+    let sick = Origin::start_service("sick", handler).await;
+    let well = Origin::start("well").await;
+    let policy = Arc::new(BackendPolicy {
+        active: Some(Arc::new(ActiveCheck {
+            kind: CheckKind::Http {
+                path: "/healthz".into(),
+                host: None,
+                expected_statuses: Box::new([StatusCode::OK]),
+            },
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        })),
+        panic_threshold: 50,
+        ..BackendPolicy::default()
+    });
+    let k = key("active");
+    let backend = |eps| Backend::new(k.clone(), eps).with_policy(Arc::clone(&policy));
+    let gw = Gateway::start(one_backend(1, backend(vec![sick.addr, well.addr]))).await;
+    let health =
+        |dp: &DataPlane| endpoint(&described(dp, &k), sick.addr).map(|e| e["health"].clone());
+    eventually("sick fails its checks", || health(&gw.dataplane) == Some("unhealthy".into())).await;
+    let client = client();
+    for _ in 0..10 {
+        assert_eq!(get(&client, &gw.url("/"), "h").await.origin(), "well");
+    }
+    // It recovers: back in rotation.
+    healthy.store(true, Ordering::SeqCst);
+    eventually("sick passes again", || health(&gw.dataplane) == Some("healthy".into())).await;
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..10 {
+        names.insert(get(&client, &gw.url("/"), "h").await.origin());
+    }
+    assert_eq!(names.len(), 2, "{names:?}");
+    // It leaves the EndpointSlice: its checker stops.
+    gw.dataplane.publish(one_backend(2, backend(vec![well.addr])));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_removal = checks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(checks.load(Ordering::SeqCst), after_removal);
+}
