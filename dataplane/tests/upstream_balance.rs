@@ -85,8 +85,8 @@ async fn least_request_sends_most_traffic_away_from_a_slow_endpoint() {
     let total =
         slow_n + fast1.requests.load(Ordering::SeqCst) + fast2.requests.load(Ordering::SeqCst);
     assert_eq!(total, 90);
-    // Round robin would send it 30; power of two choices only what it can take.
-    assert!(slow_n <= 12, "slow endpoint got {slow_n} of {total}");
+    // Round robin or random would send it 30; power of two choices only what it can take.
+    assert!(slow_n < 18, "slow endpoint got {slow_n} of {total}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

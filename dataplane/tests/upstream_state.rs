@@ -120,7 +120,7 @@ async fn in_flight_state_survives_a_reload_and_an_endpoint_change_for_what_stays
 async fn retry_budget_limits_concurrent_retries() {
     let failing = Origin::start_with(
         "failing",
-        OriginOptions { delay: Some(Duration::from_millis(500)), status: Some(503) },
+        OriginOptions { delay: Some(Duration::from_millis(1000)), status: Some(503) },
     )
     .await;
     let policy = Arc::new(BackendPolicy {
@@ -192,8 +192,8 @@ async fn a_backoff_past_the_deadline_is_not_waited() {
         panic_threshold: 50,
         retry: Some(RetryBudget {
             budget_percent: 100,
-            backoff_base: Duration::from_secs(3000),
-            backoff_max: Duration::from_secs(3000),
+            backoff_base: Duration::from_secs(1_000_000),
+            backoff_max: Duration::from_secs(1_000_000),
         }),
         ..BackendPolicy::default()
     });
@@ -207,7 +207,7 @@ async fn a_backoff_past_the_deadline_is_not_waited() {
         vec![backend],
     ))
     .await;
-    // The backoff (up to 3000 s, jittered) almost surely ends after the 10 s deadline: the
+    // The backoff (up to 10⁶ s, jittered) almost surely ends after the 10 s deadline: the
     // upstream's 503 is the answer, no retry is sent (the client's own limit is 20 s).
     let answer = get(&client(), &gw.url("/"), "h").await;
     assert_eq!(answer.status, 503);
@@ -321,9 +321,8 @@ async fn an_open_circuit_answers_with_the_fallback_without_contacting_the_upstre
         ..BackendPolicy::default()
     });
     let k = key("fallback");
-    let gw =
-        Gateway::start(one_backend(1, Backend::new(k.clone(), vec![bad.addr]).with_policy(policy)))
-            .await;
+    let backend = Backend::new(k.clone(), vec![bad.addr]).with_policy(Arc::clone(&policy));
+    let gw = Gateway::start(one_backend(1, backend)).await;
     let mut events = gw.dataplane.registry.subscribe();
     let client = client();
     for _ in 0..2 {
@@ -346,6 +345,16 @@ async fn an_open_circuit_answers_with_the_fallback_without_contacting_the_upstre
     let d = described(&gw.dataplane, &k);
     assert_eq!(d["circuit"]["state"], "Open", "{d}");
     assert_eq!(d["policy"], "default/orders");
+    // A reload (same policy content in a new Arc, another endpoint joins): still open.
+    let same = Arc::new((*policy).clone());
+    let extra = Origin::start("extra").await;
+    gw.dataplane.publish(one_backend(
+        2,
+        Backend::new(k.clone(), vec![bad.addr, extra.addr]).with_policy(same),
+    ));
+    assert_eq!(get(&client, &gw.url("/"), "h").await.status, 429);
+    assert_eq!(bad.requests.load(Ordering::SeqCst) + extra.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(described(&gw.dataplane, &k)["circuit"]["state"], "Open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,4 +491,66 @@ async fn debug_backends_shape() {
     assert_eq!(plain["policy"], serde_json::Value::Null);
     assert_eq!(plain["circuit"], serde_json::Value::Null);
     assert_eq!(plain["loadBalancer"], "RoundRobin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_active_checks_take_an_endpoint_out_and_its_checker_leaves_with_it() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use weir_dataplane::upstream::policy::{ActiveCheck, CheckKind};
+    let healthy = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(AtomicUsize::new(0));
+    let handler: Handler = {
+        let (healthy, checks) = (Arc::clone(&healthy), Arc::clone(&checks));
+        Arc::new(move |request| {
+            let mut response = http::Response::new(full(r#"{"name":"sick"}"#));
+            if request.uri().path() == "/healthz" {
+                checks.fetch_add(1, Ordering::SeqCst);
+                if !healthy.load(Ordering::SeqCst) {
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+            }
+            response
+        })
+    };
+    let sick = Origin::start_service("sick", handler).await;
+    let well = Origin::start("well").await;
+    let policy = Arc::new(BackendPolicy {
+        active: Some(Arc::new(ActiveCheck {
+            kind: CheckKind::Http {
+                path: "/healthz".into(),
+                host: None,
+                expected_statuses: Box::new([StatusCode::OK]),
+            },
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        })),
+        panic_threshold: 50,
+        ..BackendPolicy::default()
+    });
+    let k = key("active");
+    let backend = |eps| Backend::new(k.clone(), eps).with_policy(Arc::clone(&policy));
+    let gw = Gateway::start(one_backend(1, backend(vec![sick.addr, well.addr]))).await;
+    let health =
+        |dp: &DataPlane| endpoint(&described(dp, &k), sick.addr).map(|e| e["health"].clone());
+    eventually("sick fails its checks", || health(&gw.dataplane) == Some("unhealthy".into())).await;
+    let client = client();
+    for _ in 0..10 {
+        assert_eq!(get(&client, &gw.url("/"), "h").await.origin(), "well");
+    }
+    // It recovers: back in rotation.
+    healthy.store(true, Ordering::SeqCst);
+    eventually("sick passes again", || health(&gw.dataplane) == Some("healthy".into())).await;
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..10 {
+        names.insert(get(&client, &gw.url("/"), "h").await.origin());
+    }
+    assert_eq!(names.len(), 2, "{names:?}");
+    // It leaves the EndpointSlice: its checker stops.
+    gw.dataplane.publish(one_backend(2, backend(vec![well.addr])));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_removal = checks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(checks.load(Ordering::SeqCst), after_removal);
 }

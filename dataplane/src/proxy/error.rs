@@ -376,6 +376,50 @@ mod tests {
         assert_eq!(ProxyError::Unavailable { reason: "x".into() }.status(), 503);
     }
 
+    fn fallback_error(body: Option<&'static str>) -> ProxyError {
+        let fallback = crate::upstream::policy::Fallback {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: body.map(|b| Bytes::from_static(b.as_bytes())),
+            content_type: HeaderValue::from_static("text/plain"),
+        };
+        ProxyError::Fallback {
+            backend: crate::snapshot::BackendKey {
+                namespace: "shop".into(),
+                service: "orders".into(),
+                port: 80,
+            },
+            reason: FallbackReason::CircuitOpen,
+            fallback: Some(Box::new(fallback)),
+        }
+    }
+
+    #[test]
+    fn the_fallback_answers_with_the_policy_status_body_and_type() {
+        let r =
+            error_response(&fallback_error(Some("busy")), Some(&HeaderValue::from_static("r1")));
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain");
+        assert_eq!(r.headers()[X_REQUEST_ID], "r1");
+        let ProxyBody::Full(Some(bytes)) = r.into_body() else { panic!("not a full body") };
+        assert_eq!(bytes, "busy");
+        // Without a body: the gateway's JSON error with the policy's status.
+        let r = error_response(&fallback_error(None), Some(&HeaderValue::from_static("r2")));
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let ProxyBody::Full(Some(bytes)) = r.into_body() else { panic!("not a full body") };
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "circuit open for backend shop/orders:80",
+                "status": 429, "requestId": "r2"})
+        );
+        // gRPC: unavailable, whatever the HTTP status.
+        let g = grpc_error_response(&fallback_error(Some("busy")), None);
+        assert_eq!(g.status(), 200);
+        assert_eq!(g.headers()[GRPC_STATUS], "14");
+        assert_eq!(fallback_error(None).kind(), "circuit_open");
+    }
+
     #[test]
     fn rate_limited_is_a_429_with_retry_after_in_header_and_body() {
         let e = ProxyError::RateLimited { retry_after_secs: 42 };

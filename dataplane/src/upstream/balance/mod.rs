@@ -68,7 +68,9 @@ impl EndpointSet {
             return None;
         }
         let mut position = self.draw(cx);
-        if let Some(slow) = cx.slow_start.filter(|_| self.slow_start) {
+        // A hashed request's endpoint is not redrawn: the key owns it.
+        let hashed = matches!(cx.balancer, LoadBalancer::ConsistentHash(_)) && cx.hash.is_some();
+        if let Some(slow) = cx.slow_start.filter(|_| self.slow_start && !hashed) {
             for _ in 0..SLOW_START_REDRAWS {
                 if self.accepts(position, slow) {
                     break;
