@@ -147,19 +147,18 @@ impl CheckRequest {
         let CheckKind::Http { path, host, .. } = &check.kind else { return Ok(None) };
         let host = match host {
             Some(host) => host.clone(),
-            None => {
-                HeaderValue::try_from(addr.to_string()).map_err(|e| format!("host {addr}: {e}"))?
-            }
+            None => HeaderValue::try_from(addr.to_string())
+                .map_err(|e| format!("endpoint address {addr} as healthCheck.active host: {e}"))?,
         };
         let path = http::uri::PathAndQuery::try_from(&**path)
-            .map_err(|e| format!("path {path:?}: {e}"))?;
+            .map_err(|e| format!("healthCheck.active.path {path:?}: {e}"))?;
         Ok(Some(match protocol {
             UpstreamProtocol::Http1 => {
                 CheckRequest { uri: Uri::from(path), version: Version::HTTP_11, host: Some(host) }
             }
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
                 let authority = Authority::try_from(host.as_bytes())
-                    .map_err(|e| format!("host {host:?}: {e}"))?;
+                    .map_err(|e| format!("healthCheck.active.host {host:?}: {e}"))?;
                 let mut parts = http::uri::Parts::default();
                 let tls = transport.tls.is_some() || protocol == UpstreamProtocol::H2;
                 parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });

@@ -557,3 +557,16 @@ mod tls {
         task.abort();
     }
 }
+
+#[test]
+fn a_check_that_cannot_be_sent_names_the_field() {
+    let addr: SocketAddr = "10.0.0.7:8080".parse().unwrap();
+    let c = check(http("/health z", None, &[200]), 10, 1, 1);
+    let error =
+        CheckRequest::new(addr, &c, UpstreamProtocol::Http1, &Transport::default()).unwrap_err();
+    assert!(error.starts_with("healthCheck.active.path \"/health z\""), "{error}");
+    let c = check(http("/healthz", Some("bad host/x"), &[200]), 10, 1, 1);
+    let error =
+        CheckRequest::new(addr, &c, UpstreamProtocol::H2c, &Transport::default()).unwrap_err();
+    assert!(error.starts_with("healthCheck.active.host"), "{error}");
+}
