@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 use upstream_support::*;
 use weir_dataplane::upstream::BackendPolicy;
+use weir_dataplane::upstream::policy::OutlierDetection;
 
 type TestClient = Client<HttpConnector, common::TestBody>;
 
@@ -314,7 +315,7 @@ async fn connect_failures_eject_a_dead_endpoint_after_consecutive_gateway_errors
     let dead = common::closed_port().await;
     let base = Duration::from_secs(10);
     let policy = BackendPolicy {
-        passive: Some(weir_dataplane::upstream::policy::OutlierDetection {
+        passive: Some(OutlierDetection {
             consecutive_5xx: None,
             consecutive_gateway_errors: Some(2),
             base_ejection_time: base,
@@ -395,4 +396,30 @@ async fn max_ejection_percent_keeps_failing_endpoints_in_rotation_past_it() {
     assert!(checked >= 6, "only {checked} requests within the ejection");
     let (b_more, c_more) = (b.traffic() > b0, c.traffic() > c0);
     assert!(b_more != c_more, "exactly one of b, c is ejected (b: {b_more}, c: {c_more})");
+}
+
+#[tokio::test]
+async fn endpoints_failing_active_checks_leave_rotation_past_max_ejection_percent() {
+    let (a, b, c) =
+        (FlipOrigin::start("a").await, FlipOrigin::start("b").await, FlipOrigin::start("c").await);
+    b.health(503);
+    c.health(503);
+    let policy = BackendPolicy {
+        active: Some(active(Duration::from_millis(50), 1, 2)),
+        // At most 10% ejected by outlier detection: never one of three.
+        passive: Some(OutlierDetection {
+            max_ejection_percent: 10,
+            ..passive(1000, Duration::from_secs(10))
+        }),
+        panic_threshold: 0,
+        ..BackendPolicy::default()
+    };
+    let gateway = Gateway::start(one_backend(1, &[&a, &b, &c], policy)).await;
+    let client = client();
+    for o in [&b, &c] {
+        eventually(Duration::from_secs(5), "failing checks", || o.failed_checks() > 2).await;
+    }
+    let seen = spread(&gateway, &client, 9).await;
+    assert_eq!(seen.get("a"), Some(&9), "only a is in rotation: {seen:?}");
+    assert_eq!((b.traffic(), c.traffic()), (0, 0));
 }
