@@ -1,12 +1,18 @@
 //! Data-plane metrics (prometheus-client): authentication failures by reason, JWKS fetch
-//! failures, `extAuth` decisions and open upgraded connections. They live in the data plane's own registry; the admin server appends them to
+//! failures, `extAuth` decisions, open upgraded connections, and the upstream layer's
+//! `weir_upstream_requests_total{backend,result}` (counters resolved once per backend) with
+//! `weir_backend_endpoints{backend,state}` and `weir_circuit_state{backend}` (gauges read
+//! from the live registries at scrape time, so removed backends' series disappear). They live in the data plane's own registry; the admin server appends them to
 //! its `/metrics` answer with [`append_to`].
 
 use std::sync::LazyLock;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::filter::AuthFailure;
@@ -14,6 +20,9 @@ use crate::filter::extauth::Outcome;
 
 /// A single label: `reason` of `weir_auth_failures_total`, `result` of `weir_ext_auth_decisions_total`.
 type ReasonLabel = [(&'static str, &'static str); 1];
+
+/// `backend` and `result` of `weir_upstream_requests_total`.
+type UpstreamLabels = [(&'static str, String); 2];
 
 /// The data plane's metrics.
 #[derive(Debug)]
@@ -28,6 +37,47 @@ pub struct DataPlaneMetrics {
     pub ext_auth_decisions: Family<ReasonLabel, Counter>,
     /// `weir_upgraded_connections`: upgraded (WebSocket) connections open now.
     pub upgraded_connections: Gauge,
+    /// `weir_upstream_requests_total{backend,result}`: attempts to each backend by result.
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+}
+
+/// Produces `weir_backend_endpoints` and `weir_circuit_state` at scrape time from every
+/// live [`crate::upstream::UpstreamRegistry`].
+#[derive(Debug)]
+struct UpstreamCollector;
+
+impl Collector for UpstreamCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let runtimes = crate::upstream::registry::live_runtimes();
+        let now = tokio::time::Instant::now();
+        let mut endpoints = encoder.encode_descriptor(
+            "weir_backend_endpoints",
+            "Endpoints of each backend by state: healthy, ejected (outlier detection), unhealthy (failing active checks)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for runtime in &runtimes {
+            let backend = runtime.key.to_string();
+            for (state, count) in runtime.endpoint_states(now) {
+                let labels: [(&str, &str); 2] = [("backend", &backend), ("state", state)];
+                ConstGauge::new(count as i64).encode(endpoints.encode_family(&labels)?)?;
+            }
+        }
+        let mut circuits = encoder.encode_descriptor(
+            "weir_circuit_state",
+            "Circuit of each backend with a circuit breaker: 0 closed, 1 open, 2 half-open",
+            None,
+            MetricType::Gauge,
+        )?;
+        for runtime in &runtimes {
+            if let Some(state) = runtime.circuit_state(now) {
+                let backend = runtime.key.to_string();
+                let labels: [(&str, &str); 1] = [("backend", &backend)];
+                ConstGauge::new(state as i64).encode(circuits.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 static METRICS: LazyLock<DataPlaneMetrics> = LazyLock::new(|| {
@@ -56,8 +106,16 @@ static METRICS: LazyLock<DataPlaneMetrics> = LazyLock::new(|| {
         "Upgraded (WebSocket) connections open now",
         upgraded_connections.clone(),
     );
+    let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+    registry.register(
+        "weir_upstream_requests",
+        "Attempts to each backend by result: success, 5xx, connect_error, timeout, bad_response, circuit_open, overflow",
+        upstream_requests.clone(),
+    );
+    registry.register_collector(Box::new(UpstreamCollector));
     DataPlaneMetrics {
         registry,
+        upstream_requests,
         auth_failures,
         jwks_fetch_failures,
         ext_auth_decisions,
@@ -78,6 +136,27 @@ pub fn auth_failure(reason: AuthFailure) {
 /// Counts an `extAuth` decision.
 pub fn ext_auth_decision(outcome: Outcome) {
     METRICS.ext_auth_decisions.get_or_create(&[("result", outcome.as_str())]).inc();
+}
+
+/// The `weir_upstream_requests_total` counter of `backend` and `result` (resolved once per
+/// backend runtime, so requests count without a label lookup).
+pub fn upstream_requests(
+    backend: &str,
+    result: crate::upstream::registry::AttemptResult,
+) -> Counter {
+    METRICS
+        .upstream_requests
+        .get_or_create(&[("backend", backend.to_owned()), ("result", result.as_str().to_owned())])
+        .clone()
+}
+
+/// Removes every `weir_upstream_requests_total` series of `backend`.
+pub fn remove_upstream_requests(backend: &str) {
+    for result in crate::upstream::registry::AttemptResult::ALL {
+        METRICS
+            .upstream_requests
+            .remove(&[("backend", backend.to_owned()), ("result", result.as_str().to_owned())]);
+    }
 }
 
 /// Counts a failed JWKS fetch.

@@ -104,7 +104,19 @@ pub enum ProxyError {
         /// Why, for logs.
         reason: String,
     },
-    /// A WebSocket upgrade to a backend that speaks HTTP/2 (h2c): 501. Upgrades need an
+    /// The backend's circuit is open, or one of its `circuitBreaker` caps is reached:
+    /// answered at once with the policy's fallback (default 503 and the gateway's JSON
+    /// error body); the upstream was not contacted.
+    #[error("{} for backend {backend}", reason.message())]
+    Fallback {
+        /// The backend.
+        backend: crate::snapshot::BackendKey,
+        /// Open circuit or cap.
+        reason: FallbackReason,
+        /// The policy's `circuitBreaker.fallback` (`None`: the default answer).
+        fallback: Option<Box<crate::upstream::policy::Fallback>>,
+    },
+    /// A WebSocket upgrade to a backend that speaks HTTP/2 (h2c or h2): 501. Upgrades need an
     /// HTTP/1.1 backend (`appProtocol` unset, `http` or `kubernetes.io/ws`).
     #[error("upgrade not supported: {reason}")]
     UpgradeUnsupported {
@@ -113,10 +125,35 @@ pub enum ProxyError {
     },
 }
 
+/// Why the fallback answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The circuit is open (or half-open with its probe in flight).
+    CircuitOpen,
+    /// A cap is reached (`maxParallelRequests`, `maxConnections`, `maxPendingRequests`).
+    Overflow,
+    /// No endpoint is usable (all ejected or failing checks, `panicThreshold: 0`).
+    NoHealthyEndpoint,
+}
+
+impl FallbackReason {
+    /// What happened, as the default fallback body says it.
+    pub fn message(self) -> &'static str {
+        match self {
+            FallbackReason::CircuitOpen => "circuit open",
+            FallbackReason::Overflow => "too many requests in flight",
+            FallbackReason::NoHealthyEndpoint => "no healthy endpoint",
+        }
+    }
+}
+
 impl ProxyError {
     /// The status the gateway answers with.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::Fallback { fallback, .. } => {
+                fallback.as_ref().map_or(StatusCode::SERVICE_UNAVAILABLE, |f| f.status)
+            }
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -156,6 +193,9 @@ impl ProxyError {
             ProxyError::PayloadTooLarge => "payload_too_large",
             ProxyError::AuthUnavailable { .. } => "auth_unavailable",
             ProxyError::UpgradeUnsupported { .. } => "upgrade_unsupported",
+            ProxyError::Fallback { reason: FallbackReason::CircuitOpen, .. } => "circuit_open",
+            ProxyError::Fallback { reason: FallbackReason::Overflow, .. } => "overflow",
+            ProxyError::Fallback { reason: FallbackReason::NoHealthyEndpoint, .. } => "no_endpoint",
         }
     }
 
@@ -180,6 +220,7 @@ impl ProxyError {
             ProxyError::UpgradeUnsupported { .. } => {
                 "WebSocket upgrades are not supported by this backend (HTTP/2)"
             }
+            ProxyError::Fallback { reason, .. } => reason.message(),
         }
     }
 }
@@ -205,7 +246,12 @@ pub fn grpc_error_response(
     let mut response = Response::new(ProxyBody::empty());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert(GRPC_STATUS, grpc::status_value(grpc::status_code(status)));
+    // The fallback is "unavailable" (14) whatever HTTP status the policy answers with.
+    let code = match error {
+        ProxyError::Fallback { .. } => 14,
+        _ => grpc::status_code(status),
+    };
+    headers.insert(GRPC_STATUS, grpc::status_value(code));
     headers.insert(GRPC_MESSAGE, HeaderValue::from_static(error.public_message()));
     match request_id.filter(|v| valid_request_id(v)) {
         Some(id) => headers.insert(X_REQUEST_ID, id.clone()),
@@ -252,8 +298,24 @@ pub fn error_response(error: &ProxyError, request_id: Option<&HeaderValue>) -> R
         Some(id) => id.to_owned(),
         None => uuid::Uuid::new_v4().to_string(),
     };
+    if let ProxyError::Fallback { fallback: Some(f), .. } = error
+        && let Some(body) = &f.body
+    {
+        let mut response = Response::new(ProxyBody::full(body.clone()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(CONTENT_TYPE, f.content_type.clone());
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        return response;
+    }
+    let message = match error {
+        // The default fallback names the backend ("circuit open for backend ns/svc:80").
+        ProxyError::Fallback { .. } => serde_json::Value::from(error.to_string()),
+        _ => serde_json::Value::from(error.public_message()),
+    };
     let mut body = serde_json::json!({
-        "error": error.public_message(),
+        "error": message,
         "status": status.as_u16(),
         "requestId": id,
     });
@@ -312,6 +374,50 @@ mod tests {
             [r#"Bearer realm="weir", error="invalid_token""#, r#"ApiKey realm="weir""#]
         );
         assert_eq!(ProxyError::Unavailable { reason: "x".into() }.status(), 503);
+    }
+
+    fn fallback_error(body: Option<&'static str>) -> ProxyError {
+        let fallback = crate::upstream::policy::Fallback {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: body.map(|b| Bytes::from_static(b.as_bytes())),
+            content_type: HeaderValue::from_static("text/plain"),
+        };
+        ProxyError::Fallback {
+            backend: crate::snapshot::BackendKey {
+                namespace: "shop".into(),
+                service: "orders".into(),
+                port: 80,
+            },
+            reason: FallbackReason::CircuitOpen,
+            fallback: Some(Box::new(fallback)),
+        }
+    }
+
+    #[test]
+    fn the_fallback_answers_with_the_policy_status_body_and_type() {
+        let r =
+            error_response(&fallback_error(Some("busy")), Some(&HeaderValue::from_static("r1")));
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain");
+        assert_eq!(r.headers()[X_REQUEST_ID], "r1");
+        let ProxyBody::Full(Some(bytes)) = r.into_body() else { panic!("not a full body") };
+        assert_eq!(bytes, "busy");
+        // Without a body: the gateway's JSON error with the policy's status.
+        let r = error_response(&fallback_error(None), Some(&HeaderValue::from_static("r2")));
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let ProxyBody::Full(Some(bytes)) = r.into_body() else { panic!("not a full body") };
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": "circuit open for backend shop/orders:80",
+                "status": 429, "requestId": "r2"})
+        );
+        // gRPC: unavailable, whatever the HTTP status.
+        let g = grpc_error_response(&fallback_error(Some("busy")), None);
+        assert_eq!(g.status(), 200);
+        assert_eq!(g.headers()[GRPC_STATUS], "14");
+        assert_eq!(fallback_error(None).kind(), "circuit_open");
     }
 
     #[test]

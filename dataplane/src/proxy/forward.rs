@@ -18,8 +18,19 @@
 //! retries on `Timeout` and `Status5xx` (where the upstream may have seen the request)
 //! only apply to idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE); a connect
 //! failure is retried for any method, because nothing reached the upstream.
+//!
+//! The upstream layer decides each attempt's endpoint and whether it may go at all: the
+//! backend's balancer picks from its usable endpoints (a retry prefers another endpoint),
+//! the circuit breaker gives a permit or the fallback answer at once, and the attempt's
+//! outcome feeds the breaker, outlier detection and `weir_upstream_requests_total`. With a
+//! BackendPolicy `retry`, retries spend its budget and wait a jittered exponential backoff.
+//! A backend without a policy pays none of this: no clock read, no lock, no allocation;
+//! its in-flight count and counter are relaxed atomics.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -27,9 +38,17 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use tokio::time::{Instant, timeout_at};
 
 use super::body::{BodySlot, UpstreamBody, unsent};
+use super::error::FallbackReason;
 use super::error::ProxyError;
 use crate::snapshot::{Backend, RetryPolicy, Timeouts, UpstreamProtocol};
-use crate::upstream::pool::{AttemptError, PooledBody, Upstream, Via};
+use crate::upstream::balance::{EndpointSet, PickContext};
+use crate::upstream::breaker::{Permit, Refusal, Transition};
+use crate::upstream::health::passive::Outcome;
+use crate::upstream::policy::{BackendPolicy, LoadBalancer, RetryBudget};
+use crate::upstream::pool::{AttemptError, ConnectError, PooledBody, Transport, Upstream, Via};
+use crate::upstream::registry::{
+    AttemptResult, EndpointState, RuntimeConfig, ServiceRuntime, UpstreamEvent,
+};
 
 /// An upstream request, prepared once and built per attempt.
 #[derive(Debug)]
@@ -44,6 +63,8 @@ pub(crate) struct Prepared {
     pub body: Option<BodySlot>,
     /// A WebSocket upgrade: sent over a new connection that can be taken over after a 101.
     pub upgrade: bool,
+    /// The request's ConsistentHash key (`None`: not hashed, or the attribute is absent).
+    pub hash: Option<u64>,
 }
 
 impl Prepared {
@@ -107,8 +128,150 @@ pub(crate) struct Attempts {
     pub last: Option<SocketAddr>,
 }
 
-/// Sends `request` to `backend`'s endpoints (round robin, the next endpoint on each
-/// retry) under `timeouts` and `retries`, until response headers arrive.
+/// The balancer of backends without a policy.
+static ROUND_ROBIN: LoadBalancer = LoadBalancer::RoundRobin;
+
+/// One more in a counter for as long as it lives (also when the request is cancelled).
+struct Counted<'a>(&'a AtomicU32);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An endpoint's in-flight count, up for one attempt.
+struct Busy<'a>(&'a EndpointState);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// What one attempt saw, for the breaker, outlier detection and metrics.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    Status(StatusCode),
+    ConnectError,
+    Timeout,
+    /// The exchange failed; `client`: because the client's body broke (not the upstream's
+    /// fault, counted as nothing).
+    BadResponse {
+        client: bool,
+    },
+}
+
+impl Seen {
+    fn result(self) -> AttemptResult {
+        match self {
+            Seen::Status(s) if s.is_server_error() => AttemptResult::Status5xx,
+            Seen::Status(_) => AttemptResult::Success,
+            Seen::ConnectError => AttemptResult::ConnectError,
+            Seen::Timeout => AttemptResult::Timeout,
+            Seen::BadResponse { .. } => AttemptResult::BadResponse,
+        }
+    }
+
+    fn outcome(self) -> Option<Outcome> {
+        match self {
+            Seen::Status(s) if matches!(s.as_u16(), 502..=504) => Some(Outcome::GatewayError),
+            Seen::Status(s) if s.is_server_error() => Some(Outcome::Status5xx),
+            Seen::Status(_) => Some(Outcome::Success),
+            Seen::ConnectError | Seen::Timeout | Seen::BadResponse { client: false } => {
+                Some(Outcome::GatewayError)
+            }
+            Seen::BadResponse { client: true } => None,
+        }
+    }
+}
+
+/// The policy's fallback answer for `reason`.
+fn fallback(backend: &Backend, config: &RuntimeConfig, reason: FallbackReason) -> ProxyError {
+    let fallback = config.breaker.as_ref().map(|b| Box::new(b.config().fallback.clone()));
+    ProxyError::Fallback { backend: backend.key.clone(), reason, fallback }
+}
+
+/// Nothing to pick from: the fallback when the policy has one, else a 503 that says why.
+fn nothing_usable(
+    backend: &Backend,
+    set: &EndpointSet,
+    config: Option<&RuntimeConfig>,
+) -> ProxyError {
+    if set.all.is_empty() {
+        return ProxyError::NoEndpoint {
+            reason: format!("backend {} has no ready endpoint", backend.key),
+        };
+    }
+    match config {
+        Some(config) if config.breaker.is_some() => {
+            fallback(backend, config, FallbackReason::NoHealthyEndpoint)
+        }
+        _ => ProxyError::NoEndpoint {
+            reason: format!(
+                "backend {}: all {} endpoints are unhealthy or ejected",
+                backend.key,
+                set.all.len()
+            ),
+        },
+    }
+}
+
+/// Whether one more retry fits `budget` now.
+fn budget_allows(runtime: &ServiceRuntime, budget: &RetryBudget) -> bool {
+    let requests = u64::from(runtime.requests.load(Ordering::Relaxed));
+    let allowed = (requests * u64::from(budget.budget_percent) / 100)
+        .max(u64::from(RetryBudget::MIN_RETRIES));
+    u64::from(runtime.retries.load(Ordering::Relaxed)) < allowed
+}
+
+/// The backoff before retry `n` (0-based): full jitter over `base × 2^n`, capped at `max`.
+fn backoff(budget: &RetryBudget, n: u32) -> Duration {
+    let ceiling = budget.backoff_base.saturating_mul(1u32 << n.min(20)).min(budget.backoff_max);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(..=nanos))
+}
+
+/// Reports an attempt's outcome: the breaker (and its events), outlier detection, metrics.
+fn report(
+    runtime: &ServiceRuntime,
+    policy: Option<&BackendPolicy>,
+    permit: Option<Permit<'_>>,
+    endpoint: &EndpointState,
+    seen: Seen,
+) {
+    runtime.count(seen.result());
+    let Some(policy) = policy else { return };
+    let Some(outcome) = seen.outcome() else { return };
+    let now = Instant::now();
+    if let Some(permit) = permit {
+        let success = outcome == Outcome::Success;
+        match permit.record(success, now) {
+            Some(Transition::Opened { failures }) => runtime.event(UpstreamEvent::CircuitOpened {
+                backend: runtime.key.clone(),
+                policy: policy.source.clone(),
+                failures,
+                open_for: policy.breaker.as_ref().map_or(Duration::ZERO, |b| b.open_for),
+            }),
+            Some(Transition::Closed) => runtime.event(UpstreamEvent::CircuitClosed {
+                backend: runtime.key.clone(),
+                policy: policy.source.clone(),
+            }),
+            None => {}
+        }
+    }
+    runtime.record_outlier(endpoint, outcome, now);
+}
+
+/// Sends `request` to `backend`'s endpoints (picked by the backend's balancer, another
+/// endpoint on each retry) under `timeouts` and `retries`, until response headers arrive.
 pub(crate) async fn send(
     upstream: &Upstream,
     backend: &Backend,
@@ -124,14 +287,57 @@ pub(crate) async fn send(
         (UpstreamProtocol::Http1, true) => Via::Upgrade,
         (UpstreamProtocol::Http1, false) => Via::Pooled,
     };
-    let transport = crate::upstream::pool::Transport::for_backend(backend); // conn: until the registry provides it
+    let runtime = ServiceRuntime::of(backend);
+    // Only a backend with a policy loads the policy's runtime configuration.
+    let config: Option<Arc<RuntimeConfig>> = backend.policy.as_ref().map(|_| runtime.config());
+    let policy = config.as_ref().and_then(|c| c.policy.as_deref());
+    let plain = Transport::default();
+    let transport = config.as_ref().map_or(&plain, |c| &c.transport);
+    let budget = policy.and_then(|p| p.retry);
+    let _request = budget.map(|_| Counted::new(&runtime.requests));
+    let mut retrying: Option<Counted<'_>> = None;
     let mut left = retries.attempts;
     loop {
-        let (endpoint, authority) =
-            backend.next_target().ok_or_else(|| ProxyError::NoEndpoint {
-                reason: format!("backend {} has no ready endpoint", backend.key),
-            })?;
-        attempts.last = Some(endpoint);
+        let now = policy.map(|p| {
+            let now = Instant::now();
+            if p.passive.is_some() {
+                runtime.expire_ejections(now);
+            }
+            now
+        });
+        let endpoint = {
+            let set = runtime.endpoints();
+            let cx = PickContext {
+                balancer: policy.map_or(&ROUND_ROBIN, |p| &p.load_balancer),
+                cursor: &runtime.cursor,
+                hash: request.hash,
+                avoid: attempts.last,
+                slow_start: policy.and_then(|p| p.slow_start).zip(now),
+            };
+            match set.pick(&cx) {
+                Some(endpoint) => Arc::clone(endpoint),
+                None => return Err(nothing_usable(backend, &set, config.as_deref())),
+            }
+        };
+        let breaker = config.as_deref().and_then(|c| c.breaker.as_ref().map(|b| (c, b)));
+        let permit = match (breaker, now) {
+            (Some((config, breaker)), Some(now)) => match breaker.try_acquire(now) {
+                Ok(permit) => Some(permit),
+                Err(refusal) => {
+                    let (result, reason) = match refusal {
+                        Refusal::Open | Refusal::ProbeInFlight => {
+                            (AttemptResult::CircuitOpen, FallbackReason::CircuitOpen)
+                        }
+                        Refusal::MaxParallel => (AttemptResult::Overflow, FallbackReason::Overflow),
+                    };
+                    runtime.count(result);
+                    return Err(fallback(backend, config, reason));
+                }
+            },
+            _ => None,
+        };
+        let endpoint_addr = endpoint.addr;
+        attempts.last = Some(endpoint_addr);
         // A copy of the headers is needed only when a request that reached the upstream
         // may be sent again; after a connect failure the headers come back unused.
         let resend_after_sent = left > 0 && (retries.on_timeout || retries.on_5xx);
@@ -141,10 +347,12 @@ pub(crate) async fn send(
             std::mem::take(&mut request.headers)
         };
         let built = match via {
-            Via::H2 => request.build_h2(headers, authority),
+            Via::H2 => request.build_h2(headers, &endpoint.authority),
             Via::Pooled | Via::Upgrade => request.build(headers),
         };
-        let future = upstream.request(endpoint, &transport, timeouts.connect, built, via);
+        endpoint.begin();
+        let busy = Busy(&endpoint);
+        let future = upstream.request(endpoint_addr, transport, timeouts.connect, built, via);
         let try_deadline = retries.per_try_timeout.map(|d| Instant::now() + d);
         let limit = match (deadline, try_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -154,40 +362,126 @@ pub(crate) async fn send(
             Some(at) => timeout_at(at, future).await.ok(),
             None => Some(future.await),
         };
-        let can_retry = left > 0 && request.body_available();
-        match result {
+        drop(busy);
+        // What the attempt saw, whether the route's retry policy wants it sent again, and
+        // the answer when it is not.
+        let (seen, wanted, answer) = match result {
             None => {
                 let per_try_fired = try_deadline.is_some_and(|t| deadline.is_none_or(|d| t < d));
-                if per_try_fired && retries.on_timeout && idempotent && can_retry {
-                    tracing::debug!(%endpoint, "upstream attempt timed out, retrying");
-                } else {
-                    tracing::debug!(%endpoint, "upstream timeout");
-                    return Err(ProxyError::UpstreamTimeout);
-                }
+                let wanted = per_try_fired && retries.on_timeout && idempotent;
+                (Seen::Timeout, wanted, Err(ProxyError::UpstreamTimeout))
             }
             Some(Err(AttemptError::Connect(source, headers))) => {
                 if !resend_after_sent {
                     request.headers = headers;
                 }
-                if retries.on_connect_failure && can_retry {
-                    tracing::debug!(%endpoint, error = %source, "upstream connect failed, retrying");
-                } else {
-                    return Err(ProxyError::UpstreamConnect { source: Box::new(source) });
+                if matches!(source, ConnectError::ConnectionLimit | ConnectError::PendingLimit) {
+                    // A cap, not the endpoint's fault: the permit goes back unrecorded
+                    // (dropped on return).
+                    runtime.count(AttemptResult::Overflow);
+                    tracing::debug!(backend = %backend.key, error = %source, "connection cap reached, answering with the fallback");
+                    return Err(match config.as_deref() {
+                        Some(config) => fallback(backend, config, FallbackReason::Overflow),
+                        None => ProxyError::UpstreamConnect { source: Box::new(source) },
+                    });
                 }
+                let wanted = retries.on_connect_failure;
+                (
+                    Seen::ConnectError,
+                    wanted,
+                    Err(ProxyError::UpstreamConnect { source: Box::new(source) }),
+                )
             }
             Some(Err(AttemptError::Exchange(source))) => {
-                return Err(ProxyError::BadResponse { source: Box::new(source) });
+                let client = super::body::ClientBodyError::is_cause_of(&source);
+                (
+                    Seen::BadResponse { client },
+                    false,
+                    Err(ProxyError::BadResponse { source: Box::new(source) }),
+                )
             }
             Some(Ok(response)) => {
-                if retries.on_5xx && idempotent && can_retry && retryable_status(response.status())
-                {
-                    tracing::debug!(%endpoint, status = %response.status(), "upstream 5xx, retrying");
-                } else {
-                    return Ok(response);
-                }
+                let status = response.status();
+                let wanted = retries.on_5xx && idempotent && retryable_status(status);
+                (Seen::Status(status), wanted, Ok(response))
             }
+        };
+        report(runtime, policy, permit, &endpoint, seen);
+        let can_retry = wanted
+            && left > 0
+            && request.body_available()
+            && budget.is_none_or(|b| retrying.is_some() || budget_allows(runtime, &b));
+        if !can_retry {
+            if wanted && left > 0 && budget.is_some() && request.body_available() {
+                tracing::debug!(backend = %backend.key, "retry budget exhausted, not retrying");
+            }
+            if let Err(error) = &answer {
+                tracing::debug!(endpoint = %endpoint_addr, %error, "upstream attempt failed");
+            }
+            return answer;
+        }
+        match &answer {
+            Ok(response) => {
+                tracing::debug!(endpoint = %endpoint_addr, status = %response.status(), "upstream 5xx, retrying")
+            }
+            Err(error) => {
+                tracing::debug!(endpoint = %endpoint_addr, %error, "upstream attempt failed, retrying")
+            }
+        }
+        if let Some(budget) = &budget {
+            let until = Instant::now() + backoff(budget, attempts.retries);
+            if deadline.is_some_and(|d| until >= d) {
+                tracing::debug!(backend = %backend.key, "retry backoff past the request deadline, not retrying");
+                return answer;
+            }
+            drop(answer);
+            if retrying.is_none() {
+                retrying = Some(Counted::new(&runtime.retries));
+            }
+            tokio::time::sleep_until(until).await;
         }
         left -= 1;
         attempts.retries += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_under_an_exponential_cap() {
+        let budget = RetryBudget {
+            budget_percent: 20,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+        };
+        for n in 0..8u32 {
+            let cap = Duration::from_millis(25 * (1 << n)).min(Duration::from_millis(250));
+            let waits: Vec<Duration> = (0..200).map(|_| backoff(&budget, n)).collect();
+            assert!(waits.iter().all(|w| *w <= cap), "{n}");
+            // Jittered: not all the same, and some in the upper half.
+            assert!(waits.iter().any(|w| *w > cap / 2), "{n}");
+            assert!(waits.iter().any(|w| *w < cap / 2), "{n}");
+        }
+        assert!(backoff(&budget, 100) <= Duration::from_millis(250));
+    }
+
+    #[test]
+    fn outcomes_follow_the_api() {
+        assert_eq!(Seen::Status(StatusCode::NOT_FOUND).outcome(), Some(Outcome::Success));
+        assert_eq!(
+            Seen::Status(StatusCode::INTERNAL_SERVER_ERROR).outcome(),
+            Some(Outcome::Status5xx)
+        );
+        assert_eq!(Seen::Status(StatusCode::BAD_GATEWAY).outcome(), Some(Outcome::GatewayError));
+        assert_eq!(Seen::Timeout.outcome(), Some(Outcome::GatewayError));
+        assert_eq!(Seen::BadResponse { client: true }.outcome(), None);
+        assert_eq!(Seen::Status(StatusCode::NOT_FOUND).result(), AttemptResult::Success);
+        assert_eq!(
+            Seen::Status(StatusCode::SERVICE_UNAVAILABLE).result(),
+            AttemptResult::Status5xx
+        );
     }
 }

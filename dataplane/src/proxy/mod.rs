@@ -328,10 +328,22 @@ async fn proxy<'s>(
     };
     exchange.backend = Some(&backend.key);
     if upgrade.is_some() && backend.protocol != UpstreamProtocol::Http1 {
+        let how = match backend.protocol {
+            UpstreamProtocol::H2 => "HTTP/2 over TLS (h2)",
+            _ => "HTTP/2 without TLS (h2c)",
+        };
         return Err(ProxyError::UpgradeUnsupported {
-            reason: format!("backend {} speaks HTTP/2 (h2c)", backend.key),
+            reason: format!("backend {} speaks {how}", backend.key),
         });
     }
+    // ConsistentHash: the request's key, once (a cookie weir makes is set on the answer).
+    let hashed = match backend.policy.as_deref().map(|p| &p.load_balancer) {
+        Some(crate::upstream::policy::LoadBalancer::ConsistentHash(on)) => {
+            let client = ctx.client_ip.unwrap_or_else(|| peer.addr.ip());
+            crate::upstream::balance::request_hash(on, &parts.headers, parts.uri.query(), client)
+        }
+        _ => crate::upstream::balance::RequestHash::default(),
+    };
 
     let rewritten = action
         .rewrite
@@ -388,6 +400,7 @@ async fn proxy<'s>(
         headers: parts.headers,
         body,
         upgrade: upgrade.is_some(),
+        hash: hashed.hash,
     };
     let sent_at = observed.then(Instant::now);
     let mut attempts = forward::Attempts::default();
@@ -438,6 +451,9 @@ async fn proxy<'s>(
         };
         let accepted = parts.headers.get(UPGRADE).cloned().unwrap_or(requested);
         headers::remove_hop_by_hop(&mut parts.headers);
+        if let Some(cookie) = hashed.set_cookie {
+            parts.headers.append(http::header::SET_COOKIE, cookie);
+        }
         upgrade::restore_upgrade_headers(&mut parts.headers, accepted);
         // The tunnel keeps only the idle timeout of this snapshot's rule.
         upgrade::spawn_tunnel(
@@ -452,6 +468,9 @@ async fn proxy<'s>(
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
     headers::remove_hop_by_hop(&mut parts.headers);
+    if let Some(cookie) = hashed.set_cookie {
+        parts.headers.append(http::header::SET_COOKIE, cookie);
+    }
     parts.version = Version::HTTP_11;
     let body = match (timeouts.idle, activity) {
         (Some(idle), Some(activity)) => {
