@@ -268,11 +268,12 @@ async fn quickstart_resilience_behaves_as_the_readme_says() {
     let b = inventory_b.addr.to_string();
     weir_e2e::poll_until(std::time::Duration::from_secs(10), "inventory-b unhealthy", || async {
         let backends = weir.admin("/debug/backends").await?.json()?;
-        let unhealthy = backends["backends"].as_array().into_iter().flatten().any(|backend| {
-            backend["endpoints"].as_array().into_iter().flatten().any(|e| {
-                e["address"].as_str() == Some(b.as_str()) && e["health"] == "unhealthy"
-            })
-        });
+        let unhealthy =
+            backends["backends"].as_array().into_iter().flatten().any(|backend| {
+                backend["endpoints"].as_array().into_iter().flatten().any(|e| {
+                    e["address"].as_str() == Some(b.as_str()) && e["health"] == "unhealthy"
+                })
+            });
         Ok(unhealthy.then_some(()))
     })
     .await
