@@ -25,7 +25,7 @@ use crate::upstream::balance::{EndpointSet, Maglev};
 use crate::upstream::breaker::{Breaker, CircuitState};
 use crate::upstream::health::active::{self, ActiveChecker};
 use crate::upstream::health::passive::{Outcome, Outlier};
-use crate::upstream::policy::{BackendPolicy, LoadBalancer};
+use crate::upstream::policy::{BackendPolicy, LoadBalancer, OutlierDetection};
 use crate::upstream::pool::{ConnectionCount, Transport};
 
 /// Something operators want to hear about (a Warning Event on the BackendPolicy in
@@ -556,11 +556,14 @@ impl ServiceRuntime {
 
     /// Records an attempt's outcome for outlier detection, ejecting the endpoint when its
     /// threshold is reached and `maxEjectionPercent` allows it.
-    pub fn record_outlier(&self, endpoint: &EndpointState, outcome: Outcome, now: Instant) {
-        let Some(config) = self.config.load().policy.as_ref().and_then(|p| p.passive) else {
-            return;
-        };
-        if !endpoint.outlier.record(&config, outcome, now) {
+    pub fn record_outlier(
+        &self,
+        endpoint: &EndpointState,
+        config: &OutlierDetection,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        if !endpoint.outlier.record(config, outcome, now) {
             return;
         }
         let set = self.endpoints.load();
@@ -570,7 +573,7 @@ impl ServiceRuntime {
             tracing::debug!(backend = %self.key, endpoint = %endpoint.addr, ejected, total, "outlier not ejected: maxEjectionPercent reached");
             return;
         }
-        let duration = endpoint.outlier.eject(&config, now);
+        let duration = endpoint.outlier.eject(config, now);
         tracing::warn!(backend = %self.key, endpoint = %endpoint.addr, ejection_ms = duration.as_millis() as u64, "endpoint ejected (outlier detection)");
         self.rebuild();
     }

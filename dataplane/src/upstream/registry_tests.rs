@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::upstream::policy::{CircuitBreaker, Fallback, OutlierDetection};
+use crate::upstream::policy::{CircuitBreaker, Fallback};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -128,7 +128,7 @@ async fn max_ejection_percent_limits_passive_ejections_and_they_expire() {
     let rt = registry.get(&key()).unwrap();
     let now = Instant::now();
     for port in [1, 2, 3] {
-        rt.record_outlier(&find(&rt, port).unwrap(), Outcome::Status5xx, now);
+        rt.record_outlier(&find(&rt, port).unwrap(), &passive, Outcome::Status5xx, now);
     }
     // 50% of 3: one ejection at a time.
     assert_eq!(rt.endpoints().usable.len(), 2);
