@@ -97,7 +97,9 @@ impl UpstreamRegistry {
                 .cloned();
             let runtime = match runtime {
                 Some(runtime) => {
-                    runtime.update(backend);
+                    // An older table republished after its backend left: checkers again.
+                    let revived = runtime.retired.swap(false, Ordering::Relaxed);
+                    runtime.reconcile(backend, !revived);
                     runtime
                 }
                 None => ServiceRuntime::new(backend, Some(self.events.clone())),
@@ -291,6 +293,8 @@ pub struct ServiceRuntime {
     /// Serializes rebuilds of the endpoint set.
     rebuild: Mutex<()>,
     counters: [Counter; 7],
+    /// Dropped from its registry (checkers stopped, counter series released).
+    retired: AtomicBool,
     events: Option<broadcast::Sender<UpstreamEvent>>,
     self_ref: Weak<ServiceRuntime>,
 }
@@ -338,7 +342,7 @@ impl ServiceRuntime {
     ) -> Arc<ServiceRuntime> {
         let now = Instant::now();
         let label = backend.key.to_string();
-        let counters = AttemptResult::ALL.map(|r| crate::metrics::upstream_requests(&label, r));
+        let counters = crate::metrics::upstream_requests(&label);
         let runtime = Arc::new_cyclic(|self_ref| ServiceRuntime {
             key: backend.key.clone(),
             config: ArcSwap::from_pointee(RuntimeConfig::default()),
@@ -350,6 +354,7 @@ impl ServiceRuntime {
             epoch: now,
             rebuild: Mutex::new(()),
             counters,
+            retired: AtomicBool::new(false),
             events,
             self_ref: self_ref.clone(),
         });
@@ -375,11 +380,6 @@ impl ServiceRuntime {
     /// Counts one attempt's result in `weir_upstream_requests_total`.
     pub fn count(&self, result: AttemptResult) {
         self.counters[result as usize].inc();
-    }
-
-    /// Reconciles with a newer snapshot's `backend` (see the module doc).
-    fn update(&self, backend: &Backend) {
-        self.reconcile(backend, true);
     }
 
     fn reconcile(&self, backend: &Backend, existed: bool) {
@@ -471,10 +471,13 @@ impl ServiceRuntime {
 
     /// Dropped from the registry: checkers stop, metric series go.
     fn retire(&self) {
+        if self.retired.swap(true, Ordering::Relaxed) {
+            return;
+        }
         for endpoint in self.endpoints.load().all.iter() {
             endpoint.stop_checker();
         }
-        crate::metrics::remove_upstream_requests(&self.key.to_string());
+        crate::metrics::release_upstream_requests(&self.key.to_string());
     }
 
     /// Recomputes the usable set from the endpoints' health (after a transition).

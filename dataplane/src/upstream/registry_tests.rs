@@ -158,3 +158,17 @@ async fn active_health_transitions_rebuild_the_usable_set_and_panic_past_the_thr
     assert!(!rt.endpoints().panic);
     assert_eq!(rt.endpoints().usable.len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_table_republished_after_its_backend_left_is_bound_again() {
+    let registry = UpstreamRegistry::default();
+    let first = table(&[1, 2], None);
+    registry.bind(&first);
+    let rt = registry.get(&key()).unwrap();
+    registry.bind(&BackendTable::default());
+    assert!(rt.retired.load(Ordering::Relaxed));
+    registry.bind(&first);
+    assert!(Arc::ptr_eq(&rt, &registry.get(&key()).unwrap()));
+    assert!(!rt.retired.load(Ordering::Relaxed));
+    assert_eq!(rt.endpoints().usable.len(), 2);
+}
