@@ -138,20 +138,40 @@ pub fn ext_auth_decision(outcome: Outcome) {
     METRICS.ext_auth_decisions.get_or_create(&[("result", outcome.as_str())]).inc();
 }
 
-/// The `weir_upstream_requests_total` counter of `backend` and `result` (resolved once per
-/// backend runtime, so requests count without a label lookup).
-pub fn upstream_requests(
-    backend: &str,
-    result: crate::upstream::registry::AttemptResult,
-) -> Counter {
-    METRICS
-        .upstream_requests
-        .get_or_create(&[("backend", backend.to_owned()), ("result", result.as_str().to_owned())])
-        .clone()
+/// Runtimes holding each backend's `weir_upstream_requests_total` series (several registries
+/// may know one backend, e.g. two data planes in one test process).
+static UPSTREAM_HOLDERS: std::sync::Mutex<Option<std::collections::HashMap<String, u32>>> =
+    std::sync::Mutex::new(None);
+
+/// The `weir_upstream_requests_total` counters of `backend`, one per result in
+/// [`AttemptResult::ALL`](crate::upstream::registry::AttemptResult::ALL) order (resolved
+/// once per backend runtime, so requests count without a label lookup). Give them back with
+/// [`release_upstream_requests`].
+pub fn upstream_requests(backend: &str) -> [Counter; 7] {
+    let mut holders = UPSTREAM_HOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *holders.get_or_insert_with(Default::default).entry(backend.to_owned()).or_default() += 1;
+    crate::upstream::registry::AttemptResult::ALL.map(|result| {
+        METRICS
+            .upstream_requests
+            .get_or_create(&[
+                ("backend", backend.to_owned()),
+                ("result", result.as_str().to_owned()),
+            ])
+            .clone()
+    })
 }
 
-/// Removes every `weir_upstream_requests_total` series of `backend`.
-pub fn remove_upstream_requests(backend: &str) {
+/// A runtime of `backend` is gone: when it was the last, every
+/// `weir_upstream_requests_total` series of `backend` is removed.
+pub fn release_upstream_requests(backend: &str) {
+    let mut holders = UPSTREAM_HOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let holders = holders.get_or_insert_with(Default::default);
+    let Some(count) = holders.get_mut(backend) else { return };
+    *count = count.saturating_sub(1);
+    if *count > 0 {
+        return;
+    }
+    holders.remove(backend);
     for result in crate::upstream::registry::AttemptResult::ALL {
         METRICS
             .upstream_requests

@@ -554,3 +554,107 @@ async fn failing_active_checks_take_an_endpoint_out_and_its_checker_leaves_with_
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(checks.load(Ordering::SeqCst), after_removal);
 }
+
+/// `n` concurrent `GET /` through `gw`, their statuses.
+async fn concurrent(gw: &Arc<Gateway>, n: usize) -> Vec<u16> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let gw = Arc::clone(gw);
+        tasks.push(tokio::spawn(
+            async move { get(&client(), &gw.url("/"), "h").await.status.as_u16() },
+        ));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_never_goes_to_an_open_circuit() {
+    let bad = Origin::start_with("bad", OriginOptions { delay: None, status: Some(500) }).await;
+    let other = Origin::start("other").await;
+    let policy = Arc::new(BackendPolicy {
+        panic_threshold: 50,
+        breaker: Some(breaker(1, default_fallback())),
+        ..BackendPolicy::default()
+    });
+    let mut act = action(&[(0, 1)]);
+    act.retries = RetryPolicy { attempts: 2, on_5xx: true, ..RetryPolicy::default() };
+    let backend = Backend::new(key("retry-open"), vec![bad.addr, other.addr]).with_policy(policy);
+    let gw = Gateway::start(snapshot(
+        1,
+        vec![route("r", &[], vec![rule("r", "/", act)])],
+        vec![backend],
+    ))
+    .await;
+    // Round robin: bad first; its 500 opens the circuit, and the retry is refused.
+    let answer = get(&client(), &gw.url("/"), "h").await;
+    assert_gateway_error(&answer, 503);
+    assert_eq!(answer.json()["error"], "circuit open for backend default/retry-open:80");
+    assert_eq!(bad.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(other.requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_parallel_requests_answers_the_rest_with_the_fallback_at_once() {
+    let slow = Origin::start_with(
+        "slow",
+        OriginOptions { delay: Some(Duration::from_millis(1500)), status: None },
+    )
+    .await;
+    let mut caps = breaker(1000, default_fallback());
+    caps.max_parallel_requests = Some(2);
+    let policy = Arc::new(BackendPolicy {
+        panic_threshold: 50,
+        breaker: Some(caps),
+        ..BackendPolicy::default()
+    });
+    let gw = Arc::new(
+        Gateway::start(one_backend(
+            1,
+            Backend::new(key("parallel"), vec![slow.addr]).with_policy(policy),
+        ))
+        .await,
+    );
+    let mut statuses = concurrent(&gw, 10).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 503, 503, 503, 503, 503, 503, 503, 503]);
+    assert_eq!(slow.requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_answers_with_the_fallback_instead_of_a_new_connection() {
+    let slow = Origin::start_with(
+        "slow",
+        OriginOptions { delay: Some(Duration::from_millis(1500)), status: None },
+    )
+    .await;
+    let mut caps = breaker(1000, default_fallback());
+    caps.max_connections = Some(1);
+    let policy = Arc::new(BackendPolicy {
+        panic_threshold: 50,
+        breaker: Some(caps),
+        ..BackendPolicy::default()
+    });
+    let k = key("connections");
+    let gw = Arc::new(
+        Gateway::start(one_backend(
+            1,
+            Backend::new(k.clone(), vec![slow.addr]).with_policy(policy),
+        ))
+        .await,
+    );
+    let mut statuses = concurrent(&gw, 4).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 503, 503, 503]);
+    assert_eq!(slow.requests.load(Ordering::SeqCst), 1);
+    let text = weir_dataplane::metrics::encode();
+    assert!(
+        text.contains(
+            r#"weir_upstream_requests_total{backend="default/connections:80",result="overflow"} 3"#
+        ),
+        "{text}"
+    );
+}

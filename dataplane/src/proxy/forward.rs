@@ -249,6 +249,9 @@ fn report(
 ) {
     runtime.count(seen.result());
     let Some(policy) = policy else { return };
+    if permit.is_none() && policy.passive.is_none() {
+        return;
+    }
     let Some(outcome) = seen.outcome() else { return };
     let now = Instant::now();
     if let Some(permit) = permit {
@@ -267,7 +270,14 @@ fn report(
             None => {}
         }
     }
-    runtime.record_outlier(endpoint, outcome, now);
+    if let Some(passive) = &policy.passive {
+        runtime.record_outlier(endpoint, passive, outcome, now);
+    }
+}
+
+/// Whether a policy's request path reads the clock.
+fn needs_clock(policy: &BackendPolicy) -> bool {
+    policy.passive.is_some() || policy.slow_start.is_some() || policy.breaker.is_some()
 }
 
 /// Sends `request` to `backend`'s endpoints (picked by the backend's balancer, another
@@ -298,7 +308,8 @@ pub(crate) async fn send(
     let mut retrying: Option<Counted<'_>> = None;
     let mut left = retries.attempts;
     loop {
-        let now = policy.map(|p| {
+        // The clock is read only for what needs it (ejection expiry, slow start, breaker).
+        let now = policy.filter(|p| needs_clock(p)).map(|p| {
             let now = Instant::now();
             if p.passive.is_some() {
                 runtime.expire_ejections(now);

@@ -433,10 +433,15 @@ async fn proxy<'s>(
                 tracing::debug!(route = %rule.route, rule = %rule.name, %error, "client request body broken, answering 400");
                 return Err(ProxyError::BadRequest { reason: "broken request body" });
             }
-            tracing::warn!(
-                route = %rule.route, rule = %rule.name, backend = %backend.key, %error,
-                "upstream request failed"
-            );
+            if let ProxyError::Fallback { .. } = &error {
+                // Once per request while a circuit is open: the opening itself is the warning.
+                tracing::debug!(route = %rule.route, rule = %rule.name, backend = %backend.key, %error, "answered with the fallback");
+            } else {
+                tracing::warn!(
+                    route = %rule.route, rule = %rule.name, backend = %backend.key, %error,
+                    "upstream request failed"
+                );
+            }
             return Err(error);
         }
     };
