@@ -86,9 +86,14 @@ impl Prepared {
         request
     }
 
-    /// The HTTP/2 request: absolute URI (`:scheme http`, `:authority` from the prepared
-    /// `Host`, else the endpoint's address), no `Host` header.
-    fn build_h2(&self, mut headers: HeaderMap, endpoint: &Authority) -> Request<UpstreamBody> {
+    /// The HTTP/2 request: absolute URI (`:scheme` `https` over TLS, else `http`;
+    /// `:authority` from the prepared `Host`, else the endpoint's address), no `Host` header.
+    fn build_h2(
+        &self,
+        mut headers: HeaderMap,
+        endpoint: &Authority,
+        tls: bool,
+    ) -> Request<UpstreamBody> {
         let authority = headers
             .remove(HOST)
             .and_then(|h| {
@@ -97,7 +102,7 @@ impl Prepared {
             .unwrap_or_else(|| endpoint.clone());
         let mut request = self.build(headers);
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
         uri.authority = Some(authority);
         uri.path_and_query = Some(self.path_and_query.clone());
         if let Ok(uri) = Uri::from_parts(uri) {
@@ -358,7 +363,7 @@ pub(crate) async fn send(
             std::mem::take(&mut request.headers)
         };
         let built = match via {
-            Via::H2 => request.build_h2(headers, &endpoint.authority),
+            Via::H2 => request.build_h2(headers, &endpoint.authority, transport.tls.is_some()),
             Via::Pooled | Via::Upgrade => request.build(headers),
         };
         endpoint.begin();

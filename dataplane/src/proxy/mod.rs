@@ -142,6 +142,22 @@ pub async fn handle(
     }
 }
 
+/// The causes below an error's message and its first source (which the message already
+/// shows), joined by `: ` — hyper's "connection error" hides why, e.g. a TLS alert from an
+/// upstream that refused the gateway's client certificate. Only on the error path.
+fn deeper_causes(error: &ProxyError) -> String {
+    let mut out = String::new();
+    let mut next = std::error::Error::source(error).and_then(std::error::Error::source);
+    while let Some(cause) = next {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
 /// What the end-of-request record needs of the request line, copied only when observed.
 struct RequestHead {
     method: Method,
@@ -439,7 +455,7 @@ async fn proxy<'s>(
             } else {
                 tracing::warn!(
                     route = %rule.route, rule = %rule.name, backend = %backend.key, %error,
-                    "upstream request failed"
+                    cause = %deeper_causes(&error), "upstream request failed"
                 );
             }
             return Err(error);

@@ -14,7 +14,7 @@ use crate::snapshot::{ObjectKey, UpstreamProtocol};
 use crate::upstream::tls::UpstreamTls;
 
 /// One compiled BackendPolicy, as it applies to one backend.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BackendPolicy {
     /// The BackendPolicy object (for `/debug/backends`, metrics and Events); `None` for the
     /// built-in default.
@@ -48,6 +48,27 @@ pub struct BackendPolicy {
 impl BackendPolicy {
     /// The default panic threshold, in percent.
     pub const DEFAULT_PANIC_THRESHOLD: u8 = 50;
+}
+
+impl Default for BackendPolicy {
+    /// An empty policy with API.md's defaults: round robin, no checks (panic threshold
+    /// 50%), no breaker, no budget, plain connections.
+    fn default() -> Self {
+        BackendPolicy {
+            source: None,
+            generation: 0,
+            load_balancer: LoadBalancer::default(),
+            slow_start: None,
+            active: None,
+            passive: None,
+            panic_threshold: Self::DEFAULT_PANIC_THRESHOLD,
+            breaker: None,
+            retry: None,
+            tls: None,
+            protocol: None,
+            connection: ConnectionSettings::default(),
+        }
+    }
 }
 
 /// `loadBalancer.type`.

@@ -460,11 +460,8 @@ impl ServiceRuntime {
 
     fn set_active_health(&self, endpoint: &EndpointState, healthy: bool) {
         if endpoint.active_healthy.swap(healthy, Ordering::Relaxed) != healthy {
-            if healthy {
-                tracing::info!(backend = %self.key, endpoint = %endpoint.addr, "endpoint passes its health checks again");
-            } else {
-                tracing::warn!(backend = %self.key, endpoint = %endpoint.addr, "endpoint fails its health checks, out of rotation");
-            }
+            // The checker logs the transition with its reason.
+            tracing::debug!(backend = %self.key, endpoint = %endpoint.addr, healthy, "usable endpoints rebuilt after a health transition");
             self.rebuild();
         }
     }
@@ -584,11 +581,13 @@ impl ServiceRuntime {
     /// Sends and logs an event about this backend.
     pub fn event(&self, event: UpstreamEvent) {
         match &event {
+            // The controller logs them with the policy's name (and sends Events in
+            // Kubernetes mode); here only for debugging the data plane alone.
             UpstreamEvent::CircuitOpened { failures, open_for, .. } => {
-                tracing::warn!(backend = %self.key, failures, open_for_ms = open_for.as_millis() as u64, "circuit opened: requests get the fallback");
+                tracing::debug!(backend = %self.key, failures, open_for_ms = open_for.as_millis() as u64, "circuit opened: requests get the fallback");
             }
             UpstreamEvent::CircuitClosed { .. } => {
-                tracing::warn!(backend = %self.key, "circuit closed");
+                tracing::debug!(backend = %self.key, "circuit closed");
             }
         }
         if let Some(events) = &self.events {
@@ -667,7 +666,8 @@ impl ServiceRuntime {
 /// 0 while closed, the threshold once open.
 fn breaker_failures(breaker: &Breaker, now: Instant) -> u32 {
     match breaker.state(now) {
-        CircuitState::Closed => 0,
+        CircuitState::Closed => breaker.failures(now),
+        // Open (or probing): the window that opened it was full.
         CircuitState::Open | CircuitState::HalfOpen => breaker.config().failure_threshold,
     }
 }
