@@ -42,12 +42,12 @@ use super::error::FallbackReason;
 use super::error::ProxyError;
 use crate::snapshot::{Backend, RetryPolicy, Timeouts, UpstreamProtocol};
 use crate::upstream::balance::{EndpointSet, PickContext};
-use crate::upstream::breaker::{Permit, Refusal, Transition};
+use crate::upstream::breaker::{ParallelSlot, Permit, Refusal, Transition};
 use crate::upstream::health::passive::Outcome;
 use crate::upstream::policy::{BackendPolicy, LoadBalancer, RetryBudget};
 use crate::upstream::pool::{AttemptError, ConnectError, PooledBody, Transport, Upstream, Via};
 use crate::upstream::registry::{
-    AttemptResult, EndpointState, RuntimeConfig, ServiceRuntime, UpstreamEvent,
+    AttemptResult, EndpointState, Outstanding, RuntimeConfig, ServiceRuntime, UpstreamEvent,
 };
 
 /// An upstream request, prepared once and built per attempt.
@@ -152,15 +152,6 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// An endpoint's in-flight count, up for one attempt.
-struct Busy<'a>(&'a EndpointState);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
 /// What one attempt saw, for the breaker, outlier detection and metrics.
 #[derive(Debug, Clone, Copy)]
 enum Seen {
@@ -245,23 +236,28 @@ fn backoff(budget: &RetryBudget, n: u32) -> Duration {
 }
 
 /// Reports an attempt's outcome: the breaker (and its events), outlier detection, metrics.
+/// Returns the permit's parallel-request slot, kept for the response body.
 fn report(
     runtime: &ServiceRuntime,
-    policy: Option<&BackendPolicy>,
+    config: Option<&RuntimeConfig>,
     permit: Option<Permit<'_>>,
     endpoint: &EndpointState,
     seen: Seen,
-) {
+) -> Option<ParallelSlot> {
     runtime.count(seen.result());
-    let Some(policy) = policy else { return };
+    let config = config?;
+    let policy = config.policy.as_deref()?;
     if permit.is_none() && policy.passive.is_none() {
-        return;
+        return None;
     }
-    let Some(outcome) = seen.outcome() else { return };
+    let outcome = seen.outcome()?;
     let now = Instant::now();
-    if let Some(permit) = permit {
+    let mut slot = None;
+    if let (Some(permit), Some(breaker)) = (permit, &config.breaker) {
         let success = outcome == Outcome::Success;
-        match permit.record(success, now) {
+        let (transition, kept) = permit.record_keeping_slot(success, now, breaker);
+        slot = kept;
+        match transition {
             Some(Transition::Opened { failures }) => runtime.event(UpstreamEvent::CircuitOpened {
                 backend: runtime.key.clone(),
                 policy: policy.source.clone(),
@@ -278,6 +274,7 @@ fn report(
     if let Some(passive) = &policy.passive {
         runtime.record_outlier(endpoint, passive, outcome, now);
     }
+    slot
 }
 
 /// Whether a policy's request path reads the clock.
@@ -366,8 +363,7 @@ pub(crate) async fn send(
             Via::H2 => request.build_h2(headers, &endpoint.authority, transport.tls.is_some()),
             Via::Pooled | Via::Upgrade => request.build(headers),
         };
-        endpoint.begin();
-        let busy = Busy(&endpoint);
+        let mut outstanding = Outstanding::begin(Arc::clone(&endpoint));
         let future = upstream.request(endpoint_addr, transport, timeouts.connect, built, via);
         let try_deadline = retries.per_try_timeout.map(|d| Instant::now() + d);
         let limit = match (deadline, try_deadline) {
@@ -378,7 +374,6 @@ pub(crate) async fn send(
             Some(at) => timeout_at(at, future).await.ok(),
             None => Some(future.await),
         };
-        drop(busy);
         // What the attempt saw, whether the route's retry policy wants it sent again, and
         // the answer when it is not.
         let (seen, wanted, answer) = match result {
@@ -422,7 +417,7 @@ pub(crate) async fn send(
                 (Seen::Status(status), wanted, Ok(response))
             }
         };
-        report(runtime, policy, permit, &endpoint, seen);
+        outstanding.keep(report(runtime, config.as_deref(), permit, &endpoint, seen));
         let can_retry = wanted
             && left > 0
             && request.body_available()
@@ -431,10 +426,17 @@ pub(crate) async fn send(
             if wanted && left > 0 && budget.is_some() && request.body_available() {
                 tracing::debug!(backend = %backend.key, "retry budget exhausted, not retrying");
             }
-            if let Err(error) = &answer {
-                tracing::debug!(endpoint = %endpoint_addr, %error, "upstream attempt failed");
-            }
-            return answer;
+            return match answer {
+                // In flight (and holding its parallel slot) until the body ends.
+                Ok(mut response) => {
+                    response.body_mut().hold(outstanding);
+                    Ok(response)
+                }
+                Err(error) => {
+                    tracing::debug!(endpoint = %endpoint_addr, %error, "upstream attempt failed");
+                    Err(error)
+                }
+            };
         }
         match &answer {
             Ok(response) => {

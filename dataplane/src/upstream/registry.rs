@@ -273,6 +273,34 @@ pub struct RuntimeConfig {
     pub breaker: Option<Arc<Breaker>>,
 }
 
+/// What one request holds until its response body ends (or is dropped): its endpoint's
+/// in-flight count (what LeastRequest compares) and, under `maxParallelRequests`, its
+/// parallel-request slot.
+#[derive(Debug)]
+pub struct Outstanding {
+    endpoint: Arc<EndpointState>,
+    slot: Option<crate::upstream::breaker::ParallelSlot>,
+}
+
+impl Outstanding {
+    /// One more request in flight to `endpoint`.
+    pub fn begin(endpoint: Arc<EndpointState>) -> Self {
+        endpoint.begin();
+        Outstanding { endpoint, slot: None }
+    }
+
+    /// Keeps the parallel-request slot for as long as this lives.
+    pub fn keep(&mut self, slot: Option<crate::upstream::breaker::ParallelSlot>) {
+        self.slot = slot;
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.endpoint.end();
+    }
+}
+
 /// The runtime state of one backend: its endpoints' states, balancer cursor, circuit,
 /// retry budget, transport and counters.
 #[derive(Debug)]

@@ -18,7 +18,7 @@
 mod window;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::time::Instant;
 
@@ -305,6 +305,35 @@ impl Permit<'_> {
     /// True when this permit is the half-open circuit's probe.
     pub fn is_probe(&self) -> bool {
         self.probe
+    }
+
+    /// Like [`Permit::record`], but the parallel-request slot (when the permit holds one)
+    /// is kept in the returned [`ParallelSlot`] instead of given back: the outcome is known
+    /// at the response headers, while the request stays in flight until its response body
+    /// ends. `owner` is the `Arc` of this permit's breaker.
+    pub fn record_keeping_slot(
+        mut self,
+        success: bool,
+        now: Instant,
+        owner: &Arc<Breaker>,
+    ) -> (Option<Transition>, Option<ParallelSlot>) {
+        debug_assert!(std::ptr::eq(self.breaker, &**owner));
+        let slot =
+            std::mem::take(&mut self.parallel).then(|| ParallelSlot { breaker: Arc::clone(owner) });
+        (self.record(success, now), slot)
+    }
+}
+
+/// A `maxParallelRequests` slot held past the permit (see
+/// [`Permit::record_keeping_slot`]); given back when dropped.
+#[derive(Debug)]
+pub struct ParallelSlot {
+    breaker: Arc<Breaker>,
+}
+
+impl Drop for ParallelSlot {
+    fn drop(&mut self) {
+        self.breaker.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -281,6 +281,8 @@ pub struct PooledBody {
     body: Incoming,
     /// The pool and connection to return, until returned or given up.
     home: Option<Home>,
+    /// The request's in-flight count and parallel slot, until the body ends.
+    outstanding: Option<crate::upstream::registry::Outstanding>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -305,15 +307,22 @@ impl PooledBody {
         sender: Sender,
         settings: ConnectionSettings,
     ) -> Self {
-        PooledBody { body, home: Some(Home { pool, key, sender, settings }) }
+        PooledBody { body, home: Some(Home { pool, key, sender, settings }), outstanding: None }
     }
 
     /// A body whose connection is not pooled (HTTP/2 streams, upgrade requests).
     pub(crate) fn unpooled(body: Incoming) -> Self {
-        PooledBody { body, home: None }
+        PooledBody { body, home: None, outstanding: None }
+    }
+
+    /// Keeps the request counted in flight (its endpoint's count, its parallel slot) until
+    /// the body ends or is dropped.
+    pub(crate) fn hold(&mut self, outstanding: crate::upstream::registry::Outstanding) {
+        self.outstanding = Some(outstanding);
     }
 
     fn release(&mut self) {
+        self.outstanding = None;
         if let Some(home) = self.home.take() {
             home.pool.checkin(home.key, home.sender, home.settings);
         }
@@ -333,7 +342,10 @@ impl Body for PooledBody {
         match &polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.home = None,
+            Poll::Ready(Some(Err(_))) => {
+                this.home = None;
+                this.outstanding = None;
+            }
             _ => {}
         }
         polled
