@@ -221,21 +221,29 @@ pub async fn request_phase(
     Ok(Flow::Continue)
 }
 
+impl RequestContext<'_> {
+    /// Sets [`RequestContext::client_ip`]: the TCP peer, or the client address from
+    /// `X-Forwarded-For` when the peer is a trusted proxy.
+    pub(crate) fn resolve_client_ip(&mut self, headers: &http::HeaderMap) {
+        if let Some(peer) = self.client {
+            self.client_ip = Some(match self.trusted() {
+                Some(trusted) if !trusted.is_empty() => crate::ratelimit::client_ip(
+                    peer,
+                    headers.get_all(crate::proxy::headers::X_FORWARDED_FOR).iter(),
+                    trusted,
+                ),
+                _ => peer.ip().to_canonical(),
+            });
+        }
+    }
+}
+
 /// What every filter of the rule may need before the chain runs, whatever stops it: the
 /// client address, the CORS verdict on the `Origin` (a 403 from `ipRestriction`, which
 /// runs before CORS, is still readable by the browser), and the response coding (a
 /// `directResponse` or an error answer is compressed like an upstream response).
 fn prepare(filters: &[Filter], request: &http::request::Parts, ctx: &mut RequestContext<'_>) {
-    if let Some(peer) = ctx.client {
-        ctx.client_ip = Some(match ctx.trusted() {
-            Some(trusted) if !trusted.is_empty() => crate::ratelimit::client_ip(
-                peer,
-                request.headers.get_all(crate::proxy::headers::X_FORWARDED_FOR).iter(),
-                trusted,
-            ),
-            _ => peer.ip().to_canonical(),
-        });
-    }
+    ctx.resolve_client_ip(&request.headers);
     for filter in filters {
         if let Filter::Cors(cors) = filter {
             ctx.cors = cors.evaluate(&request.headers);

@@ -355,7 +355,11 @@ async fn proxy<'s>(
     // ConsistentHash: the request's key, once (a cookie weir makes is set on the answer).
     let hashed = match backend.policy.as_deref().map(|p| &p.load_balancer) {
         Some(crate::upstream::policy::LoadBalancer::ConsistentHash(on)) => {
-            let client = ctx.client_ip.unwrap_or_else(|| peer.addr.ip());
+            // Trusted proxies apply as for the filters (already resolved when they ran).
+            if ctx.client_ip.is_none() {
+                ctx.resolve_client_ip(&parts.headers);
+            }
+            let client = ctx.client_ip.unwrap_or_else(|| peer.addr.ip().to_canonical());
             crate::upstream::balance::request_hash(on, &parts.headers, parts.uri.query(), client)
         }
         _ => crate::upstream::balance::RequestHash::default(),
