@@ -3,6 +3,7 @@
 
     python3 bench/callgrind.py target/release/weir [OTHER_WEIR_BINARY ...] [nginx]
     python3 bench/callgrind.py --plugins target/release/weir [OTHER_WEIR_BINARY ...]
+    python3 bench/callgrind.py --upstream target/release/weir [OTHER_WEIR_BINARY ...]
 
 Instruction counts do not move with the noise of a shared machine, so this is the way to
 A/B two builds of weir (or weir vs nginx) on the request path. Kernel time is not counted.
@@ -22,6 +23,12 @@ routes 401 without the token. Each route gets its own warm-up, zero and dump; CG
 (1) rounds in the order none, jwt, rl, jwtrl. It prints instructions per request of every
 route and its ratio to `/none` (target for `/jwtrl`: <= 1.1x, BENCHMARKING.md); any
 non-2xx answer (401, 429) or transport error is printed as an error.
+
+`--upstream`: the routes of bench/upstream.py (each to its own Service with three
+endpoints): `/none` (no BackendPolicy), `/lr` (LeastRequest), `/hash` (ConsistentHash on a
+header, every request with `x-user: u-1`), `/breaker` (a closed circuit breaker) and `/all`
+(LeastRequest + passive ejection + breaker + retry budget), after the same check that every
+policy is bound; ratios to `/none` (targets 1.03x, 1.03x, 1.02x).
 
 KEEP_TMP=1 keeps the callgrind files (named after the binary and route) for
 `callgrind_annotate --inclusive=yes FILE`. Needs: apt-get install -y valgrind nginx-light
@@ -163,10 +170,42 @@ def measure_plugins(name, target, up):
         print(f"  /{path:<6} {med:>10,.0f}{spread}  {med / base:.3f}x /none{target}{err}", flush=True)
 
 
+def measure_upstream(name, target, up):
+    import upstream  # bench/upstream.py: the same Services, endpoints and policies as `make bench`
+
+    cfg = os.path.join(b.TMP, f"upstream-{name}")
+    os.makedirs(cfg, exist_ok=True)
+    with open(os.path.join(cfg, "policies.yaml"), "w") as f:
+        f.write(upstream.config_text(up))
+    routes = [p for p, _, _ in upstream.VARIANTS]
+    port, admin = b.free_port(), b.free_port()
+    v = Valgrind(name, weir_argv(target, cfg, port, admin), os.path.join(b.TMP, f"cg-{name}.out"))
+    b.wait_http(f"http://127.0.0.1:{port}/none/x", name, timeout=120, proc=v.p)
+    upstream.check(port, admin)
+    res = {p: [] for p in routes}
+    errors = {p: 0 for p in routes}
+    for rnd in range(ROUNDS):
+        for path in routes:
+            per_req, r = v.count(port, f"/{path}/x", ["x-user: u-1"], label=f"{name}-{path}-{rnd}")
+            res[path].append(per_req)
+            errors[path] += r["errors"] + r["non_2xx"]
+            b.log(f"{name} round {rnd + 1}/{ROUNDS} /{path}: {per_req:,.0f} instructions/request ({r['ok']} ok)")
+    v.stop()
+    base = statistics.median(res["none"])
+    print(f"{name}: user-space instructions per request (median of {ROUNDS} round(s), "
+          f"{RATE} req/s x {SECONDS} s, 4 connections)", flush=True)
+    for path in routes:
+        med = statistics.median(res[path])
+        target = f"  (target <= {upstream.TARGETS[path]:.2f}x)" if path in upstream.TARGETS else ""
+        err = f", {errors[path]} errors" if errors[path] else ""
+        print(f"  /{path:<8} {med:>10,.0f}  {med / base:.3f}x /none{target}{err}", flush=True)
+
+
 def main():
     args = sys.argv[1:]
     plugin_mode = bool(args) and args[0] == "--plugins"
-    if plugin_mode:
+    upstream_mode = bool(args) and args[0] == "--upstream"
+    if plugin_mode or upstream_mode:
         args = args[1:]
     if not args or any(a in ("-h", "--help") for a in args):
         sys.exit(__doc__)
@@ -183,6 +222,8 @@ def main():
         for i, target in enumerate(args):
             if plugin_mode:
                 measure_plugins(f"{i}-{os.path.basename(target)}", target, up)
+            elif upstream_mode:
+                measure_upstream(f"{i}-{os.path.basename(target)}", target, up)
             elif target == "nginx":
                 port = b.free_port()
                 conf = b.NGINX_PROXY_CONF.format(tmp=b.TMP, port=port, h2port=b.free_port(), upstream=up)
