@@ -222,3 +222,47 @@ async fn weights_pick_the_backend_and_the_policy_picks_the_endpoint() {
     assert_eq!(n[2] + n[3], 50, "{n:?}");
     assert!(n.iter().all(|c| *c > 0), "{n:?}");
 }
+
+/// Behind a trusted proxy, `SourceIP` hashes the client in `X-Forwarded-For` (on a route
+/// without plugins too), not the proxy's address: each client sticks to one endpoint, and
+/// different clients spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_hash_uses_the_forwarded_client_behind_a_trusted_proxy() {
+    use weir_dataplane::filter::RateLimitRuntime;
+    use weir_dataplane::ratelimit::{RateLimiters, TrustedProxies};
+
+    let o = origins(&["a", "b", "c", "d"]).await;
+    let backend = Backend::new(key("svc"), o.iter().map(|o| o.addr).collect())
+        .with_policy(policy(LoadBalancer::ConsistentHash(HashOn::SourceIp)));
+    let runtime = RateLimitRuntime::new(
+        RateLimiters::new(None),
+        TrustedProxies::parse(["127.0.0.1/32"]).unwrap(),
+    );
+    let dataplane = weir_dataplane::DataPlane::with_rate_limits(runtime);
+    dataplane.publish(one_backend(1, backend));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(weir_dataplane::serve(
+        listener,
+        Arc::clone(&dataplane),
+        std::future::pending(),
+    ));
+    let client = client();
+    let ask = |ip: String| {
+        let request = Request::get(format!("http://{addr}/"))
+            .header("host", "h")
+            .header("x-forwarded-for", ip)
+            .body(empty())
+            .unwrap();
+        send(&client, request)
+    };
+    let mut owners = HashMap::new();
+    for i in 1..=40u32 {
+        let ip = format!("10.0.{}.{}", i / 200, i % 200 + 1);
+        let first = ask(ip.clone()).await.origin();
+        assert_eq!(ask(ip.clone()).await.origin(), first, "client {ip} moved");
+        *owners.entry(first).or_insert(0u32) += 1;
+    }
+    assert!(owners.len() >= 3, "40 clients behind one proxy should spread: {owners:?}");
+    task.abort();
+}
