@@ -215,23 +215,27 @@ async fn a_backoff_past_the_deadline_is_not_waited() {
     assert_eq!(failing.requests.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn panic_threshold_zero_with_every_endpoint_ejected_is_a_503() {
+/// Two endpoints that answer 500, each ejected after one failure (up to all of them), under
+/// `panic_threshold`.
+async fn two_failing(name: &str, panic_threshold: u8) -> (Origin, Origin, BackendKey, Gateway) {
     let (a, b) = (
         Origin::start_with("a", OriginOptions { delay: None, status: Some(500) }).await,
         Origin::start_with("b", OriginOptions { delay: None, status: Some(500) }).await,
     );
     let policy = Arc::new(BackendPolicy {
         passive: Some(passive(1, 100)),
-        panic_threshold: 0,
+        panic_threshold,
         ..BackendPolicy::default()
     });
-    let k = key("panic0");
-    let gw = Gateway::start(one_backend(
-        1,
-        Backend::new(k.clone(), vec![a.addr, b.addr]).with_policy(policy),
-    ))
-    .await;
+    let k = key(name);
+    let backend = Backend::new(k.clone(), vec![a.addr, b.addr]).with_policy(policy);
+    let gw = Gateway::start(one_backend(1, backend)).await;
+    (a, b, k, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_threshold_zero_with_every_endpoint_ejected_is_a_503() {
+    let (a, b, k, gw) = two_failing("panic0", 0).await;
     let client = client();
     assert_eq!(get(&client, &gw.url("/"), "h").await.status, 500);
     assert_eq!(get(&client, &gw.url("/"), "h").await.status, 500);
@@ -243,21 +247,7 @@ async fn panic_threshold_zero_with_every_endpoint_ejected_is_a_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panic_threshold_fifty_uses_every_endpoint_when_all_are_ejected() {
-    let (a, b) = (
-        Origin::start_with("a", OriginOptions { delay: None, status: Some(500) }).await,
-        Origin::start_with("b", OriginOptions { delay: None, status: Some(500) }).await,
-    );
-    let policy = Arc::new(BackendPolicy {
-        passive: Some(passive(1, 100)),
-        panic_threshold: 50,
-        ..BackendPolicy::default()
-    });
-    let k = key("panic50");
-    let gw = Gateway::start(one_backend(
-        1,
-        Backend::new(k.clone(), vec![a.addr, b.addr]).with_policy(policy),
-    ))
-    .await;
+    let (a, b, k, gw) = two_failing("panic50", 50).await;
     let client = client();
     for _ in 0..10 {
         assert_eq!(get(&client, &gw.url("/"), "h").await.status, 500);
