@@ -6,31 +6,17 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
-use weir_dataplane::tls::provider;
 use weir_dataplane::upstream::BackendPolicy;
 use weir_dataplane::upstream::tls::{ClientIdentity, TlsRoots, UpstreamTls};
 use weir_dataplane::{Backend, Snapshot, UpstreamProtocol};
@@ -38,62 +24,17 @@ use weir_dataplane::{Backend, Snapshot, UpstreamProtocol};
 const BOUND: Duration = Duration::from_secs(10);
 const HOST: &str = "orders.internal";
 
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
+/// The CA, leaf certificates, origin and log capture of the pool's own TLS tests.
+#[path = "../src/upstream/pool/testing.rs"]
+#[allow(dead_code)]
+mod testing;
 
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        Ca { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
-    }
-
-    fn leaf(&self, names: &[&str]) -> Leaf {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
-    }
-
-    fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        roots
-    }
-}
+use testing::{Ca, Leaf, Logs, TestOrigin};
 
 /// A server configuration for `orders.internal` signed by `ca`, offering `alpn`, requiring a
 /// client certificate from `client_ca` when given.
 fn server_config(ca: &Ca, client_ca: Option<&Ca>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
-    let leaf = ca.leaf(&[HOST]);
-    let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => builder.with_client_cert_verifier(
-            WebPkiClientVerifier::builder_with_provider(Arc::new(ca.roots()), provider())
-                .build()
-                .unwrap(),
-        ),
-    };
-    let mut config = builder.with_single_cert(chain, key).unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    testing::server_config(&ca.leaf(&[HOST]), client_ca, alpn)
 }
 
 /// The upstream TLS of a BackendPolicy trusting `ca` for `hostname`.
@@ -103,7 +44,7 @@ fn upstream_tls(
     client: Option<&Leaf>,
     protocol: UpstreamProtocol,
 ) -> UpstreamTls {
-    let pem = ca.issuer.pem();
+    let pem = ca.pem();
     let client = client.map(|leaf| ClientIdentity {
         chain: leaf.cert_pem.as_bytes(),
         key: leaf.key_pem.as_bytes(),
@@ -131,134 +72,14 @@ fn one_backend(version: u64, backend: Backend) -> Snapshot {
     snapshot(version, vec![route("r", &[], vec![rule("r", "/", action(&[(0, 1)]))])], vec![backend])
 }
 
-/// An origin answering plain HTTP and TLS on one port (a first byte 0x16 is a TLS
-/// ClientHello), HTTP/1.1 or HTTP/2. Each answer says how it came: `{plain|tls} {version}
-/// {path} client-cert={yes|no}`, and for HTTP/2 its `:scheme` in `x-scheme`.
-struct TlsOrigin {
-    addr: SocketAddr,
-    plain: Arc<AtomicUsize>,
-    tls: Arc<AtomicUsize>,
-    alpn: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsOrigin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl TlsOrigin {
-    async fn start(config: Arc<ServerConfig>) -> TlsOrigin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (plain, tls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let alpn = Arc::new(Mutex::new(Vec::new()));
-        let (p, t, seen) = (Arc::clone(&plain), Arc::clone(&tls), Arc::clone(&alpn));
-        let acceptor = TlsAcceptor::from(config);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (p, t, seen, acceptor) =
-                    (Arc::clone(&p), Arc::clone(&t), Arc::clone(&seen), acceptor.clone());
-                tokio::spawn(async move {
-                    let mut first = [0u8; 1];
-                    if stream.peek(&mut first).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if first[0] != 0x16 {
-                        p.fetch_add(1, Ordering::SeqCst);
-                        return serve(TokioIo::new(stream), "plain", false).await;
-                    }
-                    let Ok(stream) = acceptor.accept(stream).await else { return };
-                    let conn = stream.get_ref().1;
-                    seen.lock().unwrap().push(conn.alpn_protocol().map(<[u8]>::to_vec));
-                    let cert = conn.peer_certificates().is_some();
-                    t.fetch_add(1, Ordering::SeqCst);
-                    serve(TokioIo::new(stream), "tls", cert).await;
-                });
-            }
-        });
-        TlsOrigin { addr, plain, tls, alpn, task }
-    }
-
-    fn tls_count(&self) -> usize {
-        self.tls.load(Ordering::SeqCst)
-    }
-
-    fn plain_count(&self) -> usize {
-        self.plain.load(Ordering::SeqCst)
-    }
-}
-
-async fn serve<I>(io: I, kind: &'static str, client_cert: bool)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let service = service_fn(move |request: Request<Incoming>| async move {
-        let text = format!(
-            "{kind} {:?} {} client-cert={}",
-            request.version(),
-            request.uri().path(),
-            if client_cert { "yes" } else { "no" }
-        );
-        let mut response = Response::new(Full::new(Bytes::from(text)));
-        // HTTP/2's `:scheme`.
-        if let Some(scheme) = request.uri().scheme_str() {
-            response.headers_mut().insert("x-scheme", scheme.parse().unwrap());
-        }
-        Ok::<_, Infallible>(response)
-    });
-    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(io, service).await;
-}
-
 fn body(answer: &Answer) -> String {
     String::from_utf8(answer.body.to_vec()).unwrap()
-}
-
-/// Log lines written while a test runs (on a current-thread runtime: every task logs on
-/// the test's thread).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(self.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_right_ca_and_hostname_reach_the_origin_over_one_pooled_connection() {
     let ca = Ca::new("upstream ca");
-    let origin = TlsOrigin::start(server_config(&ca, None, &[b"h2", b"http/1.1"])).await;
+    let origin = TestOrigin::start(server_config(&ca, None, &[b"h2", b"http/1.1"])).await;
     let tls = upstream_tls(&ca, HOST, None, UpstreamProtocol::Http1);
     let backend = tls_backend("orders", origin.addr, tls, UpstreamProtocol::Http1);
     let gw = Gateway::start(one_backend(1, backend)).await;
@@ -277,7 +98,7 @@ async fn the_right_ca_and_hostname_reach_the_origin_over_one_pooled_connection()
 async fn refused_with(tls: UpstreamTls, ca: &Ca, reason: &str) {
     let logs = Logs::default();
     let _capture = logs.capture();
-    let origin = TlsOrigin::start(server_config(ca, None, &[b"http/1.1"])).await;
+    let origin = TestOrigin::start(server_config(ca, None, &[b"http/1.1"])).await;
     let backend = tls_backend("orders", origin.addr, tls, UpstreamProtocol::Http1);
     let gw = Gateway::start(one_backend(1, backend)).await;
     let answer = get(&client(), &gw.url("/"), "shop.test").await;
@@ -312,7 +133,7 @@ async fn an_origin_that_requires_a_client_certificate_accepts_the_gateways() {
     let logs = Logs::default();
     let _capture = logs.capture();
     let (ca, clients) = (Ca::new("upstream ca"), Ca::new("client ca"));
-    let origin = TlsOrigin::start(server_config(&ca, Some(&clients), &[b"http/1.1"])).await;
+    let origin = TestOrigin::start(server_config(&ca, Some(&clients), &[b"http/1.1"])).await;
     let without = upstream_tls(&ca, HOST, None, UpstreamProtocol::Http1);
     let gw = Gateway::start(one_backend(
         1,
@@ -347,7 +168,7 @@ async fn an_origin_that_requires_a_client_certificate_accepts_the_gateways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_over_tls_multiplexes_concurrent_requests_on_one_connection() {
     let ca = Ca::new("upstream ca");
-    let origin = TlsOrigin::start(server_config(&ca, None, &[b"h2", b"http/1.1"])).await;
+    let origin = TestOrigin::start(server_config(&ca, None, &[b"h2", b"http/1.1"])).await;
     let tls = upstream_tls(&ca, HOST, None, UpstreamProtocol::H2);
     let gw = Gateway::start(one_backend(
         1,
@@ -372,7 +193,7 @@ async fn h2_over_tls_multiplexes_concurrent_requests_on_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_and_a_tls_backend_on_one_address_do_not_share_connections() {
     let ca = Ca::new("upstream ca");
-    let origin = TlsOrigin::start(server_config(&ca, None, &[b"http/1.1"])).await;
+    let origin = TestOrigin::start(server_config(&ca, None, &[b"http/1.1"])).await;
     let tls = upstream_tls(&ca, HOST, None, UpstreamProtocol::Http1);
     let snap = snapshot(
         1,

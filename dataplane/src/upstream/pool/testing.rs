@@ -1,6 +1,7 @@
 //! Test material for the upstream TLS tests: an rcgen certificate authority, leaf
 //! certificates, and an origin on 127.0.0.1:0 that speaks plain HTTP or TLS on one port
-//! (HTTP/1.1 or HTTP/2, by ALPN or preface) and counts its connections.
+//! (HTTP/1.1 or HTTP/2, by ALPN or preface) and counts its connections. Also included by
+//! `dataplane/tests/upstream_tls.rs` (`#[path]`), so it names nothing of this crate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -82,7 +83,8 @@ pub(crate) fn server_config_with(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<ServerConfig> {
-    let provider = crate::tls::provider();
+    // Not `crate::tls::provider()`: tests/upstream_tls.rs includes this file too.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
