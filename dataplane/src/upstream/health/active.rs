@@ -8,7 +8,6 @@
 //! stops the task.
 
 use std::fmt;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +74,6 @@ async fn run(
     transport: Transport,
     on_change: OnChange,
 ) {
-    let mut rng = Rng::new(addr);
     let mut verdicts = Verdicts::new(&check);
     let request = match CheckRequest::new(addr, &check, protocol, &transport) {
         Ok(request) => request,
@@ -86,7 +84,7 @@ async fn run(
             return;
         }
     };
-    let mut next = Instant::now() + first_delay(check.interval, rng.next());
+    let mut next = Instant::now() + first_delay(check.interval, fastrand::u64(..));
     loop {
         tokio::time::sleep_until(next).await;
         let started = Instant::now();
@@ -123,7 +121,7 @@ async fn run(
             _ => {}
         }
         // The next check `interval` (jittered) after this one started, never in the past.
-        next = (started + jittered(check.interval, rng.next())).max(Instant::now());
+        next = (started + jittered(check.interval, fastrand::u64(..))).max(Instant::now());
     }
 }
 
@@ -325,25 +323,6 @@ fn jittered(interval: Duration, r: u64) -> Duration {
 fn share(nanos: u128, r: u64) -> Duration {
     let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
     Duration::from_nanos(((u128::from(nanos) * u128::from(r)) >> 64) as u64)
-}
-
-/// A small random sequence for the jitter (SplitMix64), seeded per checker from the
-/// process's random hasher state.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(addr: SocketAddr) -> Self {
-        Rng(foldhash::fast::RandomState::default().hash_one(addr))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 #[cfg(test)]
