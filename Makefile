@@ -36,7 +36,7 @@ run: build
 	$(TARGET_DIR)/debug/weir-demo-backend $(DEMO_BACKENDS) & \
 	backends=$$!; \
 	trap 'kill $$backends 2>/dev/null || true; wait $$backends 2>/dev/null || true' EXIT INT TERM; \
-	echo "weir: proxy on http://$(HTTP_ADDR) and https://$(HTTPS_ADDR), admin on http://$(ADMIN_ADDR); Ctrl-C to stop"; \
+	echo "weir: proxy on http://$(HTTP_ADDR) and https://$(HTTPS_ADDR), admin on http://$(ADMIN_ADDR), dashboard at http://$(ADMIN_ADDR)/; Ctrl-C to stop"; \
 	$(TARGET_DIR)/debug/weir run --config-dir $(QUICKSTART) --http-addr $(HTTP_ADDR) --https-addr $(HTTPS_ADDR) --admin-addr $(ADMIN_ADDR)
 
 # The e2e tests start target/debug/weir as a process, so the binaries are built first

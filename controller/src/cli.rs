@@ -117,6 +117,45 @@ pub struct RunArgs {
     /// names no Route host, or who send none (default: such handshakes fail).
     #[arg(long, env = "WEIR_DEFAULT_CERTIFICATE", value_parser = parse_object_ref)]
     pub default_certificate: Option<crate::index::ObjectRef>,
+    /// Per-request metrics (`weir_http_requests_total`, latency histograms…) on `/metrics`
+    /// and the dashboard: `true` or `false`.
+    #[arg(long, env = "WEIR_REQUEST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub request_metrics: bool,
+    /// Adds a `consumer` label to the per-request metrics (one series per Consumer).
+    #[arg(long, env = "WEIR_METRICS_PER_CONSUMER")]
+    pub metrics_per_consumer: bool,
+    /// Access log: `stdout`, `off`, or a file path (reopened on SIGHUP). Default: `stdout`
+    /// in standalone mode, `off` in Kubernetes mode.
+    #[arg(long, env = "WEIR_ACCESS_LOG")]
+    pub access_log: Option<String>,
+    /// Access log line format.
+    #[arg(long, env = "WEIR_ACCESS_LOG_FORMAT", value_enum, default_value_t = AccessLogFormatArg::Json)]
+    pub access_log_format: AccessLogFormatArg,
+    /// Export OpenTelemetry traces to this OTLP/HTTP (protobuf) collector, e.g.
+    /// `http://otel-collector:4318` (`/v1/traces` is added when the URL has no path).
+    #[arg(long, env = "WEIR_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces sampled, 0.0-1.0; a client's `traceparent` sampled flag is
+    /// followed (parent-based).
+    #[arg(long, env = "WEIR_TRACE_SAMPLING", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub trace_sampling: f64,
+}
+
+/// `--access-log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AccessLogFormatArg {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// A human-readable line.
+    Text,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number from 0.0 to 1.0")),
+    }
 }
 
 fn parse_object_ref(s: &str) -> Result<crate::index::ObjectRef, String> {
@@ -248,7 +287,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !dir.is_dir() {
         anyhow::bail!("--config-dir {}: not a directory", dir.display());
     }
-    let dataplane = DataPlane::with_rate_limits(rate_limit_runtime(&args).await?);
+    let dataplane = DataPlane::with_observability(
+        rate_limit_runtime(&args).await?,
+        crate::observe::observability(&args, crate::observe::Mode::Standalone)?,
+    );
     let shared = Shared::new(Arc::clone(&dataplane));
     let http = TcpListener::bind(args.http_addr)
         .await
@@ -305,6 +347,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Last, once the listeners drained: the upgraded (WebSocket) connections.
     crate::serving::close_upgraded(&shared.dataplane).await;
+    if let Some(tracing) = &shared.dataplane.observability.tracing {
+        tracing.shutdown().await;
+    }
     match failed {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
@@ -321,7 +366,10 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = crate::kube::connect(args.kubeconfig.as_deref(), CONNECT_TIMEOUT)
         .await
         .context("Kubernetes mode (no --config-dir)")?;
-    let dataplane = DataPlane::with_rate_limits(rate_limit_runtime(&args).await?);
+    let dataplane = DataPlane::with_observability(
+        rate_limit_runtime(&args).await?,
+        crate::observe::observability(&args, crate::observe::Mode::Kubernetes)?,
+    );
     let shared = Shared::new(Arc::clone(&dataplane));
     let http = TcpListener::bind(args.http_addr)
         .await
@@ -362,6 +410,9 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Last, once the listeners drained: the upgraded (WebSocket) connections.
     crate::serving::close_upgraded(&shared.dataplane).await;
+    if let Some(tracing) = &shared.dataplane.observability.tracing {
+        tracing.shutdown().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod index;
 pub mod kube;
 pub mod load;
+pub mod observe;
 pub mod runtime;
 pub mod serving;
 pub mod standalone;

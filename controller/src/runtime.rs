@@ -200,6 +200,12 @@ impl Shared {
         let mut metrics = Metrics::new();
         dataplane.rate_limits.limiters.register_metrics(&mut metrics.registry);
         dataplane.listeners.register(&mut metrics.registry);
+        if let Some(log) = &dataplane.observability.access_log {
+            log.register(&mut metrics.registry);
+        }
+        if let Some(tracing) = &dataplane.observability.tracing {
+            tracing.register(&mut metrics.registry);
+        }
         Arc::new(Shared {
             dataplane,
             status: ArcSwap::from_pointee(StatusView::default()),

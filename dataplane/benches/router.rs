@@ -34,6 +34,7 @@ fn rule(key: &ObjectKey, index: usize, backend: u32, path: PathMatch) -> Arc<Rul
         route: key.clone(),
         name: format!("r{index}").into(),
         index,
+        stats: weir_dataplane::observe::stats::RuleStats::detached(key, &format!("r{index}")),
         matches: vec![RequestMatch { path, methods: vec![], headers: vec![], query: vec![] }],
         action: RuleAction {
             backends: WeightedBackends::new(vec![WeightedBackend {

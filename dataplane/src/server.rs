@@ -16,6 +16,17 @@ use crate::observe::RequestObserver;
 use crate::proxy::Upstream;
 use crate::snapshot::Snapshot;
 
+/// What observes requests in `weir run`: each part is optional.
+#[derive(Debug, Clone, Default)]
+pub struct Observability {
+    /// Per-request metrics (on by default).
+    pub metrics: Option<Arc<crate::observe::stats::RequestMetrics>>,
+    /// `--access-log`.
+    pub access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
+    /// `--otlp-endpoint`.
+    pub tracing: Option<Arc<crate::observe::otel::Tracing>>,
+}
+
 /// How long a listener waits for in-flight requests after shutdown before giving up.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -32,6 +43,9 @@ pub struct DataPlane {
     pub rate_limits: RateLimitRuntime,
     /// Receives one record per request at its end (metrics, access log, traces).
     observer: Option<Arc<dyn RequestObserver>>,
+    /// The request metrics, access log and tracer of `weir run` (also reachable through
+    /// `observer`).
+    pub observability: Observability,
     /// Connection metrics of the listeners.
     pub listeners: ListenerMetrics,
     /// Turns true (once) when a published snapshot first has a certificate.
@@ -56,7 +70,40 @@ impl DataPlane {
         rate_limits: RateLimitRuntime,
         observer: Option<Arc<dyn RequestObserver>>,
     ) -> Arc<Self> {
+        Self::build(rate_limits, observer, Observability::default())
+    }
+
+    /// Like [`with_rate_limits`](Self::with_rate_limits), with request metrics, an access
+    /// log and a tracer: each record goes to every one present, in that order.
+    pub fn with_observability(
+        rate_limits: RateLimitRuntime,
+        observability: Observability,
+    ) -> Arc<Self> {
+        let mut all: Vec<Arc<dyn RequestObserver>> = Vec::new();
+        if let Some(m) = &observability.metrics {
+            all.push(Arc::clone(m) as Arc<dyn RequestObserver>);
+        }
+        if let Some(log) = &observability.access_log {
+            all.push(Arc::clone(log) as Arc<dyn RequestObserver>);
+        }
+        if let Some(t) = &observability.tracing {
+            all.push(Arc::clone(t) as Arc<dyn RequestObserver>);
+        }
+        let observer: Option<Arc<dyn RequestObserver>> = match all.len() {
+            0 => None,
+            1 => all.pop(),
+            _ => Some(Arc::new(crate::observe::Fanout(all))),
+        };
+        Self::build(rate_limits, observer, observability)
+    }
+
+    fn build(
+        rate_limits: RateLimitRuntime,
+        observer: Option<Arc<dyn RequestObserver>>,
+        observability: Observability,
+    ) -> Arc<Self> {
         Arc::new(DataPlane {
+            observability,
             current: ArcSwap::from_pointee(Snapshot::empty()),
             upstream: Upstream::default(),
             registry: crate::upstream::UpstreamRegistry::default(),

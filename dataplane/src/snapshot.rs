@@ -108,6 +108,9 @@ pub struct Rule {
     pub matches: Vec<RequestMatch>,
     /// What happens to a matched request.
     pub action: RuleAction,
+    /// Request counters and latency histograms of this rule (and of its Route), shared by
+    /// successive snapshots while the rule exists (see [`crate::observe::stats`]).
+    pub stats: Arc<crate::observe::stats::RuleStats>,
 }
 
 /// Conditions that must all hold.

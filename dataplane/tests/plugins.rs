@@ -90,6 +90,10 @@ fn rule_with(route: &str, prefix: &str, methods: &[Method], mut filters: Vec<Fil
         route: ObjectKey::new("default", route),
         name: prefix.into(),
         index: 0,
+        stats: weir_dataplane::observe::stats::RuleStats::detached(
+            &ObjectKey::new("default", route),
+            prefix,
+        ),
         matches: vec![RequestMatch {
             path: PathMatch::Prefix(prefix.trim_end_matches('/').into()),
             methods: methods.to_vec(),
@@ -532,8 +536,8 @@ async fn redirects_and_direct_responses_are_gateway_answers_with_the_response_ph
 struct Collect(Mutex<Vec<RequestRecord>>);
 
 impl RequestObserver for Collect {
-    fn on_request_end(&self, record: RequestRecord) {
-        self.0.lock().unwrap().push(record);
+    fn on_request_end(&self, record: &RequestRecord) {
+        self.0.lock().unwrap().push(record.clone());
     }
 }
 

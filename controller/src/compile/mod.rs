@@ -56,6 +56,9 @@ pub struct Memory {
     pub last_good_plugins: BTreeMap<ObjectRef, (i64, weir_crds::PluginSpec)>,
     /// Remote JWKS shared by successive snapshots (clones share the registry).
     pub jwks: JwksRegistry,
+    /// The metric handles of rules, shared by successive snapshots (clones share the
+    /// registry): counters survive reloads.
+    pub stats: weir_dataplane::observe::stats::RouteStatsRegistry,
     /// Last good certificate of each Route with `tls`: it keeps serving the Route's hosts
     /// while its Secret is missing or invalid.
     pub last_good_tls: OrdMap<ObjectRef, Arc<HostTls>>,
@@ -206,7 +209,8 @@ fn generation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
 /// Compiles the index. Pure: same input, same output; no I/O, no clock.
 pub fn compile(index: &Index, memory: &Memory) -> Compiled {
     let mut statuses = Statuses::new();
-    let mut new_memory = Memory { jwks: memory.jwks.clone(), ..Memory::default() };
+    let mut new_memory =
+        Memory { jwks: memory.jwks.clone(), stats: memory.stats.clone(), ..Memory::default() };
     let (catalog, plugin_results) = plugins::catalog(
         index,
         identity_headers(index, memory),

@@ -150,6 +150,7 @@ pub(crate) fn compile_route(
                 rule_filters,
                 https_redirect,
                 cx.interner,
+                &cx.memory.stats,
             ));
             out.remember = Some((served_gen, Arc::clone(served_route)));
             // Programmed is about *this* generation: an invalid update is not programmed,

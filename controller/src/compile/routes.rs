@@ -15,6 +15,8 @@ use weir_dataplane::{
     WeightedBackends,
 };
 
+use weir_dataplane::observe::stats::RouteStatsRegistry;
+
 use super::backends::BackendInterner;
 
 /// Largest accepted backend weight.
@@ -42,6 +44,7 @@ pub(crate) struct ValidRoute {
 
 impl ValidRoute {
     /// Builds the data-plane model, interning backend keys.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn into_model(
         self,
         key: ObjectKey,
@@ -50,6 +53,7 @@ impl ValidRoute {
         filters: Vec<Arc<[Filter]>>,
         https_redirect: bool,
         interner: &mut BackendInterner,
+        stats: &RouteStatsRegistry,
     ) -> RouteModel {
         let mut filters = filters.into_iter();
         let rules = self
@@ -64,6 +68,7 @@ impl ValidRoute {
                     .map(|(k, weight)| WeightedBackend { id: interner.intern(k), weight })
                     .collect();
                 Arc::new(Rule {
+                    stats: stats.rule(&key, &r.name),
                     route: key.clone(),
                     name: r.name,
                     index,

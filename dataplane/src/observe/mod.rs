@@ -8,6 +8,19 @@
 //! the record over when it is dropped (hyper drops it once the body is written, or when
 //! the client goes away), so the hook sees the final byte counts and the full duration.
 //! Observers must not block: they run on the connection's task.
+//!
+//! Consumers (issue 14):
+//! - [`stats`]: per-route/rule request counters and latency histograms (`/metrics`,
+//!   the dashboard), reached through the handle the matched [`Rule`](crate::snapshot::Rule)
+//!   carries, so counting needs no label lookup;
+//! - [`access_log`]: one line per request, formatted and written off the request path;
+//! - [`otel`]: OpenTelemetry spans of sampled requests, exported over OTLP/HTTP.
+//!
+//! [`Fanout`] hands each record to several of them.
+
+pub mod access_log;
+pub mod otel;
+pub mod stats;
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -70,12 +83,34 @@ pub struct RequestRecord {
     /// The response body was sent to the end (false: the client went away, or the
     /// upstream failed mid-body).
     pub completed: bool,
+    /// The `traceparent` the request carried upstream (the client's, or the one the
+    /// gateway minted): the access log's `trace_id` is its second field.
+    pub traceparent: Option<HeaderValue>,
+    /// The matched rule's metric handles (`None` when no route matched).
+    pub stats: Option<Arc<stats::RuleStats>>,
+    /// The spans of a sampled request (`None` when tracing is off or the request was not
+    /// sampled).
+    pub trace: Option<Box<otel::TraceRecord>>,
+    /// The response cache's verdict (`Hit`, `Miss`, …) when a cache Plugin ran.
+    pub cache: Option<&'static str>,
 }
 
 /// Receives one record per request. Called on the connection's task: it must not block.
 pub trait RequestObserver: Send + Sync + std::fmt::Debug {
     /// The request has ended.
-    fn on_request_end(&self, record: RequestRecord);
+    fn on_request_end(&self, record: &RequestRecord);
+}
+
+/// Hands every record to each of several observers, in order.
+#[derive(Debug, Default)]
+pub struct Fanout(pub Vec<Arc<dyn RequestObserver>>);
+
+impl RequestObserver for Fanout {
+    fn on_request_end(&self, record: &RequestRecord) {
+        for observer in &self.0 {
+            observer.on_request_end(record);
+        }
+    }
 }
 
 /// A response body that counts what is sent and hands the record to the observer when it
@@ -152,7 +187,7 @@ impl Drop for ObservedBody {
             if let Some(stats) = &self.request_body {
                 record.bytes_in = stats.bytes.load(Ordering::Relaxed);
             }
-            self.observer.on_request_end(record);
+            self.observer.on_request_end(&record);
         }
     }
 }

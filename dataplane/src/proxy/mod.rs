@@ -127,6 +127,10 @@ pub async fn handle(
                 rate_limited: error == Some("rate_limited"),
                 error,
                 completed: false,
+                traceparent: head.traceparent,
+                stats: exchange.rule.map(|r| Arc::clone(&r.stats)),
+                trace: None,
+                cache: None,
             };
             response.map(|body| {
                 ProxyBody::Observed(Box::new(ObservedBody::new(
@@ -163,6 +167,7 @@ struct RequestHead {
     method: Method,
     host: HeaderValue,
     path: Box<str>,
+    traceparent: Option<HeaderValue>,
 }
 
 impl RequestHead {
@@ -176,6 +181,7 @@ impl RequestHead {
                 .or_else(|| request.headers().get(HOST).cloned())
                 .unwrap_or_else(|| HeaderValue::from_static("")),
             path: request.uri().path().into(),
+            traceparent: request.headers().get(trace::TRACEPARENT).cloned(),
         }
     }
 }

@@ -48,6 +48,7 @@ pub(super) fn rule(
 ) -> Arc<Rule> {
     Arc::new(Rule {
         route: route.clone(),
+        stats: crate::observe::stats::RuleStats::detached(route, &name),
         name: name.into(),
         index,
         matches,

@@ -260,6 +260,10 @@ pub fn rule(route: &str, prefix: &str, action: RuleAction) -> Arc<Rule> {
         route: ObjectKey::new("default", route),
         name: prefix.into(),
         index: 0,
+        stats: weir_dataplane::observe::stats::RuleStats::detached(
+            &ObjectKey::new("default", route),
+            prefix,
+        ),
         matches: vec![RequestMatch {
             path: PathMatch::Prefix(prefix.trim_end_matches('/').into()),
             methods: vec![],

@@ -42,6 +42,7 @@ fn prefixes_are_normalised_and_empty_matches_mean_everything() {
         Vec::new(),
         false,
         &mut Default::default(),
+        &Default::default(),
     );
     let prefixes: Vec<String> = model
         .rules

@@ -1,0 +1,95 @@
+//! The observability of `weir run` from its flags: per-request metrics, the access log
+//! (reopened on SIGHUP) and OpenTelemetry tracing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use weir_dataplane::observe::access_log::{
+    AccessLog, AccessLogFormat, AccessLogOptions, AccessLogTarget,
+};
+use weir_dataplane::observe::otel::{Tracing, TracingOptions};
+use weir_dataplane::observe::stats::RequestMetrics;
+use weir_dataplane::server::Observability;
+
+use crate::cli::{AccessLogFormatArg, RunArgs};
+
+/// Which mode `weir run` is in (the access log's default differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--config-dir`: access log on stdout by default.
+    Standalone,
+    /// Kubernetes: access log off by default.
+    Kubernetes,
+}
+
+/// Lines that may wait for the access-log writer before new ones are dropped.
+pub const ACCESS_LOG_QUEUE: usize = 8192;
+
+/// `--access-log` resolved for `mode`: `None` when off.
+pub fn access_log_target(args: &RunArgs, mode: Mode) -> Option<AccessLogTarget> {
+    let value = match args.access_log.as_deref().map(str::trim) {
+        Some(v) => v,
+        None if mode == Mode::Standalone => "stdout",
+        None => "off",
+    };
+    match value {
+        "" | "off" => None,
+        "stdout" | "-" => Some(AccessLogTarget::Stdout),
+        path => Some(AccessLogTarget::Path(PathBuf::from(path))),
+    }
+}
+
+/// Starts what the flags ask for.
+pub fn observability(args: &RunArgs, mode: Mode) -> anyhow::Result<Observability> {
+    let metrics =
+        args.request_metrics.then(|| Arc::new(RequestMetrics::new(args.metrics_per_consumer)));
+    let access_log = match access_log_target(args, mode) {
+        None => None,
+        Some(target) => {
+            let format = match args.access_log_format {
+                AccessLogFormatArg::Json => AccessLogFormat::Json,
+                AccessLogFormatArg::Text => AccessLogFormat::Text,
+            };
+            let shown = match &target {
+                AccessLogTarget::Stdout => "stdout".to_owned(),
+                AccessLogTarget::Path(p) => p.display().to_string(),
+            };
+            let log =
+                AccessLog::start(AccessLogOptions { target, format, queue: ACCESS_LOG_QUEUE })
+                    .with_context(|| format!("--access-log {shown}"))?;
+            Some(log)
+        }
+    };
+    let tracing = match args.otlp_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        None => None,
+        Some(endpoint) => Some(
+            Tracing::start(TracingOptions {
+                endpoint: endpoint.to_owned(),
+                sampling: args.trace_sampling,
+                service_name: "weir".to_owned(),
+            })
+            .map_err(|e| anyhow::anyhow!("--otlp-endpoint {endpoint}: {e}"))?,
+        ),
+    };
+    if let Some(log) = &access_log {
+        spawn_reopen_on_sighup(Arc::clone(log));
+    }
+    Ok(Observability { metrics, access_log, tracing })
+}
+
+/// Reopens the access log file on every SIGHUP (logrotate's `postrotate`).
+fn spawn_reopen_on_sighup(log: Arc<AccessLog>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the access log will not be reopened");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening the access log");
+            log.reopen();
+        }
+    });
+}
