@@ -297,6 +297,11 @@ def start_nginx(name, conf, cpu, port):
 
 
 def start_weir(name, cfg, port, admin, ready_path="/", timeout=20.0, extra=()):
+    """weir on PROXY_CPU with one worker, per-request metrics on and the access log off (what
+    a production deployment runs with; standalone mode would log to stdout by default) unless
+    `extra` says otherwise."""
+    if not any(str(a).startswith("--access-log") and not str(a).startswith("--access-log-format") for a in extra):
+        extra = ("--access-log", "off", *extra)
     env = dict(os.environ, WEIR_WORKER_THREADS="1",
                RUST_LOG=os.environ.get("RUST_LOG", "warn,weir_controller::standalone=info"))
     p = start(["taskset", "-c", PROXY_CPU, os.path.join(TARGET_DIR, "release", "weir"), "run",
