@@ -100,3 +100,34 @@ impl RateLimitMetrics {
         Some(self.decisions.get_or_create(&Self::labels(plugin, result)).get())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn result(allowed: bool, source: DecisionSource) -> &'static str {
+        let decision = Decision {
+            allowed,
+            limit: 1,
+            remaining: 0,
+            reset: Duration::ZERO,
+            retry_after: None,
+            source,
+            limit_value: HeaderValue::from(1u64),
+        };
+        DECISION_RESULTS[decision_result(&decision)]
+    }
+
+    #[test]
+    fn decisions_map_to_their_result_label() {
+        assert_eq!(result(true, DecisionSource::Store), "allowed");
+        assert_eq!(result(false, DecisionSource::Store), "limited");
+        assert_eq!(result(true, DecisionSource::FailOpen), "error_allowed");
+        assert_eq!(result(false, DecisionSource::FailOpen), "limited");
+        assert_eq!(result(false, DecisionSource::FailClosed), "error_denied");
+    }
+}
