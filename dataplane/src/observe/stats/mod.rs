@@ -64,10 +64,18 @@ struct RegistryInner {
     kept: usize,
 }
 
+/// One Route's handles. Rules are few per Route: a vector searched linearly, grown one
+/// slot at a time (memory per Route matters more than this compile-time lookup).
 #[derive(Debug)]
 struct RouteEntry {
     route: Weak<RouteStats>,
-    rules: HashMap<Arc<str>, Weak<RuleStats>>,
+    rules: Vec<(Arc<str>, Weak<RuleStats>)>,
+}
+
+impl RouteEntry {
+    fn get(&self, rule: &str) -> Option<&Weak<RuleStats>> {
+        self.rules.iter().find(|(name, _)| &**name == rule).map(|(_, w)| w)
+    }
 }
 
 impl RouteStatsRegistry {
@@ -77,7 +85,7 @@ impl RouteStatsRegistry {
     pub fn rule(&self, route: &ObjectKey, rule: &str) -> Arc<RuleStats> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(live) =
-            inner.routes.get(route).and_then(|e| e.rules.get(rule)).and_then(Weak::upgrade)
+            inner.routes.get(route).and_then(|e| e.get(rule)).and_then(Weak::upgrade)
         {
             return live;
         }
@@ -88,7 +96,7 @@ impl RouteStatsRegistry {
         let entry = inner
             .routes
             .entry(route.clone())
-            .or_insert_with(|| RouteEntry { route: Weak::new(), rules: HashMap::new() });
+            .or_insert_with(|| RouteEntry { route: Weak::new(), rules: Vec::new() });
         let route_stats = match entry.route.upgrade() {
             Some(live) => live,
             None => {
@@ -99,19 +107,20 @@ impl RouteStatsRegistry {
         };
         let name: Arc<str> = Arc::from(rule);
         let stats = Arc::new(RuleStats::with_route(route_stats, Arc::clone(&name)));
-        entry.rules.insert(name, Arc::downgrade(&stats));
+        match entry.rules.iter_mut().find(|(n, _)| **n == *name) {
+            Some((_, dead)) => *dead = Arc::downgrade(&stats),
+            None => {
+                entry.rules.reserve_exact(1);
+                entry.rules.push((name, Arc::downgrade(&stats)));
+            }
+        }
         stats
     }
 
     /// Rule handles some snapshot (or caller) still holds.
     pub fn live_rules(&self) -> usize {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner
-            .routes
-            .values()
-            .flat_map(|e| e.rules.values())
-            .filter(|w| w.strong_count() > 0)
-            .count()
+        inner.routes.values().flat_map(|e| &e.rules).filter(|(_, w)| w.strong_count() > 0).count()
     }
 
     /// Entries kept for rules, dead or alive (tests: pruning bounds it).
@@ -124,7 +133,7 @@ impl RouteStatsRegistry {
 impl RegistryInner {
     fn prune(&mut self) {
         self.routes.retain(|_, entry| {
-            entry.rules.retain(|_, w| w.strong_count() > 0);
+            entry.rules.retain(|(_, w)| w.strong_count() > 0);
             !entry.rules.is_empty()
         });
         self.kept = self.routes.values().map(|e| e.rules.len()).sum();
