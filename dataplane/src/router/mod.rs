@@ -264,6 +264,12 @@ impl RouteTable {
         self.routes.iter().map(|r| (&r.key, r.generation))
     }
 
+    /// Every rule of every Route, a Route's rules together in spec order (the Routes in no
+    /// particular order): what the metrics collector reads at scrape time.
+    pub fn rules(&self) -> impl Iterator<Item = &Arc<Rule>> {
+        self.routes.iter().flat_map(|r| r.rules.iter())
+    }
+
     /// Finds the rule that serves a request: the most specific host bucket with a matching
     /// rule, and in it the rule of highest precedence. No allocation for typical requests.
     pub fn find<'t>(&'t self, req: &RequestView<'_>) -> Option<RouteMatch<'t>> {
