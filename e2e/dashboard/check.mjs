@@ -133,6 +133,10 @@ async function main() {
   // One more poll, so the charts hold a point after the burst too.
   await page.waitForTimeout(2500);
 
+  await page.evaluate(() => {
+    document.activeElement?.blur();
+    window.scrollTo(0, 0);
+  });
   const screenshot = join(OUT_DIR, 'dashboard.png');
   await page.screenshot({ path: screenshot });
   await context.close();
