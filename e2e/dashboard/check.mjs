@@ -128,6 +128,12 @@ async function main() {
     return [...d.matchAll(/[ML][\d.]+,([\d.]+)/g)].some((m) => Number(m[1]) < 51.5);
   }, `.card[data-route="${TRAFFIC_ROUTE}"] svg.chart path[data-series=rate]`)
     .catch(() => fail('the rate chart shows no traffic'));
+  // The same interval's latency: p50 and p99 drawn from the histogram's deltas.
+  for (const q of ['p50', 'p99']) {
+    if ((await card.locator(`svg.chart path[data-series=${q}]`).count()) !== 1) {
+      fail(`no ${q} line in the latency chart after traffic`);
+    }
+  }
   const rateAfter = await card.locator('svg.chart').first().getAttribute('aria-label');
   const total = await page.locator('.card.total [data-metric=requests]').textContent();
   // One more poll, so the charts hold a point after the burst too.

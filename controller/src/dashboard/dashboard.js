@@ -15,6 +15,7 @@
     paused: false,
     timer: null,
     polling: false,
+    scrolled: false,
     windowSec: 300,
     bounds: [],
     prev: new Map(), // route -> {t, codes, cumulative, count}
@@ -111,6 +112,12 @@
       renderBackends(backends);
       updateTraffic(stats);
       clearAlert();
+      if (!state.scrolled) {
+        // A link to a section (e.g. /#backends) lands there once the page has content.
+        state.scrolled = true;
+        const target = location.hash && document.getElementById(location.hash.slice(1));
+        if (target) target.scrollIntoView();
+      }
     } catch (e) {
       showAlert(`Cannot read the admin port (${e.message}); retrying every ${POLL_MS / 1000} s.`);
     }
@@ -176,6 +183,15 @@
     return parts.join(' · ');
   }
 
+  function describeRewrite(rw) {
+    if (!rw) return null;
+    const parts = [];
+    if (rw.replacePrefix !== null && rw.replacePrefix !== undefined) parts.push(`prefix → ${rw.replacePrefix}`);
+    if (rw.replaceFullPath !== null && rw.replaceFullPath !== undefined) parts.push(`path → ${rw.replaceFullPath}`);
+    if (rw.host) parts.push(`host → ${rw.host}`);
+    return parts.join(', ') || null;
+  }
+
   function conditionBadges(view) {
     if (!view) return [badge('no status', 'warn')];
     return (view.conditions || []).map((c) => {
@@ -201,6 +217,7 @@
           matches: x.matches.map(describeMatch),
           backends: x.backends.map((b) => `${backendNames.get(b.id) || `#${b.id}`}${b.weight !== 1 ? ` (weight ${b.weight})` : ''}`),
           filters: x.filters,
+          rewrite: describeRewrite(x.rewrite),
         })),
         view: views.get(r.key) || null,
       })),
@@ -229,6 +246,7 @@
           el('td', {}, rule.name),
           el('td', {}, rule.matches.map((m, j) => [j ? el('br') : null, el('code', {}, m)])),
           el('td', {}, rule.backends.length ? rule.backends.join(', ') : '–',
+            rule.rewrite ? el('div', { class: 'quiet' }, `rewrite: ${rule.rewrite}`) : null,
             rule.filters.length ? el('div', { class: 'quiet' }, `filters: ${rule.filters.join(', ')}`) : null),
         );
         if (i === 0) {
