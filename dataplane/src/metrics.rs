@@ -1,14 +1,16 @@
 //! Data-plane metrics (prometheus-client): authentication failures by reason, JWKS fetch
 //! failures, `extAuth` decisions, open upgraded connections, and the upstream layer's
 //! `weir_upstream_requests_total{backend,result}` (counters resolved once per backend) with
-//! `weir_backend_endpoints{backend,state}` and `weir_circuit_state{backend}` (gauges read
-//! from the live registries at scrape time, so removed backends' series disappear). They live in the data plane's own registry; the admin server appends them to
-//! its `/metrics` answer with [`append_to`].
+//! `weir_upstream_duration_seconds{backend}` (a histogram per backend runtime),
+//! `weir_backend_endpoints{backend,state}` and `weir_circuit_state{backend}` (read from the
+//! live registries at scrape time, so removed backends' series disappear). They live in the
+//! data plane's own registry; the admin server appends them to its `/metrics` answer with
+//! [`append_to`].
 
 use std::sync::LazyLock;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -62,6 +64,23 @@ impl Collector for UpstreamCollector {
                 let labels: [(&str, &str); 2] = [("backend", &backend), ("state", state)];
                 ConstGauge::new(count as i64).encode(endpoints.encode_family(&labels)?)?;
             }
+        }
+        let mut durations = encoder.encode_descriptor(
+            "weir_upstream_duration_seconds",
+            "Upstream attempts' duration, from sending the request to the response headers (or the failure), by backend",
+            None,
+            MetricType::Histogram,
+        )?;
+        for runtime in &runtimes {
+            let (buckets, count, sum) = runtime.duration.encodable();
+            if count == 0 {
+                continue;
+            }
+            let backend = runtime.key.to_string();
+            let labels: [(&str, &str); 1] = [("backend", &backend)];
+            durations
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
         let mut circuits = encoder.encode_descriptor(
             "weir_circuit_state",

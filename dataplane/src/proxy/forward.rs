@@ -243,8 +243,10 @@ fn report(
     permit: Option<Permit<'_>>,
     endpoint: &EndpointState,
     seen: Seen,
+    sent: Instant,
 ) -> Option<ParallelSlot> {
     runtime.count(seen.result());
+    runtime.observe_attempt(sent.elapsed());
     let config = config?;
     let policy = config.policy.as_deref()?;
     if permit.is_none() && policy.passive.is_none() {
@@ -364,6 +366,7 @@ pub(crate) async fn send(
             Via::Pooled | Via::Upgrade => request.build(headers),
         };
         let mut outstanding = Outstanding::begin(Arc::clone(&endpoint));
+        let sent = Instant::now();
         let future = upstream.request(endpoint_addr, transport, timeouts.connect, built, via);
         let try_deadline = retries.per_try_timeout.map(|d| Instant::now() + d);
         let limit = match (deadline, try_deadline) {
@@ -417,7 +420,7 @@ pub(crate) async fn send(
                 (Seen::Status(status), wanted, Ok(response))
             }
         };
-        outstanding.keep(report(runtime, config.as_deref(), permit, &endpoint, seen));
+        outstanding.keep(report(runtime, config.as_deref(), permit, &endpoint, seen, sent));
         let can_retry = wanted
             && left > 0
             && request.body_available()

@@ -12,7 +12,7 @@ use super::algorithm::{self, Limit, Step};
 use super::decision::{Decision, DecisionSource, number_value};
 use super::key::{LimitKey, TrustedProxies};
 use super::local::LocalStore;
-use super::metrics::RateLimitMetrics;
+use super::metrics::{DecisionCounters, RateLimitMetrics, decision_result};
 use super::redis::RedisStore;
 use super::spec::{OnStoreError, RateLimitSpec, StoreKind};
 
@@ -81,6 +81,14 @@ pub struct Limiter {
     limit_values: Box<[HeaderValue]>,
     clock: Clock,
     metrics: RateLimitMetrics,
+    /// `weir_ratelimit_decisions_total` of the plugin, by result.
+    decisions: DecisionCounters,
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.metrics.release_decisions(&self.spec.id().plugin);
+    }
 }
 
 /// How long a fail-closed refusal asks the client to wait.
@@ -111,7 +119,8 @@ impl Limiter {
         };
         let limit_values = spec.limits().iter().map(|l| number_value(l.quota())).collect();
         let local = LocalStore::new(spec.limits().into(), max_keys);
-        Limiter { spec, local, shared, limit_values, clock, metrics }
+        let decisions = metrics.decisions(&spec.id().plugin);
+        Limiter { spec, local, shared, limit_values, clock, metrics, decisions }
     }
 
     /// The compiled plugin.
@@ -184,7 +193,7 @@ impl Limiter {
                         let step = self.local.step(index, key, now);
                         self.decision(index, &limit, &step, DecisionSource::FailOpen)
                     }
-                    OnStoreError::Deny => Decision {
+                    OnStoreError::Deny => self.counted(Decision {
                         allowed: false,
                         limit: limit.quota(),
                         remaining: 0,
@@ -192,7 +201,7 @@ impl Limiter {
                         retry_after: Some(FAIL_CLOSED_RETRY),
                         source: DecisionSource::FailClosed,
                         limit_value: self.limit_values[index].clone(),
-                    },
+                    }),
                 }
             }
         }
@@ -206,7 +215,7 @@ impl Limiter {
         source: DecisionSource,
     ) -> Decision {
         let q = algorithm::quota(limit, step);
-        Decision {
+        self.counted(Decision {
             allowed: step.allowed,
             limit: limit.quota(),
             remaining: q.remaining,
@@ -214,6 +223,14 @@ impl Limiter {
             retry_after: (!step.allowed).then(|| Duration::from_millis(q.wait_ms)),
             source,
             limit_value: self.limit_values[index].clone(),
+        })
+    }
+
+    /// Counts `decision` in `weir_ratelimit_decisions_total`.
+    fn counted(&self, decision: Decision) -> Decision {
+        if let Some(counter) = self.decisions.get(decision_result(&decision)) {
+            counter.inc();
         }
+        decision
     }
 }

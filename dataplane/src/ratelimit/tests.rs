@@ -292,6 +292,41 @@ async fn counters_survive_an_unchanged_reload_and_go_with_their_plugin() {
     assert_eq!(a2.spec().id(), spec_named("a", Algorithm::FixedWindow, 3, w, 0, &[]).id(),);
 }
 
+#[tokio::test(start_paused = true)]
+async fn decisions_are_counted_per_plugin_across_config_changes_and_go_with_it() {
+    let registry = RateLimiters::new(None).with_clock(Clock::monotonic_at(0));
+    let metrics = registry.metrics().clone();
+    let mut prom = prometheus_client::registry::Registry::default();
+    registry.register_metrics(&mut prom);
+    let w = Duration::from_secs(60);
+    let a = ObjectKey::new("default", "a");
+    let a1 = RateLimit::new(spec_named("a", Algorithm::FixedWindow, 2, w, 0, &[]));
+    registry.publish([&a1]);
+    assert_eq!(run(registry.bind(&a1), 3).await, [true, true, false]);
+    assert_eq!(metrics.decisions_of(&a, "allowed"), Some(2));
+    assert_eq!(metrics.decisions_of(&a, "limited"), Some(1));
+    assert_eq!(metrics.decisions_of(&a, "error_allowed"), Some(0));
+    // A changed config is a new limiter (fresh quota), the same series.
+    let a2 = RateLimit::new(spec_named("a", Algorithm::FixedWindow, 5, w, 0, &[]));
+    registry.publish([&a2]);
+    drop(a1);
+    assert_eq!(run(registry.bind(&a2), 1).await, [true]);
+    assert_eq!(metrics.decisions_of(&a, "allowed"), Some(3));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &prom).unwrap();
+    assert!(
+        text.contains("weir_ratelimit_decisions_total{plugin=\"default/a\",result=\"allowed\"} 3"),
+        "{text}"
+    );
+    // The plugin goes (and the last snapshot holding it): its series go.
+    registry.publish([]);
+    drop(a2);
+    assert_eq!(metrics.decisions_of(&a, "allowed"), None);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &prom).unwrap();
+    assert!(!text.contains("default/a"), "{text}");
+}
+
 #[test]
 fn local_store_sweeps_expired_keys_and_caps_live_ones() {
     let limit = Limit::new(Algorithm::FixedWindow, 2, Duration::from_secs(1), 0).unwrap();

@@ -321,6 +321,9 @@ pub struct ServiceRuntime {
     /// Serializes rebuilds of the endpoint set.
     rebuild: Mutex<()>,
     counters: [Counter; 7],
+    /// `weir_upstream_duration_seconds{backend}`: each attempt, from sending to the
+    /// response headers (or the failure).
+    pub duration: crate::observe::stats::Histogram,
     /// Dropped from its registry (checkers stopped, counter series released).
     retired: AtomicBool,
     events: Option<broadcast::Sender<UpstreamEvent>>,
@@ -382,6 +385,7 @@ impl ServiceRuntime {
             epoch: now,
             rebuild: Mutex::new(()),
             counters,
+            duration: crate::observe::stats::Histogram::default(),
             retired: AtomicBool::new(false),
             events,
             self_ref: self_ref.clone(),
@@ -408,6 +412,11 @@ impl ServiceRuntime {
     /// Counts one attempt's result in `weir_upstream_requests_total`.
     pub fn count(&self, result: AttemptResult) {
         self.counters[result as usize].inc();
+    }
+
+    /// Records one attempt's duration in `weir_upstream_duration_seconds`.
+    pub fn observe_attempt(&self, took: Duration) {
+        self.duration.observe(took);
     }
 
     fn reconcile(&self, backend: &Backend, existed: bool) {

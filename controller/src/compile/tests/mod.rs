@@ -10,6 +10,7 @@ mod invalid;
 mod kinds;
 mod protocols;
 mod ratelimit;
+mod stats;
 mod tls;
 mod units;
 mod valid;
