@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import re
 import sys
 from pathlib import Path
@@ -80,6 +81,7 @@ ALL_ON: dict[str, Any] = {
     "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                     "targetMemoryUtilizationPercentage": 80},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "weir"}},
     "service": {"type": "NodePort", "externalTrafficPolicy": "Local",
                 "annotations": {"example.com/lb": "internal"}},
     "imagePullSecrets": [{"name": "regcred"}],
@@ -98,6 +100,8 @@ BAD_VALUES: list[dict[str, Any]] = [
     {"redisUrl": "http://not-redis"},
     {"watchNamespaces": ["Not_A_Namespace"]},
     {"autoscaling": {"enabled": "yes"}},
+    {"grafanaDashboard": {"enabled": "yes"}},
+    {"grafanaDashboard": {"namespace": "Not_A_Namespace"}},
     {"unknownTopLevelKey": 1},
     {"shutdownDelay": "5 seconds"},
     {"idleTimeout": "1d"},
@@ -332,6 +336,31 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
                 f"{label}: ServiceMonitor must select only the admin Service")
         c.check([e.get("port") for e in sm.get("spec", {}).get("endpoints", [])] == ["admin"],
                 f"{label}: ServiceMonitor endpoint port")
+        c.check(all(e.get("path") == "/metrics" and e.get("honorLabels") is True
+                    for e in sm.get("spec", {}).get("endpoints", [])),
+                f"{label}: ServiceMonitor scrapes /metrics keeping the metrics' namespace label")
+    dashboards = [o for o in by_kind.get("ConfigMap", [])
+                  if o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    gd_on = bool(values.get("grafanaDashboard", {}).get("enabled"))
+    c.check(len(dashboards) == int(gd_on), f"{label}: Grafana dashboard ConfigMap, enabled={gd_on}")
+    for cm in dashboards:
+        text = cm.get("data", {}).get("weir.json", "")
+        try:
+            dash = json.loads(text)
+        except ValueError as e:
+            c.check(False, f"{label}: dashboard ConfigMap holds no JSON: {e}")
+            continue
+        c.check(text == (CHART / "dashboards" / "weir.json").read_text().rstrip("\n"),
+                f"{label}: dashboard ConfigMap differs from dashboards/weir.json")
+        exprs = " ".join(t.get("expr", "") for p in dash.get("panels", [])
+                         for t in p.get("targets", []))
+        for metric in ("weir_http_requests_total", "weir_http_request_duration_seconds_bucket",
+                       "weir_upstream_requests_total", "weir_upstream_duration_seconds_bucket",
+                       "weir_backend_endpoints", "weir_circuit_state", "weir_connections",
+                       "weir_access_log_dropped_total", "weir_trace_spans_dropped_total"):
+            c.check(metric in exprs, f"{label}: the Grafana dashboard never queries {metric}")
+        names = {v.get("name") for v in dash.get("templating", {}).get("list", [])}
+        c.check({"namespace", "route"} <= names, f"{label}: dashboard variables {names}")
 
 
 def duration_seconds(text: str) -> float:

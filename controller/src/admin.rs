@@ -5,7 +5,8 @@
 //! text), `/debug/snapshot` (the live snapshot; it holds no secrets), `/debug/status` (every
 //! object's conditions and the load errors), `/debug/backends` (every backend's policy,
 //! endpoints with health, in-flight and ejection, and circuit state) and
-//! `/debug/match?method=&host=&path=` (`header=name:value` may repeat).
+//! `/debug/match?method=&host=&path=` (`header=name:value` may repeat), `/debug/stats`
+//! (per-Route counters) and the dashboard at `/` (see [`crate::dashboard`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -224,11 +225,16 @@ pub fn handle(shared: &Shared, method: &Method, path: &str, query: Option<&str>)
             json_response(StatusCode::OK, &value)
         }
         "/debug/backends" => json_response(StatusCode::OK, &shared.dataplane.registry.describe()),
+        "/debug/stats" => {
+            json_response(StatusCode::OK, &crate::dashboard::stats(&shared.dataplane.current()))
+        }
         "/debug/match" => {
             let (status, body) = match_request(shared, query);
             json_response(status, &body)
         }
-        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found", "status": 404})),
+        _ => crate::dashboard::asset(path).unwrap_or_else(|| {
+            json_response(StatusCode::NOT_FOUND, &json!({"error": "not found", "status": 404}))
+        }),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cli;
 pub mod compile;
+pub mod dashboard;
 pub mod index;
 pub mod kube;
 pub mod load;

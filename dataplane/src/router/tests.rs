@@ -389,3 +389,22 @@ fn single_and_shared_prefixes_keep_conditions() {
     assert_eq!(find(&t, &req("h", "/both").method(Method::POST)), "post#0");
     assert_eq!(find(&t, &req("h", "/both").method(Method::PUT)), "any#0");
 }
+
+/// `rules()` yields every rule of every Route once, each Route's rules in spec order, and
+/// follows a patch.
+#[test]
+fn rules_iterates_every_rule() {
+    let t = RouteTable::new(vec![
+        route("d", "a", 0, &[], vec![prefix("/a"), prefix("/b")]),
+        route("d", "b", 1, &["h"], vec![prefix("/c")]),
+    ]);
+    let mut names: Vec<String> = t.rules().map(|r| r.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["a#0", "a#1", "b#0"]);
+    let a: Vec<usize> = t.rules().filter(|r| &*r.route.name == "a").map(|r| r.index).collect();
+    assert_eq!(a, [0, 1]);
+    let p = t.patched(&[ObjectKey::new("d", "a")], vec![]);
+    let names: Vec<String> = p.rules().map(|r| r.name.to_string()).collect();
+    assert_eq!(names, ["b#0"]);
+    assert_eq!(RouteTable::default().rules().count(), 0);
+}
