@@ -196,7 +196,7 @@ fn dates() {
     assert_eq!(show(UNIX_EPOCH + Duration::from_secs(4_107_542_399)), "2100-02-28T23:59:59.000Z");
     assert_eq!(show(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00.000Z");
     // Every day from 1970 to 2500 follows the previous one.
-    let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let mut prev = civil_from_days(0);
     assert_eq!(prev, (1970, 1, 1));
     for days in 1..194_000 {
