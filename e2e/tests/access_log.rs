@@ -341,7 +341,8 @@ async fn no_secret_in_any_line() {
             .unwrap();
     assert_eq!(reply.status, 200);
     sent += 1;
-    // An absolute-form target with userinfo: the host is logged without it.
+    // An absolute-form target with userinfo: the host is logged (and sent upstream)
+    // without it.
     let mut raw = TcpStream::connect(weir.http_addr).await.unwrap();
     raw.write_all(
         b"GET http://user:SECRET7@shop.test/api/userinfo?token=SECRET5 HTTP/1.1\r\n\
@@ -351,7 +352,10 @@ async fn no_secret_in_any_line() {
     .unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(WAIT, raw.read_to_end(&mut answer)).await.unwrap().unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Nor does the upstream see it (Host, X-Forwarded-Host).
+    assert!(!answer.contains("SECRET7") && answer.contains("\"host\":\"shop.test\""), "{answer}");
     sent += 1;
 
     let lines = poll_until(WAIT, "every line", || async {
@@ -707,4 +711,82 @@ async fn grpc_origin() -> (SocketAddr, JoinHandle<()>) {
         }
     });
     (addr, task)
+}
+
+/// A graceful shutdown closes the open WebSocket sessions (logged then, not completed) and
+/// writes out every queued line before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_logs_open_sessions_and_writes_every_line() {
+    let (ws_addr, _ws) = ws_origin().await;
+    let dir = ConfigDir::new("access-log-stop").unwrap();
+    dir.write(
+        "chat.yaml",
+        &format!(
+            r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: chat}}
+spec:
+  ports: [{{name: main, port: 80, targetPort: {port}, appProtocol: kubernetes.io/ws}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: chat-local
+  labels: {{kubernetes.io/service-name: chat}}
+addressType: IPv4
+ports: [{{name: main, port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {{name: chat}}
+spec:
+  rules:
+    - matches: [{{path: {{value: /ws}}}}]
+      backends: [{{service: chat, port: 80}}]
+"#,
+            port = ws_addr.port()
+        ),
+    )
+    .unwrap();
+    let logs = ConfigDir::new("access-log-stop-out").unwrap();
+    let file = logs.path().join("access.log");
+    let mut weir = start(&dir, &["--access-log", path_arg(&file)]).await;
+    let stream = TcpStream::connect(weir.http_addr).await.unwrap();
+    let (mut ws, _) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async("ws://chat.test/ws", stream))
+            .await
+            .unwrap()
+            .unwrap();
+    ws.send(Message::text("hello")).await.unwrap();
+    let echo = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echo, Message::text("hello"));
+
+    weir.terminate().unwrap();
+    let status = weir.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}; log:\n{}", weir.log());
+    let lines = json_lines(&std::fs::read_to_string(&file).unwrap());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let session = &lines[0];
+    assert_eq!((session["path"].as_str(), session["status"].as_u64()), (Some("/ws"), Some(101)));
+    // Closed by the gateway: not completed; one masked "hello" in (2 + 4 + 5), its echo out.
+    assert_eq!(session["completed"], false);
+    assert_eq!((session["bytes_in"].as_u64(), session["bytes_out"].as_u64()), (Some(11), Some(7)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_log_directory_stops_the_start() {
+    let dir = ConfigDir::new("access-log-nodir").unwrap();
+    let missing = "/nonexistent-weir-logs/x/access.log";
+    let mut args = vec![OsString::from("--config-dir"), dir.path().as_os_str().to_owned()];
+    args.extend(["--access-log", missing].map(OsString::from));
+    let error = WeirProcess::start_with(&args).await.unwrap_err();
+    let text = format!("{error:#}");
+    assert!(
+        text.contains(&format!(
+            "--access-log {missing}: directory /nonexistent-weir-logs/x does not exist"
+        )),
+        "{text}"
+    );
 }

@@ -186,15 +186,7 @@ impl RequestHead {
     fn of(request: &Request<Incoming>) -> Self {
         RequestHead {
             method: request.method().clone(),
-            // Host and port only: an absolute-form target's userinfo (`user:password@`)
-            // must not reach a log.
-            host: request
-                .uri()
-                .authority()
-                .and_then(|a| {
-                    let a = a.as_str();
-                    HeaderValue::from_str(a.rsplit_once('@').map_or(a, |(_, host)| host)).ok()
-                })
+            host: authority_host(request.uri())
                 .or_else(|| request.headers().get(HOST).cloned())
                 .unwrap_or_else(|| HeaderValue::from_static("")),
             path: request.uri().path().into(),
@@ -227,9 +219,17 @@ struct Exchange<'s> {
 /// absolute-form), else the `Host` header; empty when neither is present.
 pub(crate) fn original_host(parts: &http::request::Parts) -> HeaderValue {
     let from_header = || parts.headers.get(HOST).cloned();
-    let from_uri = || parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let from_uri = || authority_host(&parts.uri);
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over the Host header.
     from_uri().or_else(from_header).unwrap_or_else(|| HeaderValue::from_static(""))
+}
+
+/// The URI's authority without userinfo: `host[:port]`. An absolute-form target's
+/// `user:password@` must reach neither the upstream's `Host` nor a log.
+fn authority_host(uri: &http::Uri) -> Option<HeaderValue> {
+    let authority = uri.authority()?.as_str();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    HeaderValue::from_str(host).ok()
 }
 
 /// The rule for a request. A CORS preflight (`OPTIONS` with `Origin` and

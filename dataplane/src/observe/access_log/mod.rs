@@ -73,6 +73,8 @@ enum Message {
     Line(RequestRecord),
     /// Nothing to write: look at the reopen flag now.
     Wake,
+    /// Write out everything before this message, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The running access log.
@@ -92,6 +94,7 @@ impl std::fmt::Debug for Message {
         f.write_str(match self {
             Message::Line(_) => "Line",
             Message::Wake => "Wake",
+            Message::Flush(_) => "Flush",
         })
     }
 }
@@ -129,6 +132,15 @@ impl AccessLog {
         self.reopen.store(true, Ordering::Release);
         // A full queue wakes the writer anyway.
         let _ = self.queue.try_send(Message::Wake);
+    }
+
+    /// Waits (at most `limit`) until every line queued so far has been written: for the
+    /// end of a graceful shutdown. False when the writer did not get there in time.
+    pub async fn flush(&self, limit: std::time::Duration) -> bool {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let wait =
+            async { self.queue.send(Message::Flush(done)).await.is_ok() && written.await.is_ok() };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
     }
 
     /// Lines dropped because the writer fell behind or the target could not be written.

@@ -278,6 +278,27 @@ fn writes_to_a_file_and_reopens_it() {
     assert_eq!((log.written(), log.dropped()), (5, 0));
 }
 
+#[tokio::test]
+async fn flush_waits_for_every_queued_line() {
+    let dir = temp_dir("flush");
+    let path = dir.join("access.log");
+    let log = AccessLog::start(AccessLogOptions {
+        target: AccessLogTarget::Path(path.clone()),
+        format: AccessLogFormat::Text,
+        queue: 1000,
+    })
+    .unwrap();
+    for i in 0..500 {
+        log.on_request_end(&RequestRecord { path: format!("/{i}").into(), ..proxied() });
+    }
+    assert!(log.flush(Duration::from_secs(10)).await);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 500);
+    assert!(text.lines().last().unwrap().contains(" \"GET example.com/499\" "), "{text}");
+    assert_eq!((log.written(), log.dropped()), (500, 0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_missing_directory_is_a_clear_error() {
     let error = AccessLog::start(AccessLogOptions {

@@ -142,9 +142,16 @@ impl Writer {
             self.write_out();
             self.sink.reopen();
         }
-        if let Message::Line(record) = message {
-            format::line(self.format, &record, &mut self.buf, &mut self.scratch);
-            self.pending += 1;
+        match message {
+            Message::Line(record) => {
+                format::line(self.format, &record, &mut self.buf, &mut self.scratch);
+                self.pending += 1;
+            }
+            Message::Wake => {}
+            Message::Flush(done) => {
+                self.write_out();
+                let _ = done.send(());
+            }
         }
     }
 
