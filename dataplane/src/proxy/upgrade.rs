@@ -136,8 +136,8 @@ enum Ended {
 }
 
 impl Tunnel {
-    /// The tunnel between the client's and the upstream's upgraded connections, counted
-    /// in `upgrades` from now on.
+    /// The tunnel between the client's and the upstream's upgraded connections (counted
+    /// in `upgrades` once spawned, until its record has been handed over).
     pub(crate) fn new(
         upgrades: &Arc<Upgrades>,
         client: OnUpgrade,
