@@ -347,6 +347,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Last, once the listeners drained: the upgraded (WebSocket) connections.
     crate::serving::close_upgraded(&shared.dataplane).await;
+    crate::observe::flush_access_log(&shared.dataplane.observability).await;
     if let Some(tracing) = &shared.dataplane.observability.tracing {
         tracing.shutdown().await;
     }
@@ -410,6 +411,7 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Last, once the listeners drained: the upgraded (WebSocket) connections.
     crate::serving::close_upgraded(&shared.dataplane).await;
+    crate::observe::flush_access_log(&shared.dataplane.observability).await;
     if let Some(tracing) = &shared.dataplane.observability.tracing {
         tracing.shutdown().await;
     }

@@ -78,6 +78,20 @@ pub fn observability(args: &RunArgs, mode: Mode) -> anyhow::Result<Observability
     Ok(Observability { metrics, access_log, tracing })
 }
 
+/// How long the end of a shutdown waits for the access log's last lines.
+pub const ACCESS_LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At the end of a graceful shutdown (after the upgraded connections closed, whose
+/// sessions log then): writes out the access log's queued lines, waiting at most
+/// [`ACCESS_LOG_FLUSH`].
+pub async fn flush_access_log(observability: &Observability) {
+    if let Some(log) = &observability.access_log
+        && !log.flush(ACCESS_LOG_FLUSH).await
+    {
+        tracing::warn!("the access log's last lines were not written within {ACCESS_LOG_FLUSH:?}");
+    }
+}
+
 /// Reopens the access log file on every SIGHUP (logrotate's `postrotate`).
 fn spawn_reopen_on_sighup(log: Arc<AccessLog>) {
     #[cfg(unix)]

@@ -9,6 +9,10 @@
 //! the client goes away), so the hook sees the final byte counts and the full duration.
 //! Observers must not block: they run on the connection's task.
 //!
+//! A WebSocket upgrade reports when its session closes (status 101, the whole session's
+//! duration and bytes, see [`crate::proxy::upgrade`]); a gRPC stream when its trailers
+//! have been sent (with their `grpc-status`).
+//!
 //! Consumers (issue 14):
 //! - [`stats`]: per-route/rule request counters and latency histograms (`/metrics`,
 //!   the dashboard), reached through the handle the matched [`Rule`](crate::snapshot::Rule)
@@ -93,6 +97,19 @@ pub struct RequestRecord {
     pub trace: Option<Box<otel::TraceRecord>>,
     /// The response cache's verdict (`Hit`, `Miss`, …) when a cache Plugin ran.
     pub cache: Option<&'static str>,
+    /// A gRPC call's `grpc-status`: from the response trailers (or, for a trailers-only
+    /// answer such as the gateway's own, the headers); `None` for other requests or when
+    /// the stream ended without one.
+    pub grpc_status: Option<u16>,
+}
+
+/// The `grpc-status` in `headers` (response headers or trailers), when it is a number.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    let value = headers.get(crate::proxy::grpc::GRPC_STATUS)?.as_bytes();
+    if value.is_empty() || value.len() > 5 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u16, |n, d| n.checked_mul(10)?.checked_add(u16::from(d - b'0')))
 }
 
 /// Receives one record per request. Called on the connection's task: it must not block.
@@ -114,13 +131,16 @@ impl RequestObserver for Fanout {
 }
 
 /// A response body that counts what is sent and hands the record to the observer when it
-/// is dropped.
+/// is dropped: after the last frame (a gRPC stream's trailers included, whose
+/// `grpc-status` it keeps), or when the client went away.
 #[derive(Debug)]
 pub struct ObservedBody {
     inner: ProxyBody,
     started: Instant,
     sent: u64,
     failed: bool,
+    /// `grpc-status` of the trailers, when they carried one.
+    trailer_status: Option<u16>,
     record: Option<RequestRecord>,
     request_body: Option<Arc<BodyStats>>,
     observer: Arc<dyn RequestObserver>,
@@ -140,6 +160,7 @@ impl ObservedBody {
             started,
             sent: 0,
             failed: false,
+            trailer_status: None,
             record: Some(record),
             request_body,
             observer,
@@ -161,6 +182,8 @@ impl Body for ObservedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    this.trailer_status = grpc_status(trailers);
                 }
             }
             Poll::Ready(Some(Err(_))) => this.failed = true,
@@ -184,6 +207,9 @@ impl Drop for ObservedBody {
             record.duration = self.started.elapsed();
             record.bytes_out = self.sent;
             record.completed = !self.failed && self.inner.is_end_stream();
+            if self.trailer_status.is_some() {
+                record.grpc_status = self.trailer_status;
+            }
             if let Some(stats) = &self.request_body {
                 record.bytes_in = stats.bytes.load(Ordering::Relaxed);
             }

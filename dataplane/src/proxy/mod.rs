@@ -31,7 +31,7 @@ pub use body::ProxyBody;
 pub use error::{ProxyError, X_REQUEST_ID, error_response, grpc_error_response};
 
 use crate::filter::{self, Flow, RequestContext};
-use crate::observe::{ObservedBody, RequestRecord};
+use crate::observe::{ObservedBody, RequestRecord, grpc_status};
 use crate::rewrite::rewrite_path;
 use crate::router::RequestView;
 use crate::server::DataPlane;
@@ -104,6 +104,7 @@ pub async fn handle(
     {
         filter::response_phase(&rule.action.filters, &mut response, &ctx);
     }
+    let tunnel = exchange.tunnel.take();
     match (observed, head) {
         (Some((observer, started, time)), Some(head)) => {
             let record = RequestRecord {
@@ -131,7 +132,13 @@ pub async fn handle(
                 stats: exchange.rule.map(|r| Arc::clone(&r.stats)),
                 trace: None,
                 cache: None,
+                grpc_status: if grpc { grpc_status(response.headers()) } else { None },
             };
+            if let Some(tunnel) = tunnel {
+                // An upgraded session reports at its close (status 101, the whole session).
+                tunnel.spawn(Some(upgrade::SessionEnd { record, started, observer }));
+                return response;
+            }
             response.map(|body| {
                 ProxyBody::Observed(Box::new(ObservedBody::new(
                     body,
@@ -142,7 +149,12 @@ pub async fn handle(
                 )))
             })
         }
-        _ => response,
+        _ => {
+            if let Some(tunnel) = tunnel {
+                tunnel.spawn(None);
+            }
+            response
+        }
     }
 }
 
@@ -174,10 +186,7 @@ impl RequestHead {
     fn of(request: &Request<Incoming>) -> Self {
         RequestHead {
             method: request.method().clone(),
-            host: request
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            host: authority_host(request.uri())
                 .or_else(|| request.headers().get(HOST).cloned())
                 .unwrap_or_else(|| HeaderValue::from_static("")),
             path: request.uri().path().into(),
@@ -202,15 +211,25 @@ struct Exchange<'s> {
     upstream_duration: Option<Duration>,
     /// The client's body as it streamed upstream (observed or limited requests only).
     body_stats: Option<Arc<BodyStats>>,
+    /// An accepted WebSocket upgrade, started by `handle` after the response phase.
+    tunnel: Option<upgrade::Tunnel>,
 }
 
 /// The host the client asked for: the URI authority (HTTP/2 `:authority`, HTTP/1
 /// absolute-form), else the `Host` header; empty when neither is present.
 pub(crate) fn original_host(parts: &http::request::Parts) -> HeaderValue {
     let from_header = || parts.headers.get(HOST).cloned();
-    let from_uri = || parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let from_uri = || authority_host(&parts.uri);
     // RFC 9112 §3.2.2: an absolute-form target's authority wins over the Host header.
     from_uri().or_else(from_header).unwrap_or_else(|| HeaderValue::from_static(""))
+}
+
+/// The URI's authority without userinfo: `host[:port]`. An absolute-form target's
+/// `user:password@` must reach neither the upstream's `Host` nor a log.
+fn authority_host(uri: &http::Uri) -> Option<HeaderValue> {
+    let authority = uri.authority()?.as_str();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    HeaderValue::from_str(host).ok()
 }
 
 /// The rule for a request. A CORS preflight (`OPTIONS` with `Origin` and
@@ -486,14 +505,15 @@ async fn proxy<'s>(
             parts.headers.append(http::header::SET_COOKIE, cookie);
         }
         upgrade::restore_upgrade_headers(&mut parts.headers, accepted);
-        // The tunnel keeps only the idle timeout of this snapshot's rule.
-        upgrade::spawn_tunnel(
+        // The tunnel keeps only the idle timeout of this snapshot's rule; `handle` starts
+        // it once the session's record is known.
+        exchange.tunnel = Some(upgrade::Tunnel::new(
             dataplane.upstream.upgrades(),
             client,
             upstream_side,
             timeouts.idle,
             peer.addr,
-        );
+        ));
         drop(body);
         parts.version = Version::HTTP_11;
         return Ok(Response::from_parts(parts, ProxyBody::empty()));

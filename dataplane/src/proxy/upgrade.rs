@@ -9,6 +9,10 @@
 //! reads, never grows memory. Every tunnel is counted in [`Upgrades`] (and the
 //! `weir_upgraded_connections` gauge), which graceful shutdown uses to close them last:
 //! [`Upgrades::close`], then [`Upgrades::closed`].
+//!
+//! An observed upgrade reports its request when the session ends, not when the 101 is
+//! sent: the record (status 101) carries the whole session's duration and the bytes
+//! copied from the client (`bytes_in`) and to it (`bytes_out`).
 
 use std::io;
 use std::pin::Pin;
@@ -24,6 +28,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::observe::{RequestObserver, RequestRecord};
 
 /// The open upgraded connections of one data plane, and the switch that closes them.
 #[derive(Debug)]
@@ -98,56 +104,120 @@ pub(crate) fn restore_upgrade_headers(headers: &mut http::HeaderMap, value: Head
     headers.insert(UPGRADE, value);
 }
 
-/// Starts the tunnel between the client's and the upstream's upgraded connections: it
-/// waits for both (the client's completes once hyper has written the 101), then copies
-/// bytes both ways under `idle`.
-pub(crate) fn spawn_tunnel(
-    upgrades: &Arc<Upgrades>,
+/// An accepted upgrade, not yet running: both sides' pending upgrades and what the tunnel
+/// keeps of the rule (the idle timeout). [`Tunnel::spawn`] starts it once the request's
+/// end-of-session record (if observed) is known.
+pub(crate) struct Tunnel {
+    upgrades: Arc<Upgrades>,
     client: OnUpgrade,
     upstream: OnUpgrade,
     idle: Option<Duration>,
     peer: std::net::SocketAddr,
-) {
-    let entered = upgrades.enter();
-    let mut closing = upgrades.closing.subscribe();
-    tokio::spawn(async move {
-        let _entered = entered;
-        let run = async {
-            let (client, upstream) = match tokio::try_join!(client, upstream) {
-                Ok(both) => both,
-                Err(error) => {
-                    tracing::debug!(%peer, %error, "upgrade did not complete");
-                    return;
-                }
-            };
-            let activity = Arc::new(Activity::new());
-            let client = Active::new(TokioIo::new(client), &activity);
-            let upstream = Active::new(TokioIo::new(upstream), &activity);
-            let copy = copy_both_ways(client, upstream);
-            let result = match idle {
-                None => copy.await,
-                Some(idle) => tokio::select! {
-                    result = copy => result,
-                    () = activity.idle_for(idle) => {
-                        tracing::debug!(%peer, ?idle, "upgraded connection idle, closing");
-                        return;
+}
+
+/// What an observed upgraded session reports when it closes: its record (status 101),
+/// completed with the whole session's duration and the bytes copied each way.
+pub(crate) struct SessionEnd {
+    /// The request's record, as built when the 101 was sent.
+    pub(crate) record: RequestRecord,
+    /// When the request arrived.
+    pub(crate) started: std::time::Instant,
+    /// Receives the record.
+    pub(crate) observer: Arc<dyn RequestObserver>,
+}
+
+/// How a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Both sides closed (or one did and the other followed within [`LINGER`]).
+    Closed,
+    /// An upgrade did not complete, a side failed, the idle timeout passed, or shutdown.
+    Abandoned,
+}
+
+impl Tunnel {
+    /// The tunnel between the client's and the upstream's upgraded connections (counted
+    /// in `upgrades` once spawned, until its record has been handed over).
+    pub(crate) fn new(
+        upgrades: &Arc<Upgrades>,
+        client: OnUpgrade,
+        upstream: OnUpgrade,
+        idle: Option<Duration>,
+        peer: std::net::SocketAddr,
+    ) -> Self {
+        Tunnel { upgrades: Arc::clone(upgrades), client, upstream, idle, peer }
+    }
+
+    /// Starts the tunnel: it waits for both upgrades (the client's completes once hyper has
+    /// written the 101), then copies bytes both ways under `idle`. With `end`, the session's
+    /// record goes to the observer when the tunnel closes, however it closes.
+    pub(crate) fn spawn(self, end: Option<SessionEnd>) {
+        let Tunnel { upgrades, client, upstream, idle, peer } = self;
+        let entered = upgrades.enter();
+        let mut closing = upgrades.closing.subscribe();
+        // The client side's bytes, counted as they move: the record needs them even when
+        // the copy is abandoned (idle, shutdown).
+        let traffic = end.as_ref().map(|_| Arc::new(Traffic::default()));
+        let counted = traffic.clone();
+        tokio::spawn(async move {
+            let _entered = entered;
+            let run = async {
+                let (client, upstream) = match tokio::try_join!(client, upstream) {
+                    Ok(both) => both,
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "upgrade did not complete");
+                        return Ended::Abandoned;
                     }
-                },
-            };
-            match result {
-                Ok((to_upstream, to_client)) => {
-                    tracing::debug!(%peer, to_upstream, to_client, "upgraded connection closed");
+                };
+                let activity = Arc::new(Activity::new());
+                let client = Active::new(TokioIo::new(client), &activity, counted);
+                let upstream = Active::new(TokioIo::new(upstream), &activity, None);
+                let copy = copy_both_ways(client, upstream);
+                let result = match idle {
+                    None => copy.await,
+                    Some(idle) => tokio::select! {
+                        result = copy => result,
+                        () = activity.idle_for(idle) => {
+                            tracing::debug!(%peer, ?idle, "upgraded connection idle, closing");
+                            return Ended::Abandoned;
+                        }
+                    },
+                };
+                match result {
+                    Ok((to_upstream, to_client)) => {
+                        tracing::debug!(%peer, to_upstream, to_client, "upgraded connection closed");
+                        Ended::Closed
+                    }
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "upgraded connection failed");
+                        Ended::Abandoned
+                    }
                 }
-                Err(error) => tracing::debug!(%peer, %error, "upgraded connection failed"),
+            };
+            let ended = tokio::select! {
+                ended = run => ended,
+                _ = closing.wait_for(|c| *c) => {
+                    tracing::debug!(%peer, "closing upgraded connection (shutdown)");
+                    Ended::Abandoned
+                }
+            };
+            if let (Some(end), Some(traffic)) = (end, traffic) {
+                let SessionEnd { mut record, started, observer } = end;
+                record.duration = started.elapsed();
+                record.bytes_in = traffic.read.load(Ordering::Relaxed);
+                record.bytes_out = traffic.written.load(Ordering::Relaxed);
+                record.completed = ended == Ended::Closed;
+                observer.on_request_end(&record);
             }
-        };
-        tokio::select! {
-            () = run => {}
-            _ = closing.wait_for(|c| *c) => {
-                tracing::debug!(%peer, "closing upgraded connection (shutdown)");
-            }
-        }
-    });
+        });
+    }
+}
+
+/// Bytes read from and written to one side of a tunnel.
+#[derive(Debug, Default)]
+struct Traffic {
+    read: AtomicU64,
+    written: AtomicU64,
 }
 
 /// How long the other direction may go on once one side has closed its end (time for a
@@ -227,15 +297,17 @@ impl Activity {
     }
 }
 
-/// A stream that records activity on every read and write that moves bytes.
+/// A stream that records activity on every read and write that moves bytes (and counts
+/// them, when asked to).
 struct Active<T> {
     inner: T,
     activity: Arc<Activity>,
+    traffic: Option<Arc<Traffic>>,
 }
 
 impl<T> Active<T> {
-    fn new(inner: T, activity: &Arc<Activity>) -> Self {
-        Active { inner, activity: Arc::clone(activity) }
+    fn new(inner: T, activity: &Arc<Activity>, traffic: Option<Arc<Traffic>>) -> Self {
+        Active { inner, activity: Arc::clone(activity), traffic }
     }
 }
 
@@ -248,8 +320,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let read = buf.filled().len().saturating_sub(before);
+        if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
             this.activity.touch();
+            if let Some(traffic) = &this.traffic {
+                traffic.read.fetch_add(read as u64, Ordering::Relaxed);
+            }
         }
         polled
     }
@@ -263,8 +339,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
             this.activity.touch();
+            if let Some(traffic) = &this.traffic {
+                traffic.written.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
         polled
     }
