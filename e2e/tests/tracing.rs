@@ -293,11 +293,12 @@ async fn client_trace_is_continued_through_auth_rate_limit_and_a_retry() {
         assert_eq!(tracestate, TRACESTATE);
     }
 
-    let received = receiver.received.lock().unwrap();
-    assert!(received.paths.iter().all(|p| p == "/v1/traces"), "{:?}", received.paths);
-    assert!(received.resource.contains(&("service.name".to_owned(), "weir".to_owned())));
-    assert!(received.resource.iter().any(|(k, _)| k == "service.version"));
-    drop(received);
+    {
+        let received = receiver.received.lock().unwrap();
+        assert!(received.paths.iter().all(|p| p == "/v1/traces"), "{:?}", received.paths);
+        assert!(received.resource.contains(&("service.name".to_owned(), "weir".to_owned())));
+        assert!(received.resource.iter().any(|(k, _)| k == "service.version"));
+    }
     // Counted once the receiver's answer is read.
     let metrics = poll_until(Duration::from_secs(10), "exported spans counted", || async {
         let metrics = weir.admin("/metrics").await?.text();

@@ -167,3 +167,6 @@ impl RequestObserver for Tracing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
