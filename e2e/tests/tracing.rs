@@ -243,7 +243,9 @@ async fn client_trace_is_continued_through_auth_rate_limit_and_a_retry() {
     assert_eq!(server.len(), 1, "{spans:#?}");
     let server = server[0];
     assert_eq!(hex(&server.parent_span_id), CLIENT_SPAN);
-    assert_eq!(server.name, "GET default/traced");
+    assert_eq!(server.name, "GET /api/*");
+    assert_eq!(attr(server, "http.route").as_deref(), Some("/api/*"));
+    assert_eq!(attr(server, "server.address").as_deref(), Some("localhost"));
     assert_eq!(attr(server, "http.request.method").as_deref(), Some("GET"));
     assert_eq!(attr(server, "url.path").as_deref(), Some("/api/orders"));
     assert_eq!(attr(server, "http.response.status_code").as_deref(), Some("200"));
@@ -357,7 +359,7 @@ async fn sampling_zero_follows_the_clients_sampled_flag() {
     assert_eq!(spans.len(), 2, "{spans:#?}");
     assert!(spans.iter().all(|s| hex(&s.trace_id) == CLIENT_TRACE));
     let server = spans.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap();
-    assert_eq!(server.name, "GET default/open");
+    assert_eq!(server.name, "GET /open/*");
     assert_eq!(hex(&server.parent_span_id), CLIENT_SPAN);
     let attempt = spans.iter().find(|s| s.kind == SpanKind::Client as i32).unwrap();
     let upstream = origin.seen.lock().unwrap()[7].0.clone();

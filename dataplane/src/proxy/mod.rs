@@ -300,6 +300,10 @@ async fn proxy<'s>(
     };
     let rule: &'s Rule = matched.rule;
     exchange.rule = Some(rule);
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        trace.route_path =
+            Some(crate::observe::otel::record::route_template(&matched.matched.path));
+    }
     let action = &rule.action;
     if action.https_redirect && peer.tls.is_none() {
         let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);

@@ -92,6 +92,9 @@ pub struct TraceRecord {
     pub parent: u64,
     /// The client's `tracestate`, kept for the spans.
     pub trace_state: Option<HeaderValue>,
+    /// `http.route`: the matched rule's path condition as a template (`/api/*`), once
+    /// a rule matched.
+    pub route_path: Option<Box<str>>,
     /// Authentication, when it ran.
     pub auth: Option<Phase>,
     /// The rate limit, when it ran.
@@ -108,6 +111,7 @@ impl TraceRecord {
             span_id: new_span_id(),
             parent,
             trace_state,
+            route_path: None,
             auth: None,
             rate_limit: None,
             attempts: [None; MAX_ATTEMPTS],
@@ -199,6 +203,16 @@ impl TraceRecord {
             }
             _ => {}
         }
+    }
+}
+
+/// `http.route` of a path condition: the exact path, `PREFIX/*`, or the regex.
+pub fn route_template(path: &crate::snapshot::PathMatch) -> Box<str> {
+    use crate::snapshot::PathMatch;
+    match path {
+        PathMatch::Exact(p) => p.clone(),
+        PathMatch::Prefix(p) => format!("{p}/*").into(),
+        PathMatch::Regex(r) => r.as_str().into(),
     }
 }
 

@@ -39,13 +39,27 @@ pub fn spans_of(record: &RequestRecord, trace: &TraceRecord, out: &mut Vec<Span>
         KeyValue::string("http.request.method", record.method.as_str()),
         KeyValue::string("url.path", &*record.path),
         KeyValue::int("http.response.status_code", i64::from(record.status.as_u16())),
-        KeyValue::string("server.address", String::from_utf8_lossy(record.host.as_bytes())),
         KeyValue::string("client.address", record.client_ip.to_string()),
     ];
-    let name = match &record.route {
-        Some(route) => {
-            attributes.push(KeyValue::string("weir.route", route.to_string()));
-            format!("{} {route}", record.method)
+    let host = String::from_utf8_lossy(record.host.as_bytes());
+    match host.parse::<http::uri::Authority>() {
+        Ok(authority) => {
+            attributes.push(KeyValue::string("server.address", authority.host()));
+            if let Some(port) = authority.port_u16() {
+                attributes.push(KeyValue::int("server.port", i64::from(port)));
+            }
+        }
+        Err(_) if !host.is_empty() => attributes.push(KeyValue::string("server.address", host)),
+        Err(_) => {}
+    }
+    if let Some(route) = &record.route {
+        attributes.push(KeyValue::string("weir.route", route.to_string()));
+    }
+    // Semantic conventions: `{method} {http.route}`, the method alone without a route.
+    let name = match trace.route_path.as_deref().filter(|_| record.route.is_some()) {
+        Some(template) => {
+            attributes.push(KeyValue::string("http.route", template));
+            format!("{} {template}", record.method)
         }
         None => record.method.as_str().to_owned(),
     };

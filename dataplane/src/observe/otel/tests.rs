@@ -118,7 +118,7 @@ fn record(trace: TraceRecord, status: StatusCode, error: Option<&'static str>) -
         request_id: HeaderValue::from_static("req-1"),
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
         method: Method::POST,
-        host: HeaderValue::from_static("api.example.com"),
+        host: HeaderValue::from_static("api.example.com:8443"),
         path: "/orders/7".into(),
         route: Some(ObjectKey::new("shop", "orders")),
         rule: Some("write".into()),
@@ -157,6 +157,7 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 #[test]
 fn spans_follow_the_http_semantic_conventions() {
     let mut trace = TraceRecord::new(TRACE, PARENT, Some(HeaderValue::from_static("a=b")));
+    trace.route_path = Some("/orders/*".into());
     trace.begin_attempt(endpoint(80), 0);
     trace.end_attempt(None, Some("timeout"));
     let record = record(trace, StatusCode::GATEWAY_TIMEOUT, Some("upstream_timeout"));
@@ -164,7 +165,7 @@ fn spans_follow_the_http_semantic_conventions() {
     spans_of_record(&record, &mut spans);
     assert_eq!(spans.len(), 2);
     let (server, attempt) = (&spans[0], &spans[1]);
-    assert_eq!(server.name, "POST shop/orders");
+    assert_eq!(server.name, "POST /orders/*");
     assert_eq!(server.kind, kind::SERVER);
     assert_eq!(server.trace_id, TRACE.to_be_bytes());
     assert_eq!(server.parent_span_id, PARENT.to_be_bytes());
@@ -176,6 +177,8 @@ fn spans_follow_the_http_semantic_conventions() {
         ("url.path", "/orders/7"),
         ("http.response.status_code", "504"),
         ("server.address", "api.example.com"),
+        ("server.port", "8443"),
+        ("http.route", "/orders/*"),
         ("client.address", "192.0.2.7"),
         ("weir.route", "shop/orders"),
         ("weir.rule", "write"),
@@ -276,4 +279,13 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
     assert_eq!(tracing.metrics().exported.get(), 0);
     // A second shutdown returns at once.
     tracing.shutdown().await;
+}
+
+#[test]
+fn http_route_is_the_path_condition_as_a_template() {
+    use crate::snapshot::PathMatch;
+    let template = |p: PathMatch| super::record::route_template(&p).to_string();
+    assert_eq!(template(PathMatch::Exact("/healthz".into())), "/healthz");
+    assert_eq!(template(PathMatch::Prefix("/api".into())), "/api/*");
+    assert_eq!(template(PathMatch::Prefix("".into())), "/*");
 }
