@@ -40,6 +40,7 @@ fn record(stats: Option<Arc<weir_dataplane::observe::stats::RuleStats>>) -> Requ
         stats,
         trace: None,
         cache: None,
+        grpc_status: None,
     }
 }
 

@@ -51,6 +51,7 @@ pub use auth::{AuthFailure, Authenticate, Challenge};
 pub use consumers::{ConsumerEntry, ConsumerStore};
 pub use ratelimit::RateLimitRuntime;
 
+use crate::observe::otel::{TraceRecord, record as trace_record};
 use crate::proxy::{ProxyBody, ProxyError, Upstream};
 use crate::ratelimit::Decision;
 use crate::snapshot::{BackendTable, Filter, ObjectKey, RequestMatch};
@@ -138,6 +139,9 @@ pub struct RequestContext<'a> {
     /// The verified client certificate's subject (TLS with client certificates only):
     /// `${client_cert_subject}`.
     pub client_cert_subject: Option<HeaderValue>,
+    /// The spans of a sampled request (tracing on): authentication and rate limit are
+    /// timed into it; `None` otherwise (one check per filter).
+    pub trace: Option<Box<TraceRecord>>,
 }
 
 impl Default for RequestContext<'_> {
@@ -160,6 +164,7 @@ impl Default for RequestContext<'_> {
             encoding: None,
             body_limit: None,
             client_cert_subject: None,
+            trace: None,
         }
     }
 }
@@ -191,10 +196,12 @@ pub async fn request_phase(
 ) -> Result<Flow, ProxyError> {
     prepare(filters, request, ctx);
     for (i, filter) in filters.iter().enumerate() {
+        let started = trace_start(filter, ctx);
         let flow = match apply_sync(filter, request, ctx) {
-            Some(decided) => decided?,
-            None => apply_async(filter, request, ctx).await?,
+            Some(decided) => decided,
+            None => apply_async(filter, request, ctx).await,
         };
+        let flow = trace_end(filter, started, ctx, flow)?;
         if let Flow::Respond(response) = flow {
             return Ok(Flow::Respond(response));
         }
@@ -207,10 +214,12 @@ pub async fn request_phase(
                 if next.phase() == Phase::Authentication {
                     continue;
                 }
+                let started = trace_start(next, ctx);
                 let flow = match apply_sync(next, request, ctx) {
-                    Some(decided) => decided?,
-                    None => apply_async(next, request, ctx).await?,
+                    Some(decided) => decided,
+                    None => apply_async(next, request, ctx).await,
                 };
+                let flow = trace_end(next, started, ctx, flow)?;
                 if let Flow::Respond(response) = flow {
                     return Ok(Flow::Respond(response));
                 }
@@ -219,6 +228,29 @@ pub async fn request_phase(
         }
     }
     Ok(Flow::Continue)
+}
+
+/// The start of a timed filter (authentication, rate limit) of a sampled request.
+fn trace_start(filter: &Filter, ctx: &RequestContext<'_>) -> Option<u64> {
+    match ctx.trace {
+        Some(_) if trace_record::timed(filter) => Some(trace_record::now_nanos()),
+        _ => None,
+    }
+}
+
+/// Records what a timed filter decided in the request's trace.
+fn trace_end(
+    filter: &Filter,
+    started: Option<u64>,
+    ctx: &mut RequestContext<'_>,
+    flow: Result<Flow, ProxyError>,
+) -> Result<Flow, ProxyError> {
+    if let Some(start) = started
+        && let Some(trace) = ctx.trace.as_deref_mut()
+    {
+        trace.filter_done(filter, start, &flow);
+    }
+    flow
 }
 
 impl RequestContext<'_> {

@@ -125,12 +125,26 @@ fn retryable_status(status: StatusCode) -> bool {
 }
 
 /// What [`send`] did: how many times it retried and where it last went.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 pub(crate) struct Attempts {
     /// Attempts after the first.
     pub retries: u32,
     /// The endpoint of the last attempt.
     pub last: Option<SocketAddr>,
+    /// A sampled request's trace: each attempt is recorded, and its `traceparent` names
+    /// the attempt's span.
+    pub trace: Option<Box<crate::observe::otel::TraceRecord>>,
+}
+
+/// What an attempt saw, for its trace span: the status, or why it failed.
+fn traced(seen: Seen) -> (Option<u16>, Option<&'static str>) {
+    match seen {
+        Seen::Status(status) => (Some(status.as_u16()), None),
+        Seen::ConnectError => (None, Some("connect_error")),
+        Seen::Timeout => (None, Some("timeout")),
+        Seen::BadResponse { client: true } => (None, Some("client_body_error")),
+        Seen::BadResponse { client: false } => (None, Some("bad_response")),
+    }
 }
 
 /// The balancer of backends without a policy.
@@ -356,11 +370,17 @@ pub(crate) async fn send(
         // A copy of the headers is needed only when a request that reached the upstream
         // may be sent again; after a connect failure the headers come back unused.
         let resend_after_sent = left > 0 && (retries.on_timeout || retries.on_5xx);
-        let headers = if resend_after_sent {
+        let mut headers = if resend_after_sent {
             request.headers.clone()
         } else {
             std::mem::take(&mut request.headers)
         };
+        if let Some(trace) = attempts.trace.as_deref_mut() {
+            headers.insert(
+                super::trace::TRACEPARENT,
+                trace.begin_attempt(endpoint_addr, attempts.retries),
+            );
+        }
         let built = match via {
             Via::H2 => request.build_h2(headers, &endpoint.authority, transport.tls.is_some()),
             Via::Pooled | Via::Upgrade => request.build(headers),
@@ -393,6 +413,9 @@ pub(crate) async fn send(
                     // A cap, not the endpoint's fault: the permit goes back unrecorded
                     // (dropped on return).
                     runtime.count(AttemptResult::Overflow);
+                    if let Some(trace) = attempts.trace.as_deref_mut() {
+                        trace.end_attempt(None, Some("overflow"));
+                    }
                     tracing::debug!(backend = %backend.key, error = %source, "connection cap reached, answering with the fallback");
                     return Err(match config.as_deref() {
                         Some(config) => fallback(backend, config, FallbackReason::Overflow),
@@ -420,6 +443,10 @@ pub(crate) async fn send(
                 (Seen::Status(status), wanted, Ok(response))
             }
         };
+        if let Some(trace) = attempts.trace.as_deref_mut() {
+            let (status, error) = traced(seen);
+            trace.end_attempt(status, error);
+        }
         outstanding.keep(report(runtime, config.as_deref(), permit, &endpoint, seen, sent));
         let can_retry = wanted
             && left > 0

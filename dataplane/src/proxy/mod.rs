@@ -74,7 +74,10 @@ pub async fn handle(
     // gRPC is HTTP/2 only: HTTP/1.1 requests pay one comparison.
     let grpc = request.version() == Version::HTTP_2 && grpc::is_grpc(request.headers());
     let mut request = request;
-    let request_id = trace::ensure_request_identity(request.headers_mut());
+    let (request_id, trace) = match dataplane.observability.tracing.as_deref() {
+        None => (trace::ensure_request_identity(request.headers_mut()), None),
+        Some(tracing) => trace::ensure_traced_identity(request.headers_mut(), tracing.sampler()),
+    };
     let head = observed.as_ref().map(|_| RequestHead::of(&request));
     let mut ctx = RequestContext {
         client: Some(peer.addr),
@@ -82,6 +85,7 @@ pub async fn handle(
         request_id,
         backends: Some(&snapshot.backends),
         upstream: Some(&dataplane.upstream),
+        trace,
         ..RequestContext::default()
     };
     if let Some(tls) = &peer.tls {
@@ -130,7 +134,7 @@ pub async fn handle(
                 completed: false,
                 traceparent: head.traceparent,
                 stats: exchange.rule.map(|r| Arc::clone(&r.stats)),
-                trace: None,
+                trace: ctx.trace.take(),
                 cache: None,
                 grpc_status: if grpc { grpc_status(response.headers()) } else { None },
             };
@@ -315,6 +319,10 @@ async fn proxy<'s>(
     };
     let rule: &'s Rule = matched.rule;
     exchange.rule = Some(rule);
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        trace.route_path =
+            Some(crate::observe::otel::record::route_template(&matched.matched.path));
+    }
     let action = &rule.action;
     if action.https_redirect && peer.tls.is_none() {
         let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -448,7 +456,7 @@ async fn proxy<'s>(
         hash: hashed.hash,
     };
     let sent_at = observed.then(Instant::now);
-    let mut attempts = forward::Attempts::default();
+    let mut attempts = forward::Attempts { trace: ctx.trace.take(), ..Default::default() };
     let result = forward::send(
         &dataplane.upstream,
         backend,
@@ -458,6 +466,7 @@ async fn proxy<'s>(
         &mut attempts,
     )
     .await;
+    ctx.trace = attempts.trace.take();
     exchange.retries = attempts.retries;
     exchange.upstream_addr = attempts.last;
     exchange.upstream_duration = sent_at.map(|t| t.elapsed());

@@ -3,14 +3,25 @@
 //! A valid incoming `X-Request-ID` is kept, otherwise the gateway mints a UUID v4; the same
 //! id is the `requestId` of the gateway's own error bodies. A valid incoming `traceparent`
 //! is forwarded unchanged; a missing or malformed one is replaced by a new sampled trace.
+//!
+//! With tracing on ([`ensure_traced_identity`]) the sampling decision is made here,
+//! parent-based: a valid client `traceparent` is followed (its sampled flag decides), a
+//! new trace is sampled by the ratio on its trace id. The trace id is kept either way, so
+//! the access log's `trace_id` and the upstream's context agree. A sampled request gets a
+//! [`TraceRecord`] and its own span id; each upstream attempt then sends a `traceparent`
+//! naming the attempt's span. `tracestate` passes through unchanged.
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
 use super::error::{X_REQUEST_ID, valid_request_id};
+use crate::observe::otel::{Sampler, TraceRecord};
 
 /// `traceparent` (W3C Trace Context).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// `tracestate` (W3C Trace Context).
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Makes sure `headers` carries a valid request id and a valid `traceparent`, and returns
 /// the request id.
@@ -32,6 +43,55 @@ pub fn ensure_request_identity(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
+/// [`ensure_request_identity`] with tracing on: the request id, and the trace record when
+/// the request is sampled (parent-based on a valid client `traceparent`, else `sampler`
+/// on a new trace id). The `traceparent` left in `headers` is the client's when it is not
+/// sampled (a new trace gets flags `00`), and names the gateway's span when it is.
+pub fn ensure_traced_identity(
+    headers: &mut HeaderMap,
+    sampler: Sampler,
+) -> (HeaderValue, Option<Box<TraceRecord>>) {
+    let id = match headers.get(X_REQUEST_ID) {
+        Some(v) if valid_request_id(v) => v.clone(),
+        _ => new_request_id(),
+    };
+    headers.insert(X_REQUEST_ID, id.clone());
+    let client = match headers.get(TRACEPARENT) {
+        Some(v) if valid_traceparent(v) && headers.get_all(TRACEPARENT).iter().count() == 1 => {
+            parse_traceparent(v)
+        }
+        _ => None,
+    };
+    let (trace_id, parent, sampled) = match client {
+        Some(context) => context,
+        None => {
+            let trace_id = fastrand::u128(1..);
+            (trace_id, 0, sampler.sampled(trace_id))
+        }
+    };
+    if !sampled {
+        if client.is_none() {
+            let span = crate::observe::otel::record::new_span_id();
+            headers.insert(TRACEPARENT, traceparent(trace_id, span, false));
+        }
+        return (id, None);
+    }
+    let state = headers.get(TRACESTATE).cloned();
+    let record = Box::new(TraceRecord::new(trace_id, parent, state));
+    headers.insert(TRACEPARENT, traceparent(trace_id, record.span_id, true));
+    (id, Some(record))
+}
+
+/// The trace id, parent id and sampled flag of a valid `traceparent`.
+fn parse_traceparent(value: &HeaderValue) -> Option<(u128, u64, bool)> {
+    let b = value.as_bytes();
+    let text = std::str::from_utf8(b.get(..55)?).ok()?;
+    let trace = u128::from_str_radix(text.get(3..35)?, 16).ok()?;
+    let parent = u64::from_str_radix(text.get(36..52)?, 16).ok()?;
+    let flags = u8::from_str_radix(text.get(53..55)?, 16).ok()?;
+    Some((trace, parent, flags & 1 == 1))
+}
+
 /// A fresh request id (UUID v4, hyphenated).
 pub fn new_request_id() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
@@ -43,14 +103,17 @@ pub fn new_request_id() -> HeaderValue {
 fn new_traceparent() -> HeaderValue {
     let trace = uuid::Uuid::new_v4().as_u128();
     let span = (uuid::Uuid::new_v4().as_u128() as u64).max(1);
-    traceparent(trace, span)
+    traceparent(trace, span, true)
 }
 
-/// `00-<trace:032x>-<span:016x>-01`, written without `core::fmt` (on every request that
-/// arrives without a valid `traceparent`).
-fn traceparent(trace: u128, span: u64) -> HeaderValue {
+/// `00-<trace:032x>-<span:016x>-01` (`-00` when not `sampled`), written without
+/// `core::fmt` (on every request that arrives without a valid `traceparent`).
+pub(crate) fn traceparent(trace: u128, span: u64, sampled: bool) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    if !sampled {
+        buf[54] = b'0';
+    }
     for i in 0..32 {
         buf[3 + i] = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
     }
@@ -117,7 +180,7 @@ mod tests {
         ];
         for (trace, span) in cases {
             let reference = format!("00-{trace:032x}-{span:016x}-01");
-            let minted = traceparent(trace, span);
+            let minted = traceparent(trace, span, true);
             assert_eq!(minted, reference.as_str());
             assert!(valid_traceparent(&minted));
         }

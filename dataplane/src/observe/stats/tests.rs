@@ -47,6 +47,7 @@ fn record(
         stats: stats.cloned(),
         trace: None,
         cache: None,
+        grpc_status: None,
     }
 }
 
