@@ -77,6 +77,12 @@ ALL_ON: dict[str, Any] = {
     "headerReadTimeout": "10s",
     "idleTimeout": "60s",
     "defaultCertificate": "weir-system/default-tls",
+    "accessLog": "stdout",
+    "accessLogFormat": "text",
+    "otlpEndpoint": "http://otel-collector.observability:4318",
+    "traceSampling": "0.05",
+    "requestMetrics": False,
+    "metricsPerConsumer": True,
     "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
     "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                     "targetMemoryUtilizationPercentage": 80},
@@ -108,6 +114,10 @@ BAD_VALUES: list[dict[str, Any]] = [
     {"headerReadTimeout": 10},
     {"maxConnections": -1},
     {"defaultCertificate": "no-namespace"},
+    {"accessLogFormat": "xml"},
+    {"otlpEndpoint": "otel-collector:4318"},
+    {"traceSampling": "1.5"},
+    {"requestMetrics": "no"},
     {"drain": {"preStopSleepSeconds": 10}},
     # The template's own check: the grace period must exceed delay + drain.
     {"shutdownDelay": "20s", "terminationGracePeriodSeconds": 50},
@@ -259,8 +269,16 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
             f"{label}: --log-format {args}")
     for key, flag in (("headerReadTimeout", "--header-read-timeout"),
                       ("idleTimeout", "--idle-timeout"),
-                      ("defaultCertificate", "--default-certificate")):
+                      ("defaultCertificate", "--default-certificate"),
+                      ("accessLog", "--access-log"),
+                      ("accessLogFormat", "--access-log-format"),
+                      ("otlpEndpoint", "--otlp-endpoint"),
+                      ("traceSampling", "--trace-sampling")):
         c.check(flags.get(flag) == (values.get(key) or None), f"{label}: {flag} {args}")
+    c.check(flags.get("--request-metrics") == (None if values.get("requestMetrics", True) else "false"),
+            f"{label}: --request-metrics {args}")
+    c.check(flags.get("--metrics-per-consumer") == ("true" if values.get("metricsPerConsumer") else None),
+            f"{label}: --metrics-per-consumer {args}")
     c.check(flags.get("--max-connections") == (str(values["maxConnections"])
                                                if values.get("maxConnections") else None),
             f"{label}: --max-connections {args}")

@@ -121,8 +121,10 @@ pub struct RunArgs {
     /// and the dashboard: `true` or `false`.
     #[arg(long, env = "WEIR_REQUEST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub request_metrics: bool,
-    /// Adds a `consumer` label to the per-request metrics (one series per Consumer).
-    #[arg(long, env = "WEIR_METRICS_PER_CONSUMER")]
+    /// Adds a `consumer` label to the per-request metrics (one series per Consumer);
+    /// `--metrics-per-consumer` alone means `true`.
+    #[arg(long, env = "WEIR_METRICS_PER_CONSUMER", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub metrics_per_consumer: bool,
     /// Access log: `stdout`, `off`, or a file path (reopened on SIGHUP). Default: `stdout`
     /// in standalone mode, `off` in Kubernetes mode.

@@ -107,3 +107,63 @@ fn spawn_reopen_on_sighup(log: Arc<AccessLog>) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["weir", "run"].iter().chain(flags)).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        args
+    }
+
+    #[test]
+    fn the_access_log_defaults_to_stdout_standalone_and_off_in_a_cluster() {
+        let args = run_args(&[]);
+        assert_eq!(access_log_target(&args, Mode::Standalone), Some(AccessLogTarget::Stdout));
+        assert_eq!(access_log_target(&args, Mode::Kubernetes), None);
+        let args = run_args(&["--access-log", "off"]);
+        assert_eq!(access_log_target(&args, Mode::Standalone), None);
+        let args = run_args(&["--access-log", "/var/log/weir/access.log"]);
+        assert_eq!(
+            access_log_target(&args, Mode::Kubernetes),
+            Some(AccessLogTarget::Path(PathBuf::from("/var/log/weir/access.log")))
+        );
+    }
+
+    #[test]
+    fn observability_flags_parse_and_bad_values_are_refused() {
+        let args = run_args(&[]);
+        assert!(args.request_metrics);
+        assert!(!args.metrics_per_consumer);
+        assert_eq!(args.trace_sampling, 1.0);
+        assert_eq!(args.access_log_format, AccessLogFormatArg::Json);
+        let args = run_args(&[
+            "--request-metrics",
+            "false",
+            "--metrics-per-consumer",
+            "--trace-sampling",
+            "0.01",
+            "--access-log-format",
+            "text",
+        ]);
+        assert!(!args.request_metrics);
+        assert!(args.metrics_per_consumer);
+        assert_eq!(args.trace_sampling, 0.01);
+        assert_eq!(args.access_log_format, AccessLogFormatArg::Text);
+        assert!(run_args(&["--metrics-per-consumer", "true"]).metrics_per_consumer);
+        assert!(!run_args(&["--metrics-per-consumer", "false"]).metrics_per_consumer);
+        for bad in [
+            &["--trace-sampling", "1.5"][..],
+            &["--trace-sampling", "-0.1"],
+            &["--request-metrics", "maybe"],
+            &["--access-log-format", "xml"],
+        ] {
+            assert!(Cli::try_parse_from(["weir", "run"].iter().chain(bad)).is_err(), "{bad:?}");
+        }
+    }
+}

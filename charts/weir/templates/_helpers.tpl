@@ -95,6 +95,30 @@ app.kubernetes.io/part-of: weir
 - --idle-timeout
 - {{ . | quote }}
 {{- end }}
+{{- with .Values.accessLog }}
+- --access-log
+- {{ . | quote }}
+{{- end }}
+{{- with .Values.accessLogFormat }}
+- --access-log-format
+- {{ . | quote }}
+{{- end }}
+{{- with .Values.otlpEndpoint }}
+- --otlp-endpoint
+- {{ . | quote }}
+{{- end }}
+{{- with .Values.traceSampling }}
+- --trace-sampling
+- {{ . | quote }}
+{{- end }}
+{{- if eq (toString .Values.requestMetrics) "false" }}
+- --request-metrics
+- "false"
+{{- end }}
+{{- if .Values.metricsPerConsumer }}
+- --metrics-per-consumer
+- "true"
+{{- end }}
 {{- with .Values.defaultCertificate }}
 - --default-certificate
 - {{ . | quote }}

@@ -97,6 +97,9 @@ pub(super) struct Writer {
     failing: bool,
 }
 
+/// How often the writer looks at the queue when it found it empty.
+pub(super) const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Writer {
     pub(super) fn new(
         sink: Sink,
@@ -121,19 +124,32 @@ impl Writer {
     }
 
     /// Runs until the access log is dropped (every sender gone), then writes out what is
-    /// left.
+    /// left. The queue is polled every [`POLL`] rather than waited on: a writer blocked in
+    /// `recv` would be woken by the request that queued the first line after each drain —
+    /// a futex wake and a context switch per request at moderate rates, which measured
+    /// 1.45x the CPU per request of no access log on one core. Polling costs 100 wake-ups
+    /// a second and delays a line by at most `POLL`; 8,192 queued lines per 10 ms is
+    /// 800k lines/s before anything is dropped.
     pub(super) fn run(mut self) {
-        while let Some(message) = self.queue.blocking_recv() {
-            self.take(message);
-            while let Ok(message) = self.queue.try_recv() {
-                self.take(message);
-                if self.buf.len() >= WRITE_AT {
-                    self.write_out();
+        loop {
+            loop {
+                match self.queue.try_recv() {
+                    Ok(message) => {
+                        self.take(message);
+                        if self.buf.len() >= WRITE_AT {
+                            self.write_out();
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.write_out();
+                        return;
+                    }
                 }
             }
             self.write_out();
+            std::thread::sleep(POLL);
         }
-        self.write_out();
     }
 
     fn take(&mut self, message: Message) {

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::TraceMetrics;
 use super::proto::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse, InstrumentationScope, KeyValue,
+    self as attr, ExportTraceServiceRequest, ExportTraceServiceResponse, InstrumentationScope,
     Resource, ResourceSpans, ScopeSpans, Span,
 };
 use crate::observe::RequestRecord;
@@ -49,9 +49,10 @@ pub(super) fn client() -> Option<HttpsClient> {
 pub(super) fn resource(service_name: &str) -> Resource {
     Resource {
         attributes: vec![
-            KeyValue::string("service.name", service_name),
-            KeyValue::string("service.version", env!("CARGO_PKG_VERSION")),
+            attr::string("service.name", service_name),
+            attr::string("service.version", env!("CARGO_PKG_VERSION")),
         ],
+        ..Resource::default()
     }
 }
 
@@ -151,9 +152,12 @@ impl Exporter {
                     scope: Some(InstrumentationScope {
                         name: "weir".to_owned(),
                         version: env!("CARGO_PKG_VERSION").to_owned(),
+                        ..InstrumentationScope::default()
                     }),
                     spans,
+                    ..ScopeSpans::default()
                 }],
+                ..ResourceSpans::default()
             }],
         };
         let body = Bytes::from(message.encode_to_vec());

@@ -9,8 +9,8 @@
 //! is full (a log line, no count the gateway can export) and its exporters neither count
 //! failed exports; the span and parent ids must be chosen by the proxy anyway (the
 //! `traceparent` sent upstream names the attempt's span before the span exists). So weir
-//! encodes the few OTLP messages it needs with prost ([`proto`]) and POSTs them with the
-//! hyper client it already has.
+//! builds the OTLP messages of the `opentelemetry-proto` crate ([`proto`]), encodes them
+//! with prost and POSTs them with the hyper client it already has.
 
 pub mod export;
 pub mod proto;

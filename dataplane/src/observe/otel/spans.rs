@@ -2,7 +2,7 @@
 //! SERVER span of the request (OpenTelemetry HTTP semantic conventions) and its children
 //! `auth`, `rate_limit` and one CLIENT `upstream attempt` per attempt.
 
-use super::proto::{KeyValue, STATUS_ERROR, Span, Status, kind};
+use super::proto::{self as attr, STATUS_ERROR, Span, Status, kind};
 use super::record::{Phase, TraceRecord};
 use crate::observe::RequestRecord;
 
@@ -33,50 +33,51 @@ pub fn spans_of(record: &RequestRecord, trace: &TraceRecord, out: &mut Vec<Span>
         attributes: Vec::new(),
         status: None,
         flags: SAMPLED,
+        ..Span::default()
     };
 
     let mut attributes = vec![
-        KeyValue::string("http.request.method", record.method.as_str()),
-        KeyValue::string("url.path", &*record.path),
-        KeyValue::int("http.response.status_code", i64::from(record.status.as_u16())),
-        KeyValue::string("client.address", record.client_ip.to_string()),
+        attr::string("http.request.method", record.method.as_str()),
+        attr::string("url.path", &*record.path),
+        attr::int("http.response.status_code", i64::from(record.status.as_u16())),
+        attr::string("client.address", record.client_ip.to_string()),
     ];
     let host = String::from_utf8_lossy(record.host.as_bytes());
     match host.parse::<http::uri::Authority>() {
         Ok(authority) => {
-            attributes.push(KeyValue::string("server.address", authority.host()));
+            attributes.push(attr::string("server.address", authority.host()));
             if let Some(port) = authority.port_u16() {
-                attributes.push(KeyValue::int("server.port", i64::from(port)));
+                attributes.push(attr::int("server.port", i64::from(port)));
             }
         }
-        Err(_) if !host.is_empty() => attributes.push(KeyValue::string("server.address", host)),
+        Err(_) if !host.is_empty() => attributes.push(attr::string("server.address", host)),
         Err(_) => {}
     }
     if let Some(route) = &record.route {
-        attributes.push(KeyValue::string("weir.route", route.to_string()));
+        attributes.push(attr::string("weir.route", route.to_string()));
     }
     // Semantic conventions: `{method} {http.route}`, the method alone without a route.
     let name = match trace.route_path.as_deref().filter(|_| record.route.is_some()) {
         Some(template) => {
-            attributes.push(KeyValue::string("http.route", template));
+            attributes.push(attr::string("http.route", template));
             format!("{} {template}", record.method)
         }
         None => record.method.as_str().to_owned(),
     };
     if let Some(rule) = &record.rule {
-        attributes.push(KeyValue::string("weir.rule", &**rule));
+        attributes.push(attr::string("weir.rule", &**rule));
     }
     if let Some(backend) = &record.backend {
-        attributes.push(KeyValue::string("weir.backend", backend.to_string()));
+        attributes.push(attr::string("weir.backend", backend.to_string()));
     }
     if let Some(consumer) = &record.consumer {
-        attributes.push(KeyValue::string("weir.consumer", &**consumer));
+        attributes.push(attr::string("weir.consumer", &**consumer));
     }
     if let Some(error) = record.error {
-        attributes.push(KeyValue::string("error.type", error));
+        attributes.push(attr::string("error.type", error));
     }
     if record.retries > 0 {
-        attributes.push(KeyValue::int("weir.retries", i64::from(record.retries)));
+        attributes.push(attr::int("weir.retries", i64::from(record.retries)));
     }
     let failed = record.status.is_server_error();
     out.push(Span {
@@ -96,16 +97,16 @@ pub fn spans_of(record: &RequestRecord, trace: &TraceRecord, out: &mut Vec<Span>
 
     let phase = |p: &Phase, name: &str, outcome_key: &str| {
         let mut span = child(p.span_id, name, kind::INTERNAL, p.start, p.end);
-        span.attributes.push(KeyValue::string(outcome_key, p.outcome));
+        span.attributes.push(attr::string(outcome_key, p.outcome));
         span
     };
     if let Some(auth) = &trace.auth {
         let mut span = phase(auth, "auth", "weir.auth.outcome");
         if !auth.methods.is_empty() {
-            span.attributes.push(KeyValue::string("weir.auth.methods", auth.methods));
+            span.attributes.push(attr::string("weir.auth.methods", auth.methods));
         }
         if let Some(consumer) = &record.consumer {
-            span.attributes.push(KeyValue::string("weir.consumer", &**consumer));
+            span.attributes.push(attr::string("weir.consumer", &**consumer));
         }
         if auth.outcome != "authenticated" {
             span.status = Some(error_status(auth.outcome));
@@ -120,26 +121,25 @@ pub fn spans_of(record: &RequestRecord, trace: &TraceRecord, out: &mut Vec<Span>
         let mut span =
             child(attempt.span_id, "upstream attempt", kind::CLIENT, attempt.start, ended);
         span.attributes.extend([
-            KeyValue::string("http.request.method", record.method.as_str()),
-            KeyValue::string("server.address", attempt.endpoint.ip().to_string()),
-            KeyValue::int("server.port", i64::from(attempt.endpoint.port())),
+            attr::string("http.request.method", record.method.as_str()),
+            attr::string("server.address", attempt.endpoint.ip().to_string()),
+            attr::int("server.port", i64::from(attempt.endpoint.port())),
         ]);
         if attempt.retry > 0 {
-            span.attributes
-                .push(KeyValue::int("http.request.resend_count", i64::from(attempt.retry)));
+            span.attributes.push(attr::int("http.request.resend_count", i64::from(attempt.retry)));
         }
         if let Some(backend) = &record.backend {
-            span.attributes.push(KeyValue::string("weir.backend", backend.to_string()));
+            span.attributes.push(attr::string("weir.backend", backend.to_string()));
         }
         if let Some(status) = attempt.status {
-            span.attributes.push(KeyValue::int("http.response.status_code", i64::from(status)));
+            span.attributes.push(attr::int("http.response.status_code", i64::from(status)));
             if status >= 500 {
                 span.status = Some(error_status(""));
             }
         }
         let error = attempt.error.or((attempt.end == 0).then_some("cancelled"));
         if let Some(error) = error {
-            span.attributes.push(KeyValue::string("error.type", error));
+            span.attributes.push(attr::string("error.type", error));
             span.status = Some(error_status(error));
         }
         out.push(span);

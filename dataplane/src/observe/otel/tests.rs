@@ -151,6 +151,7 @@ fn attr(span: &Span, key: &str) -> Option<String> {
         match kv.value.as_ref()?.value.as_ref()? {
             Value::StringValue(s) => Some(s.clone()),
             Value::IntValue(i) => Some(i.to_string()),
+            _ => None,
         }
     })
 }
