@@ -33,6 +33,7 @@ fn rule(key: &ObjectKey, index: usize, matches: Vec<RequestMatch>) -> Arc<Rule> 
         route: key.clone(),
         name: format!("r{index}").into(),
         index,
+        stats: weir_dataplane::observe::stats::RuleStats::detached(key, &format!("r{index}")),
         matches,
         action: RuleAction {
             backends: WeightedBackends::new(vec![WeightedBackend {
