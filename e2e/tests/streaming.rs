@@ -4,26 +4,23 @@
 //! gateway itself, and a WebSocket echo that survives a reload.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
+#[path = "shared/origins.rs"]
+mod origins;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use origins::{grpc_origin, ws_origin};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use weir_e2e::{ConfigDir, WeirProcess, poll_until};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A Service (one port with `app_protocol`) and its EndpointSlice at `127.0.0.1:port`.
 fn service(name: &str, port: u16, app_protocol: &str) -> String {
@@ -60,61 +57,6 @@ spec:
       backends: [{{service: {service}, port: 80}}]
 "#
     )
-}
-
-/// An h2c origin that answers every call with the request's body (one gRPC frame) and
-/// the trailers `grpc-status: 0`, `x-origin: h2c`.
-async fn grpc_origin() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut served = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            served.spawn(async move {
-                let service = service_fn(|request: Request<Incoming>| async move {
-                    let body = request.into_body().collect().await.unwrap().to_bytes();
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                    trailers.insert("x-origin", HeaderValue::from_static("h2c"));
-                    let frames = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                    let mut response: Response<Body> = Response::new(
-                        StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync(),
-                    );
-                    response
-                        .headers_mut()
-                        .insert("content-type", HeaderValue::from_static("application/grpc"));
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
-}
-
-/// A WebSocket echo origin.
-async fn ws_origin() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut served = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            served.spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
-                while let Some(Ok(message)) = ws.next().await {
-                    let data = matches!(message, Message::Text(_) | Message::Binary(_));
-                    if data && ws.send(message).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, task)
 }
 
 /// One gRPC call (a 6-byte message) over HTTP/2 prior knowledge to `addr`.

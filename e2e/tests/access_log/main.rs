@@ -6,6 +6,8 @@
 //! when it closes (also at shutdown) and gRPC calls with their `grpc-status`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../shared/origins.rs"]
+mod origins;
 mod sessions;
 
 use std::ffi::OsString;

@@ -2,18 +2,17 @@
 //! it closes (with the whole session's duration and bytes), also when a graceful shutdown
 //! closes it; a gRPC call once its trailers are sent, with its `grpc-status`.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use weir_e2e::{ConfigDir, EchoOrigin};
+
+use crate::origins::{grpc_origin, ws_origin};
 
 use super::{WAIT, config, json_lines, line_for, path_arg, start};
 
@@ -47,28 +46,6 @@ spec:
       backends: [{{service: {name}, port: 80}}]
 "#
     )
-}
-
-/// A WebSocket echo origin.
-async fn ws_origin() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut served = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            served.spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
-                while let Some(Ok(message)) = ws.next().await {
-                    let data = matches!(message, Message::Text(_) | Message::Binary(_));
-                    if data && ws.send(message).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,41 +151,6 @@ async fn grpc_calls_are_logged_with_their_status() {
         (answer["grpc_status"].as_u64(), answer["error"].as_str()),
         (Some(5), Some("no_route"))
     );
-}
-
-/// An h2c origin that answers every call with the request's body and the trailer
-/// `grpc-status: 0`.
-async fn grpc_origin() -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut served = tokio::task::JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            served.spawn(async move {
-                let service =
-                    hyper::service::service_fn(|request: http::Request<Incoming>| async move {
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-                            vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                        let mut response = http::Response::new(StreamBody::new(
-                            futures_util::stream::iter(frames),
-                        ));
-                        response.headers_mut().insert(
-                            "content-type",
-                            http::HeaderValue::from_static("application/grpc"),
-                        );
-                        Ok::<_, std::convert::Infallible>(response)
-                    });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
 }
 
 /// A graceful shutdown closes the open WebSocket sessions (logged then, not completed) and
