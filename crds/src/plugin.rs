@@ -289,8 +289,10 @@ pub enum CacheStore {
     Redis,
 }
 
-/// `cache` plugin configuration. Not executed by this version of weir: a `cache` Plugin is
-/// `Accepted=False`, reason `Unsupported`.
+/// `cache` plugin configuration: a shared response cache. The key is host, method, path,
+/// query, `varyHeaders` and the consumer (never shared across consumers); responses with
+/// `Set-Cookie`, `Cache-Control: private|no-store|no-cache`, or to requests with
+/// credentials (unless `public`) are never stored.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheConfig {

@@ -77,8 +77,9 @@ pub struct ClientCa {
 }
 
 /// One routing rule: what it matches and where it sends the request.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.aggregate) || !has(self.backends) || size(self.backends) == 0").message("a rule has either backends or aggregate, not both"))]
 pub struct RouteRule {
     /// Optional name, used in status, metrics and logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +102,54 @@ pub struct RouteRule {
     /// Names of Plugins in this namespace applied to this rule only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<String>,
+    /// API composition, instead of `backends`: the gateway fetches every part in parallel
+    /// and answers one JSON object with each part's JSON under its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+}
+
+/// A composed answer: parts fetched in parallel, merged into one JSON object.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Aggregate {
+    /// Deadline for the whole answer (default 5s): an optional part still running then
+    /// becomes `null`, a required one makes the answer 502 (504 if it timed out).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// The parts, fetched in parallel. Keys are unique.
+    #[schemars(length(min = 1, max = 32))]
+    pub parts: Vec<AggregatePart>,
+}
+
+/// One part of a composed answer: a `GET` to a Service in this namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregatePart {
+    /// The part's key in the answer's JSON object.
+    #[schemars(length(min = 1, max = 128))]
+    pub key: String,
+    /// Service name.
+    pub service: String,
+    /// Service port number (`spec.ports[].port`). May be omitted when the Service has one port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Path and query sent to the part's Service. `${path.NAME}` is the segment captured by
+    /// `{NAME}` in the rule's path match (percent-encoded as received); `${query.NAME}` is
+    /// the request's query parameter `NAME` (empty when absent).
+    #[schemars(length(min = 1))]
+    pub path: String,
+    /// An optional part that fails or is late becomes `null` and the answer says
+    /// `X-Weir-Completed: false`; a required one (default) makes the answer 502.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    /// This part's own deadline (at most the aggregate's `timeout`).
+    #[schemars(pattern(crate::duration::DURATION_PATTERN))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Largest body read from this part (default 1Mi); a larger one is a failed part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_size: Option<crate::common::ByteSize>,
 }
 
 /// Conditions on a request; all that are set must hold.
