@@ -83,6 +83,7 @@ ALL_ON: dict[str, Any] = {
     "traceSampling": "0.05",
     "requestMetrics": False,
     "metricsPerConsumer": True,
+    "cacheMemory": "64Mi",
     "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
     "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                     "targetMemoryUtilizationPercentage": 80},
@@ -118,6 +119,7 @@ BAD_VALUES: list[dict[str, Any]] = [
     {"otlpEndpoint": "otel-collector:4318"},
     {"traceSampling": "1.5"},
     {"requestMetrics": "no"},
+    {"cacheMemory": "64 MB"},
     {"drain": {"preStopSleepSeconds": 10}},
     # The template's own check: the grace period must exceed delay + drain.
     {"shutdownDelay": "20s", "terminationGracePeriodSeconds": 50},
@@ -273,7 +275,8 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
                       ("accessLog", "--access-log"),
                       ("accessLogFormat", "--access-log-format"),
                       ("otlpEndpoint", "--otlp-endpoint"),
-                      ("traceSampling", "--trace-sampling")):
+                      ("traceSampling", "--trace-sampling"),
+                      ("cacheMemory", "--cache-memory")):
         c.check(flags.get(flag) == (values.get(key) or None), f"{label}: {flag} {args}")
     c.check(flags.get("--request-metrics") == (None if values.get("requestMetrics", True) else "false"),
             f"{label}: --request-metrics {args}")

@@ -119,6 +119,10 @@ app.kubernetes.io/part-of: weir
 - --metrics-per-consumer
 - "true"
 {{- end }}
+{{- with .Values.cacheMemory }}
+- --cache-memory
+- {{ . | quote }}
+{{- end }}
 {{- with .Values.defaultCertificate }}
 - --default-certificate
 - {{ . | quote }}
