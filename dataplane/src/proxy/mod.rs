@@ -360,6 +360,15 @@ async fn proxy<'s>(
         }
     }
 
+    if let Some(aggregate) = &action.aggregate {
+        // API composition: the parts' GETs instead of proxying; the client's body is drained.
+        let matched = matched.matched;
+        let respond = crate::aggregate::respond(
+            dataplane, snapshot, rule, aggregate, matched, parts, peer, host, ctx,
+        );
+        return respond.await;
+    }
+
     let backend = action.backends.pick().and_then(|id| snapshot.backends.get(id));
     let backend = match backend {
         Some(b) if b.problem.is_none() && !b.endpoints.is_empty() => b,
