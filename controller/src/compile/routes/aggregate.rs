@@ -110,15 +110,14 @@ pub(crate) fn part_backends<'r>(
     namespace: &'r str,
     rule: &'r RouteRule,
 ) -> impl Iterator<Item = (usize, BackendKey)> + 'r {
-    rule.aggregate.iter().flat_map(|a| a.parts.iter()).enumerate().filter_map(move |(j, p)| {
-        (!p.service.is_empty()).then(|| {
-            let key = BackendKey {
-                namespace: namespace.into(),
-                service: p.service.as_str().into(),
-                port: p.port.unwrap_or(0),
-            };
-            (j, key)
-        })
+    let parts = rule.aggregate.iter().flat_map(|a| a.parts.iter()).enumerate();
+    parts.filter(|(_, p)| !p.service.is_empty()).map(move |(j, p)| {
+        let key = BackendKey {
+            namespace: namespace.into(),
+            service: p.service.as_str().into(),
+            port: p.port.unwrap_or(0),
+        };
+        (j, key)
     })
 }
 
