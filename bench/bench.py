@@ -29,6 +29,8 @@ CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k rout
   observe  weir alone: CPU/request with per-request metrics, metrics + JSON access log, and
            metrics + tracing at 1% sampling, as ratios to metrics and access log off
            (bench/observe.py)
+  aggregate weir alone: a two-part aggregate request (API composition) vs two sequential
+           proxied requests: CPU/request and one-at-a-time latency (bench/aggregate.py)
   idle     idle Pss
 
 Prints one line per figure: weir's value, the peer's, the median of per-round ratios
@@ -50,6 +52,7 @@ import sys
 import time
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the tree
+import aggregate  # noqa: E402
 import benchlib as b  # noqa: E402
 import edge  # noqa: E402
 import observe  # noqa: E402
@@ -62,7 +65,7 @@ DURATION = int(os.environ.get("DURATION", "2" if QUICK else "5"))
 WARMUP = int(os.environ.get("WARMUP", "1"))
 CONNS = int(os.environ.get("CONNECTIONS", "32"))
 PEERS = [p for p in os.environ.get("PEERS", "nginx,haproxy").split(",") if p]
-FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,tls,plugins,upstream,observe,scaling,reload,idle").split(","))
+FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,tls,plugins,upstream,observe,aggregate,scaling,reload,idle").split(","))
 SCALE_NS = [int(x) for x in os.environ.get("SCALE_NS", "1,1000,10000,100000").split(",") if x]
 PER_FILE = int(os.environ.get("ROUTES_PER_FILE", "1000"))
 CHANGES = int(os.environ.get("CHANGES", "8" if QUICK else "20"))
@@ -409,6 +412,8 @@ def main():
         upstream.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     if "observe" in FIGURES:
         observe.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
+    if "aggregate" in FIGURES:
+        aggregate.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     # The 1-route proxies are done: stop nginx/haproxy/weir before the scaling instances
     # start (less memory pressure), except nginx if the reload figure wants it.
     inst = {}

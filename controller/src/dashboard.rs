@@ -143,6 +143,7 @@ mod tests {
                 retries: RetryPolicy::default(),
                 filters: Arc::new([]),
                 https_redirect: false,
+                aggregate: None,
             },
         })
     }

@@ -46,6 +46,7 @@ fn rule(key: &ObjectKey, index: usize, backend: u32, path: PathMatch) -> Arc<Rul
             retries: RetryPolicy::default(),
             filters: Arc::new([]),
             https_redirect: false,
+            aggregate: None,
         },
     })
 }

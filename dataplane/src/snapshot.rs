@@ -182,6 +182,10 @@ pub struct RuleAction {
     /// The Route has `tls.httpRedirect` and a certificate that serves: plain-HTTP requests
     /// are answered 301 to `https://` instead.
     pub https_redirect: bool,
+    /// `aggregate`: the rule answers one JSON object composed of its parts (fetched from
+    /// their own backends) instead of proxying to `backends` (then empty). `None` on every
+    /// other rule: the proxy pays one `Option` check for it.
+    pub aggregate: Option<Arc<crate::aggregate::Aggregate>>,
 }
 
 /// Built-in filters, a closed set, compiled per rule and kept in the fixed phase order of

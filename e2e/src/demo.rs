@@ -8,6 +8,9 @@
 //! - `GET /healthz`: 200 `{"backend":…,"healthy":true}`, or the status set with
 //!   `POST /demo/health?status=NNN` (sent to the backend's own address, not through weir);
 //!   `POST /demo/health?status=200` makes it healthy again.
+//! - `GET /users/ID`: a small JSON user `{"id":"ID","name":"User ID","backend":…}`, and
+//!   `GET /orders?user=ID`: a JSON array of two orders of that user — the parts of the
+//!   quickstart's composed profile page (deploy/examples/quickstart/profile.yaml).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,11 +113,40 @@ pub async fn handle<B>(state: Arc<DemoState>, request: http::Request<B>) -> Resp
     if let Some(ms) = query_param(query, "delay").and_then(|v| v.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms).min(MAX_DELAY)).await;
     }
-    let mut response = crate::echo::echo_response(name, &request);
+    let mut response = profile_part(name, request.method(), request.uri().path(), query)
+        .unwrap_or_else(|| crate::echo::echo_response(name, &request));
     if let Some(status) = status_param(query, "fail") {
         *response.status_mut() = status;
     }
     response
+}
+
+/// The JSON parts of the composed profile page: `GET /users/ID` and `GET /orders?user=ID`.
+fn profile_part(
+    name: &str,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Response<Full<Bytes>>> {
+    if method != Method::GET {
+        return None;
+    }
+    let backend = serde_json::Value::from(name);
+    if let Some(id) = path.strip_prefix("/users/").filter(|id| !id.is_empty() && !id.contains('/'))
+    {
+        let body = serde_json::json!({"id": id, "name": format!("User {id}"), "backend": backend});
+        return Some(json(StatusCode::OK, format!("{body}\n")));
+    }
+    if path == "/orders"
+        && let Some(user) = query_param(query, "user")
+    {
+        let body = serde_json::json!([
+            {"id": format!("{user}-1"), "user": user, "total": 42.5},
+            {"id": format!("{user}-2"), "user": user, "total": 7.25},
+        ]);
+        return Some(json(StatusCode::OK, format!("{body}\n")));
+    }
+    None
 }
 
 /// An in-process demo origin on `127.0.0.1:0`; it stops when dropped.

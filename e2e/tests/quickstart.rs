@@ -283,3 +283,31 @@ async fn quickstart_resilience_behaves_as_the_readme_says() {
         assert_eq!(body["backend"], "inventory-a");
     }
 }
+
+/// The composed profile page of deploy/examples/quickstart/profile.yaml (docs/aggregate.md
+/// and the README) over the demo backends: one request, two parts merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_profile_page_is_composed_as_the_docs_say() {
+    let users = weir_e2e::DemoOrigin::start("users-v1").await.unwrap();
+    let orders = weir_e2e::DemoOrigin::start("orders-v1").await.unwrap();
+    let file = workspace_root().join("deploy/examples/quickstart/profile.yaml");
+    let dir = ConfigDir::new("quickstart-profile").unwrap();
+    let mut services = service_yaml("users", users.addr.port());
+    services.push_str(&service_yaml("orders", orders.addr.port()));
+    dir.write("services.yaml", &services).unwrap();
+    dir.write("profile.yaml", &std::fs::read_to_string(file).unwrap()).unwrap();
+    let weir = WeirProcess::start(dir.path()).await.unwrap();
+
+    let reply = weir.get("localhost:8080", "/api/profile/42").await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.headers["x-weir-completed"], "true");
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert_eq!(
+        reply.text(),
+        concat!(
+            r#"{"user":{"backend":"users-v1","id":"42","name":"User 42"},"#,
+            r#""orders":[{"id":"42-1","total":42.5,"user":"42"},{"id":"42-2","total":7.25,"user":"42"}]}"#
+        )
+    );
+    assert_eq!((users.state.requests(), orders.state.requests()), (1, 1));
+}

@@ -18,7 +18,7 @@ fn quickstart_is_valid() {
     let out = run_weir(&["validate", "-f", quickstart.to_str().unwrap()]).unwrap();
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    for route in ["orders", "users", "split", "account", "catalog", "resilience"] {
+    for route in ["orders", "users", "split", "account", "catalog", "resilience", "profile"] {
         assert!(text.contains(route), "validate prints every Route ({route}): {text}");
     }
 }
@@ -96,4 +96,36 @@ fn unparsable_file_fails_validation() {
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("broken.yaml"), "names the file: {text}");
+}
+
+/// An aggregate part that uses a capture one of the rule's matches lacks: exit 1, the
+/// part's path field and the match named.
+#[test]
+fn aggregate_part_with_a_missing_capture_fails_validation() {
+    let dir = ConfigDir::new("validate-aggregate").unwrap();
+    dir.write("services.yaml", &service_yaml("users", 9)).unwrap();
+    dir.write(
+        "profile.yaml",
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Route
+metadata: {name: profile}
+spec:
+  rules:
+    - matches:
+        - path: {type: Exact, value: "/profile/{id}"}
+        - path: {type: Exact, value: "/me"}
+      aggregate:
+        parts: [{key: user, service: users, port: 80, path: "/users/${path.id}"}]
+"#,
+    )
+    .unwrap();
+    let out = run_weir(&["validate", "-f", dir.path().to_str().unwrap()]).unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("profile"), "names the object: {text}");
+    assert!(
+        text.contains("spec.rules[0].aggregate.parts[0].path: ${path.id} is not captured by spec.rules[0].matches[1]"),
+        "names the field and the match: {text}"
+    );
 }

@@ -45,6 +45,7 @@ fn rule(key: &ObjectKey, index: usize, matches: Vec<RequestMatch>) -> Arc<Rule> 
             retries: RetryPolicy::default(),
             filters: Arc::new([]),
             https_redirect: false,
+            aggregate: None,
         },
     })
 }

@@ -209,6 +209,14 @@ fn backend_problems(index: &Index, ns: &str, spec: &weir_crds::RouteSpec) -> Vec
                 ));
             }
         }
+        for (j, key) in routes::aggregate::part_backends(ns, rule) {
+            if let Err(e) = backends::resolve_service_port(index, &key) {
+                problems.push(RefProblem::new(
+                    RefReason::BackendNotFound,
+                    format!("spec.rules[{i}].aggregate.parts[{j}]: {e}"),
+                ));
+            }
+        }
     }
     problems
 }

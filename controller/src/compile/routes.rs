@@ -19,6 +19,8 @@ use weir_dataplane::observe::stats::RouteStatsRegistry;
 
 use super::backends::BackendInterner;
 
+pub(crate) mod aggregate;
+
 /// Largest accepted backend weight.
 pub const MAX_WEIGHT: u32 = 1_000_000;
 /// Largest accepted `retries.attempts`.
@@ -33,6 +35,7 @@ struct ValidRule {
     rewrite: Option<Rewrite>,
     timeouts: Timeouts,
     retries: RetryPolicy,
+    aggregate: Option<aggregate::ValidAggregate>,
 }
 
 /// A Route that passed validation.
@@ -67,6 +70,7 @@ impl ValidRoute {
                     .into_iter()
                     .map(|(k, weight)| WeightedBackend { id: interner.intern(k), weight })
                     .collect();
+                let aggregate = r.aggregate.and_then(|a| a.build(&r.matches, interner));
                 Arc::new(Rule {
                     stats: stats.rule(&key, &r.name),
                     route: key.clone(),
@@ -80,6 +84,7 @@ impl ValidRoute {
                         retries: r.retries,
                         filters: chain,
                         https_redirect,
+                        aggregate,
                     },
                 })
             })
@@ -238,6 +243,7 @@ fn validate_rule(
         }
         backends.push((backend_key(namespace, b), weight));
     }
+    let aggregate = aggregate::validate(namespace, rule, &matches, at, errs);
     let rewrite = rule.rewrite.as_ref().map(|rw| {
         let field = At::Field(at, "rewrite");
         let at = &field;
@@ -251,7 +257,7 @@ fn validate_rule(
             }
             if matches.iter().any(|m| !matches!(m.path, PathMatch::Prefix(_))) {
                 errs.push(format!(
-                    "{at}.replacePrefix: only allowed when every match is a Prefix path match"
+                    "{at}.replacePrefix: only allowed when every match is a Prefix path match (without {{name}} captures)"
                 ));
             }
             out.replace_prefix = Some(p.as_str().into());
@@ -328,6 +334,7 @@ fn validate_rule(
         rewrite,
         timeouts,
         retries,
+        aggregate,
     })
 }
 
@@ -387,7 +394,11 @@ fn parse_path(type_: PathMatchType, value: &str) -> Result<PathMatch, String> {
             {
                 return Err(format!("path {value:?} must not contain '?', '#' or whitespace"));
             }
-            Ok(if type_ == PathMatchType::Exact {
+            let exact = type_ == PathMatchType::Exact;
+            if let Some(captures) = aggregate::capture_regex(value, exact)? {
+                return Ok(PathMatch::Regex(captures));
+            }
+            Ok(if exact {
                 PathMatch::Exact(value.into())
             } else {
                 PathMatch::Prefix(value.trim_end_matches('/').into())
@@ -465,6 +476,7 @@ pub(crate) fn rule_plugin_errors(
         let applied = resolved.per_rule.get(i).map_or(&[][..], Vec::as_slice);
         let answering = |kind| applied.iter().find(|p| p.kind == kind);
         if rule.backends.is_empty()
+            && rule.aggregate.is_none()
             && answering(PluginKind::Redirect).is_none()
             && answering(PluginKind::DirectResponse).is_none()
         {
@@ -480,13 +492,14 @@ pub(crate) fn rule_plugin_errors(
                 .is_some_and(|path| path.replace_prefix.is_some())
         });
         if let Some(redirect) = replaces_prefix {
-            let not_prefix = rule
-                .matches
-                .iter()
-                .position(|m| m.path.as_ref().is_some_and(|p| p.type_ != PathMatchType::Prefix));
+            let not_prefix = rule.matches.iter().position(|m| {
+                m.path
+                    .as_ref()
+                    .is_some_and(|p| p.type_ != PathMatchType::Prefix || p.value.contains('{'))
+            });
             if let Some(j) = not_prefix {
                 errors.push(format!(
-                    "spec.rules[{i}].matches[{j}].path: the redirect plugin {} replaces the matched prefix (path.replacePrefix), which needs a Prefix match",
+                    "spec.rules[{i}].matches[{j}].path: the redirect plugin {} replaces the matched prefix (path.replacePrefix), which needs a Prefix match without {{name}} captures",
                     redirect.source
                 ));
             }

@@ -360,6 +360,16 @@ async fn proxy<'s>(
         }
     }
 
+    if let Some(aggregate) = &action.aggregate {
+        // API composition: the parts' GETs instead of proxying; the client's body is drained.
+        // Boxed, so the fan-out's state does not grow every request's future.
+        let matched = matched.matched;
+        let respond = crate::aggregate::respond(
+            dataplane, snapshot, rule, aggregate, matched, parts, peer, host, ctx,
+        );
+        return Box::pin(respond).await;
+    }
+
     let backend = action.backends.pick().and_then(|id| snapshot.backends.get(id));
     let backend = match backend {
         Some(b) if b.problem.is_none() && !b.endpoints.is_empty() => b,

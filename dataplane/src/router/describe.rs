@@ -48,6 +48,25 @@ fn request_match(m: &RequestMatch) -> Value {
     })
 }
 
+fn aggregate(a: &crate::aggregate::Aggregate) -> Value {
+    let parts: Vec<Value> = a
+        .parts
+        .iter()
+        .map(|p| {
+            json!({
+                "key": p.key,
+                "backend": p.backend.0,
+                "host": String::from_utf8_lossy(p.host.as_bytes()),
+                "path": p.path.as_str(),
+                "optional": p.optional,
+                "timeout": format!("{:?}", p.timeout),
+                "maxBodySize": p.max_body_size,
+            })
+        })
+        .collect();
+    json!({"timeout": format!("{:?}", a.timeout), "parts": parts})
+}
+
 fn rule(r: &Rule) -> Value {
     let a = &r.action;
     let backends: Vec<Value> =
@@ -79,6 +98,7 @@ fn rule(r: &Rule) -> Value {
             "on5xx": rt.on_5xx,
         },
         "filters": a.filters.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "aggregate": a.aggregate.as_deref().map(aggregate),
     })
 }
 

@@ -59,6 +59,7 @@ pub(super) fn rule(
             retries: RetryPolicy::default(),
             filters: Arc::new([]),
             https_redirect: false,
+            aggregate: None,
         },
     })
 }

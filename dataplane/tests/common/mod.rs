@@ -251,6 +251,7 @@ pub fn action(backends: &[(u32, u32)]) -> RuleAction {
         retries: RetryPolicy::default(),
         filters: Arc::from(Vec::<Filter>::new()),
         https_redirect: false,
+        aggregate: None,
     }
 }
 

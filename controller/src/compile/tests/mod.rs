@@ -2,6 +2,7 @@
 //! small test-only loader that dispatches on `kind`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod aggregate;
 mod auth;
 mod backend_policy;
 mod endpoints;
