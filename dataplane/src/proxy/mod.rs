@@ -65,7 +65,7 @@ impl Peer {
 /// upstream's, or the gateway's own answer. The matched rule's response phase runs on
 /// either; with an observer, the response body reports the request's end.
 pub async fn handle(
-    dataplane: &DataPlane,
+    dataplane: &Arc<DataPlane>,
     request: Request<Incoming>,
     peer: &Peer,
 ) -> Response<ProxyBody> {
@@ -86,6 +86,7 @@ pub async fn handle(
         backends: Some(&snapshot.backends),
         upstream: Some(&dataplane.upstream),
         trace,
+        cache_runtime: Some(&dataplane.cache),
         ..RequestContext::default()
     };
     if let Some(tls) = &peer.tls {
@@ -135,7 +136,7 @@ pub async fn handle(
                 traceparent: head.traceparent,
                 stats: exchange.rule.map(|r| Arc::clone(&r.stats)),
                 trace: ctx.trace.take(),
-                cache: None,
+                cache: ctx.cache.as_ref().map(|c| c.status.as_str()),
                 grpc_status: if grpc { grpc_status(response.headers()) } else { None },
             };
             if let Some(tunnel) = tunnel {
@@ -266,7 +267,7 @@ fn find_rule<'t>(
 
 #[allow(clippy::too_many_arguments)]
 async fn proxy<'s>(
-    dataplane: &DataPlane,
+    dataplane: &Arc<DataPlane>,
     snapshot: &'s crate::snapshot::Snapshot,
     request: Request<Incoming>,
     peer: &Peer,
@@ -333,6 +334,7 @@ async fn proxy<'s>(
     if !action.filters.is_empty() {
         ctx.route = Some(&rule.route);
         ctx.matched = Some(matched.matched);
+        ctx.request_timeout = action.timeouts.request;
         let flow = filter::request_phase(&action.filters, &mut parts, ctx).await.inspect_err(|e| {
             match e {
                 ProxyError::Unavailable { reason } => {
@@ -455,6 +457,16 @@ async fn proxy<'s>(
         upgrade: upgrade.is_some(),
         hash: hashed.hash,
     };
+    // Cache: a stale entry is answered now; this request's exchange refreshes it in the
+    // background (one per key).
+    if let Some(cache) = ctx.cache.as_deref_mut()
+        && let Some(stale) = cache.take_refresh()
+    {
+        let (retries, stale) = (&action.retries, &*stale);
+        return Ok(crate::cache::refresh::answer_stale(
+            dataplane, snapshot, backend, &timeouts, retries, prepared, stale, cache,
+        ));
+    }
     let sent_at = observed.then(Instant::now);
     let mut attempts = forward::Attempts { trace: ctx.trace.take(), ..Default::default() };
     let result = forward::send(
@@ -528,6 +540,8 @@ async fn proxy<'s>(
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
     headers::remove_hop_by_hop(&mut parts.headers);
+    // Cache: the answer as the upstream sent it is copied into the store as it streams.
+    let store = ctx.cache.as_deref_mut().and_then(|c| c.begin_store(&parts));
     if let Some(cookie) = hashed.set_cookie {
         parts.headers.append(http::header::SET_COOKIE, cookie);
     }
@@ -540,6 +554,10 @@ async fn proxy<'s>(
             ProxyBody::Idle(Box::new(body))
         }
         _ => ProxyBody::Pooled(body),
+    };
+    let body = match store {
+        Some(store) => ProxyBody::Cached(Box::new(crate::cache::body::TeeBody::new(body, store))),
+        None => body,
     };
     Ok(Response::from_parts(parts, body))
 }
