@@ -5,8 +5,8 @@
 //! [`Entry::encode`]) with a TTL of its freshness plus stale window. For the admin purge,
 //! each host and path has a set of its entry keys (`weir:cache:i:<sha256 of host, path>`),
 //! and `weir:cache:idx` lists those sets: a purge is `SMEMBERS` + `DEL`, never `KEYS` or
-//! `SCAN`. A read waits at most [`READ_TIMEOUT`]; a Redis that is down or slow is a miss
-//! (logged at debug), never an error for the client.
+//! `SCAN`. A read waits at most `--redis-timeout` (100 ms by default); a Redis that is
+//! down or slow is a miss (logged at debug), never an error for the client.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,8 +19,6 @@ use super::super::entry::Entry;
 use super::super::key::{CacheKey, host_path_digest, normal_host};
 use crate::ratelimit::RedisStore;
 
-/// The longest wait for one read; past it the request is a miss.
-pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 /// The longest wait for one write or purge.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The set of every purge index.
@@ -54,7 +52,7 @@ impl RedisCache {
         }
         let client = self.store.pool().next_connected();
         let read = client.get::<Option<Bytes>, _>(entry_key(key));
-        match tokio::time::timeout(READ_TIMEOUT, read).await {
+        match tokio::time::timeout(self.store.options().timeout, read).await {
             Ok(Ok(Some(value))) => Entry::decode(value),
             Ok(Ok(None)) => None,
             Ok(Err(e)) => {
