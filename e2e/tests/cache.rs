@@ -24,7 +24,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tokio::sync::watch;
 use weir_e2e::echo::serve_http1;
-use weir_e2e::{ConfigDir, RedisServer, Reply, WeirProcess, http_request, poll_until, service_yaml};
+use weir_e2e::{
+    ConfigDir, RedisServer, Reply, WeirProcess, http_request, poll_until, service_yaml,
+};
 
 /// The size of `/big`'s body (over the Plugin's `maxBodySize` of 64 KiB).
 const BIG: usize = 200 * 1024;
@@ -292,7 +294,8 @@ async fn vary_headers_freshness_head_and_conditional_requests() {
     assert!(inm.headers.contains_key("age"));
     let ims = get(&weir, "/cond", &[("if-modified-since", "Thu, 22 Oct 2015 00:00:00 GMT")]).await;
     assert_eq!((ims.status, cache_status(&ims)), (304, "Hit"));
-    let older = get(&weir, "/cond", &[("if-modified-since", "Tue, 20 Oct 2015 00:00:00 GMT")]).await;
+    let older =
+        get(&weir, "/cond", &[("if-modified-since", "Tue, 20 Oct 2015 00:00:00 GMT")]).await;
     assert_eq!((older.status, cache_status(&older)), (200, "Hit"));
     let other = get(&weir, "/cond", &[("if-none-match", "\"v2\"")]).await;
     assert_eq!((other.status, other.text()), (200, full));
@@ -339,9 +342,15 @@ async fn concurrent_misses_coalesce_and_failures_are_not_stored() {
     // Purge on the admin port: the next request is a miss.
     expect(&get(&weir, "/purge-me?a=1", &[]).await, "Miss");
     expect(&get(&weir, "/purge-me?a=1", &[]).await, "Hit");
-    let purge = http_request(weir.admin_addr, "DELETE", "localhost", "/cache?host=localhost&path=/purge-me", &[])
-        .await
-        .unwrap();
+    let purge = http_request(
+        weir.admin_addr,
+        "DELETE",
+        "localhost",
+        "/cache?host=localhost&path=/purge-me",
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(purge.status, 200, "{}", purge.text());
     assert_eq!(purge.json().unwrap()["purged"], 1, "{}", purge.text());
     expect(&get(&weir, "/purge-me?a=1", &[]).await, "Miss");
@@ -432,9 +441,15 @@ async fn redis_store_is_shared_by_gateways_and_a_dead_redis_is_a_miss() {
     assert_eq!(origin.received("/redis/x"), 1);
 
     // Purged on one gateway's admin port: gone from Redis for both.
-    let purge = http_request(b.admin_addr, "DELETE", "localhost", "/cache?host=localhost&path=/redis/x", &[])
-        .await
-        .unwrap();
+    let purge = http_request(
+        b.admin_addr,
+        "DELETE",
+        "localhost",
+        "/cache?host=localhost&path=/redis/x",
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(purge.json().unwrap()["redisPurged"], 1, "{}", purge.text());
     expect(&get(&a, "/redis/x", &[]).await, "Miss");
     assert_eq!(origin.received("/redis/x"), 2);
