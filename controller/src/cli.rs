@@ -485,6 +485,11 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Text);
         assert!(args.trusted_proxies.is_empty());
         assert_eq!(args.redis_timeout, std::time::Duration::from_millis(100));
+        assert_eq!(args.cache_memory, 256 << 20);
+        let cli = Cli::try_parse_from(["weir", "run", "--cache-memory", "1Gi"]).unwrap();
+        let Command::Run(sized) = cli.command else { panic!("run") };
+        assert_eq!(sized.cache_memory, 1 << 30);
+        assert!(Cli::try_parse_from(["weir", "run", "--cache-memory", "lots"]).is_err());
         assert!(Cli::try_parse_from(["weir", "run", "--redis-timeout", "0s"]).is_err());
         let cli = Cli::try_parse_from(["weir", "run", "--redis-timeout", "2s"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
