@@ -423,7 +423,9 @@ pub async fn lookup(
     let head_from_get = method == Method::HEAD && plugin.methods.contains(&Method::GET);
     let cached_method = head_from_get || plugin.methods.contains(method);
     let cacheability = freshness::request(&request.headers);
-    if !cached_method || cacheability == RequestCacheability::Bypass {
+    // A WebSocket upgrade is never answered from (or stored in) the cache.
+    let upgrade = request.headers.contains_key(http::header::UPGRADE);
+    if !cached_method || cacheability == RequestCacheability::Bypass || upgrade {
         ctx.cache = Some(Box::new(CacheState::new(CacheStatus::Bypass, plugin, &runtime)));
         return Ok(Flow::Continue);
     }
