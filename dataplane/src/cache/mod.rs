@@ -503,7 +503,8 @@ pub async fn lookup(
                     // A fresh answer that the leader stored serves this request too.
                     Outcome::Stored => look = true,
                     Outcome::Pending | Outcome::Uncacheable => break,
-                    Outcome::Failed => look = true,
+                    // A revalidation never takes an entry older than its request.
+                    Outcome::Failed => look = cacheability == RequestCacheability::Normal,
                 }
             }
             Err(_) => {
