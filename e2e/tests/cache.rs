@@ -258,6 +258,16 @@ async fn consumers_never_share_and_personal_answers_are_never_stored() {
     let post = request(&weir, "POST", "/plain", &[]).await;
     assert_eq!(cache_status(&post), "Bypass");
     assert_eq!(origin.received("/plain"), 3, "miss, no-store, POST");
+    // The access log (stdout in standalone mode) says what the cache did.
+    poll_until(Duration::from_secs(10), "cache results in the access log", || async {
+        let log = weir.log();
+        Ok(["Hit", "Miss", "Bypass"]
+            .iter()
+            .all(|r| log.contains(&format!("\"cache\":\"{r}\"")))
+            .then_some(()))
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
