@@ -258,6 +258,10 @@ async fn consumers_never_share_and_personal_answers_are_never_stored() {
     let post = request(&weir, "POST", "/plain", &[]).await;
     assert_eq!(cache_status(&post), "Bypass");
     assert_eq!(origin.received("/plain"), 3, "miss, no-store, POST");
+    // store: Redis without --redis-url keeps its entries in this replica's memory.
+    expect(&get(&weir, "/redis/local", &[]).await, "Miss");
+    expect(&get(&weir, "/redis/local", &[]).await, "Hit");
+    assert!(weir.log().contains("no --redis-url"), "the fallback is logged");
     // The access log (stdout in standalone mode) says what the cache did.
     poll_until(Duration::from_secs(10), "cache results in the access log", || async {
         let log = weir.log();
