@@ -26,6 +26,8 @@ CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k rout
   upstream weir alone: CPU/request through BackendPolicies (LeastRequest, ConsistentHash,
            a closed circuit breaker, all together) as ratios to a route without one
            (bench/upstream.py)
+  cache    weir alone: CPU/request of a response-cache hit vs a proxied request of the same
+           weir in the same round, target <= 0.6x (bench/cache.py)
   observe  weir alone: CPU/request with per-request metrics, metrics + JSON access log, and
            metrics + tracing at 1% sampling, as ratios to metrics and access log off
            (bench/observe.py)
@@ -54,6 +56,7 @@ import time
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the tree
 import aggregate  # noqa: E402
 import benchlib as b  # noqa: E402
+import cache  # noqa: E402
 import edge  # noqa: E402
 import observe  # noqa: E402
 import plugins  # noqa: E402
@@ -65,7 +68,7 @@ DURATION = int(os.environ.get("DURATION", "2" if QUICK else "5"))
 WARMUP = int(os.environ.get("WARMUP", "1"))
 CONNS = int(os.environ.get("CONNECTIONS", "32"))
 PEERS = [p for p in os.environ.get("PEERS", "nginx,haproxy").split(",") if p]
-FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,tls,plugins,upstream,observe,aggregate,scaling,reload,idle").split(","))
+FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,tls,plugins,cache,upstream,observe,aggregate,scaling,reload,idle").split(","))
 SCALE_NS = [int(x) for x in os.environ.get("SCALE_NS", "1,1000,10000,100000").split(",") if x]
 PER_FILE = int(os.environ.get("ROUTES_PER_FILE", "1000"))
 CHANGES = int(os.environ.get("CHANGES", "8" if QUICK else "20"))
@@ -408,6 +411,8 @@ def main():
         edge.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     if "plugins" in FIGURES:
         plugins.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
+    if "cache" in FIGURES:
+        cache.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     if "upstream" in FIGURES:
         upstream.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     if "observe" in FIGURES:

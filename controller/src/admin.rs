@@ -7,6 +7,8 @@
 //! endpoints with health, in-flight and ejection, and circuit state) and
 //! `/debug/match?method=&host=&path=` (`header=name:value` may repeat), `/debug/stats`
 //! (per-Route counters) and the dashboard at `/` (see [`crate::dashboard`]).
+//! `DELETE /cache?host=H&path=P` purges the response cache's entries of a host and path
+//! (every method, query, vary value and consumer), `DELETE /cache` every entry.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -180,12 +182,35 @@ pub fn match_request(shared: &Shared, query: Option<&str>) -> (StatusCode, Value
                  specific rule whose match entry {position} holds", rule.name, rule.index
             ),
             "backends": backends,
+            "aggregate": rule_json["aggregate"],
             "plugins": plugins,
             "rewrite": rule_json["rewrite"],
             "timeouts": rule_json["timeouts"],
             "retries": rule_json["retries"],
         }),
     )
+}
+
+/// `DELETE /cache?host=H&path=P` (both or neither): removes the entries from memory and
+/// Redis. Answers `{"purged": N}` (memory entries), plus `redisPurged` (Redis keys) or
+/// `redisError` when a Redis store is configured.
+pub async fn purge_cache(shared: &Shared, query: Option<&str>) -> Response<Body> {
+    let pairs = query_pairs(query);
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let (host, path) = (get("host"), get("path"));
+    if host.is_some() != path.is_some() {
+        let error = "give both host and path, or neither to purge everything";
+        return json_response(StatusCode::BAD_REQUEST, &json!({ "error": error }));
+    }
+    let (purged, redis) = shared.dataplane.cache.purge(host, path).await;
+    tracing::info!(host = host.unwrap_or("*"), path = path.unwrap_or("*"), purged, "cache purged");
+    let mut body = json!({ "purged": purged });
+    match redis {
+        Some(Ok(n)) => body["redisPurged"] = json!(n),
+        Some(Err(e)) => body["redisError"] = json!(e),
+        None => {}
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 /// Handles one admin request.
@@ -259,8 +284,14 @@ pub async fn serve(
         };
         let shared = Arc::clone(&shared);
         let service = service_fn(move |req: Request<Incoming>| {
-            let res = handle(&shared, req.method(), req.uri().path(), req.uri().query());
-            async move { Ok::<_, Infallible>(res) }
+            let shared = Arc::clone(&shared);
+            async move {
+                let (method, uri) = (req.method(), req.uri());
+                if method == Method::DELETE && uri.path() == "/cache" {
+                    return Ok::<_, Infallible>(purge_cache(&shared, uri.query()).await);
+                }
+                Ok(handle(&shared, method, uri.path(), uri.query()))
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service);

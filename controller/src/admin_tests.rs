@@ -172,3 +172,41 @@ fn decodes_query_components() {
         ]
     );
 }
+
+async fn delete(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let req = Request::delete(path).header("host", "admin").body(Empty::<Bytes>::new()).unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    drop(sender);
+    driver.abort();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn purges_the_response_cache_and_refuses_other_deletes() {
+    let shared = Shared::new(DataPlane::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = watch::channel(false);
+    let server = tokio::spawn(serve(listener, Arc::clone(&shared), rx));
+
+    let (status, body) = delete(addr, "/cache?host=a.test&path=/x").await;
+    assert_eq!((status, json(&body)), (StatusCode::OK, json!({"purged": 0})));
+    assert_eq!(json(&delete(addr, "/cache").await.1), json!({"purged": 0}));
+    let (status, body) = delete(addr, "/cache?host=a.test").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(json(&body)["error"].as_str().unwrap().contains("both host and path"));
+    assert_eq!(delete(addr, "/healthz").await.0, StatusCode::METHOD_NOT_ALLOWED);
+    // The cache metrics are on /metrics.
+    let metrics = get(addr, "/metrics").await.1;
+    assert!(metrics.contains("weir_cache_requests_total{result=\"hit\"} 0"), "{metrics}");
+    assert!(metrics.contains("weir_cache_bytes 0"), "{metrics}");
+
+    stop.send(true).unwrap();
+    server.await.unwrap().unwrap();
+}

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weir_dataplane::DataPlane;
+use weir_dataplane::cache::CacheRuntime;
 use weir_dataplane::filter::RateLimitRuntime;
 use weir_dataplane::ratelimit::{RateLimiters, RedisOptions, RedisStore, TrustedProxies};
 
@@ -80,6 +81,10 @@ pub struct RunArgs {
     /// Plugin's `onStoreError` applies.
     #[arg(long, env = "WEIR_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_timeout)]
     pub redis_timeout: std::time::Duration,
+    /// Memory for the response cache (`cache` Plugins with `store: Memory`): a size such as
+    /// `256Mi`, `1Gi` or a number of bytes; least-used entries are evicted past it.
+    #[arg(long, env = "WEIR_CACHE_MEMORY", default_value = "256Mi", value_parser = parse_size)]
+    pub cache_memory: u64,
     /// Proxies in front of the gateway whose `X-Forwarded-For` is believed by rate limits
     /// keyed by client IP: CIDRs or addresses, comma-separated (default: none).
     #[arg(long, env = "WEIR_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -194,6 +199,10 @@ fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
     weir_crds::parse_duration(s.trim()).map_err(|e| e.to_string())
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    weir_crds::ByteSize::Quantity(s.trim().to_owned()).bytes()
+}
+
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     match weir_crds::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be positive".to_owned()),
@@ -222,6 +231,12 @@ pub async fn rate_limit_runtime(args: &RunArgs) -> anyhow::Result<RateLimitRunti
         }
     };
     Ok(RateLimitRuntime::new(RateLimiters::new(redis), trusted))
+}
+
+/// The response cache of `weir run`: `--cache-memory` bytes in memory, and the
+/// `--redis-url` connections (shared with rate limiting) for `store: Redis`.
+pub fn cache_runtime(args: &RunArgs, rate_limits: &RateLimitRuntime) -> CacheRuntime {
+    CacheRuntime::new(args.cache_memory, rate_limits.limiters.redis().cloned())
 }
 
 /// Flags of `weir validate`.
@@ -289,9 +304,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !dir.is_dir() {
         anyhow::bail!("--config-dir {}: not a directory", dir.display());
     }
-    let dataplane = DataPlane::with_observability(
-        rate_limit_runtime(&args).await?,
+    let rate_limits = rate_limit_runtime(&args).await?;
+    let cache = cache_runtime(&args, &rate_limits);
+    let dataplane = DataPlane::with_cache(
+        rate_limits,
         crate::observe::observability(&args, crate::observe::Mode::Standalone)?,
+        cache,
     );
     let shared = Shared::new(Arc::clone(&dataplane));
     let http = TcpListener::bind(args.http_addr)
@@ -369,9 +387,12 @@ async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = crate::kube::connect(args.kubeconfig.as_deref(), CONNECT_TIMEOUT)
         .await
         .context("Kubernetes mode (no --config-dir)")?;
-    let dataplane = DataPlane::with_observability(
-        rate_limit_runtime(&args).await?,
+    let rate_limits = rate_limit_runtime(&args).await?;
+    let cache = cache_runtime(&args, &rate_limits);
+    let dataplane = DataPlane::with_cache(
+        rate_limits,
         crate::observe::observability(&args, crate::observe::Mode::Kubernetes)?,
+        cache,
     );
     let shared = Shared::new(Arc::clone(&dataplane));
     let http = TcpListener::bind(args.http_addr)
@@ -464,6 +485,11 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Text);
         assert!(args.trusted_proxies.is_empty());
         assert_eq!(args.redis_timeout, std::time::Duration::from_millis(100));
+        assert_eq!(args.cache_memory, 256 << 20);
+        let cli = Cli::try_parse_from(["weir", "run", "--cache-memory", "1Gi"]).unwrap();
+        let Command::Run(sized) = cli.command else { panic!("run") };
+        assert_eq!(sized.cache_memory, 1 << 30);
+        assert!(Cli::try_parse_from(["weir", "run", "--cache-memory", "lots"]).is_err());
         assert!(Cli::try_parse_from(["weir", "run", "--redis-timeout", "0s"]).is_err());
         let cli = Cli::try_parse_from(["weir", "run", "--redis-timeout", "2s"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };

@@ -110,6 +110,8 @@ fn spawn_reopen_on_sighup(log: Arc<AccessLog>) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use clap::Parser as _;
 
     use super::*;

@@ -200,6 +200,7 @@ impl Shared {
         let mut metrics = Metrics::new();
         dataplane.rate_limits.limiters.register_metrics(&mut metrics.registry);
         dataplane.listeners.register(&mut metrics.registry);
+        dataplane.cache.register(&mut metrics.registry);
         weir_dataplane::observe::stats::register(&mut metrics.registry, &dataplane);
         if let Some(log) = &dataplane.observability.access_log {
             log.register(&mut metrics.registry);

@@ -4,6 +4,7 @@
 //! It depends on no Kubernetes crate: it is buildable, testable and benchable alone.
 
 pub mod aggregate;
+pub mod cache;
 pub mod filter;
 pub mod listener;
 pub mod metrics;

@@ -41,6 +41,8 @@ pub struct DataPlane {
     pub registry: crate::upstream::UpstreamRegistry,
     /// Rate-limit counters, Redis store and trusted proxies, shared by every snapshot.
     pub rate_limits: RateLimitRuntime,
+    /// The response cache (one store per process, so entries survive reloads).
+    pub cache: Arc<crate::cache::CacheRuntime>,
     /// Receives one record per request at its end (metrics, access log, traces).
     observer: Option<Arc<dyn RequestObserver>>,
     /// The request metrics, access log and tracer of `weir run` (also reachable through
@@ -70,7 +72,7 @@ impl DataPlane {
         rate_limits: RateLimitRuntime,
         observer: Option<Arc<dyn RequestObserver>>,
     ) -> Arc<Self> {
-        Self::build(rate_limits, observer, Observability::default())
+        Self::build(rate_limits, observer, Observability::default(), Default::default())
     }
 
     /// Like [`with_rate_limits`](Self::with_rate_limits), with request metrics, an access
@@ -78,6 +80,16 @@ impl DataPlane {
     pub fn with_observability(
         rate_limits: RateLimitRuntime,
         observability: Observability,
+    ) -> Arc<Self> {
+        Self::with_cache(rate_limits, observability, crate::cache::CacheRuntime::default())
+    }
+
+    /// Like [`with_observability`](Self::with_observability), with the response cache of
+    /// `weir run` (`--cache-memory`, the Redis store of `--redis-url`).
+    pub fn with_cache(
+        rate_limits: RateLimitRuntime,
+        observability: Observability,
+        cache: crate::cache::CacheRuntime,
     ) -> Arc<Self> {
         let mut all: Vec<Arc<dyn RequestObserver>> = Vec::new();
         if let Some(m) = &observability.metrics {
@@ -94,15 +106,17 @@ impl DataPlane {
             1 => all.pop(),
             _ => Some(Arc::new(crate::observe::Fanout(all))),
         };
-        Self::build(rate_limits, observer, observability)
+        Self::build(rate_limits, observer, observability, cache)
     }
 
     fn build(
         rate_limits: RateLimitRuntime,
         observer: Option<Arc<dyn RequestObserver>>,
         observability: Observability,
+        cache: crate::cache::CacheRuntime,
     ) -> Arc<Self> {
         Arc::new(DataPlane {
+            cache: Arc::new(cache),
             observability,
             current: ArcSwap::from_pointee(Snapshot::empty()),
             upstream: Upstream::default(),

@@ -223,6 +223,8 @@ pub enum Filter {
     ResponseHeaders(Arc<crate::filter::headers::HeaderTransform>),
     /// `compression`: gzip, br or zstd by `Accept-Encoding`.
     Compression(Arc<crate::filter::compression::Compression>),
+    /// `cache`: answers from the response cache, stores upstream answers.
+    Cache(Arc<crate::cache::CachePlugin>),
 }
 
 impl Filter {
@@ -241,6 +243,7 @@ impl Filter {
             Filter::RequestHeaders(_) => Phase::RequestHeaders,
             Filter::ResponseHeaders(_) => Phase::ResponseHeaders,
             Filter::Compression(_) => Phase::Compression,
+            Filter::Cache(_) => Phase::Cache,
         }
     }
 
@@ -259,6 +262,7 @@ impl Filter {
             Filter::RequestHeaders(_) => "requestHeaders",
             Filter::ResponseHeaders(_) => "responseHeaders",
             Filter::Compression(_) => "compression",
+            Filter::Cache(_) => "cache",
         }
     }
 }

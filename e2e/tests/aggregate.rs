@@ -155,6 +155,20 @@ spec:
         parts:
           - {key: user, service: users, port: 80, path: "/users/1"}
           - {key: page, service: orders, port: 80, path: "/html"}
+    - name: cached
+      matches: [{path: {type: Exact, value: "/cached/{id}"}}]
+      plugins: [profile-cache]
+      aggregate:
+        parts:
+          - {key: user, service: users, port: 80, path: "/users/${path.id}"}
+          - {key: orders, service: orders, port: 80, path: "/orders?user=${path.id}"}
+    - name: cached-partial
+      matches: [{path: {type: Exact, value: "/cached-partial"}}]
+      plugins: [profile-cache]
+      aggregate:
+        parts:
+          - {key: user, service: users, port: 80, path: "/users/1"}
+          - {key: page, service: orders, port: 80, path: "/html", optional: true}
     - name: big
       matches: [{path: {type: Exact, value: "/big"}}]
       aggregate:
@@ -162,6 +176,12 @@ spec:
           - {key: user, service: users, port: 80, path: "/users/1"}
           - {key: blob, service: orders, port: 80, path: "/big", optional: true, maxBodySize: 1Ki}
           - {key: small, service: orders, port: 80, path: "/big", optional: true, maxBodySize: 8Ki}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Plugin
+metadata: {name: profile-cache}
+spec:
+  cache: {ttl: 1m}
 "#;
 
 async fn call(weir: &WeirProcess, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -309,6 +329,25 @@ async fn parts_are_fetched_merged_and_fail_as_documented() {
     let body = reply.json().unwrap();
     assert_eq!(body["blob"], serde_json::Value::Null);
     assert_eq!(body["small"].as_str().map(str::len), Some(4096));
+
+    // A cache Plugin on an aggregate rule stores the composed answer: the second request
+    // is a Hit with the same body and no part request; a partial answer is never stored.
+    origin.clear();
+    let first = call(&weir, "/cached/3", &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(header(&first, "x-cache-status"), "Miss");
+    assert_eq!(origin.paths().len(), 2, "{:?}", origin.paths());
+    let second = call(&weir, "/cached/3", &[]).await;
+    assert_eq!(header(&second, "x-cache-status"), "Hit");
+    assert_eq!(second.text(), first.text());
+    assert_eq!(header(&second, "x-weir-completed"), "true");
+    assert_eq!(origin.paths().len(), 2, "a hit sent part requests: {:?}", origin.paths());
+    for _ in 0..2 {
+        let reply = call(&weir, "/cached-partial", &[]).await;
+        assert_eq!(header(&reply, "x-weir-completed"), "false");
+        assert_eq!(header(&reply, "x-cache-status"), "Miss");
+    }
+    assert_eq!(origin.paths().len(), 6, "{:?}", origin.paths());
 
     // Any method the rule matches gets the GET fan-out; the client's body is ignored.
     origin.clear();

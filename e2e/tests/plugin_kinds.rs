@@ -237,6 +237,15 @@ async fn prove(weir: &WeirProcess, status: &Value, kind: &str) {
                 "{kind}"
             );
         }
+        "cache" => {
+            // The echo origin's body holds the request id: a hit repeats the first answer.
+            let (_, first) = both("GET", vec![]).await;
+            let (base, second) = both("GET", vec![]).await;
+            assert!(!base.headers.contains_key("x-cache-status"), "{kind}");
+            let status = |r: &Reply| r.headers["x-cache-status"].to_str().unwrap().to_owned();
+            assert_eq!((status(&first), status(&second)), ("Miss".into(), "Hit".into()));
+            assert_eq!(first.body, second.body, "{kind}");
+        }
         other => panic!(
             "Plugin kind {other:?} is accepted but this test cannot prove it changes traffic"
         ),

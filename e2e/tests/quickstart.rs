@@ -311,3 +311,24 @@ async fn quickstart_profile_page_is_composed_as_the_docs_say() {
     );
     assert_eq!((users.state.requests(), orders.state.requests()), (1, 1));
 }
+
+/// The cached prices Route of deploy/examples/quickstart/cache.yaml (docs/plugins/cache.md
+/// and the README): Miss, then Hit with the same body, one request to the demo backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_prices_are_cached_as_the_docs_say() {
+    let orders = weir_e2e::DemoOrigin::start("orders-v1").await.unwrap();
+    let file = workspace_root().join("deploy/examples/quickstart/cache.yaml");
+    let dir = ConfigDir::new("quickstart-cache").unwrap();
+    dir.write("services.yaml", &service_yaml("orders", orders.addr.port())).unwrap();
+    dir.write("cache.yaml", &std::fs::read_to_string(file).unwrap()).unwrap();
+    let weir = WeirProcess::start(dir.path()).await.unwrap();
+
+    let first = weir.get("localhost:8080", "/api/prices").await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.headers["x-cache-status"], "Miss");
+    let second = weir.get("localhost:8080", "/api/prices").await.unwrap();
+    assert_eq!(second.headers["x-cache-status"], "Hit");
+    assert_eq!(second.text(), first.text());
+    assert!(second.headers.contains_key("age"));
+    assert_eq!(orders.state.requests(), 1);
+}

@@ -13,8 +13,9 @@
 //! - `extAuth` joins the same `Filter::Authenticate` (after jwt/keyAuth), built once per
 //!   Plugin; a `service` target is a Service port of the backend table.
 //! - Every other kind is converted by [`super::convert`], once per Plugin object, and
-//!   shared by every rule using it. The match over [`PluginKind`] has no catch-all arm: a
-//!   kind that cannot be built (`cache`) makes the rule answer 503, like a missing Plugin.
+//!   shared by every rule using it (`cache` is built here, keyed by the Plugin's
+//!   namespace/name). The match over [`PluginKind`] has no catch-all arm: a kind that
+//!   cannot be built makes the rule answer 503, like a missing Plugin.
 //! - A Consumer's own plugins (kinds that run after authentication) are merged into the
 //!   chain after authentication, replacing the rule's filter of the same phase; one that
 //!   does not resolve makes that consumer's requests answer 503.
@@ -201,6 +202,20 @@ impl<'a> FilterBuilder<'a> {
         built
     }
 
+    /// The cache filter of Plugin `source` (built once per run; its entries are keyed by
+    /// the Plugin's namespace/name).
+    fn cache_filter(&mut self, source: &ObjectRef) -> Option<Filter> {
+        if let Some(built) = self.cache.converted.get(source) {
+            return built.clone();
+        }
+        let config = self.catalog.spec(source).and_then(|spec| spec.cache.as_ref());
+        let built = config
+            .and_then(|c| super::plugins::cache_plugin(&source.to_string(), c).ok())
+            .map(|c| Filter::Cache(Arc::new(c)));
+        self.cache.converted.insert(source.clone(), built.clone());
+        built
+    }
+
     /// The rate limit of Plugin `source` (built once per run), when it is a usable
     /// `rateLimit` plugin.
     fn rate_limit(&mut self, source: &ObjectRef) -> Option<Arc<RateLimit>> {
@@ -289,8 +304,10 @@ impl<'a> FilterBuilder<'a> {
                     Some(f) => filters.push(f),
                     None => unbuildable.push(p.source.to_string()),
                 },
-                // Never in the catalog as usable (`Unsupported`); fail closed regardless.
-                PluginKind::Cache => unbuildable.push(p.source.to_string()),
+                PluginKind::Cache => match self.cache_filter(&p.source) {
+                    Some(f) => filters.push(f),
+                    None => unbuildable.push(p.source.to_string()),
+                },
             }
         }
         if !problems.is_empty() {

@@ -67,12 +67,8 @@ pub fn executable(kind: PluginKind) -> Result<(), String> {
         | PluginKind::RateLimit
         | PluginKind::RequestHeaders
         | PluginKind::ResponseHeaders
-        | PluginKind::Compression => Ok(()),
-        PluginKind::Cache => {
-            Err("spec.cache: the response cache is not supported by this version of weir; \
-             rules using this Plugin answer 503 until it is"
-                .to_owned())
-        }
+        | PluginKind::Compression
+        | PluginKind::Cache => Ok(()),
     }
 }
 
@@ -175,21 +171,80 @@ pub(crate) fn validate_ext_auth(c: &ExtAuthConfig, errs: &mut Errors) {
     }
 }
 
-fn validate_cache(c: &weir_crds::CacheConfig, errs: &mut Errors) {
-    duration(errs, "spec.cache.ttl", Some(&c.ttl), true);
-    duration(errs, "spec.cache.staleWhileRevalidate", c.stale_while_revalidate.as_deref(), false);
+/// Default `cache.maxBodySize`: 1 MiB.
+pub const DEFAULT_CACHE_MAX_BODY: u64 = 1 << 20;
+
+/// The compiled `cache` Plugin `id` (`namespace/name`, part of every key), or the errors,
+/// each naming its field.
+pub(crate) fn cache_plugin(
+    id: &str,
+    c: &weir_crds::CacheConfig,
+) -> Result<weir_dataplane::cache::CachePlugin, Errors> {
+    use weir_dataplane::cache::{CachePlugin, StoreKind};
+    let mut errs = Errors::new();
+    let ttl = duration(&mut errs, "spec.cache.ttl", Some(&c.ttl), true);
+    let swr = duration(
+        &mut errs,
+        "spec.cache.staleWhileRevalidate",
+        c.stale_while_revalidate.as_deref(),
+        false,
+    );
+    let mut vary = Vec::new();
     for (i, h) in c.vary_headers.iter().enumerate() {
-        header_name(errs, &format!("spec.cache.varyHeaders[{i}]"), h);
+        vary.extend(header_name(&mut errs, &format!("spec.cache.varyHeaders[{i}]"), h));
     }
     for (i, s) in c.statuses.iter().enumerate() {
         if !(200..=599).contains(s) {
             errs.push(format!("spec.cache.statuses[{i}]: {s} is not a response status"));
         }
     }
-    if let Some(size) = &c.max_body_size
-        && let Err(e) = size.bytes()
-    {
-        errs.push(format!("spec.cache.maxBodySize: {e}"));
+    let mut methods = Vec::new();
+    for (i, m) in c.methods.iter().enumerate() {
+        match http::Method::from_bytes(m.as_bytes()) {
+            Ok(m) if m == http::Method::GET || m == http::Method::HEAD => methods.push(m),
+            Ok(_) => errs.push(format!(
+                "spec.cache.methods[{i}]: {m:?} cannot be cached (GET and HEAD can)"
+            )),
+            Err(_) => errs.push(format!("spec.cache.methods[{i}]: {m:?} is not a method")),
+        }
+    }
+    let max_body_size = match &c.max_body_size {
+        None => DEFAULT_CACHE_MAX_BODY,
+        Some(size) => match size.bytes() {
+            Ok(0) => {
+                errs.push("spec.cache.maxBodySize: must be positive".to_owned());
+                0
+            }
+            Ok(n) => n,
+            Err(e) => {
+                errs.push(format!("spec.cache.maxBodySize: {e}"));
+                0
+            }
+        },
+    };
+    let (Some(ttl), true) = (ttl, errs.is_empty()) else { return Err(errs) };
+    if methods.is_empty() {
+        methods = vec![http::Method::GET, http::Method::HEAD];
+    }
+    let statuses = if c.statuses.is_empty() { vec![200, 301, 404] } else { c.statuses.clone() };
+    Ok(CachePlugin {
+        id: id.into(),
+        ttl,
+        methods: methods.into(),
+        statuses: statuses.into(),
+        vary: vary.into(),
+        stale_while_revalidate: swr.unwrap_or_default(),
+        max_body_size,
+        store: match c.store {
+            weir_crds::CacheStore::Memory => StoreKind::Memory,
+            weir_crds::CacheStore::Redis => StoreKind::Redis,
+        },
+    })
+}
+
+fn validate_cache(c: &weir_crds::CacheConfig, errs: &mut Errors) {
+    if let Err(e) = cache_plugin("", c) {
+        errs.extend(e);
     }
 }
 

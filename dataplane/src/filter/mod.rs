@@ -3,9 +3,10 @@
 //! ```text
 //! request:  guard → correlation id → ip restriction → CORS preflight → redirect / direct
 //!           response → size limit → authentication (jwt, keyAuth, extAuth)
-//!           → consumer plugins merged in → rate limit → request headers → (proxy)
-//! response: rate-limit headers → correlation id echo → CORS headers → response headers
-//!           → compression
+//!           → consumer plugins merged in → rate limit → request headers → cache lookup
+//!           → (proxy)
+//! response: rate-limit headers → correlation id echo → CORS headers → X-Cache-Status
+//!           → response headers → compression
 //! ```
 //!
 //! Filters are a closed enum ([`Filter`]); this module is the one place that dispatches on
@@ -77,7 +78,7 @@ pub enum Phase {
     RateLimit,
     /// Request header transforms.
     RequestHeaders,
-    /// Response cache lookup (not executed yet: a `cache` Plugin is never accepted).
+    /// Response cache lookup ([`crate::cache`]).
     Cache,
     /// Response header transforms.
     ResponseHeaders,
@@ -142,6 +143,12 @@ pub struct RequestContext<'a> {
     /// The spans of a sampled request (tracing on): authentication and rate limit are
     /// timed into it; `None` otherwise (one check per filter).
     pub trace: Option<Box<TraceRecord>>,
+    /// The response cache of the data plane (the proxy sets it).
+    pub cache_runtime: Option<&'a Arc<crate::cache::CacheRuntime>>,
+    /// What the cache filter decided (rules with a cache filter only).
+    pub cache: Option<Box<crate::cache::CacheState>>,
+    /// The rule's `timeouts.request`: how long a coalesced cache miss waits for its leader.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl Default for RequestContext<'_> {
@@ -165,6 +172,9 @@ impl Default for RequestContext<'_> {
             body_limit: None,
             client_cert_subject: None,
             trace: None,
+            cache_runtime: None,
+            cache: None,
+            request_timeout: None,
         }
     }
 }
@@ -364,7 +374,7 @@ fn apply_sync(
             Ok(Flow::Continue)
         }
         Filter::ResponseHeaders(_) => Ok(Flow::Continue),
-        Filter::Authenticate(_) => return None,
+        Filter::Authenticate(_) | Filter::Cache(_) => return None,
     })
 }
 
@@ -380,6 +390,7 @@ async fn apply_async(
         Filter::RateLimit(rate_limit) => {
             ratelimit::check(rate_limit, request, ctx).await.map(|()| Flow::Continue)
         }
+        Filter::Cache(cache) => crate::cache::lookup(cache, request, ctx).await,
         // Decided synchronously by `apply_sync`.
         Filter::Unavailable(_)
         | Filter::CorrelationId(_)
@@ -417,6 +428,7 @@ fn apply_response(filter: &Filter, response: &mut Response<ProxyBody>, ctx: &Req
         Filter::Cors(cors) => cors.response(response.headers_mut(), ctx),
         Filter::ResponseHeaders(transform) => transform.apply(response.headers_mut(), ctx),
         Filter::Compression(compression) => compression.response(response, ctx),
+        Filter::Cache(_) => crate::cache::response(response, ctx),
         // Request-phase only. The rate-limit headers are written by `finish_response`.
         Filter::Unavailable(_)
         | Filter::IpRestriction(_)

@@ -38,6 +38,8 @@ pub enum ProxyBody {
     Observed(Box<ObservedBody>),
     /// Cut off after `timeouts.idle` without a frame (streaming responses).
     Idle(Box<IdleBody>),
+    /// Copied into the response cache while it streams.
+    Cached(Box<crate::cache::body::TeeBody>),
 }
 
 impl ProxyBody {
@@ -66,6 +68,7 @@ impl Body for ProxyBody {
             ProxyBody::Encoded(body) => Pin::new(&mut **body).poll_frame(cx),
             ProxyBody::Observed(body) => Pin::new(&mut **body).poll_frame(cx),
             ProxyBody::Idle(body) => Pin::new(&mut **body).poll_frame(cx),
+            ProxyBody::Cached(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -76,6 +79,7 @@ impl Body for ProxyBody {
             ProxyBody::Encoded(body) => body.is_end_stream(),
             ProxyBody::Observed(body) => body.is_end_stream(),
             ProxyBody::Idle(body) => body.inner.is_end_stream(),
+            ProxyBody::Cached(body) => body.is_end_stream(),
         }
     }
 
@@ -87,6 +91,7 @@ impl Body for ProxyBody {
             ProxyBody::Encoded(body) => body.size_hint(),
             ProxyBody::Observed(body) => body.size_hint(),
             ProxyBody::Idle(body) => body.inner.size_hint(),
+            ProxyBody::Cached(body) => body.size_hint(),
         }
     }
 }

@@ -65,7 +65,7 @@ impl Peer {
 /// upstream's, or the gateway's own answer. The matched rule's response phase runs on
 /// either; with an observer, the response body reports the request's end.
 pub async fn handle(
-    dataplane: &DataPlane,
+    dataplane: &Arc<DataPlane>,
     request: Request<Incoming>,
     peer: &Peer,
 ) -> Response<ProxyBody> {
@@ -86,6 +86,7 @@ pub async fn handle(
         backends: Some(&snapshot.backends),
         upstream: Some(&dataplane.upstream),
         trace,
+        cache_runtime: Some(&dataplane.cache),
         ..RequestContext::default()
     };
     if let Some(tls) = &peer.tls {
@@ -135,7 +136,7 @@ pub async fn handle(
                 traceparent: head.traceparent,
                 stats: exchange.rule.map(|r| Arc::clone(&r.stats)),
                 trace: ctx.trace.take(),
-                cache: None,
+                cache: ctx.cache.as_ref().map(|c| c.status.as_str()),
                 grpc_status: if grpc { grpc_status(response.headers()) } else { None },
             };
             if let Some(tunnel) = tunnel {
@@ -266,7 +267,7 @@ fn find_rule<'t>(
 
 #[allow(clippy::too_many_arguments)]
 async fn proxy<'s>(
-    dataplane: &DataPlane,
+    dataplane: &Arc<DataPlane>,
     snapshot: &'s crate::snapshot::Snapshot,
     request: Request<Incoming>,
     peer: &Peer,
@@ -333,6 +334,7 @@ async fn proxy<'s>(
     if !action.filters.is_empty() {
         ctx.route = Some(&rule.route);
         ctx.matched = Some(matched.matched);
+        ctx.request_timeout = action.timeouts.request;
         let flow = filter::request_phase(&action.filters, &mut parts, ctx).await.inspect_err(|e| {
             match e {
                 ProxyError::Unavailable { reason } => {
@@ -367,7 +369,24 @@ async fn proxy<'s>(
         let respond = crate::aggregate::respond(
             dataplane, snapshot, rule, aggregate, matched, parts, peer, host, ctx,
         );
-        return Box::pin(respond).await;
+        let response = Box::pin(respond).await?;
+        // A cache Plugin on the rule stores the composed answer like an upstream one; a
+        // stale entry is refreshed in the foreground here (the fan-out is the request's).
+        let Some(cache) = ctx.cache.as_deref_mut() else { return Ok(response) };
+        if cache.take_refresh().is_some() {
+            cache.status = crate::cache::CacheStatus::Miss;
+        }
+        let (parts, body) = response.into_parts();
+        // A partial answer (an optional part missing) is never stored.
+        let partial = parts.headers.get(crate::aggregate::X_WEIR_COMPLETED)
+            != Some(&HeaderValue::from_static("true"));
+        let body = match if partial { None } else { cache.begin_store(&parts) } {
+            Some(store) => {
+                ProxyBody::Cached(Box::new(crate::cache::body::TeeBody::new(body, store)))
+            }
+            None => body,
+        };
+        return Ok(Response::from_parts(parts, body));
     }
 
     let backend = action.backends.pick().and_then(|id| snapshot.backends.get(id));
@@ -465,6 +484,16 @@ async fn proxy<'s>(
         upgrade: upgrade.is_some(),
         hash: hashed.hash,
     };
+    // Cache: a stale entry is answered now; this request's exchange refreshes it in the
+    // background (one per key).
+    if let Some(cache) = ctx.cache.as_deref_mut()
+        && let Some(stale) = cache.take_refresh()
+    {
+        let (retries, stale) = (&action.retries, &*stale);
+        return Ok(crate::cache::refresh::answer_stale(
+            dataplane, snapshot, backend, &timeouts, retries, prepared, stale, cache,
+        ));
+    }
     let sent_at = observed.then(Instant::now);
     let mut attempts = forward::Attempts { trace: ctx.trace.take(), ..Default::default() };
     let result = forward::send(
@@ -538,6 +567,8 @@ async fn proxy<'s>(
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
     headers::remove_hop_by_hop(&mut parts.headers);
+    // Cache: the answer as the upstream sent it is copied into the store as it streams.
+    let store = ctx.cache.as_deref_mut().and_then(|c| c.begin_store(&parts));
     if let Some(cookie) = hashed.set_cookie {
         parts.headers.append(http::header::SET_COOKIE, cookie);
     }
@@ -550,6 +581,10 @@ async fn proxy<'s>(
             ProxyBody::Idle(Box::new(body))
         }
         _ => ProxyBody::Pooled(body),
+    };
+    let body = match store {
+        Some(store) => ProxyBody::Cached(Box::new(crate::cache::body::TeeBody::new(body, store))),
+        None => body,
     };
     Ok(Response::from_parts(parts, body))
 }

@@ -164,6 +164,12 @@ impl RedisStore {
         self.pool.next_connected().is_connected()
     }
 
+    /// The connection pool, shared with the response cache's Redis store (one
+    /// `--redis-url`, one set of connections).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Closes every connection (tests and shutdown).
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;

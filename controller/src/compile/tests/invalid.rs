@@ -163,7 +163,18 @@ fn each_invalid_plugin_names_its_fields() {
             "spec.circuitBreaker of a BackendPolicy (weir.dev/v1alpha1) targeting the Service",
         ],
     );
-    bad("bad-cache", &["spec.cache.ttl"]);
+    bad(
+        "bad-cache",
+        &[
+            "spec.cache.ttl:",
+            "spec.cache.staleWhileRevalidate:",
+            "spec.cache.varyHeaders[0]: \"bad header\" is not a valid header name",
+            "spec.cache.statuses[0]: 99 is not a response status",
+            "spec.cache.methods[0]: \"POST\" cannot be cached (GET and HEAD can)",
+            "spec.cache.methods[1]: \"GE T\" is not a method",
+            "spec.cache.maxBodySize: must be positive",
+        ],
+    );
     bad("bad-cors", &["spec.cors.maxAge"]);
     bad(
         "bad-template",

@@ -1,6 +1,6 @@
 //! compile() for the request-processing Plugin kinds: each valid one becomes its filter in
-//! phase order, each invalid one names its fields, `cache` is `Unsupported` and fails
-//! closed, Consumers take only kinds that run after authentication, rules without backends
+//! phase order, each invalid one names its fields, `cache` is built with its defaults and
+//! keyed by its Plugin, Consumers take only kinds that run after authentication, rules without backends
 //! need a plugin that answers them, and extAuth Services resolve like backends.
 
 use std::sync::Arc;
@@ -216,35 +216,57 @@ fn every_executable_kind_becomes_its_filter_in_phase_order() {
             "requestSize",
             "extAuth",
             "requestHeaders",
+            "cache",
             "responseHeaders",
             "compression"
         ],
-        "what fails closed is not effective: cached (not accepted) and forward-missing (its \
-         Service is missing, ResolvedRefs=False)"
+        "what fails closed is not effective: forward-missing (its Service is missing, \
+         ResolvedRefs=False)"
     );
 }
 
 #[test]
-fn cache_is_unsupported_and_fails_closed() {
+fn cache_is_accepted_and_built_with_its_defaults() {
     let c = compile(&load_str(FIXTURE), &Memory::default());
-    assert_cond(
-        status(&c, Kind::Plugin, "default", "cached"),
-        ACCEPTED,
-        "False",
-        "Unsupported",
-        &["spec.cache: the response cache is not supported"],
-    );
+    assert!(status(&c, Kind::Plugin, "default", "cached").is_true(ACCEPTED));
     let f = filters(&c, "x.test", "/cached");
-    assert!(matches!(&f[..], [Filter::Unavailable(m)] if m.contains("cached")), "{f:?}");
+    assert_eq!(names(&f), ["correlationId", "cors", "cache", "responseHeaders"]);
+    let Some(Filter::Cache(cache)) = f.iter().find(|f| matches!(f, Filter::Cache(_))) else {
+        panic!("a cache filter: {f:?}");
+    };
+    assert_eq!(&*cache.id, "default/cached", "entries are keyed by the Plugin");
+    assert_eq!(cache.ttl, std::time::Duration::from_secs(300));
+    assert_eq!(&*cache.methods, [Method::GET, Method::HEAD]);
+    assert_eq!(&*cache.statuses, [200, 301, 404]);
+    assert!(cache.vary.is_empty() && cache.stale_while_revalidate.is_zero());
+    assert_eq!(cache.max_body_size, 1 << 20);
+    assert_eq!(cache.store, weir_dataplane::cache::StoreKind::Memory);
     let route = status(&c, Kind::Route, "default", "app");
-    assert_cond(
-        route,
-        RESOLVED_REFS,
-        "False",
-        "PluginNotFound",
-        &["plugin default/cached is not accepted"],
-    );
     assert!(route.is_true(ACCEPTED) && route.is_true(PROGRAMMED));
+    assert!(route.effective_plugins.iter().any(|p| p.type_ == "cache"), "{route:?}");
+}
+
+#[test]
+fn cache_fields_are_compiled() {
+    let yaml = r#"
+apiVersion: weir.dev/v1alpha1
+kind: Plugin
+metadata: {name: shared, namespace: shop}
+spec:
+  cache: {ttl: 1h, methods: [GET], statuses: [200, 203], varyHeaders: [Accept-Language],
+          staleWhileRevalidate: 30s, maxBodySize: 64Ki, store: Redis}
+"#;
+    let c = compile(&load_str(yaml), &Memory::default());
+    assert!(status(&c, Kind::Plugin, "shop", "shared").is_true(ACCEPTED));
+    let index = load_str(yaml);
+    let spec = index.plugins.values().next().and_then(|p| p.spec.cache.clone()).expect("cache");
+    let cache = crate::compile::plugins::cache_plugin("shop/shared", &spec).expect("valid");
+    assert_eq!(&*cache.methods, [Method::GET]);
+    assert_eq!(&*cache.statuses, [200, 203]);
+    assert_eq!(cache.vary[0].as_str(), "accept-language");
+    assert_eq!(cache.stale_while_revalidate, std::time::Duration::from_secs(30));
+    assert_eq!(cache.max_body_size, 64 * 1024);
+    assert_eq!(cache.store, weir_dataplane::cache::StoreKind::Redis);
 }
 
 #[test]
