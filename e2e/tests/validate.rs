@@ -18,7 +18,9 @@ fn quickstart_is_valid() {
     let out = run_weir(&["validate", "-f", quickstart.to_str().unwrap()]).unwrap();
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    for route in ["orders", "users", "split", "account", "catalog", "resilience", "profile", "prices"] {
+    for route in
+        ["orders", "users", "split", "account", "catalog", "resilience", "profile", "prices"]
+    {
         assert!(text.contains(route), "validate prints every Route ({route}): {text}");
     }
 }
