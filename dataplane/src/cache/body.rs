@@ -67,16 +67,19 @@ impl Store {
 
     /// The body ended: stores the entry and releases the waiters.
     fn finish(mut self) {
+        // Always one exact-size copy: a chunk is a slice of the connection's read buffer,
+        // and keeping it would keep that whole buffer alive beyond what the store's byte
+        // budget counts (many small entries could pin many read buffers).
         let body = match self.chunks.len() {
             0 => Bytes::new(),
-            1 => self.chunks.pop().unwrap_or_default(),
             _ => {
                 let mut all = BytesMut::with_capacity(self.size as usize);
                 self.chunks.iter().for_each(|c| all.extend_from_slice(c));
                 all.freeze()
             }
         };
-        let entry = Entry::new(self.status, self.headers, body, SystemTime::now(), self.freshness);
+        let headers = owned(&self.headers);
+        let entry = Entry::new(self.status, headers, body, SystemTime::now(), self.freshness);
         self.runtime.insert(&self.plugin, self.key, entry, self.lead.take());
     }
 
@@ -99,6 +102,19 @@ impl Store {
         }
         self.finish();
     }
+}
+
+/// `headers` with every value copied into its own allocation: hyper's header values are
+/// slices of the connection's read buffer, which a stored entry must not keep alive.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy =
+            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+    }
+    out
 }
 
 /// A response body copied into the cache as it streams.

@@ -281,3 +281,47 @@ async fn one_leader_per_key_and_waiters_learn_its_outcome() {
     assert_eq!(*waiter.wait_for(|o| *o != Outcome::Pending).await.unwrap(), Outcome::Stored);
     assert!(runtime.memory.get(&key).is_some());
 }
+
+#[tokio::test]
+async fn a_stored_entry_owns_its_bytes_not_the_connection_buffer() {
+    // One buffer standing for a connection's read buffer: the body chunk and the header
+    // value are slices of it, as hyper makes them.
+    let buffer = Bytes::from(vec![b'a'; 16 * 1024]);
+    let chunk = buffer.slice(0..100);
+    let value = HeaderValue::from_maybe_shared(buffer.slice(200..210)).unwrap();
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert("etag", value);
+    let runtime = Arc::new(CacheRuntime::new(1 << 20, None));
+    let p = Arc::new(plugin());
+    let key = CacheKey::new(
+        &p,
+        "a.test",
+        &Method::GET,
+        "/",
+        None,
+        &HeaderMap::new(),
+        &ctx_with(None, false),
+    );
+    let freshness =
+        Freshness { fresh_for: Duration::from_secs(60), stale_for: Duration::ZERO, initial_age: 0 };
+    let store = super::body::Store::new(
+        Arc::clone(&runtime),
+        Arc::clone(&p),
+        key.clone(),
+        None,
+        StatusCode::OK,
+        response_headers,
+        freshness,
+    );
+    store.collect(http_body_util::Full::new(chunk)).await;
+    let stored = runtime.memory.get(&key).expect("stored");
+    let inside = |ptr: *const u8| {
+        let start = buffer.as_ptr() as usize;
+        (start..start + buffer.len()).contains(&(ptr as usize))
+    };
+    assert_eq!(stored.body.len(), 100);
+    assert!(!inside(stored.body.as_ptr()), "the body pins the read buffer");
+    let etag = stored.headers.get("etag").unwrap();
+    assert_eq!(etag.as_bytes(), b"aaaaaaaaaa");
+    assert!(!inside(etag.as_bytes().as_ptr()), "a header pins the read buffer");
+}
