@@ -41,6 +41,11 @@ pub enum FixtureError {
 pub fn create_all(shared: &Shared, yaml: &str) -> Result<Vec<String>, FixtureError> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(yaml).map_err(|e| FixtureError::Yaml(e.to_string()))?;
+    create_values(shared, docs)
+}
+
+/// [`create_all`] for objects already parsed (bulk fixtures skip the YAML parse).
+pub fn create_values(shared: &Shared, docs: Vec<Value>) -> Result<Vec<String>, FixtureError> {
     let mut created = Vec::new();
     for (index, doc) in docs.into_iter().enumerate().filter(|(_, d)| !d.is_null()) {
         let text = |f: &str| doc.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
