@@ -182,19 +182,9 @@ impl Fetch<'_> {
         deadline: Instant,
     ) -> Result<Bytes, PartFailure> {
         let part = self.part;
-        let backend = match self.backends.get(part.backend) {
-            Some(b) if b.problem.is_none() && !b.endpoints.is_empty() => b,
-            other => {
-                let reason = match other {
-                    None => "unknown backend".to_owned(),
-                    Some(b) => match &b.problem {
-                        Some(problem) => format!("backend {}: {problem}", b.key),
-                        None => format!("backend {} has no ready endpoint", b.key),
-                    },
-                };
-                return Err(PartFailure::Upstream(ProxyError::NoEndpoint { reason }));
-            }
-        };
+        let backend =
+            crate::proxy::ready_backend(self.backends.get(part.backend), "unknown backend")
+                .map_err(|reason| PartFailure::Upstream(ProxyError::NoEndpoint { reason }))?;
         let hash = match backend.policy.as_deref().map(|p| &p.load_balancer) {
             Some(crate::upstream::policy::LoadBalancer::ConsistentHash(on)) => {
                 crate::upstream::balance::request_hash(on, &headers, query, self.client).hash

@@ -237,6 +237,22 @@ fn authority_host(uri: &http::Uri) -> Option<HeaderValue> {
     HeaderValue::from_str(host).ok()
 }
 
+/// `backend` when it can take a request (no problem, a ready endpoint), else why not;
+/// `missing` is the reason when there is none. Shared by the proxy and aggregate parts.
+pub(crate) fn ready_backend<'b>(
+    backend: Option<&'b crate::snapshot::Backend>,
+    missing: &str,
+) -> Result<&'b crate::snapshot::Backend, String> {
+    match backend {
+        Some(b) if b.problem.is_none() && !b.endpoints.is_empty() => Ok(b),
+        None => Err(missing.to_owned()),
+        Some(b) => Err(match &b.problem {
+            Some(problem) => format!("backend {}: {problem}", b.key),
+            None => format!("backend {} has no ready endpoint", b.key),
+        }),
+    }
+}
+
 /// The rule for a request. A CORS preflight (`OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`) is matched as the request it announces when that
 /// rule has a `cors` filter, else as the `OPTIONS` request it is.
@@ -390,16 +406,9 @@ async fn proxy<'s>(
     }
 
     let backend = action.backends.pick().and_then(|id| snapshot.backends.get(id));
-    let backend = match backend {
-        Some(b) if b.problem.is_none() && !b.endpoints.is_empty() => b,
-        other => {
-            let reason = match other {
-                None => "no backend with a positive weight".to_owned(),
-                Some(b) => match &b.problem {
-                    Some(problem) => format!("backend {}: {problem}", b.key),
-                    None => format!("backend {} has no ready endpoint", b.key),
-                },
-            };
+    let backend = match ready_backend(backend, "no backend with a positive weight") {
+        Ok(b) => b,
+        Err(reason) => {
             tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "no endpoint, answering 503");
             return Err(ProxyError::NoEndpoint { reason });
         }
