@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use weir_crds::gateway_api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
 
 /// Namespace and name of an object. Ordered, so iteration is deterministic.
@@ -49,6 +51,20 @@ pub enum Kind {
     EndpointSlice,
     /// v1 Secret.
     Secret,
+    /// gateway.networking.k8s.io/v1 GatewayClass (cluster-scoped: namespace `""`).
+    GatewayClass,
+    /// gateway.networking.k8s.io/v1 Gateway.
+    Gateway,
+    /// gateway.networking.k8s.io/v1 HTTPRoute.
+    HttpRoute,
+    /// gateway.networking.k8s.io/v1 GRPCRoute.
+    GrpcRoute,
+    /// gateway.networking.k8s.io/v1beta1 ReferenceGrant.
+    ReferenceGrant,
+    /// networking.k8s.io/v1 Ingress.
+    Ingress,
+    /// networking.k8s.io/v1 IngressClass (cluster-scoped: namespace `""`).
+    IngressClass,
 }
 
 impl Kind {
@@ -62,7 +78,20 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Ingress => "Ingress",
+            Kind::IngressClass => "IngressClass",
         }
+    }
+
+    /// False for the cluster-scoped kinds (GatewayClass, IngressClass), keyed with
+    /// namespace `""`.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::GatewayClass | Kind::IngressClass)
     }
 }
 
@@ -84,6 +113,23 @@ pub struct Index {
     pub endpoint_slices: BTreeMap<ObjectRef, Arc<EndpointSlice>>,
     /// Secrets (only those referenced by weir objects, or labelled for weir).
     pub secrets: BTreeMap<ObjectRef, Arc<Secret>>,
+    /// GatewayClasses (cluster-scoped: keyed with namespace `""`).
+    pub gateway_classes: BTreeMap<ObjectRef, Arc<GatewayClass>>,
+    /// Gateways.
+    pub gateways: BTreeMap<ObjectRef, Arc<Gateway>>,
+    /// HTTPRoutes.
+    pub http_routes: BTreeMap<ObjectRef, Arc<HttpRoute>>,
+    /// GRPCRoutes.
+    pub grpc_routes: BTreeMap<ObjectRef, Arc<GrpcRoute>>,
+    /// ReferenceGrants.
+    pub reference_grants: BTreeMap<ObjectRef, Arc<ReferenceGrant>>,
+    /// Ingresses.
+    pub ingresses: BTreeMap<ObjectRef, Arc<Ingress>>,
+    /// IngressClasses (cluster-scoped: keyed with namespace `""`).
+    pub ingress_classes: BTreeMap<ObjectRef, Arc<IngressClass>>,
+    /// `--publish-service`: weir's own Service, whose addresses Gateways and Ingresses
+    /// report in their status. `None`: no addresses are reported.
+    pub publish_service: Option<ObjectRef>,
     /// The controller's own namespace, where `global: true` Plugins are honoured. Empty
     /// means [`DEFAULT_CONTROLLER_NAMESPACE`].
     pub controller_namespace: String,

@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use weir_crds::gateway_api::{self, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
 
 use crate::index::{Index, Kind, ObjectRef};
@@ -52,6 +54,42 @@ pub enum Object {
     EndpointSlice(Arc<EndpointSlice>),
     /// v1 Secret.
     Secret(Arc<Secret>),
+    /// Gateway API GatewayClass.
+    GatewayClass(Arc<GatewayClass>),
+    /// Gateway API Gateway.
+    Gateway(Arc<Gateway>),
+    /// Gateway API HTTPRoute.
+    HttpRoute(Arc<HttpRoute>),
+    /// Gateway API GRPCRoute.
+    GrpcRoute(Arc<GrpcRoute>),
+    /// Gateway API ReferenceGrant.
+    ReferenceGrant(Arc<ReferenceGrant>),
+    /// networking.k8s.io/v1 Ingress.
+    Ingress(Arc<Ingress>),
+    /// networking.k8s.io/v1 IngressClass.
+    IngressClass(Arc<IngressClass>),
+}
+
+/// Applies `$body` to the `Arc` inside any [`Object`] variant, bound as `$o`.
+macro_rules! each_object {
+    ($object:expr, $o:ident => $body:expr) => {
+        match $object {
+            Object::Route($o) => $body,
+            Object::Plugin($o) => $body,
+            Object::Consumer($o) => $body,
+            Object::BackendPolicy($o) => $body,
+            Object::Service($o) => $body,
+            Object::EndpointSlice($o) => $body,
+            Object::Secret($o) => $body,
+            Object::GatewayClass($o) => $body,
+            Object::Gateway($o) => $body,
+            Object::HttpRoute($o) => $body,
+            Object::GrpcRoute($o) => $body,
+            Object::ReferenceGrant($o) => $body,
+            Object::Ingress($o) => $body,
+            Object::IngressClass($o) => $body,
+        }
+    };
 }
 
 impl Object {
@@ -65,42 +103,36 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Ingress(_) => Kind::Ingress,
+            Object::IngressClass(_) => Kind::IngressClass,
         }
     }
 
     /// The object's metadata.
     pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Object::Route(o) => &o.metadata,
-            Object::Plugin(o) => &o.metadata,
-            Object::Consumer(o) => &o.metadata,
-            Object::BackendPolicy(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
-            Object::Secret(o) => &o.metadata,
-        }
+        each_object!(self, o => &o.metadata)
     }
 
     /// The object's metadata, mutably.
     pub fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Object::Route(o) => &mut Arc::make_mut(o).metadata,
-            Object::Plugin(o) => &mut Arc::make_mut(o).metadata,
-            Object::Consumer(o) => &mut Arc::make_mut(o).metadata,
-            Object::BackendPolicy(o) => &mut Arc::make_mut(o).metadata,
-            Object::Service(o) => &mut Arc::make_mut(o).metadata,
-            Object::EndpointSlice(o) => &mut Arc::make_mut(o).metadata,
-            Object::Secret(o) => &mut Arc::make_mut(o).metadata,
-        }
+        each_object!(self, o => &mut Arc::make_mut(o).metadata)
     }
 
-    /// Namespace and name (the namespace is always set by the loader).
+    /// Namespace and name (the namespace is always set by the loader for namespaced kinds;
+    /// cluster-scoped kinds have `""`).
     pub fn key(&self) -> ObjectRef {
         let m = self.meta();
-        ObjectRef::new(
-            m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
-            m.name.clone().unwrap_or_default(),
-        )
+        let namespace = if self.kind().namespaced() {
+            m.namespace.clone().unwrap_or_else(|| "default".to_owned())
+        } else {
+            String::new()
+        };
+        ObjectRef::new(namespace, m.name.clone().unwrap_or_default())
     }
 
     /// True when `self` and `other` are the same kind with equal specs: everything but
@@ -119,22 +151,29 @@ impl Object {
             (Object::Secret(a), Object::Secret(b)) => {
                 (&a.data, &a.string_data, &a.type_) == (&b.data, &b.string_data, &b.type_)
             }
+            (Object::GatewayClass(a), Object::GatewayClass(b)) => a.spec == b.spec,
+            (Object::Gateway(a), Object::Gateway(b)) => a.spec == b.spec,
+            (Object::HttpRoute(a), Object::HttpRoute(b)) => a.spec == b.spec,
+            (Object::GrpcRoute(a), Object::GrpcRoute(b)) => a.spec == b.spec,
+            (Object::ReferenceGrant(a), Object::ReferenceGrant(b)) => a.spec == b.spec,
+            // Annotations carry Ingress configuration (class, weir.dev/* settings).
+            (Object::Ingress(a), Object::Ingress(b)) => {
+                (&a.spec, &a.metadata.annotations) == (&b.spec, &b.metadata.annotations)
+            }
+            (Object::IngressClass(a), Object::IngressClass(b)) => {
+                (&a.spec, &a.metadata.annotations) == (&b.spec, &b.metadata.annotations)
+            }
             _ => false,
         }
     }
 
     /// True when both hold the very same allocation (`Arc::ptr_eq`).
     pub fn ptr_eq(&self, other: &Object) -> bool {
-        match (self, other) {
-            (Object::Route(a), Object::Route(b)) => Arc::ptr_eq(a, b),
-            (Object::Plugin(a), Object::Plugin(b)) => Arc::ptr_eq(a, b),
-            (Object::Consumer(a), Object::Consumer(b)) => Arc::ptr_eq(a, b),
-            (Object::BackendPolicy(a), Object::BackendPolicy(b)) => Arc::ptr_eq(a, b),
-            (Object::Service(a), Object::Service(b)) => Arc::ptr_eq(a, b),
-            (Object::EndpointSlice(a), Object::EndpointSlice(b)) => Arc::ptr_eq(a, b),
-            (Object::Secret(a), Object::Secret(b)) => Arc::ptr_eq(a, b),
-            _ => false,
+        fn same<T: 'static>(a: &Arc<T>, b: &Object) -> bool {
+            let b: &dyn std::any::Any = each_object!(b, o => o);
+            b.downcast_ref::<Arc<T>>().is_some_and(|b| Arc::ptr_eq(a, b))
         }
+        each_object!(self, o => same(o, other))
     }
 
     /// True when `index` serves this very object (same `Arc`) under `key`.
@@ -150,6 +189,13 @@ impl Object {
             Object::Service(o) => same(index.services.get(key), o),
             Object::EndpointSlice(o) => same(index.endpoint_slices.get(key), o),
             Object::Secret(o) => same(index.secrets.get(key), o),
+            Object::GatewayClass(o) => same(index.gateway_classes.get(key), o),
+            Object::Gateway(o) => same(index.gateways.get(key), o),
+            Object::HttpRoute(o) => same(index.http_routes.get(key), o),
+            Object::GrpcRoute(o) => same(index.grpc_routes.get(key), o),
+            Object::ReferenceGrant(o) => same(index.reference_grants.get(key), o),
+            Object::Ingress(o) => same(index.ingresses.get(key), o),
+            Object::IngressClass(o) => same(index.ingress_classes.get(key), o),
         }
     }
 
@@ -164,6 +210,13 @@ impl Object {
             Object::Service(o) => drop(index.services.insert(key, o)),
             Object::EndpointSlice(o) => drop(index.endpoint_slices.insert(key, o)),
             Object::Secret(o) => drop(index.secrets.insert(key, o)),
+            Object::GatewayClass(o) => drop(index.gateway_classes.insert(key, o)),
+            Object::Gateway(o) => drop(index.gateways.insert(key, o)),
+            Object::HttpRoute(o) => drop(index.http_routes.insert(key, o)),
+            Object::GrpcRoute(o) => drop(index.grpc_routes.insert(key, o)),
+            Object::ReferenceGrant(o) => drop(index.reference_grants.insert(key, o)),
+            Object::Ingress(o) => drop(index.ingresses.insert(key, o)),
+            Object::IngressClass(o) => drop(index.ingress_classes.insert(key, o)),
         }
     }
 }
@@ -178,6 +231,13 @@ pub fn remove_from(index: &mut Index, kind: Kind, key: &ObjectRef) {
         Kind::Service => drop(index.services.remove(key)),
         Kind::EndpointSlice => drop(index.endpoint_slices.remove(key)),
         Kind::Secret => drop(index.secrets.remove(key)),
+        Kind::GatewayClass => drop(index.gateway_classes.remove(key)),
+        Kind::Gateway => drop(index.gateways.remove(key)),
+        Kind::HttpRoute => drop(index.http_routes.remove(key)),
+        Kind::GrpcRoute => drop(index.grpc_routes.remove(key)),
+        Kind::ReferenceGrant => drop(index.reference_grants.remove(key)),
+        Kind::Ingress => drop(index.ingresses.remove(key)),
+        Kind::IngressClass => drop(index.ingress_classes.remove(key)),
     }
 }
 
@@ -328,16 +388,42 @@ pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             typed(from_value(doc, &value).map(Object::EndpointSlice))?
         }
+        (gateway_api::API_VERSION, "GatewayClass") => {
+            typed(from_value(doc, &value).map(Object::GatewayClass))?
+        }
+        (gateway_api::API_VERSION, "Gateway") => {
+            typed(from_value(doc, &value).map(Object::Gateway))?
+        }
+        (gateway_api::API_VERSION, "HTTPRoute") => {
+            typed(from_value(doc, &value).map(Object::HttpRoute))?
+        }
+        (gateway_api::API_VERSION, "GRPCRoute") => {
+            typed(from_value(doc, &value).map(Object::GrpcRoute))?
+        }
+        (gateway_api::API_VERSION_BETA, "ReferenceGrant") => {
+            typed(from_value(doc, &value).map(Object::ReferenceGrant))?
+        }
+        ("networking.k8s.io/v1", "Ingress") => typed(from_value(doc, &value).map(Object::Ingress))?,
+        ("networking.k8s.io/v1", "IngressClass") => {
+            typed(from_value(doc, &value).map(Object::IngressClass))?
+        }
         _ => {
             return Err(format!(
                 "unknown kind {kind} (apiVersion {api_version}): expected Route, Plugin, \
-                 Consumer or BackendPolicy ({}), Service or Secret (v1), or EndpointSlice (discovery.k8s.io/v1)",
-                weir_crds::API_VERSION
+                 Consumer or BackendPolicy ({}), Service or Secret (v1), EndpointSlice \
+                 (discovery.k8s.io/v1), GatewayClass, Gateway, HTTPRoute or GRPCRoute ({}), \
+                 ReferenceGrant ({}), or Ingress or IngressClass (networking.k8s.io/v1)",
+                weir_crds::API_VERSION,
+                gateway_api::API_VERSION,
+                gateway_api::API_VERSION_BETA,
             ));
         }
     };
+    let namespaced = object.kind().namespaced();
     let meta = object.meta_mut();
-    if meta.namespace.as_deref().is_none_or(str::is_empty) {
+    if !namespaced {
+        meta.namespace = None;
+    } else if meta.namespace.as_deref().is_none_or(str::is_empty) {
         meta.namespace = Some("default".to_owned());
     }
     Ok(Some(object))

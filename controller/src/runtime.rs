@@ -384,6 +384,13 @@ impl Publisher {
         // New objects with the same status (one shared `Arc`) share one view.
         let mut fresh: HashMap<usize, Arc<ObjectView>> = HashMap::new();
         for item in self.view_statuses.diff(&compiled.statuses) {
+            let (DiffItem::Add((_, key), _)
+            | DiffItem::Update { new: ((_, key), _), .. }
+            | DiffItem::Remove((_, key), _)) = &item;
+            // Derived Routes and Plugins report through their Gateway API or Ingress source.
+            if crate::compile::frontends::is_derived(key) {
+                continue;
+            }
             match item {
                 DiffItem::Add(id, status) => {
                     let view = fresh

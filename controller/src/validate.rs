@@ -30,7 +30,12 @@ pub fn validate(paths: &[PathBuf], controller_namespace: Option<&str>) -> Report
     let compiled = compile(&index, &Memory::default());
     let mut text = String::new();
     let mut ok = errors.is_empty();
-    for ((kind, key), status) in compiled.statuses.iter() {
+    // Routes and Plugins derived from Gateway API objects and Ingresses report through
+    // their source objects.
+    let statuses = || {
+        compiled.statuses.iter().filter(|((_, key), _)| !crate::compile::frontends::is_derived(key))
+    };
+    for ((kind, key), status) in statuses() {
         for c in &status.conditions {
             let message =
                 if c.message.is_empty() { String::new() } else { format!(": {}", c.message) };
@@ -52,11 +57,11 @@ pub fn validate(paths: &[PathBuf], controller_namespace: Option<&str>) -> Report
     for e in &errors {
         let _ = writeln!(text, "error: {e}");
     }
-    let objects = compiled.statuses.len();
+    let objects = statuses().count();
     let summary = match (ok, errors.len()) {
-        (true, _) => format!("ok: {objects} weir object(s) valid"),
-        (false, 0) => format!("invalid: {objects} weir object(s) checked"),
-        (false, n) => format!("invalid: {n} load error(s), {objects} weir object(s) checked"),
+        (true, _) => format!("ok: {objects} object(s) valid"),
+        (false, 0) => format!("invalid: {objects} object(s) checked"),
+        (false, n) => format!("invalid: {n} load error(s), {objects} object(s) checked"),
     };
     text.push_str(&summary);
     text.push('\n');

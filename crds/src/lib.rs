@@ -5,6 +5,7 @@ pub mod backend_policy;
 pub mod common;
 pub mod consumer;
 pub mod duration;
+pub mod gateway_api;
 pub mod generate;
 pub mod plugin;
 pub mod plugin_kind;

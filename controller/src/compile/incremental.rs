@@ -28,7 +28,7 @@ use super::plugins::PluginCatalog;
 use super::route::{RouteContext, StatusCache, compile_route};
 use super::tls;
 use super::{
-    Compiled, Memory, backend_policy, compile, compile_endpoints_only, compile_policies_only,
+    Compiled, Memory, backend_policy, compile_all, compile_endpoints_only, compile_policies_only,
     secret_refs_outside_policies,
 };
 use crate::index::{Index, Kind, ObjectRef};
@@ -261,13 +261,13 @@ pub(crate) fn changes(index: &Index, state: &State) -> Change {
     }
 }
 
-/// Compiles `index` after `previous`: `None` when nothing changed, else the new output,
+/// Compiles `index` (front ends already expanded) after `previous`: `None` when nothing changed, else the new output,
 /// computed from what changed only (see the module documentation). Same result as
-/// [`compile`]`(index, &previous.memory)` up to backend ids.
-pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
+/// [`compile_all`]`(index, &previous.memory)` up to backend ids.
+pub fn update_expanded(index: &Index, previous: &Compiled) -> Option<Compiled> {
     // A served certificate expired since: everything is recompiled (and the expiry reported).
     if previous.tls_recheck_at.is_some_and(|at| index.now() >= at) {
-        return Some(compile(index, &previous.memory));
+        return Some(compile_all(index, &previous.memory));
     }
     let policies = policies_changed(index, &previous.state);
     match changes(index, &previous.state) {
@@ -288,7 +288,7 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
                     || before.is_some_and(|r| r.spec.tls.is_some())
             });
             Some(if many || stale || tls {
-                compile(index, &previous.memory)
+                compile_all(index, &previous.memory)
             } else if policies {
                 let routes = compile_changed(index, previous, &removed, &changed, endpoints);
                 compile_policies_only(index, &routes)
@@ -296,7 +296,7 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
                 compile_changed(index, previous, &removed, &changed, endpoints)
             })
         }
-        Change::Full => Some(compile(index, &previous.memory)),
+        Change::Full => Some(compile_all(index, &previous.memory)),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod conditions;
 pub mod consumers;
 pub mod convert;
 pub mod filters;
+pub mod frontends;
 pub mod incremental;
 pub mod plugins;
 pub mod ratelimit;
@@ -38,7 +39,6 @@ use weir_dataplane::{BackendKey, BackendTable, RouteTable};
 use crate::index::{Index, Kind, ObjectRef};
 pub use backends::compile_backends;
 use conditions::accepted;
-pub use incremental::update;
 use incremental::{Seen, State};
 pub use plugins::AppliedPlugin;
 pub use routes::{MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
@@ -88,6 +88,11 @@ pub struct ObjectStatus {
     pub conditions: Vec<Condition>,
     /// Routes only: the plugins that apply.
     pub effective_plugins: Vec<EffectivePlugin>,
+    /// Gateway API kinds and Ingress: their whole `status` as the API defines it
+    /// (Gateway `addresses`/`conditions`/`listeners`, HTTPRoute `parents`, Ingress
+    /// `loadBalancer`), conditions without `lastTransitionTime`. `conditions` above is
+    /// empty for them. `None` for weir kinds.
+    pub document: Option<serde_json::Value>,
 }
 
 impl ObjectStatus {
@@ -207,7 +212,37 @@ fn generation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
 }
 
 /// Compiles the index. Pure: same input, same output; no I/O, no clock.
+///
+/// Gateway API objects and Ingresses are expanded into derived Routes and Plugins first
+/// ([`frontends::expand`]) and get their statuses from them last ([`frontends::finish`]).
 pub fn compile(index: &Index, memory: &Memory) -> Compiled {
+    let expanded = frontends::expand(index);
+    let mut out = compile_all(&expanded.index, memory);
+    frontends::finish(&expanded, &mut out.statuses);
+    out
+}
+
+/// Compiles only what changed since `previous` (see [`incremental::update_expanded`]);
+/// `None` when nothing did. Front-end statuses are recomputed every time: a change that
+/// alters only them (a GatewayClass, a listener nothing attaches to) returns `previous`
+/// with the new statuses.
+pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
+    let expanded = frontends::expand(index);
+    match incremental::update_expanded(&expanded.index, previous) {
+        Some(mut next) => {
+            frontends::finish(&expanded, &mut next.statuses);
+            Some(next)
+        }
+        None => {
+            let mut statuses = previous.statuses.clone();
+            frontends::finish(&expanded, &mut statuses);
+            (statuses != previous.statuses).then(|| Compiled { statuses, ..previous.clone() })
+        }
+    }
+}
+
+/// [`compile`] of an index whose front ends are already expanded.
+pub(crate) fn compile_all(index: &Index, memory: &Memory) -> Compiled {
     let mut statuses = Statuses::new();
     let mut new_memory =
         Memory { jwks: memory.jwks.clone(), stats: memory.stats.clone(), ..Memory::default() };
@@ -237,7 +272,12 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         let conditions = vec![condition];
         statuses.insert(
             (Kind::Plugin, key.clone()),
-            Arc::new(ObjectStatus { generation, conditions, effective_plugins: Vec::new() }),
+            Arc::new(ObjectStatus {
+                generation,
+                conditions,
+                effective_plugins: Vec::new(),
+                document: None,
+            }),
         );
     }
 
@@ -255,7 +295,12 @@ pub fn compile(index: &Index, memory: &Memory) -> Compiled {
         ];
         statuses.insert(
             (Kind::Consumer, key.clone()),
-            Arc::new(ObjectStatus { generation, conditions, effective_plugins: Vec::new() }),
+            Arc::new(ObjectStatus {
+                generation,
+                conditions,
+                effective_plugins: Vec::new(),
+                document: None,
+            }),
         );
     }
     let consumer_rate_limits: Arc<[ObjectRef]> = builder.take_touched().into();
@@ -345,6 +390,7 @@ pub fn secret_refs_outside_policies(index: &Index) -> std::collections::BTreeSet
         }
     }
     out.extend(index.default_certificate.clone());
+    out.extend(frontends::referenced_secrets(index));
     out
 }
 

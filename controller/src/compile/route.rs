@@ -46,6 +46,7 @@ impl StatusCache {
                     programmed(generation),
                 ],
                 effective_plugins: Vec::new(),
+                document: None,
             })
         });
         Arc::clone(status)
@@ -188,7 +189,12 @@ pub(crate) fn compile_route(
             resolved_refs(&problems, generation),
             programmed_condition,
         ];
-        Arc::new(ObjectStatus { generation, conditions, effective_plugins: effective })
+        Arc::new(ObjectStatus {
+            generation,
+            conditions,
+            effective_plugins: effective,
+            document: None,
+        })
     };
     out
 }

@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::Resource as _;
 use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
+use weir_crds::gateway_api;
 use weir_crds::{BackendPolicy, Consumer, Plugin, Route, RouteStatus};
 
 use crate::index::{Kind, ObjectRef};
@@ -26,6 +28,23 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Service => ApiResource::erase::<Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
         Kind::Secret => ApiResource::erase::<Secret>(&()),
+        Kind::GatewayClass => gateway_resource("GatewayClass", "gatewayclasses", "v1"),
+        Kind::Gateway => gateway_resource("Gateway", "gateways", "v1"),
+        Kind::HttpRoute => gateway_resource("HTTPRoute", "httproutes", "v1"),
+        Kind::GrpcRoute => gateway_resource("GRPCRoute", "grpcroutes", "v1"),
+        Kind::ReferenceGrant => gateway_resource("ReferenceGrant", "referencegrants", "v1beta1"),
+        Kind::Ingress => ApiResource::erase::<Ingress>(&()),
+        Kind::IngressClass => ApiResource::erase::<IngressClass>(&()),
+    }
+}
+
+fn gateway_resource(kind: &str, plural: &str, version: &str) -> ApiResource {
+    ApiResource {
+        group: gateway_api::GROUP.to_owned(),
+        version: version.to_owned(),
+        api_version: format!("{}/{version}", gateway_api::GROUP),
+        kind: kind.to_owned(),
+        plural: plural.to_owned(),
     }
 }
 
@@ -86,6 +105,13 @@ fn convert(kind: Kind, value: serde_json::Value) -> Result<Object, String> {
         Kind::Service => Object::Service(Arc::new(typed(value)?)),
         Kind::EndpointSlice => Object::EndpointSlice(Arc::new(typed(value)?)),
         Kind::Secret => Object::Secret(Arc::new(typed(value)?)),
+        Kind::GatewayClass => Object::GatewayClass(Arc::new(typed(value)?)),
+        Kind::Gateway => Object::Gateway(Arc::new(typed(value)?)),
+        Kind::HttpRoute => Object::HttpRoute(Arc::new(typed(value)?)),
+        Kind::GrpcRoute => Object::GrpcRoute(Arc::new(typed(value)?)),
+        Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(typed(value)?)),
+        Kind::Ingress => Object::Ingress(Arc::new(typed(value)?)),
+        Kind::IngressClass => Object::IngressClass(Arc::new(typed(value)?)),
     })
 }
 
@@ -100,17 +126,29 @@ fn strip(object: &mut Object) {
         Object::Plugin(o) => Arc::make_mut(o).status = None,
         Object::Consumer(o) => Arc::make_mut(o).status = None,
         Object::BackendPolicy(o) => Arc::make_mut(o).status = None,
-        Object::Service(o) => Arc::make_mut(o).status = None,
-        Object::EndpointSlice(_) | Object::Secret(_) => {}
+        // weir's own Service (`--publish-service`) reports its load-balancer addresses in
+        // Gateway and Ingress statuses: the status of Services is kept.
+        Object::GatewayClass(o) => Arc::make_mut(o).status = None,
+        Object::Gateway(o) => Arc::make_mut(o).status = None,
+        Object::HttpRoute(o) => Arc::make_mut(o).status = None,
+        Object::GrpcRoute(o) => Arc::make_mut(o).status = None,
+        Object::ReferenceGrant(o) => Arc::make_mut(o).status = None,
+        Object::Ingress(o) => Arc::make_mut(o).status = None,
+        Object::Service(_)
+        | Object::EndpointSlice(_)
+        | Object::Secret(_)
+        | Object::IngressClass(_) => {}
     }
 }
 
-/// Namespace and name of a watched object.
+/// Namespace and name of a watched object (namespace `""` for cluster-scoped kinds).
 pub fn key_of(obj: &DynamicObject) -> ObjectRef {
-    ObjectRef::new(
-        obj.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
-        obj.metadata.name.clone().unwrap_or_default(),
-    )
+    let namespace = match obj.metadata.namespace.as_deref() {
+        Some(ns) => ns.to_owned(),
+        None if obj.types.as_ref().is_some_and(|t| t.kind.ends_with("Class")) => String::new(),
+        None => "default".to_owned(),
+    };
+    ObjectRef::new(namespace, obj.metadata.name.clone().unwrap_or_default())
 }
 
 /// Converts one watched object.
@@ -161,6 +199,11 @@ pub fn api_version(kind: Kind) -> String {
         Kind::BackendPolicy => BackendPolicy::api_version(&()).into_owned(),
         Kind::Service | Kind::Secret => "v1".to_owned(),
         Kind::EndpointSlice => "discovery.k8s.io/v1".to_owned(),
+        Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => {
+            gateway_api::API_VERSION.to_owned()
+        }
+        Kind::ReferenceGrant => gateway_api::API_VERSION_BETA.to_owned(),
+        Kind::Ingress | Kind::IngressClass => "networking.k8s.io/v1".to_owned(),
     }
 }
 

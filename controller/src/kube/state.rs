@@ -169,6 +169,13 @@ pub fn source_kind(id: &str) -> Option<Kind> {
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Secret,
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::ReferenceGrant,
+        Kind::Ingress,
+        Kind::IngressClass,
     ]
     .into_iter()
     .find(|k| k.as_str() == name)

@@ -131,6 +131,7 @@ mod tests {
             generation,
             conditions: vec![cond(ACCEPTED, "True", None), cond(PROGRAMMED, programmed, None)],
             effective_plugins: Vec::new(),
+            document: None,
         }
     }
 

@@ -214,7 +214,12 @@ impl Report {
             accepted(&self.content, g, "")
         };
         let conditions = vec![accepted, resolved_refs(&self.problems, g)];
-        Arc::new(ObjectStatus { generation: g, conditions, effective_plugins: Vec::new() })
+        Arc::new(ObjectStatus {
+            generation: g,
+            conditions,
+            effective_plugins: Vec::new(),
+            document: None,
+        })
     }
 }
 
