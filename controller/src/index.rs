@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use weir_crds::gateway_api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
@@ -65,6 +65,9 @@ pub enum Kind {
     Ingress,
     /// networking.k8s.io/v1 IngressClass (cluster-scoped: namespace `""`).
     IngressClass,
+    /// v1 Namespace (cluster-scoped: namespace `""`; only its labels are used, by Gateway
+    /// listeners' `allowedRoutes.namespaces.selector`).
+    Namespace,
 }
 
 impl Kind {
@@ -85,13 +88,14 @@ impl Kind {
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Ingress => "Ingress",
             Kind::IngressClass => "IngressClass",
+            Kind::Namespace => "Namespace",
         }
     }
 
     /// False for the cluster-scoped kinds (GatewayClass, IngressClass), keyed with
     /// namespace `""`.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::GatewayClass | Kind::IngressClass)
+        !matches!(self, Kind::GatewayClass | Kind::IngressClass | Kind::Namespace)
     }
 }
 
@@ -127,6 +131,8 @@ pub struct Index {
     pub ingresses: BTreeMap<ObjectRef, Arc<Ingress>>,
     /// IngressClasses (cluster-scoped: keyed with namespace `""`).
     pub ingress_classes: BTreeMap<ObjectRef, Arc<IngressClass>>,
+    /// Namespaces (cluster-scoped: keyed with namespace `""`), for their labels.
+    pub namespaces: BTreeMap<ObjectRef, Arc<Namespace>>,
     /// `--publish-service`: weir's own Service, whose addresses Gateways and Ingresses
     /// report in their status. `None`: no addresses are reported.
     pub publish_service: Option<ObjectRef>,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -68,6 +68,8 @@ pub enum Object {
     Ingress(Arc<Ingress>),
     /// networking.k8s.io/v1 IngressClass.
     IngressClass(Arc<IngressClass>),
+    /// v1 Namespace.
+    Namespace(Arc<Namespace>),
 }
 
 /// Applies `$body` to the `Arc` inside any [`Object`] variant, bound as `$o`.
@@ -88,6 +90,7 @@ macro_rules! each_object {
             Object::ReferenceGrant($o) => $body,
             Object::Ingress($o) => $body,
             Object::IngressClass($o) => $body,
+            Object::Namespace($o) => $body,
         }
     };
 }
@@ -110,6 +113,7 @@ impl Object {
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Ingress(_) => Kind::Ingress,
             Object::IngressClass(_) => Kind::IngressClass,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -163,6 +167,7 @@ impl Object {
             (Object::IngressClass(a), Object::IngressClass(b)) => {
                 (&a.spec, &a.metadata.annotations) == (&b.spec, &b.metadata.annotations)
             }
+            (Object::Namespace(a), Object::Namespace(b)) => a.metadata.labels == b.metadata.labels,
             _ => false,
         }
     }
@@ -196,6 +201,7 @@ impl Object {
             Object::ReferenceGrant(o) => same(index.reference_grants.get(key), o),
             Object::Ingress(o) => same(index.ingresses.get(key), o),
             Object::IngressClass(o) => same(index.ingress_classes.get(key), o),
+            Object::Namespace(o) => same(index.namespaces.get(key), o),
         }
     }
 
@@ -217,6 +223,7 @@ impl Object {
             Object::ReferenceGrant(o) => drop(index.reference_grants.insert(key, o)),
             Object::Ingress(o) => drop(index.ingresses.insert(key, o)),
             Object::IngressClass(o) => drop(index.ingress_classes.insert(key, o)),
+            Object::Namespace(o) => drop(index.namespaces.insert(key, o)),
         }
     }
 }
@@ -238,6 +245,7 @@ pub fn remove_from(index: &mut Index, kind: Kind, key: &ObjectRef) {
         Kind::ReferenceGrant => drop(index.reference_grants.remove(key)),
         Kind::Ingress => drop(index.ingresses.remove(key)),
         Kind::IngressClass => drop(index.ingress_classes.remove(key)),
+        Kind::Namespace => drop(index.namespaces.remove(key)),
     }
 }
 
@@ -385,6 +393,7 @@ pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
         }
         ("v1", "Service") => typed(from_value(doc, &value).map(Object::Service))?,
         ("v1", "Secret") => typed(from_value(doc, &value).map(Object::Secret))?,
+        ("v1", "Namespace") => typed(from_value(doc, &value).map(Object::Namespace))?,
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             typed(from_value(doc, &value).map(Object::EndpointSlice))?
         }
@@ -410,7 +419,7 @@ pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
         _ => {
             return Err(format!(
                 "unknown kind {kind} (apiVersion {api_version}): expected Route, Plugin, \
-                 Consumer or BackendPolicy ({}), Service or Secret (v1), EndpointSlice \
+                 Consumer or BackendPolicy ({}), Service, Secret or Namespace (v1), EndpointSlice \
                  (discovery.k8s.io/v1), GatewayClass, Gateway, HTTPRoute or GRPCRoute ({}), \
                  ReferenceGrant ({}), or Ingress or IngressClass (networking.k8s.io/v1)",
                 weir_crds::API_VERSION,

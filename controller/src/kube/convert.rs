@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::Resource as _;
@@ -35,6 +35,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::ReferenceGrant => gateway_resource("ReferenceGrant", "referencegrants", "v1beta1"),
         Kind::Ingress => ApiResource::erase::<Ingress>(&()),
         Kind::IngressClass => ApiResource::erase::<IngressClass>(&()),
+        Kind::Namespace => ApiResource::erase::<Namespace>(&()),
     }
 }
 
@@ -112,6 +113,7 @@ fn convert(kind: Kind, value: serde_json::Value) -> Result<Object, String> {
         Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(typed(value)?)),
         Kind::Ingress => Object::Ingress(Arc::new(typed(value)?)),
         Kind::IngressClass => Object::IngressClass(Arc::new(typed(value)?)),
+        Kind::Namespace => Object::Namespace(Arc::new(typed(value)?)),
     })
 }
 
@@ -138,22 +140,24 @@ fn strip(object: &mut Object) {
         | Object::EndpointSlice(_)
         | Object::Secret(_)
         | Object::IngressClass(_) => {}
+        Object::Namespace(o) => Arc::make_mut(o).status = None,
     }
 }
 
-/// Namespace and name of a watched object (namespace `""` for cluster-scoped kinds).
-pub fn key_of(obj: &DynamicObject) -> ObjectRef {
-    let namespace = match obj.metadata.namespace.as_deref() {
-        Some(ns) => ns.to_owned(),
-        None if obj.types.as_ref().is_some_and(|t| t.kind.ends_with("Class")) => String::new(),
-        None => "default".to_owned(),
+/// Namespace and name of a watched object of `kind` (namespace `""` for cluster-scoped
+/// kinds).
+pub fn key_of(kind: Kind, obj: &DynamicObject) -> ObjectRef {
+    let namespace = if kind.namespaced() {
+        obj.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned())
+    } else {
+        String::new()
     };
     ObjectRef::new(namespace, obj.metadata.name.clone().unwrap_or_default())
 }
 
 /// Converts one watched object.
 pub fn item(kind: Kind, obj: DynamicObject) -> Item {
-    let key = key_of(&obj);
+    let key = key_of(kind, &obj);
     let generation = obj.metadata.generation.unwrap_or(0);
     let existing = has_status(kind).then(|| Existing {
         uid: obj.metadata.uid.clone(),
@@ -197,7 +201,7 @@ pub fn api_version(kind: Kind) -> String {
         Kind::Plugin => Plugin::api_version(&()).into_owned(),
         Kind::Consumer => Consumer::api_version(&()).into_owned(),
         Kind::BackendPolicy => BackendPolicy::api_version(&()).into_owned(),
-        Kind::Service | Kind::Secret => "v1".to_owned(),
+        Kind::Service | Kind::Secret | Kind::Namespace => "v1".to_owned(),
         Kind::EndpointSlice => "discovery.k8s.io/v1".to_owned(),
         Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => {
             gateway_api::API_VERSION.to_owned()

@@ -176,6 +176,7 @@ pub fn source_kind(id: &str) -> Option<Kind> {
         Kind::ReferenceGrant,
         Kind::Ingress,
         Kind::IngressClass,
+        Kind::Namespace,
     ]
     .into_iter()
     .find(|k| k.as_str() == name)

@@ -176,7 +176,7 @@ async fn watch(
             }
             Ok(Event::InitDone) => Some(Change::Relisted(id.clone(), std::mem::take(&mut listing))),
             Ok(Event::Apply(obj)) => Some(Change::Applied(id.clone(), logged(item(kind, obj)))),
-            Ok(Event::Delete(obj)) => Some(Change::Deleted(id.clone(), key_of(&obj))),
+            Ok(Event::Delete(obj)) => Some(Change::Deleted(id.clone(), key_of(kind, &obj))),
             Err(e) => {
                 tracing::warn!(source = %id, "watch error (retrying with backoff): {e}");
                 None
