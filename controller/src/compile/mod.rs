@@ -248,7 +248,8 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
         None => {
             let mut statuses = previous.statuses.clone();
             frontends::finish(&expanded, &mut statuses);
-            (statuses != previous.statuses).then(|| Compiled { statuses, ..previous.clone() })
+            let changed = !statuses.ptr_eq(&previous.statuses) && statuses != previous.statuses;
+            changed.then(|| Compiled { statuses, ..previous.clone() })
         }
     }
 }
