@@ -7,6 +7,7 @@ mod auth;
 mod backend_policy;
 mod endpoints;
 mod incremental;
+mod ingress;
 mod invalid;
 mod kinds;
 mod protocols;
