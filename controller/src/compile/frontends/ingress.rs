@@ -85,8 +85,8 @@ const NGINX_IGNORED: &[&str] = &[
 /// The weir equivalent of common ingress-nginx annotations, named in the rejection.
 const NGINX_EQUIVALENTS: &[(&str, &str)] = &[
     ("auth-url", "an extAuth Plugin named in weir.dev/plugins"),
-    ("auth-type", "a basicAuth, keyAuth or jwt Plugin named in weir.dev/plugins"),
-    ("auth-secret", "a basicAuth Plugin and Consumers"),
+    ("auth-type", "a keyAuth, jwt or extAuth Plugin named in weir.dev/plugins"),
+    ("auth-secret", "a keyAuth or jwt Plugin and Consumers"),
     ("auth-tls-secret", "a Route with tls.clientCA"),
     ("auth-tls-verify-client", "a Route with tls.clientCA"),
     ("whitelist-source-range", "an ipRestriction Plugin named in weir.dev/plugins"),
@@ -107,7 +107,8 @@ const NGINX_EQUIVALENTS: &[(&str, &str)] = &[
     ("canary", "a weir Route with weighted backends"),
     ("canary-weight", "a weir Route with weighted backends"),
     ("canary-by-header", "a weir Route with a header match"),
-    ("affinity", "nothing yet (weir has no session affinity)"),
+    ("affinity", "a BackendPolicy with loadBalancer type ConsistentHash (Cookie)"),
+    ("session-cookie-name", "a BackendPolicy with consistentHash cookie name"),
 ];
 
 const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";

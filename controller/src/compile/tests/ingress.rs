@@ -284,7 +284,7 @@ fn the_default_backend_is_a_true_fallback_and_the_oldest_ingress_wins() {
     let derived = derived_route(&index(&yaml), "ingress/b/0");
     assert_eq!(derived.spec.rules[0].backends[0].service, "other");
     assert!(
-        !c.routes.route(&weir_dataplane::ObjectKey::new("default", "ingress/b/default")).is_some()
+        c.routes.route(&weir_dataplane::ObjectKey::new("default", "ingress/b/default")).is_none()
     );
     assert_cond(
         ingress_status(&c, "b"),
@@ -516,7 +516,7 @@ fn security_relevant_nginx_annotations_are_rejected_with_the_weir_equivalent() {
     for (annotation, hint) in [
         ("nginx.ingress.kubernetes.io/auth-url: http://auth/check", "extAuth"),
         ("nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8", "ipRestriction"),
-        ("nginx.ingress.kubernetes.io/auth-type: basic", "basicAuth"),
+        ("nginx.ingress.kubernetes.io/auth-type: basic", "keyAuth"),
         ("nginx.ingress.kubernetes.io/limit-rps: \"5\"", "rateLimit"),
         ("nginx.ingress.kubernetes.io/rewrite-target: /", "weir.dev/rewrite-target"),
         ("nginx.ingress.kubernetes.io/server-snippet: x", "migration from ingress-nginx"),
