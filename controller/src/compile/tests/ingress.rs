@@ -497,6 +497,10 @@ fn invalid_and_unknown_annotations_keep_the_last_good_version() {
             Some("default/ingress/v/0"),
             "{annotation}"
         );
+        // The incremental compile (what the runtime runs) keeps it too.
+        let next = crate::compile::update(&index(&bad), &first).expect("changed");
+        assert_eq!(served(&next, "v.test", "/").as_deref(), Some("default/ingress/v/0"));
+        assert_cond(ingress_status(&next, "v"), ACCEPTED, "False", "Invalid", needles);
         // Without a last good version nothing is served.
         let fresh = compile(&index(&bad), &Memory::default());
         assert_eq!(served(&fresh, "v.test", "/"), None, "{annotation}");
