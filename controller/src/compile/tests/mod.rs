@@ -8,6 +8,7 @@ mod backend_policy;
 mod conflicts;
 mod endpoints;
 mod incremental;
+mod ingress;
 mod invalid;
 mod kinds;
 mod protocols;
