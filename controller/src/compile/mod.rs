@@ -91,8 +91,9 @@ pub struct ObjectStatus {
     pub effective_plugins: Vec<EffectivePlugin>,
     /// Gateway API kinds and Ingress: their whole `status` as the API defines it
     /// (Gateway `addresses`/`conditions`/`listeners`, HTTPRoute `parents`, Ingress
-    /// `loadBalancer`), conditions without `lastTransitionTime`. `conditions` above is
-    /// empty for them. `None` for weir kinds.
+    /// `loadBalancer`), conditions without `lastTransitionTime`. For them `conditions`
+    /// above is a summary in weir's shape (for `weir validate`, `/debug/status`, the
+    /// dashboard). `None` for weir kinds.
     pub document: Option<serde_json::Value>,
 }
 
