@@ -6,6 +6,7 @@ mod aggregate;
 mod auth;
 mod backend_policy;
 mod endpoints;
+mod gateway;
 mod incremental;
 mod invalid;
 mod kinds;

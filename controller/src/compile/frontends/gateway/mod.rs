@@ -281,3 +281,9 @@ pub fn referenced_secrets(index: &Index) -> BTreeSet<ObjectRef> {
     }
     out
 }
+
+/// The host-name intersection of a listener and a Route (tests).
+#[cfg(test)]
+pub(crate) fn intersect_for_tests(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
+    listeners::intersect(listener, route)
+}
