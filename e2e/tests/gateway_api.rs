@@ -104,6 +104,30 @@ spec:
 const ROUTES: &str = r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
+metadata: {name: across-a, namespace: infra, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [across.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /tie}}]
+    backendRefs: [{name: v1, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: across-b, namespace: infra, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [across.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /b}}]
+    backendRefs: [{name: v2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /tie}}]
+    backendRefs: [{name: v2, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
 metadata: {name: matching, namespace: infra}
 spec:
   parentRefs: [{name: gw, sectionName: http}]
@@ -279,6 +303,12 @@ async fn gateway_http_core_scenarios() {
     assert_eq!(backend(&weir, "GET", "match.test", "/q?v=3", &[]).await, "v1");
     assert_eq!(backend(&weir, "POST", "match.test", "/m", &[]).await, "v2");
     assert_eq!(backend(&weir, "GET", "match.test", "/m", &[]).await, "v1");
+
+    // HTTPRouteMatchingAcrossRoutes: the most specific match across HTTPRoutes; an exact
+    // tie goes to the older HTTPRoute (across-b, though its name sorts later).
+    assert_eq!(backend(&weir, "GET", "across.test", "/x", &[]).await, "v1");
+    assert_eq!(backend(&weir, "GET", "across.test", "/b/x", &[]).await, "v2");
+    assert_eq!(backend(&weir, "GET", "across.test", "/tie", &[]).await, "v2");
 
     // HTTPRouteRedirectHostAndStatus / HTTPRouteRedirectPath.
     let reply = weir.get("match.test", "/old/x?k=v").await.unwrap();
