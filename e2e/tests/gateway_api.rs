@@ -236,7 +236,13 @@ spec:
   - backendRefs: [{name: web, port: 80}]
 "#;
 
-async fn backend(weir: &WeirProcess, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> String {
+async fn backend(
+    weir: &WeirProcess,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
     let reply = http_request(weir.http_addr, method, host, path, headers).await.unwrap();
     assert_eq!(reply.status, 200, "{method} {host}{path}: {}", reply.text());
     reply.json().unwrap()["backend"].as_str().unwrap().to_owned()
@@ -296,7 +302,11 @@ async fn gateway_http_core_scenarios() {
     assert_eq!(weir.get("match.test", "/exact/more").await.unwrap().status, 404);
     assert_eq!(backend(&weir, "GET", "match.test", "/prefix/x", &[]).await, "v1");
     assert_eq!(backend(&weir, "GET", "match.test", "/prefix/longer/x", &[]).await, "v2");
-    assert_eq!(weir.get("match.test", "/prefixes").await.unwrap().status, 404, "prefixes match on segments");
+    assert_eq!(
+        weir.get("match.test", "/prefixes").await.unwrap().status,
+        404,
+        "prefixes match on segments"
+    );
     assert_eq!(backend(&weir, "GET", "match.test", "/hdr", &[("x-version", "two")]).await, "v2");
     assert_eq!(backend(&weir, "GET", "match.test", "/hdr", &[("x-version", "one")]).await, "v1");
     assert_eq!(backend(&weir, "GET", "match.test", "/q?v=2", &[]).await, "v2");
@@ -317,9 +327,15 @@ async fn gateway_http_core_scenarios() {
 
     // HTTPRouteRewriteHost / HTTPRouteRewritePath / HTTPRouteRequestHeaderModifier /
     // HTTPRouteResponseHeaderModifier.
-    let reply = http_request(weir.http_addr, "GET", "match.test", "/rw/x", &[("x-remove", "1"), ("x-added", "first")])
-        .await
-        .unwrap();
+    let reply = http_request(
+        weir.http_addr,
+        "GET",
+        "match.test",
+        "/rw/x",
+        &[("x-remove", "1"), ("x-added", "first")],
+    )
+    .await
+    .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.headers["x-response"], "from-gateway");
     let body = reply.json().unwrap();
@@ -397,10 +413,19 @@ async fn gateway_http_core_scenarios() {
         (c["status"].as_str().unwrap().to_owned(), c["reason"].as_str().unwrap().to_owned())
     };
     let pair = |s: &str, r: &str| (s.to_owned(), r.to_owned());
-    assert_eq!(reason("HTTPRoute", "other/denied", "Accepted"), pair("False", "NotAllowedByListeners"));
-    assert_eq!(reason("HTTPRoute", "apps/not-granted", "ResolvedRefs"), pair("False", "RefNotPermitted"));
+    assert_eq!(
+        reason("HTTPRoute", "other/denied", "Accepted"),
+        pair("False", "NotAllowedByListeners")
+    );
+    assert_eq!(
+        reason("HTTPRoute", "apps/not-granted", "ResolvedRefs"),
+        pair("False", "RefNotPermitted")
+    );
     assert_eq!(reason("HTTPRoute", "apps/granted", "ResolvedRefs"), pair("True", "ResolvedRefs"));
-    assert_eq!(reason("HTTPRoute", "infra/invalid", "ResolvedRefs"), pair("False", "BackendNotFound"));
+    assert_eq!(
+        reason("HTTPRoute", "infra/invalid", "ResolvedRefs"),
+        pair("False", "BackendNotFound")
+    );
     assert_eq!(reason("HTTPRoute", "infra/matching", "Accepted"), pair("True", "Accepted"));
     assert_eq!(reason("Gateway", "infra/gw", "Programmed"), pair("True", "Programmed"));
     assert_eq!(reason("GatewayClass", "weir", "Accepted"), pair("True", "Accepted"));

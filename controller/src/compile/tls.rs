@@ -116,7 +116,8 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// The certificate of `tls` for a Route in `ns`.
     fn build(&mut self, ns: &str, tls: &weir_crds::RouteTls) -> Result<Arc<HostTls>, RefProblem> {
-        let cert_ref = ObjectRef::new(tls.secret_namespace.as_deref().unwrap_or(ns), &tls.secret_ref.name);
+        let cert_ref =
+            ObjectRef::new(tls.secret_namespace.as_deref().unwrap_or(ns), &tls.secret_ref.name);
         let ca_ref =
             tls.client_ca.as_ref().map(|ca| (ObjectRef::new(ns, &ca.secret_ref.name), ca.optional));
         let name = match &ca_ref {

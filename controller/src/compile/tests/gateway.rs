@@ -212,9 +212,20 @@ fn attachment_reasons_and_attached_routes() {
     yaml += &http_route("same", "infra", "{name: gw, namespace: infra}", backend);
     // From apps: only shop (selector) and all admit it; hostname outside *.example.com
     // attaches only to all.
-    yaml += &http_route("apps", "apps", "{name: gw, namespace: infra}", &format!("  hostnames: [a.example.com]\n{backend}"));
-    yaml += &http_route("nohost", "apps", "{name: gw, namespace: infra, sectionName: shop}", &format!("  hostnames: [a.example.org]\n{backend}"));
-    yaml += &http_route("denied", "other", "{name: gw, namespace: infra, sectionName: shop}", backend);
+    yaml += &http_route(
+        "apps",
+        "apps",
+        "{name: gw, namespace: infra}",
+        &format!("  hostnames: [a.example.com]\n{backend}"),
+    );
+    yaml += &http_route(
+        "nohost",
+        "apps",
+        "{name: gw, namespace: infra, sectionName: shop}",
+        &format!("  hostnames: [a.example.org]\n{backend}"),
+    );
+    yaml +=
+        &http_route("denied", "other", "{name: gw, namespace: infra, sectionName: shop}", backend);
     yaml += &http_route("nosection", "infra", "{name: gw, sectionName: nope}", backend);
     yaml += &http_route("port", "infra", "{name: gw, port: 8081}", backend);
     yaml += &http_route("foreign", "infra", "{name: foreign}", backend);
@@ -250,8 +261,12 @@ fn attachment_reasons_and_attached_routes() {
     assert!(!c_.statuses.contains_key(&(Kind::HttpRoute, ObjectRef::new("infra", "foreign"))));
 
     let gw = doc(&c_, Kind::Gateway, "infra", "gw");
-    let attached: Vec<i64> =
-        gw["listeners"].as_array().unwrap().iter().map(|l| l["attachedRoutes"].as_i64().unwrap()).collect();
+    let attached: Vec<i64> = gw["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["attachedRoutes"].as_i64().unwrap())
+        .collect();
     // http: same; shop: apps; all: same, apps, port.
     assert_eq!(attached, vec![1, 1, 3, 0]);
 
@@ -261,27 +276,56 @@ fn attachment_reasons_and_attached_routes() {
     let derived = &expanded.index.routes;
     let apps0 = &derived[&ObjectRef::new("apps", "httproute/apps/0")];
     assert_eq!(apps0.spec.hosts, vec!["a.example.com"]);
-    assert_eq!(
-        apps0.metadata.creation_timestamp.as_ref().unwrap().0.as_second(),
-        1_704_067_200
-    );
+    assert_eq!(apps0.metadata.creation_timestamp.as_ref().unwrap().0.as_second(), 1_704_067_200);
     let same0 = &derived[&ObjectRef::new("infra", "httproute/same/0")];
     assert!(same0.spec.hosts.is_empty());
     assert!(!derived.contains_key(&ObjectRef::new("other", "httproute/denied/0")));
     // Derived Routes are served and get statuses of their own (hidden from users).
-    assert!(c_.statuses[&(Kind::Route, ObjectRef::new("apps", "httproute/apps/0"))].is_true("Accepted"));
+    assert!(
+        c_.statuses[&(Kind::Route, ObjectRef::new("apps", "httproute/apps/0"))].is_true("Accepted")
+    );
 }
 
 #[test]
 fn backend_refs_and_reference_grants() {
     let mut yaml = BASE.to_owned();
     let parent_ref = "{name: gw, namespace: infra, sectionName: all}";
-    yaml += &http_route("cross", "apps", parent_ref, "  rules: [{backendRefs: [{name: web, namespace: other, port: 80}]}]");
-    yaml += &http_route("granted", "apps", parent_ref, "  rules: [{backendRefs: [{name: web, namespace: infra, port: 80}]}]");
-    yaml += &http_route("missing", "apps", parent_ref, "  rules: [{backendRefs: [{name: nope, port: 80}, {name: web, port: 80}]}]");
-    yaml += &http_route("kind", "apps", parent_ref, "  rules: [{backendRefs: [{group: example.com, kind: Bucket, name: b}]}]");
-    yaml += &http_route("mirror", "apps", parent_ref, "  rules:\n  - backendRefs: [{name: web, port: 80}]\n    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]\n  - backendRefs: [{name: web, port: 80}]\n    retry: {attempts: 2}");
-    yaml += &http_route("ext", "apps", parent_ref, "  rules: [{backendRefs: [{name: web, port: 80}], filters: [{type: ExtensionRef, extensionRef: {group: weir.dev, kind: Plugin, name: absent}}]}]");
+    yaml += &http_route(
+        "cross",
+        "apps",
+        parent_ref,
+        "  rules: [{backendRefs: [{name: web, namespace: other, port: 80}]}]",
+    );
+    yaml += &http_route(
+        "granted",
+        "apps",
+        parent_ref,
+        "  rules: [{backendRefs: [{name: web, namespace: infra, port: 80}]}]",
+    );
+    yaml += &http_route(
+        "missing",
+        "apps",
+        parent_ref,
+        "  rules: [{backendRefs: [{name: nope, port: 80}, {name: web, port: 80}]}]",
+    );
+    yaml += &http_route(
+        "kind",
+        "apps",
+        parent_ref,
+        "  rules: [{backendRefs: [{group: example.com, kind: Bucket, name: b}]}]",
+    );
+    yaml += &http_route(
+        "mirror",
+        "apps",
+        parent_ref,
+        "  rules:\n  - backendRefs: [{name: web, port: 80}]\n    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]\n  - backendRefs: [{name: web, port: 80}]\n    retry: {attempts: 2}",
+    );
+    yaml += &http_route(
+        "ext",
+        "apps",
+        parent_ref,
+        "  rules: [{backendRefs: [{name: web, port: 80}], filters: [{type: ExtensionRef, extensionRef: {group: weir.dev, kind: Plugin, name: absent}}]}]",
+    );
     yaml += "---
 apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
@@ -365,7 +409,9 @@ fn filters_become_plugins_and_rewrites() {
     let c_ = compile(&index(&yaml), &Memory::default());
     let d = doc(&c_, Kind::HttpRoute, "infra", "f");
     assert_eq!(c(&parent(&d, "gw", None)["conditions"], "Accepted"), pair("True", "Accepted"));
-    assert!(c_.statuses[&(Kind::Route, ObjectRef::new("infra", "httproute/f/0"))].is_true("Accepted"));
+    assert!(
+        c_.statuses[&(Kind::Route, ObjectRef::new("infra", "httproute/f/0"))].is_true("Accepted")
+    );
 }
 
 #[test]
@@ -390,14 +436,23 @@ spec:
 ";
     let c_ = run(&yaml);
     let d = doc(&c_, Kind::GrpcRoute, "infra", "g");
-    assert_eq!(c(&parent(&d, "gw", None)["conditions"], "ResolvedRefs"), pair("False", "UnsupportedProtocol"));
+    assert_eq!(
+        c(&parent(&d, "gw", None)["conditions"], "ResolvedRefs"),
+        pair("False", "UnsupportedProtocol")
+    );
     let idx = index(&yaml);
     let expanded = super::super::frontends::expand(&idx);
     let route = &expanded.index.routes[&ObjectRef::new("infra", "grpcroute/g/0")];
     let p0 = route.spec.rules[0].matches[0].path.as_ref().unwrap();
-    assert_eq!((p0.type_, p0.value.as_str()), (weir_crds::PathMatchType::Exact, "/helloworld.Greeter/SayHello"));
+    assert_eq!(
+        (p0.type_, p0.value.as_str()),
+        (weir_crds::PathMatchType::Exact, "/helloworld.Greeter/SayHello")
+    );
     let p1 = route.spec.rules[1].matches[0].path.as_ref().unwrap();
-    assert_eq!((p1.type_, p1.value.as_str()), (weir_crds::PathMatchType::Prefix, "/helloworld.Greeter"));
+    assert_eq!(
+        (p1.type_, p1.value.as_str()),
+        (weir_crds::PathMatchType::Prefix, "/helloworld.Greeter")
+    );
     assert!(route.spec.rules[1].backends[0].invalid.is_some());
 }
 
@@ -407,7 +462,10 @@ fn hostname_intersection() {
     let v = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     assert_eq!(i(None, &[]), Some(vec![]));
     assert_eq!(i(Some("a.example.com"), &[]), Some(v(&["a.example.com"])));
-    assert_eq!(i(Some("*.example.com"), &v(&["a.example.com", "x.org"])), Some(v(&["a.example.com"])));
+    assert_eq!(
+        i(Some("*.example.com"), &v(&["a.example.com", "x.org"])),
+        Some(v(&["a.example.com"]))
+    );
     assert_eq!(i(Some("a.example.com"), &v(&["*.example.com"])), Some(v(&["a.example.com"])));
     assert_eq!(i(Some("*.example.com"), &v(&["*.a.example.com"])), Some(v(&["*.a.example.com"])));
     assert_eq!(i(Some("*.a.example.com"), &v(&["*.example.com"])), Some(v(&["*.a.example.com"])));
@@ -428,8 +486,18 @@ metadata: {name: cert, namespace: infra}
 type: kubernetes.io/tls
 stringData: {tls.crt: x, tls.key: y}
 ";
-    yaml += &http_route("tlsonly", "infra", "{name: gw, sectionName: https}", "  hostnames: [a.example.com]\n  rules: [{backendRefs: [{name: web, port: 80}]}]");
-    yaml += &http_route("both", "infra", "{name: gw, sectionName: https}", "  hostnames: [b.example.com]\n  rules: [{backendRefs: [{name: web, port: 80}]}]");
+    yaml += &http_route(
+        "tlsonly",
+        "infra",
+        "{name: gw, sectionName: https}",
+        "  hostnames: [a.example.com]\n  rules: [{backendRefs: [{name: web, port: 80}]}]",
+    );
+    yaml += &http_route(
+        "both",
+        "infra",
+        "{name: gw, sectionName: https}",
+        "  hostnames: [b.example.com]\n  rules: [{backendRefs: [{name: web, port: 80}]}]",
+    );
     yaml = yaml.replace("parentRefs: [{name: gw, sectionName: https}]\n  hostnames: [b.example.com]", "parentRefs: [{name: gw, sectionName: https}, {name: gw, sectionName: http}]\n  hostnames: [b.example.com]");
     let idx = index(&yaml);
     let expanded = super::super::frontends::expand(&idx);
@@ -439,5 +507,8 @@ stringData: {tls.crt: x, tls.key: y}
     assert!(tls.http_redirect, "attached only to HTTPS: plain HTTP is redirected");
     let both = &expanded.index.routes[&ObjectRef::new("infra", "httproute/both/0")];
     assert!(!both.spec.tls.as_ref().unwrap().http_redirect);
-    assert!(super::super::frontends::referenced_secrets(&idx).contains(&ObjectRef::new("infra", "cert")));
+    assert!(
+        super::super::frontends::referenced_secrets(&idx)
+            .contains(&ObjectRef::new("infra", "cert"))
+    );
 }

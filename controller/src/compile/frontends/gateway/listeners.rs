@@ -185,7 +185,12 @@ fn gateway_state(index: &Index, key: &ObjectRef, gateway: &Gateway) -> GatewaySt
             l.programmed = cond("Programmed", false, "Invalid", "the Gateway is not accepted");
         }
     }
-    GatewayState { generation, accepted, conditions: vec![accepted_cond, programmed_cond], listeners }
+    GatewayState {
+        generation,
+        accepted,
+        conditions: vec![accepted_cond, programmed_cond],
+        listeners,
+    }
 }
 
 fn listener_state(index: &Index, gateway: &ObjectRef, l: &Listener) -> ListenerState {
@@ -258,7 +263,10 @@ fn listener_state(index: &Index, gateway: &ObjectRef, l: &Listener) -> ListenerS
     // TLS.
     if proto == Proto::Https {
         let problem = match &l.tls {
-            None => Some(("InvalidCertificateRef", "tls: an HTTPS listener needs tls.certificateRefs".to_owned())),
+            None => Some((
+                "InvalidCertificateRef",
+                "tls: an HTTPS listener needs tls.certificateRefs".to_owned(),
+            )),
             Some(tls) if tls.mode.as_deref().is_some_and(|m| m != "Terminate") => {
                 state.accepted = cond(
                     "Accepted",
@@ -304,7 +312,15 @@ fn listener_state(index: &Index, gateway: &ObjectRef, l: &Listener) -> ListenerS
                             ),
                         ))
                     } else if ns != gateway.namespace
-                        && !granted(index, &gateway.namespace, "Gateway", &ns, "", "Secret", &cert.name)
+                        && !granted(
+                            index,
+                            &gateway.namespace,
+                            "Gateway",
+                            &ns,
+                            "",
+                            "Secret",
+                            &cert.name,
+                        )
                     {
                         Some((
                             "RefNotPermitted",
@@ -364,9 +380,7 @@ fn conflicts(spec: &[Listener], states: &mut [ListenerState]) {
             }
             if spec[i].protocol != spec[j].protocol {
                 conflicted[i] = Some("ProtocolConflict");
-            } else if conflicted[i].is_none()
-                && states[i].hostname == states[j].hostname
-            {
+            } else if conflicted[i].is_none() && states[i].hostname == states[j].hostname {
                 conflicted[i] = Some("HostnameConflict");
             }
         }
@@ -408,12 +422,11 @@ pub(crate) fn namespace_allowed(
 }
 
 /// Kubernetes label-selector semantics (`matchLabels` and `matchExpressions`, AND-ed).
-pub(crate) fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+pub(crate) fn selector_matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or(&[]);
         match e.operator.as_str() {

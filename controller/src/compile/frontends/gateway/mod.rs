@@ -80,7 +80,9 @@ pub(crate) fn granted(
             .iter()
             .any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from_ns)
             && grant.spec.to.iter().any(|t| {
-                t.group == to_group && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == name)
+                t.group == to_group
+                    && t.kind == to_kind
+                    && t.name.as_deref().is_none_or(|n| n == name)
             })
     })
 }
@@ -201,12 +203,14 @@ pub fn finish(index: &Index, expansion: &Expansion, statuses: &mut Statuses) {
             if compile_problem.is_none()
                 && let Some(c) = status.condition("Accepted").filter(|c| c.status != "True")
             {
-                compile_problem = Some(cond("Accepted", false, "UnsupportedValue", c.message.clone()));
+                compile_problem =
+                    Some(cond("Accepted", false, "UnsupportedValue", c.message.clone()));
             }
             if compile_refs.is_none()
                 && let Some(c) = status.condition("ResolvedRefs").filter(|c| c.status != "True")
             {
-                compile_refs = Some(cond("ResolvedRefs", false, c.reason.clone(), c.message.clone()));
+                compile_refs =
+                    Some(cond("ResolvedRefs", false, c.reason.clone(), c.message.clone()));
             }
         }
         let mut parents = Vec::new();
@@ -226,7 +230,9 @@ pub fn finish(index: &Index, expansion: &Expansion, statuses: &mut Statuses) {
                 resolved = c.clone();
             }
             let label = parent_label(key, &p.parent_ref);
-            for (summary, c) in [(&mut summary_accepted, &accepted), (&mut summary_resolved, &resolved)] {
+            for (summary, c) in
+                [(&mut summary_accepted, &accepted), (&mut summary_resolved, &resolved)]
+            {
                 if !c.status && summary.as_ref().is_none_or(|s| s.status) {
                     let mut c = c.clone();
                     c.message = format!("parent {label}: {}", c.message);
@@ -241,8 +247,11 @@ pub fn finish(index: &Index, expansion: &Expansion, statuses: &mut Statuses) {
                 "conditions": [accepted.json(g), resolved.json(g)],
             }));
         }
-        let conditions: Vec<Condition> =
-            summary_accepted.iter().chain(summary_resolved.iter()).map(|c| c.condition(g)).collect();
+        let conditions: Vec<Condition> = summary_accepted
+            .iter()
+            .chain(summary_resolved.iter())
+            .map(|c| c.condition(g))
+            .collect();
         statuses.insert(
             (*kind, key.clone()),
             Arc::new(ObjectStatus {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_crds::gateway_api::{
-    GROUP, GrpcRoute, GrpcRouteRule, HeaderModifier, HttpBackendRef, HttpHeaderMatch, HttpPathMatch,
-    HttpRoute, HttpRouteMatch, HttpRouteRule, ParentReference,
+    GROUP, GrpcRoute, GrpcRouteRule, HeaderModifier, HttpBackendRef, HttpHeaderMatch,
+    HttpPathMatch, HttpRoute, HttpRouteMatch, HttpRouteRule, ParentReference,
 };
 use weir_crds::{
     BackendRef, HeaderMatch, HeaderTransform, HeaderValue, LocalObjectReference, PathMatch,
@@ -100,25 +100,36 @@ fn grpc_rule(rule: &GrpcRouteRule) -> Result<HttpRouteRule, String> {
             Some(method) => {
                 let service = method.service.as_deref().filter(|s| !s.is_empty());
                 let name = method.method.as_deref().filter(|s| !s.is_empty());
-                let (type_, value) = match (method.type_.as_deref().unwrap_or("Exact"), service, name) {
-                    ("Exact", Some(s), Some(m)) => ("Exact", format!("/{s}/{m}")),
-                    ("Exact", Some(s), None) => ("PathPrefix", format!("/{s}")),
-                    ("Exact", None, Some(m)) => ("RegularExpression", format!("/[^/]+/{}", regex_escape(m))),
-                    ("RegularExpression", s, m) => (
-                        "RegularExpression",
-                        format!("/{}/{}", s.unwrap_or("[^/]+"), m.unwrap_or("[^/]+")),
-                    ),
-                    ("Exact", None, None) => {
-                        return Err(format!("matches[{j}].method: service or method is required"));
-                    }
-                    (other, _, _) => {
-                        return Err(format!("matches[{j}].method.type: {other:?} is not supported"));
-                    }
-                };
+                let (type_, value) =
+                    match (method.type_.as_deref().unwrap_or("Exact"), service, name) {
+                        ("Exact", Some(s), Some(m)) => ("Exact", format!("/{s}/{m}")),
+                        ("Exact", Some(s), None) => ("PathPrefix", format!("/{s}")),
+                        ("Exact", None, Some(m)) => {
+                            ("RegularExpression", format!("/[^/]+/{}", regex_escape(m)))
+                        }
+                        ("RegularExpression", s, m) => (
+                            "RegularExpression",
+                            format!("/{}/{}", s.unwrap_or("[^/]+"), m.unwrap_or("[^/]+")),
+                        ),
+                        ("Exact", None, None) => {
+                            return Err(format!(
+                                "matches[{j}].method: service or method is required"
+                            ));
+                        }
+                        (other, _, _) => {
+                            return Err(format!(
+                                "matches[{j}].method.type: {other:?} is not supported"
+                            ));
+                        }
+                    };
                 Some(HttpPathMatch { type_: Some(type_.to_owned()), value: Some(value) })
             }
         };
-        matches.push(HttpRouteMatch { path, headers: m.headers.clone(), ..HttpRouteMatch::default() });
+        matches.push(HttpRouteMatch {
+            path,
+            headers: m.headers.clone(),
+            ..HttpRouteMatch::default()
+        });
     }
     Ok(HttpRouteRule {
         name: rule.name.clone(),
@@ -161,14 +172,24 @@ struct RulesOut {
 }
 
 /// Attaches one source Route and adds its derived Routes and Plugins.
-pub(crate) fn expand_route(index: &Index, out: &mut Expansion, derived: &mut Index, src: &Source<'_>) {
+pub(crate) fn expand_route(
+    index: &Index,
+    out: &mut Expansion,
+    derived: &mut Index,
+    src: &Source<'_>,
+) {
     let mut parents = Vec::new();
     let mut attachments: Vec<Attachment> = Vec::new();
     for p in src.parent_refs {
-        if p.group.as_deref().unwrap_or(GROUP) != GROUP || p.kind.as_deref().unwrap_or("Gateway") != "Gateway" {
+        if p.group.as_deref().unwrap_or(GROUP) != GROUP
+            || p.kind.as_deref().unwrap_or("Gateway") != "Gateway"
+        {
             continue;
         }
-        let gw_key = ObjectRef::new(p.namespace.clone().unwrap_or_else(|| src.key.namespace.clone()), p.name.clone());
+        let gw_key = ObjectRef::new(
+            p.namespace.clone().unwrap_or_else(|| src.key.namespace.clone()),
+            p.name.clone(),
+        );
         let Some(gateway) = out.gateways.get(&gw_key) else { continue };
         let accepted = attach(index, &mut out.attached, &gw_key, gateway, p, src, &mut attachments);
         parents.push(ParentStatus {
@@ -184,10 +205,12 @@ pub(crate) fn expand_route(index: &Index, out: &mut Expansion, derived: &mut Ind
     let converted = convert_rules(index, src);
     for p in &mut parents {
         if p.accepted.status && !converted.rejected.is_empty() {
-            p.accepted = cond("Accepted", false, "UnsupportedValue", format!(
-                "{} (these rules are not served)",
-                converted.rejected.join("; ")
-            ));
+            p.accepted = cond(
+                "Accepted",
+                false,
+                "UnsupportedValue",
+                format!("{} (these rules are not served)", converted.rejected.join("; ")),
+            );
         }
         if let Some((reason, message)) = converted.problems.first() {
             p.resolved = cond("ResolvedRefs", false, *reason, message.clone());
@@ -232,7 +255,8 @@ pub(crate) fn expand_route(index: &Index, out: &mut Expansion, derived: &mut Ind
             // Attached only to HTTPS listeners: plain HTTP is redirected, never served.
             http_redirect: !plain,
             client_ca: None,
-            secret_namespace: (secret.namespace != src.key.namespace).then(|| secret.namespace.clone()),
+            secret_namespace: (secret.namespace != src.key.namespace)
+                .then(|| secret.namespace.clone()),
         });
         let spec = RouteSpec {
             hosts,
@@ -264,7 +288,12 @@ fn attach(
     attachments: &mut Vec<Attachment>,
 ) -> Cond {
     if !gateway.accepted {
-        return cond("Accepted", false, "NoMatchingParent", format!("gateway {gw_key} is not accepted"));
+        return cond(
+            "Accepted",
+            false,
+            "NoMatchingParent",
+            format!("gateway {gw_key} is not accepted"),
+        );
     }
     let candidates: Vec<(usize, &listeners::ListenerState)> = gateway
         .listeners
@@ -278,24 +307,36 @@ fn attach(
     }
     let served: Vec<_> = candidates.iter().filter(|(_, l)| l.proto.is_some()).collect();
     if served.is_empty() {
-        return cond("Accepted", false, "NoMatchingParent", "the matching listeners are not programmed");
+        return cond(
+            "Accepted",
+            false,
+            "NoMatchingParent",
+            "the matching listeners are not programmed",
+        );
     }
     let allowed: Vec<_> = served
         .iter()
         .filter(|(_, l)| l.kinds.contains(&src.kind_str))
-        .filter(|(_, l)| listeners::namespace_allowed(index, l, &gw_key.namespace, &src.key.namespace))
+        .filter(|(_, l)| {
+            listeners::namespace_allowed(index, l, &gw_key.namespace, &src.key.namespace)
+        })
         .collect();
     if allowed.is_empty() {
         return cond(
             "Accepted",
             false,
             "NotAllowedByListeners",
-            format!("no matching listener allows {}s from namespace {}", src.kind_str, src.key.namespace),
+            format!(
+                "no matching listener allows {}s from namespace {}",
+                src.kind_str, src.key.namespace
+            ),
         );
     }
     let mut any = false;
     for (i, l) in allowed {
-        let Some(hosts) = listeners::intersect(l.hostname.as_deref(), src.hostnames) else { continue };
+        let Some(hosts) = listeners::intersect(l.hostname.as_deref(), src.hostnames) else {
+            continue;
+        };
         let Some(proto) = l.proto else { continue };
         any = true;
         *attached.entry((gw_key.clone(), *i)).or_insert(0) += 1;
@@ -354,32 +395,55 @@ fn convert_rule(
         let plugin_name = format!("{}/{}/r{i}f{j}", src.prefix, src.key.name);
         match f.type_.as_str() {
             "RequestHeaderModifier" => {
-                let m = f.request_header_modifier.as_ref().ok_or(format!("{fat}.requestHeaderModifier: required"))?;
-                let spec = PluginSpec { request_headers: Some(transform(m)), ..PluginSpec::default() };
+                let m = f
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or(format!("{fat}.requestHeaderModifier: required"))?;
+                let spec =
+                    PluginSpec { request_headers: Some(transform(m)), ..PluginSpec::default() };
                 plugins_here.push((plugin_name.clone(), spec));
                 plugin_names.push(plugin_name);
             }
             "ResponseHeaderModifier" => {
-                let m = f.response_header_modifier.as_ref().ok_or(format!("{fat}.responseHeaderModifier: required"))?;
-                let spec = PluginSpec { response_headers: Some(transform(m)), ..PluginSpec::default() };
+                let m = f
+                    .response_header_modifier
+                    .as_ref()
+                    .ok_or(format!("{fat}.responseHeaderModifier: required"))?;
+                let spec =
+                    PluginSpec { response_headers: Some(transform(m)), ..PluginSpec::default() };
                 plugins_here.push((plugin_name.clone(), spec));
                 plugin_names.push(plugin_name);
             }
             "RequestRedirect" if !src.grpc => {
-                let r = f.request_redirect.as_ref().ok_or(format!("{fat}.requestRedirect: required"))?;
+                let r = f
+                    .request_redirect
+                    .as_ref()
+                    .ok_or(format!("{fat}.requestRedirect: required"))?;
                 let path = match &r.path {
                     None => None,
                     Some(p) => Some(match p.type_.as_str() {
-                        "ReplaceFullPath" => RedirectPath { replace_prefix: None, replace_full_path: p.replace_full_path.clone() },
-                        "ReplacePrefixMatch" => RedirectPath { replace_prefix: p.replace_prefix_match.clone(), replace_full_path: None },
-                        other => return Err(format!("{fat}.requestRedirect.path.type: {other:?} is not supported")),
+                        "ReplaceFullPath" => RedirectPath {
+                            replace_prefix: None,
+                            replace_full_path: p.replace_full_path.clone(),
+                        },
+                        "ReplacePrefixMatch" => RedirectPath {
+                            replace_prefix: p.replace_prefix_match.clone(),
+                            replace_full_path: None,
+                        },
+                        other => {
+                            return Err(format!(
+                                "{fat}.requestRedirect.path.type: {other:?} is not supported"
+                            ));
+                        }
                     }),
                 };
                 let config = RedirectConfig {
                     scheme: r.scheme.clone(),
                     host: r.hostname.clone(),
                     port: r.port.and_then(|p| u16::try_from(p).ok()),
-                    status_code: Some(r.status_code.and_then(|c| u16::try_from(c).ok()).unwrap_or(302)),
+                    status_code: Some(
+                        r.status_code.and_then(|c| u16::try_from(c).ok()).unwrap_or(302),
+                    ),
                     path,
                 };
                 let spec = PluginSpec { redirect: Some(config), ..PluginSpec::default() };
@@ -394,7 +458,11 @@ fn convert_rule(
                     match p.type_.as_str() {
                         "ReplaceFullPath" => rw.replace_full_path = p.replace_full_path.clone(),
                         "ReplacePrefixMatch" => rw.replace_prefix = p.replace_prefix_match.clone(),
-                        other => return Err(format!("{fat}.urlRewrite.path.type: {other:?} is not supported")),
+                        other => {
+                            return Err(format!(
+                                "{fat}.urlRewrite.path.type: {other:?} is not supported"
+                            ));
+                        }
                     }
                 }
                 rewrite = Some(rw);
@@ -410,7 +478,8 @@ fn convert_rule(
                 if index.plugins.contains_key(&ObjectRef::new(ns.clone(), e.name.clone())) {
                     plugin_names.push(e.name.clone());
                 } else {
-                    missing_plugin = Some(format!("{fat}.extensionRef: plugin {ns}/{} not found", e.name));
+                    missing_plugin =
+                        Some(format!("{fat}.extensionRef: plugin {ns}/{} not found", e.name));
                 }
             }
             other => {
@@ -423,7 +492,10 @@ fn convert_rule(
     for (j, b) in rule.backend_refs.iter().enumerate() {
         let bat = format!("{at}.backendRefs[{j}]");
         if let Some(f) = b.filters.first() {
-            return Err(format!("{bat}.filters: {} on a backend is not supported by weir", f.type_));
+            return Err(format!(
+                "{bat}.filters: {} on a backend is not supported by weir",
+                f.type_
+            ));
         }
         let weight = b.weight.map(|w| u32::try_from(w).unwrap_or(0));
         match check_backend(index, src, b) {
@@ -461,7 +533,8 @@ fn convert_rule(
         None => None,
         Some(t) => {
             let mut best: Option<(std::time::Duration, String)> = None;
-            for (field, value) in [("request", &t.request), ("backendRequest", &t.backend_request)] {
+            for (field, value) in [("request", &t.request), ("backendRequest", &t.backend_request)]
+            {
                 let Some(value) = value else { continue };
                 let d = weir_crds::parse_duration(value)
                     .map_err(|e| format!("{at}.timeouts.{field}: {e}"))?;
@@ -511,10 +584,15 @@ fn check_backend(
         return Err(("InvalidKind", format!("{group}/{kind} is not supported (core Service is)")));
     }
     let ns = b.namespace.clone().unwrap_or_else(|| src.key.namespace.clone());
-    if ns != src.key.namespace && !granted(index, &src.key.namespace, src.kind_str, &ns, "", "Service", &b.name) {
+    if ns != src.key.namespace
+        && !granted(index, &src.key.namespace, src.kind_str, &ns, "", "Service", &b.name)
+    {
         return Err((
             "RefNotPermitted",
-            format!("service {ns}/{} is in another namespace and no ReferenceGrant there allows it", b.name),
+            format!(
+                "service {ns}/{} is in another namespace and no ReferenceGrant there allows it",
+                b.name
+            ),
         ));
     }
     let key = weir_dataplane::BackendKey {
@@ -522,7 +600,8 @@ fn check_backend(
         service: b.name.as_str().into(),
         port: b.port.unwrap_or(0),
     };
-    let (_, port) = backends::resolve_service_port(index, &key).map_err(|e| ("BackendNotFound", e))?;
+    let (_, port) =
+        backends::resolve_service_port(index, &key).map_err(|e| ("BackendNotFound", e))?;
     if src.grpc {
         let protocol = backends::upstream_protocol(port);
         if protocol.protocol == weir_dataplane::UpstreamProtocol::Http1 {
@@ -570,14 +649,13 @@ fn convert_match(m: &HttpRouteMatch) -> Result<RouteMatch, String> {
     let mut query_params = Vec::new();
     for (k, q) in m.query_params.iter().enumerate() {
         let type_ = string_type(q.type_.as_deref(), &format!("queryParams[{k}]"))?;
-        query_params.push(QueryParamMatch { name: q.name.clone(), type_, value: Some(q.value.clone()) });
+        query_params.push(QueryParamMatch {
+            name: q.name.clone(),
+            type_,
+            value: Some(q.value.clone()),
+        });
     }
-    Ok(RouteMatch {
-        path,
-        methods: m.method.iter().cloned().collect(),
-        headers,
-        query_params,
-    })
+    Ok(RouteMatch { path, methods: m.method.iter().cloned().collect(), headers, query_params })
 }
 
 fn header_match(h: &HttpHeaderMatch, type_: StringMatchType) -> HeaderMatch {
