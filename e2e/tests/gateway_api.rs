@@ -6,6 +6,10 @@
 //! certificate) and the status reasons `/debug/status` reports. One weir process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "shared/origins.rs"]
+#[allow(dead_code)]
+mod origins;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -429,4 +433,115 @@ async fn gateway_http_core_scenarios() {
     assert_eq!(reason("HTTPRoute", "infra/matching", "Accepted"), pair("True", "Accepted"));
     assert_eq!(reason("Gateway", "infra/gw", "Programmed"), pair("True", "Programmed"));
     assert_eq!(reason("GatewayClass", "weir", "Accepted"), pair("True", "Accepted"));
+}
+
+/// One gRPC call (a 6-byte message) over HTTP/2 prior knowledge to `addr`: the response
+/// head, body and trailers.
+async fn grpc_call(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> (http::Response<()>, bytes::Bytes, Option<http::HeaderMap>) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let frame = bytes::Bytes::from_static(&[0, 0, 0, 0, 1, 0x2a]);
+    let request = http::Request::post(format!("http://{host}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(frame))
+        .unwrap();
+    let response =
+        tokio::time::timeout(LIMIT, sender.send_request(request)).await.unwrap().unwrap();
+    let (parts, body) = response.into_parts();
+    let collected = tokio::time::timeout(LIMIT, body.collect()).await.unwrap().unwrap();
+    let trailers = collected.trailers().cloned();
+    (http::Response::from_parts(parts, ()), collected.to_bytes(), trailers)
+}
+
+/// GRPCRoute: a method match to an h2c Service (`appProtocol: kubernetes.io/h2c`), a
+/// request header added on the way, and the gateway's own gRPC answer for another method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_route_to_an_h2c_backend() {
+    let (grpc_addr, _grpc) = origins::grpc_origin().await;
+    let dir = ConfigDir::new("gateway-api-grpc").unwrap();
+    let port = grpc_addr.port();
+    let yaml = format!(
+        r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weir}}
+spec: {{controllerName: weir.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: weir
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: orders, namespace: infra}}
+spec:
+  ports: [{{name: grpc, port: 50051, targetPort: {port}, appProtocol: kubernetes.io/h2c}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: orders-local
+  namespace: infra
+  labels: {{kubernetes.io/service-name: orders}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: orders, namespace: infra}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [grpc.test]
+  rules:
+  - matches: [{{method: {{service: shop.Orders, method: Get}}}}]
+    backendRefs: [{{name: orders, port: 50051}}]
+"#
+    );
+    dir.write("grpc.yaml", &yaml).unwrap();
+    let weir = WeirProcess::start(dir.path()).await.unwrap();
+    let (response, body, trailers) = poll_until(LIMIT, "gRPC call served", || async {
+        let (response, body, trailers) =
+            grpc_call(weir.http_addr, "grpc.test", "/shop.Orders/Get").await;
+        Ok(trailers.is_some().then_some((response, body, trailers)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(&body[..], &[0, 0, 0, 0, 1, 0x2a], "the origin echoes the message");
+    let trailers = trailers.unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-origin"], "h2c", "spoken to over h2c");
+
+    // Another method of the service is not matched (Exact method match): weir's own gRPC
+    // answer, grpc-status 5 (NOT_FOUND).
+    let (response, _, _) = grpc_call(weir.http_addr, "grpc.test", "/shop.Orders/Delete").await;
+    assert_eq!(response.headers()["grpc-status"], "5");
+
+    let status = weir.status().await.unwrap();
+    let route = status["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "GRPCRoute" && o["name"] == "orders")
+        .unwrap_or_else(|| panic!("GRPCRoute in {status}"));
+    assert!(
+        route["conditions"].as_array().unwrap().iter().all(|c| c["status"] == "True"),
+        "{route}"
+    );
 }
