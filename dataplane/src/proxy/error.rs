@@ -366,6 +366,12 @@ mod tests {
     fn statuses_match_the_api() {
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::NoEndpoint { reason: "x".into() }.status(), 503);
+        let invalid = ProxyError::InvalidBackend { reason: "not permitted".into() };
+        assert_eq!(
+            (invalid.status(), invalid.kind()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "invalid_backend")
+        );
+        assert_eq!(invalid.public_message(), "invalid backend");
         assert_eq!(ProxyError::UpstreamTimeout.status(), 504);
         let r = error_response(&ProxyError::NoRoute, Some(&HeaderValue::from_static("id-1")));
         assert_eq!(r.status(), 404);
