@@ -228,6 +228,7 @@ fn attachment_reasons_and_attached_routes() {
         &http_route("denied", "other", "{name: gw, namespace: infra, sectionName: shop}", backend);
     yaml += &http_route("nosection", "infra", "{name: gw, sectionName: nope}", backend);
     yaml += &http_route("port", "infra", "{name: gw, port: 8081}", backend);
+    yaml += &http_route("badport", "infra", "{name: gw, port: 9999}", backend);
     yaml += &http_route("foreign", "infra", "{name: foreign}", backend);
     let c_ = run(&yaml);
     let same = doc(&c_, Kind::HttpRoute, "infra", "same");
@@ -250,6 +251,11 @@ fn attachment_reasons_and_attached_routes() {
     let nosection = doc(&c_, Kind::HttpRoute, "infra", "nosection");
     assert_eq!(
         c(&parent(&nosection, "gw", Some("nope"))["conditions"], "Accepted"),
+        pair("False", "NoMatchingParent")
+    );
+    let badport = doc(&c_, Kind::HttpRoute, "infra", "badport");
+    assert_eq!(
+        c(&parent(&badport, "gw", None)["conditions"], "Accepted"),
         pair("False", "NoMatchingParent")
     );
     // Summary: the first non-True parent, prefixed.
@@ -510,5 +516,67 @@ stringData: {tls.crt: x, tls.key: y}
     assert!(
         super::super::frontends::referenced_secrets(&idx)
             .contains(&ObjectRef::new("infra", "cert"))
+    );
+}
+
+#[test]
+fn certificate_in_another_namespace_needs_a_reference_grant() {
+    let gateway = |grant: bool| {
+        let mut yaml = BASE.replace(
+            "  - {name: tcp, port: 9000, protocol: TCP}",
+            "  - {name: https, port: 443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert, namespace: apps}]}}",
+        );
+        yaml += "---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert, namespace: apps}
+type: kubernetes.io/tls
+stringData: {tls.crt: x, tls.key: y}
+";
+        if grant {
+            yaml += "---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gw-certs, namespace: apps}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: '', kind: Secret, name: cert}]
+";
+        }
+        yaml += &http_route(
+            "r",
+            "infra",
+            "{name: gw, sectionName: https}",
+            "  rules: [{backendRefs: [{name: web, port: 80}]}]",
+        );
+        yaml
+    };
+    // Without a grant: RefNotPermitted, the listener is not programmed, nothing attaches.
+    let c_ = run(&gateway(false));
+    let gw = doc(&c_, Kind::Gateway, "infra", "gw");
+    let https = &gw["listeners"][3];
+    assert_eq!(c(&https["conditions"], "ResolvedRefs"), pair("False", "RefNotPermitted"));
+    assert_eq!(c(&https["conditions"], "Programmed"), pair("False", "Invalid"));
+    let r = doc(&c_, Kind::HttpRoute, "infra", "r");
+    assert_eq!(
+        c(&parent(&r, "gw", Some("https"))["conditions"], "Accepted"),
+        pair("False", "NoMatchingParent")
+    );
+    // With it: the derived Route gets the Secret with its namespace (hidden field).
+    let idx = index(&gateway(true));
+    let c_ = compile(&idx, &Memory::default());
+    let gw = doc(&c_, Kind::Gateway, "infra", "gw");
+    assert_eq!(c(&gw["listeners"][3]["conditions"], "ResolvedRefs"), pair("True", "ResolvedRefs"));
+    assert_eq!(gw["listeners"][3]["attachedRoutes"], 1);
+    let expanded = super::super::frontends::expand(&idx);
+    let tls =
+        expanded.index.routes[&ObjectRef::new("infra", "httproute/r/0")].spec.tls.clone().unwrap();
+    assert_eq!(
+        (tls.secret_ref.name.as_str(), tls.secret_namespace.as_deref()),
+        ("cert", Some("apps"))
+    );
+    assert!(
+        super::super::secret_refs_outside_policies(&expanded.index)
+            .contains(&ObjectRef::new("apps", "cert"))
     );
 }
