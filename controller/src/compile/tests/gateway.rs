@@ -580,3 +580,47 @@ spec:
             .contains(&ObjectRef::new("apps", "cert"))
     );
 }
+
+#[test]
+fn incremental_updates_follow_services_namespaces_and_secrets() {
+    let route = http_route(
+        "late",
+        "apps",
+        "{name: gw, namespace: infra, sectionName: shop}",
+        "  hostnames: [a.example.com]\n  rules: [{backendRefs: [{name: late, port: 80}]}]",
+    );
+    let mut idx = index(&(BASE.to_owned() + &route));
+    let first = compile(&idx, &Memory::default());
+    let reasons = |compiled: &Compiled| {
+        let d = doc(compiled, Kind::HttpRoute, "apps", "late");
+        let p = parent(&d, "gw", Some("shop"));
+        (c(&p["conditions"], "Accepted"), c(&p["conditions"], "ResolvedRefs"))
+    };
+    assert_eq!(reasons(&first).1, pair("False", "BackendNotFound"));
+    // The Service appears: the derived Route changes (its backend is no longer invalid).
+    let with_service = index(
+        &(BASE.to_owned()
+            + &route
+            + "---
+apiVersion: v1
+kind: Service
+metadata: {name: late, namespace: apps}
+spec: {ports: [{name: http, port: 80}]}
+"),
+    );
+    let second = super::super::update(&with_service, &first).expect("changed");
+    assert_eq!(reasons(&second).1, pair("True", "ResolvedRefs"));
+    assert_eq!(second.statuses, compile(&with_service, &Memory::default()).statuses);
+    // The namespace loses the label the listener selects: no longer allowed.
+    idx = with_service.clone();
+    let apps = ObjectRef::new("", "apps");
+    let mut ns = (*idx.namespaces[&apps]).clone();
+    ns.metadata.labels = None;
+    idx.namespaces.insert(apps, std::sync::Arc::new(ns));
+    let third = super::super::update(&idx, &second).expect("changed");
+    assert_eq!(reasons(&third).0, pair("False", "NotAllowedByListeners"));
+    assert!(
+        !third.statuses.contains_key(&(Kind::Route, ObjectRef::new("apps", "httproute/late/0")))
+    );
+    assert_eq!(third.statuses, compile(&idx, &Memory::default()).statuses);
+}
