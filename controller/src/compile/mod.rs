@@ -398,10 +398,14 @@ pub fn secret_refs_outside_policies(index: &Index) -> std::collections::BTreeSet
     for (key, route) in &index.routes {
         let Some(tls) = &route.spec.tls else { continue };
         let ca = tls.client_ca.as_ref().map(|ca| &ca.secret_ref);
-        for secret in std::iter::once(&tls.secret_ref).chain(ca) {
-            if !secret.name.is_empty() {
-                out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
-            }
+        if !tls.secret_ref.name.is_empty() {
+            let ns = tls.secret_namespace.as_deref().unwrap_or(&key.namespace);
+            out.insert(ObjectRef::new(ns, tls.secret_ref.name.clone()));
+        }
+        if let Some(secret) = ca
+            && !secret.name.is_empty()
+        {
+            out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
         }
     }
     out.extend(index.default_certificate.clone());

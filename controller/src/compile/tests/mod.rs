@@ -7,6 +7,7 @@ mod auth;
 mod backend_policy;
 mod conflicts;
 mod endpoints;
+mod gateway;
 mod incremental;
 mod ingress;
 mod invalid;
