@@ -311,7 +311,11 @@ fn backend(index: &Index, ns: &str, b: &IngressBackend, at: &str) -> Backend {
         }
         (None, None) => None,
     };
-    Backend::Service(BackendRef { service: service.name.clone(), port: number, weight: None })
+    Backend::Service(BackendRef {
+        service: service.name.clone(),
+        port: number,
+        ..BackendRef::default()
+    })
 }
 
 /// The name of the derived Plugin answering 500 (`resource` backends, unknown port names)
@@ -347,8 +351,7 @@ fn poison() -> RouteRule {
         }],
         backends: vec![BackendRef {
             service: "invalid-ingress".to_owned(),
-            port: None,
-            weight: None,
+            ..BackendRef::default()
         }],
         ..RouteRule::default()
     }
@@ -500,7 +503,7 @@ fn expand_one(
         Some(RouteTls {
             secret_ref: weir_crds::LocalObjectReference { name: secret },
             http_redirect: options.ssl_redirect,
-            client_ca: None,
+            ..RouteTls::default()
         })
     };
     let default_rule = |b: &mut Builder<'_>, problems: &mut Vec<String>| -> Option<RouteRule> {
