@@ -646,7 +646,12 @@ pub fn finish(index: &Index, expansion: &Expansion, statuses: &mut Statuses) {
         serde_json::json!({"loadBalancer": {"ingress": lb}})
     };
     for (key, e) in &expansion.ingresses {
-        let conditions = summary(e, statuses);
+        let mut conditions = summary(e, statuses);
+        conditions.extend(super::conflicted(
+            statuses,
+            e.routes.iter().map(|(k, _)| k),
+            e.generation,
+        ));
         statuses.insert(
             (Kind::Ingress, key.clone()),
             Arc::new(ObjectStatus {

@@ -213,6 +213,9 @@ pub fn finish(index: &Index, expansion: &Expansion, statuses: &mut Statuses) {
                     Some(cond("ResolvedRefs", false, c.reason.clone(), c.message.clone()));
             }
         }
+        // A derived Route that lost an identical match to an older Route: reported on
+        // every parent (an implementation-specific condition type, next to the spec's).
+        let conflicted = super::conflicted(statuses, &record.derived, g);
         let mut parents = Vec::new();
         let mut summary_accepted: Option<Cond> = None;
         let mut summary_resolved: Option<Cond> = None;
@@ -241,17 +244,20 @@ pub fn finish(index: &Index, expansion: &Expansion, statuses: &mut Statuses) {
                     *summary = Some(c.clone());
                 }
             }
+            let mut conditions = vec![accepted.json(g), resolved.json(g)];
+            conditions.extend(conflicted.iter().map(|c| json!(c)));
             parents.push(json!({
                 "parentRef": p.parent_ref,
                 "controllerName": CONTROLLER_NAME,
-                "conditions": [accepted.json(g), resolved.json(g)],
+                "conditions": conditions,
             }));
         }
-        let conditions: Vec<Condition> = summary_accepted
+        let mut conditions: Vec<Condition> = summary_accepted
             .iter()
             .chain(summary_resolved.iter())
             .map(|c| c.condition(g))
             .collect();
+        conditions.extend(conflicted);
         statuses.insert(
             (*kind, key.clone()),
             Arc::new(ObjectStatus {
