@@ -198,6 +198,15 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
+metadata: {name: wild, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: shop}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /wild}}]
+    backendRefs: [{name: web, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
 metadata: {name: granted, namespace: apps}
 spec:
   parentRefs: [{name: gw, namespace: infra, sectionName: shop}]
@@ -381,6 +390,11 @@ async fn gateway_http_core_scenarios() {
     // listener (*.shop.test) serves a.shop.test, not elsewhere.test.
     assert_eq!(backend(&weir, "GET", "a.shop.test", "/", &[]).await, "apps-web");
     assert_eq!(weir.get("elsewhere.test", "/").await.unwrap().status, 404);
+    // No hostnames: the listener's `*.shop.test`, which matches one or more labels, never
+    // `shop.test` itself.
+    assert_eq!(backend(&weir, "GET", "x.y.shop.test", "/wild", &[]).await, "apps-web");
+    assert_eq!(backend(&weir, "GET", "x.shop.test", "/wild", &[]).await, "apps-web");
+    assert_eq!(weir.get("shop.test", "/wild").await.unwrap().status, 404);
 
     // HTTPRouteCrossNamespace / HTTPRouteReferenceGrant / HTTPRoutePartiallyInvalidViaInvalidReferenceGrant.
     assert_eq!(backend(&weir, "GET", "granted.shop.test", "/", &[]).await, "v1");
