@@ -198,6 +198,18 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
+metadata: {name: guarded, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: shop}]
+  hostnames: [guarded.shop.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /admin}}]
+    filters: [{type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: web, port: 80}}}]
+    backendRefs: [{name: web, port: 80}]
+  - backendRefs: [{name: web, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
 metadata: {name: wild, namespace: apps}
 spec:
   parentRefs: [{name: gw, namespace: infra, sectionName: shop}]
@@ -395,6 +407,10 @@ async fn gateway_http_core_scenarios() {
     assert_eq!(backend(&weir, "GET", "x.y.shop.test", "/wild", &[]).await, "apps-web");
     assert_eq!(backend(&weir, "GET", "x.shop.test", "/wild", &[]).await, "apps-web");
     assert_eq!(weir.get("shop.test", "/wild").await.unwrap().status, 404);
+    // A rule with a filter weir cannot run (ExternalAuth) answers 500: its requests never
+    // fall through to the catch-all rule, which lacks the filter; the other rule is served.
+    assert_eq!(weir.get("guarded.shop.test", "/admin/users").await.unwrap().status, 500);
+    assert_eq!(backend(&weir, "GET", "guarded.shop.test", "/", &[]).await, "apps-web");
 
     // HTTPRouteCrossNamespace / HTTPRouteReferenceGrant / HTTPRoutePartiallyInvalidViaInvalidReferenceGrant.
     assert_eq!(backend(&weir, "GET", "granted.shop.test", "/", &[]).await, "v1");

@@ -368,8 +368,15 @@ spec:
     let missing = &routes[&ObjectRef::new("apps", "httproute/missing/0")];
     assert!(missing.spec.rules[0].backends[0].invalid.is_some());
     assert!(missing.spec.rules[0].backends[1].invalid.is_none());
-    // A rejected rule is not served at all: no derived Route for mirror's rules.
-    assert!(!routes.contains_key(&ObjectRef::new("apps", "httproute/mirror/0")));
+    // A rejected rule keeps claiming its matches and answers 500 (never falls through to a
+    // less specific rule without the filter it asked for).
+    let mirror = &routes[&ObjectRef::new("apps", "httproute/mirror/0")];
+    assert!(!mirror.spec.rules.is_empty());
+    for rule in &mirror.spec.rules {
+        assert_eq!(rule.backends.len(), 1, "{rule:?}");
+        assert!(rule.backends[0].invalid.is_some(), "{rule:?}");
+        assert!(rule.plugins.is_empty(), "{rule:?}");
+    }
 }
 
 #[test]

@@ -165,7 +165,7 @@ struct Attachment {
 struct RulesOut {
     rules: Vec<RouteRule>,
     plugins: Vec<(String, PluginSpec)>,
-    /// `Accepted=False UnsupportedValue` messages (the rule is not served).
+    /// `Accepted=False UnsupportedValue` messages (the rule answers 500).
     rejected: Vec<String>,
     /// `ResolvedRefs=False` (reason, message).
     problems: Vec<(&'static str, String)>,
@@ -209,7 +209,7 @@ pub(crate) fn expand_route(
                 "Accepted",
                 false,
                 "UnsupportedValue",
-                format!("{} (these rules are not served)", converted.rejected.join("; ")),
+                format!("{} (these rules answer 500)", converted.rejected.join("; ")),
             );
         }
         if let Some((reason, message)) = converted.problems.first() {
@@ -357,13 +357,29 @@ fn attach(
 fn convert_rules(index: &Index, src: &Source<'_>) -> RulesOut {
     let mut out = RulesOut::default();
     for (i, rule) in src.rules.iter().enumerate() {
-        if let Some((_, message)) = src.rejected.iter().find(|(r, _)| *r == i) {
-            out.rejected.push(message.clone());
-            continue;
-        }
-        match convert_rule(index, src, i, rule, &mut out) {
+        let converted = match src.rejected.iter().find(|(r, _)| *r == i) {
+            Some((_, message)) => Err(message.clone()),
+            None => convert_rule(index, src, i, rule, &mut out),
+        };
+        match converted {
             Ok(r) => out.rules.push(r),
-            Err(message) => out.rejected.push(message),
+            Err(message) => {
+                // A rule weir cannot execute (an unsupported filter, say an auth filter) still
+                // claims its matches and answers 500: skipping it would hand its requests to
+                // a less specific rule that lacks what it asked for. Only a rule whose matches
+                // do not convert claims nothing.
+                if let Some(matches) =
+                    rule.matches.iter().map(convert_match).collect::<Result<Vec<_>, _>>().ok()
+                {
+                    out.rules.push(RouteRule {
+                        name: Some(rule.name.clone().unwrap_or_else(|| i.to_string())),
+                        matches,
+                        backends: vec![invalid_backend(&message)],
+                        ..RouteRule::default()
+                    });
+                }
+                out.rejected.push(message);
+            }
         }
     }
     out
