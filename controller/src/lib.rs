@@ -9,7 +9,7 @@ pub mod index;
 pub mod kube;
 pub mod load;
 pub mod observe;
-pub mod runtime;
+pub mod publish;
 pub mod serving;
 pub mod standalone;
 pub mod upstream_events;

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use weir_controller::kube::lease::LeaseConfig;
 use weir_controller::kube::rbac;
 use weir_controller::kube::{KubeOptions, run};
-use weir_controller::runtime::Shared;
+use weir_controller::publish::Shared;
 use weir_dataplane::DataPlane;
 use weir_e2e::apiserver::{ApiRequest, ApiServer};
 use weir_e2e::kubectl::api_for;

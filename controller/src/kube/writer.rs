@@ -1,5 +1,5 @@
 //! The status writer: while this replica holds the lease, applies every weir object's
-//! status with server-side apply on the status subresource (field manager `weir`, forced),
+//! status (and the whole status document of the Gateway API and Ingress objects weir owns) with server-side apply on the status subresource (field manager `weir`, forced),
 //! only when it differs from what the object carries, and publishes Events when the
 //! `Accepted` condition changes.
 
@@ -13,12 +13,12 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use tokio::sync::watch;
 use weir_crds::RouteStatus;
 
-use crate::index::{Kind, ObjectRef};
+use crate::index::{Kind, ObjectRef, StatusWrite};
 use crate::kube::convert::{api_resource, api_version};
 use crate::kube::events::Events;
 use crate::kube::state::Watched;
-use crate::kube::status::{accepted, to_write};
-use crate::runtime::{Shared, rfc3339};
+use crate::kube::status::{accepted, document_to_write, to_write};
+use crate::publish::{Shared, rfc3339};
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "weir";
@@ -41,7 +41,32 @@ pub struct Writer {
     client: Client,
     events: Events,
     shared: Arc<Shared>,
-    written: HashMap<(Kind, ObjectRef), (Option<String>, RouteStatus)>,
+    written: HashMap<(Kind, ObjectRef), (Option<String>, Written)>,
+}
+
+/// A status this replica wrote.
+#[derive(Debug, Clone, PartialEq)]
+enum Written {
+    /// A weir kind's status.
+    Weir(RouteStatus),
+    /// A front-end kind's whole status document.
+    Document(serde_json::Value),
+}
+
+impl Written {
+    fn weir(&self) -> Option<&RouteStatus> {
+        match self {
+            Written::Weir(s) => Some(s),
+            Written::Document(_) => None,
+        }
+    }
+
+    fn document(&self) -> Option<&serde_json::Value> {
+        match self {
+            Written::Document(d) => Some(d),
+            Written::Weir(_) => None,
+        }
+    }
 }
 
 impl Writer {
@@ -60,13 +85,25 @@ impl Writer {
         for ((kind, key), watched) in &input.watched {
             let id = (*kind, key.clone());
             let last = self.written.get(&id).map(|(_, s)| s);
-            let Some(status) =
-                to_write(*kind, input.statuses.get(&id).map(|s| &**s), watched, last, &now)
-            else {
-                continue;
+            let compiled = input.statuses.get(&id).map(|s| &**s);
+            let (status, previous) = match kind.info().status {
+                StatusWrite::Never => continue,
+                StatusWrite::Weir => {
+                    let last = last.and_then(Written::weir);
+                    let Some(status) = to_write(*kind, compiled, watched, last, &now) else {
+                        continue;
+                    };
+                    let before = last.unwrap_or(&watched.existing.status);
+                    (Written::Weir(status), accepted(before).cloned())
+                }
+                StatusWrite::Document => {
+                    let last = last.and_then(Written::document);
+                    let Some(document) = document_to_write(compiled, watched, last, &now) else {
+                        continue;
+                    };
+                    (Written::Document(document), None)
+                }
             };
-            let before = last.unwrap_or(&watched.existing.status);
-            let previous = accepted(before).cloned();
             jobs.push((id, watched.clone(), status, previous));
         }
         let this = &*self;
@@ -83,7 +120,7 @@ impl Writer {
             match result {
                 Ok(()) => {
                     self.shared.metrics.status_write("written");
-                    if let Some(c) = accepted(&status)
+                    if let Some(c) = status.weir().and_then(accepted)
                         && previous.as_ref().is_none_or(|p| {
                             (&p.status, &p.reason, &p.message) != (&c.status, &c.reason, &c.message)
                         })
@@ -125,13 +162,18 @@ impl Writer {
         &self,
         kind: Kind,
         key: &ObjectRef,
-        status: &RouteStatus,
+        status: &Written,
     ) -> Result<(), kube::Error> {
-        let api = Api::<DynamicObject>::namespaced_with(
-            self.client.clone(),
-            &key.namespace,
-            &api_resource(kind),
-        );
+        let resource = api_resource(kind);
+        let api = if kind.namespaced() {
+            Api::<DynamicObject>::namespaced_with(self.client.clone(), &key.namespace, &resource)
+        } else {
+            Api::<DynamicObject>::all_with(self.client.clone(), &resource)
+        };
+        let status = match status {
+            Written::Weir(s) => serde_json::to_value(s).map_err(kube::Error::SerdeError)?,
+            Written::Document(d) => d.clone(),
+        };
         let body = serde_json::json!({
             "apiVersion": api_version(kind),
             "kind": kind.as_str(),

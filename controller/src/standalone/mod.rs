@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 pub use events::{Changes, DEBOUNCE, MAX_DELAY, Signal};
 pub use source::DirSource;
 
-use crate::runtime::{Outcome, Publisher};
+use crate::publish::{Outcome, Publisher};
 
 /// Applies `changes` to the source, then compiles and publishes if anything changed (or
 /// `force`: a served certificate expired). Blocking work runs off the async workers.

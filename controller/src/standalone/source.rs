@@ -108,6 +108,13 @@ impl DirSource {
         self
     }
 
+    /// Reports this Service's addresses (`--publish-service`) in Gateway and Ingress
+    /// statuses.
+    pub fn with_publish_service(mut self, service: Option<crate::index::ObjectRef>) -> Self {
+        self.index.publish_service = service;
+        self
+    }
+
     /// The watched directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -9,7 +9,7 @@ use weir_dataplane::DataPlane;
 
 use super::*;
 use crate::index::{Index, ObjectRef};
-use crate::runtime::Shared;
+use crate::publish::Shared;
 
 fn route(name: &str, prefix: &str) -> String {
     format!(
@@ -110,7 +110,7 @@ fn a_broken_file_keeps_its_last_good_contents_and_others_are_unaffected() {
 }
 
 /// Waits (bounded) until the status view satisfies `f`.
-async fn wait_for(shared: &Shared, f: impl Fn(&crate::runtime::StatusView) -> bool) -> bool {
+async fn wait_for(shared: &Shared, f: impl Fn(&crate::publish::StatusView) -> bool) -> bool {
     for _ in 0..500 {
         if f(&shared.status.load()) {
             return true;
@@ -474,7 +474,7 @@ async fn a_certificate_that_expires_while_nothing_changes_is_reported() {
     let (stop, rx) = watch::channel(false);
     let task =
         tokio::spawn(run(DirSource::new(&dir.0, ""), Publisher::new(Arc::clone(&shared)), rx));
-    let resolved = |s: &crate::runtime::StatusView| {
+    let resolved = |s: &crate::publish::StatusView| {
         s.objects.iter().find(|o| o.name == "shop").and_then(|o| {
             o.view
                 .conditions
