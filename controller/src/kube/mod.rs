@@ -30,7 +30,7 @@ use kube::api::Api;
 use tokio::sync::{mpsc, watch as channel};
 use tokio::time::Instant;
 
-use crate::index::{Kind, ObjectRef};
+use crate::index::ObjectRef;
 use crate::kube::lease::{Elector, LeaseConfig};
 use crate::kube::state::{State, referenced_secrets};
 use crate::kube::watch::Watchers;
@@ -306,7 +306,7 @@ async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stati
 fn compile_round(
     state: State,
     mut publisher: Publisher,
-) -> (State, Publisher, std::collections::BTreeMap<(Kind, ObjectRef), state::Watched>) {
+) -> (State, Publisher, state::WatchedObjects) {
     let t = std::time::Instant::now();
     let watched = state.watched();
     let errors = invalid_errors(&watched);
@@ -350,9 +350,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Objects that do not convert, as load errors (shown by `/debug/status` and counted in
 /// `weir_config_errors`).
-fn invalid_errors(
-    watched: &std::collections::BTreeMap<(Kind, ObjectRef), state::Watched>,
-) -> Vec<LoadError> {
+fn invalid_errors(watched: &state::WatchedObjects) -> Vec<LoadError> {
     watched
         .iter()
         .filter_map(|((kind, key), w)| {

@@ -73,7 +73,13 @@ pub enum Change {
 pub struct State {
     sources: BTreeMap<SourceId, Source>,
     index: Index,
+    /// Every object whose status weir writes, kept per change like the index (a persistent
+    /// map: handing it to the status writer is a cheap clone).
+    watched: WatchedObjects,
 }
+
+/// The status writer's view of every watched object with a status.
+pub type WatchedObjects = imbl::OrdMap<(Kind, ObjectRef), Watched>;
 
 /// One weir object as the status writer sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +101,30 @@ impl State {
         if let Some(source) = self.sources.remove(id) {
             for key in source.objects.keys() {
                 self.refresh(id.kind(), key);
+            }
+            for key in source.existing.keys() {
+                self.watched.remove(&(id.kind(), key.clone()));
+            }
+        }
+    }
+
+    /// Updates the status writer's view of `key` from what source `id` holds.
+    fn rewatch(&mut self, id: &SourceId, key: &ObjectRef) {
+        let id_key = (id.kind(), key.clone());
+        let Some(source) = self.sources.get(id) else {
+            self.watched.remove(&id_key);
+            return;
+        };
+        match source.existing.get(key) {
+            Some(existing) => {
+                let invalid = source.invalid.get(key).cloned();
+                let watched = Watched { existing: existing.clone(), invalid };
+                if self.watched.get(&id_key) != Some(&watched) {
+                    self.watched.insert(id_key, watched);
+                }
+            }
+            None => {
+                self.watched.remove(&id_key);
             }
         }
     }
@@ -134,9 +164,11 @@ impl State {
         match change {
             Change::Applied(id, item) => {
                 let Some(source) = self.sources.get_mut(&id) else { return false };
+                let key = item.key.clone();
                 if let Some(object) = source.put(item) {
                     object.insert_into(&mut self.index);
                 }
+                self.rewatch(&id, &key);
             }
             Change::Deleted(id, key) => {
                 let Some(source) = self.sources.get_mut(&id) else { return false };
@@ -146,14 +178,17 @@ impl State {
                 if held {
                     self.refresh(id.kind(), &key);
                 }
+                self.rewatch(&id, &key);
             }
             Change::Relisted(id, items) => {
                 let Some(source) = self.sources.get_mut(&id) else { return false };
                 let mut old = std::mem::take(&mut source.objects);
                 source.invalid.clear();
-                source.existing.clear();
+                let mut rewatch: BTreeSet<ObjectRef> =
+                    std::mem::take(&mut source.existing).into_keys().collect();
                 for item in items {
                     // An invalid object keeps its last good version.
+                    rewatch.insert(item.key.clone());
                     if item.object.is_none()
                         && let Some(previous) = old.remove(&item.key)
                     {
@@ -178,6 +213,9 @@ impl State {
                 for key in old.keys() {
                     self.refresh(kind, key);
                 }
+                for key in &rewatch {
+                    self.rewatch(&id, key);
+                }
             }
         }
         true
@@ -194,17 +232,10 @@ impl State {
         &mut self.index
     }
 
-    /// Every watched object whose status weir writes, for the status writer.
-    pub fn watched(&self) -> BTreeMap<(Kind, ObjectRef), Watched> {
-        let mut out = BTreeMap::new();
-        for (id, source) in &self.sources {
-            let kind = id.kind();
-            for (key, existing) in &source.existing {
-                let invalid = source.invalid.get(key).cloned();
-                out.insert((kind, key.clone()), Watched { existing: existing.clone(), invalid });
-            }
-        }
-        out
+    /// Every watched object whose status weir writes, for the status writer (a cheap
+    /// clone of a persistent map).
+    pub fn watched(&self) -> WatchedObjects {
+        self.watched.clone()
     }
 }
 

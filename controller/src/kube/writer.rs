@@ -3,11 +3,12 @@
 //! only when it differs from what the object carries, and publishes Events when the
 //! `Accepted` condition changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
+use imbl::ordmap::DiffItem;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use tokio::sync::watch;
@@ -16,7 +17,6 @@ use weir_crds::RouteStatus;
 use crate::index::{Kind, ObjectRef, StatusWrite};
 use crate::kube::convert::{api_resource, api_version};
 use crate::kube::events::Events;
-use crate::kube::state::Watched;
 use crate::kube::status::{accepted, document_to_write, to_write};
 use crate::publish::{Shared, rfc3339};
 
@@ -32,8 +32,8 @@ pub const RETRY: Duration = Duration::from_secs(2);
 pub struct WriterInput {
     /// Statuses computed by `compile()` for the live snapshot.
     pub statuses: crate::compile::Statuses,
-    /// Every watched weir object, with what the API server holds.
-    pub watched: BTreeMap<(Kind, ObjectRef), Watched>,
+    /// Every watched object whose status weir writes, with what the API server holds.
+    pub watched: crate::kube::state::WatchedObjects,
 }
 
 /// The writer's memory: what it last wrote, per object (and uid).
@@ -42,6 +42,10 @@ pub struct Writer {
     events: Events,
     shared: Arc<Shared>,
     written: HashMap<(Kind, ObjectRef), (Option<String>, Written)>,
+    /// The input of the last round whose writes all succeeded (this term): the next round
+    /// looks only at the objects whose status or watched state differ from it (a diff of
+    /// persistent maps), so a round costs O(change), not O(objects), on the async workers.
+    seen: Option<(crate::compile::Statuses, crate::kube::state::WatchedObjects)>,
 }
 
 /// A status this replica wrote.
@@ -73,17 +77,46 @@ impl Writer {
     /// A writer using `client`; `identity` names this replica in Events.
     pub fn new(client: Client, shared: Arc<Shared>, identity: &str) -> Self {
         let events = Events::new(client.clone(), identity);
-        Writer { client, events, shared, written: HashMap::new() }
+        Writer { client, events, shared, written: HashMap::new(), seen: None }
     }
 
     /// Writes every status that differs. Returns false when some write failed.
     pub async fn write_all(&mut self, input: &WriterInput) -> bool {
-        self.written
-            .retain(|k, (uid, _)| input.watched.get(k).is_some_and(|w| w.existing.uid == *uid));
+        let ids: Vec<(Kind, ObjectRef)> = match self.seen.take() {
+            Some((statuses, watched)) => {
+                let mut ids = std::collections::BTreeSet::new();
+                for item in statuses.diff(&input.statuses) {
+                    let (DiffItem::Add(id, _)
+                    | DiffItem::Update { new: (id, _), .. }
+                    | DiffItem::Remove(id, _)) = item;
+                    ids.insert(id.clone());
+                }
+                for item in watched.diff(&input.watched) {
+                    let (DiffItem::Add(id, _)
+                    | DiffItem::Update { new: (id, _), .. }
+                    | DiffItem::Remove(id, _)) = item;
+                    ids.insert(id.clone());
+                }
+                ids.into_iter().collect()
+            }
+            None => {
+                self.written.retain(|k, (uid, _)| {
+                    input.watched.get(k).is_some_and(|w| w.existing.uid == *uid)
+                });
+                input.watched.keys().cloned().collect()
+            }
+        };
         let now = rfc3339(SystemTime::now());
         let mut jobs = Vec::new();
-        for ((kind, key), watched) in &input.watched {
-            let id = (*kind, key.clone());
+        for id in ids {
+            let Some(watched) = input.watched.get(&id) else {
+                self.written.remove(&id);
+                continue;
+            };
+            if self.written.get(&id).is_some_and(|(uid, _)| *uid != watched.existing.uid) {
+                self.written.remove(&id);
+            }
+            let kind = &id.0;
             let last = self.written.get(&id).map(|(_, s)| s);
             let compiled = input.statuses.get(&id).map(|s| &**s);
             let (status, previous) = match kind.info().status {
@@ -137,6 +170,9 @@ impl Writer {
                     ok = false;
                 }
             }
+        }
+        if ok {
+            self.seen = Some((input.statuses.clone(), input.watched.clone()));
         }
         ok
     }
@@ -228,6 +264,7 @@ impl Writer {
             if !*leader.borrow_and_update() {
                 // A new term starts from what the objects carry.
                 self.written.clear();
+                self.seen = None;
                 retry = false;
                 continue;
             }

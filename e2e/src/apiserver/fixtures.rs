@@ -5,7 +5,6 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::handlers::{self, Call};
-use super::kinds::Kind;
 use super::meta;
 use super::paths::{Query, ResourcePath};
 use super::server::Shared;
