@@ -11,6 +11,7 @@ pub mod load;
 pub mod observe;
 pub mod publish;
 pub mod serving;
+pub mod source;
 pub mod standalone;
 pub mod upstream_events;
 pub mod validate;

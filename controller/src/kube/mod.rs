@@ -37,7 +37,7 @@ use crate::kube::watch::Watchers;
 
 use crate::kube::writer::{Writer, WriterInput};
 use crate::load::LoadError;
-use crate::publish::{Outcome, Publisher, Shared};
+use crate::publish::{Publisher, Shared};
 
 /// Quiet time after the last change before compiling.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -258,17 +258,18 @@ async fn sync(
             pending = Some((now + Duration::from_millis(200), now + Duration::from_millis(200)));
             continue;
         }
-        // The index is kept incrementally (O(change) per event); the compile and the
-        // status writer's input are still O(objects) in the worst case, so they run on a
-        // blocking thread and never stall proxying on the async workers (a single one with
-        // `WEIR_WORKER_THREADS=1`). This loop waits for it, so changes queue in the
+        // The index is kept incrementally (O(change) per event); the compile (a full one
+        // is O(objects)) runs on a blocking thread ([`crate::source::round`], shared with
+        // standalone mode) and never stalls proxying on the async workers (a single one
+        // with `WEIR_WORKER_THREADS=1`). This loop waits for it, so changes queue in the
         // channel meanwhile. `state` and `publisher` are moved there and back.
-        let Some((back, back_publisher, watched)) =
-            off_workers(move || compile_round(state, publisher)).await
+        let Some((back, back_publisher, _)) =
+            crate::source::round(state, publisher, (), true).await
         else {
             return;
         };
         (state, publisher) = (back, back_publisher);
+        let watched = state.watched();
         let statuses = shared.live.load().as_ref().map(|c| c.statuses.clone()).unwrap_or_default();
         input.send_replace(Arc::new(WriterInput { statuses, watched }));
     }
@@ -281,57 +282,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Runs `work` on a blocking thread (off the async workers) and returns its result. A
-/// panic in `work` propagates; `None` when the task was cancelled (the runtime is
-/// shutting down).
-async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => Some(value),
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => {
-                tracing::warn!("blocking task cancelled: {e}");
-                None
-            }
-        },
-    }
-}
-
-/// The blocking part of a round once every watch is synced: the status writer's input,
-/// then [`Publisher::apply`], logged with the time taken to collect the watched objects
-/// (`watched_ms`) and to compile (`compile_ms`). Hands `state` and `publisher` back, with
-/// the watched objects.
-fn compile_round(
-    state: State,
-    mut publisher: Publisher,
-) -> (State, Publisher, state::WatchedObjects) {
-    let t = std::time::Instant::now();
-    let watched = state.watched();
-    let errors = invalid_errors(&watched);
-    let watched_ms = t.elapsed().as_secs_f64() * 1e3;
-    let error_count = errors.len();
-    let started = std::time::Instant::now();
-    let index = state.index();
-    let outcome = publisher.apply(index, errors);
-    // Compile + publish + status time, for `make bench` and the e2e tests.
-    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-    let routes = index.routes.len();
-    match outcome {
-        Outcome::Published(version) => tracing::info!(
-            version,
-            errors = error_count,
-            routes,
-            watched_ms,
-            compile_ms,
-            "configuration published"
-        ),
-        Outcome::Unchanged(version) => {
-            tracing::debug!(version, errors = error_count, "configuration unchanged");
-        }
-    }
-    (state, publisher, watched)
 }
 
 async fn sleep_for(wait: Option<Duration>) {
@@ -361,6 +311,20 @@ fn invalid_errors(watched: &state::WatchedObjects) -> Vec<LoadError> {
             })
         })
         .collect()
+}
+
+impl crate::source::Source for State {
+    /// The watch events are applied to the index as they arrive (O(change) each, on the
+    /// loop); a round only collects the load errors.
+    type Changes = ();
+
+    fn apply(&mut self, (): ()) -> crate::source::Applied {
+        crate::source::Applied { changed: true, errors: invalid_errors(&self.watched()) }
+    }
+
+    fn index(&self) -> &crate::index::Index {
+        State::index(self)
+    }
 }
 
 #[cfg(test)]

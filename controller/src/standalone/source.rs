@@ -408,3 +408,16 @@ impl DirSource {
         errors
     }
 }
+
+impl crate::source::Source for DirSource {
+    type Changes = Changes;
+
+    fn apply(&mut self, changes: Changes) -> crate::source::Applied {
+        let errors = DirSource::apply(self, &changes);
+        crate::source::Applied { changed: self.take_changed(), errors }
+    }
+
+    fn index(&self) -> &Index {
+        DirSource::index(self)
+    }
+}
