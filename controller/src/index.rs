@@ -34,7 +34,8 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
-/// The kinds the compiler reads.
+/// The kinds the compiler reads. The order matters: statuses are sorted by kind, and the
+/// front-end kinds (GatewayClass and after) come last, so they form one range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     /// weir.dev/v1alpha1 Route.

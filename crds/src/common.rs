@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// Type of the condition: `Accepted`, `ResolvedRefs` or `Programmed`.
+    /// Type of the condition: `Accepted`, `ResolvedRefs`, `Programmed`, or (Routes whose
+    /// match is identical to an older Route's) `Conflicted`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

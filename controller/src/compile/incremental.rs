@@ -401,5 +401,6 @@ pub(crate) fn compile_changed(
         tls_recheck_at: previous.tls_recheck_at,
         memory: Arc::new(memory),
         state: Arc::new(next),
+        conflicts: Arc::clone(&previous.conflicts),
     }
 }

@@ -13,6 +13,7 @@
 pub mod backend_policy;
 pub mod backends;
 pub mod conditions;
+pub mod conflicts;
 pub mod consumers;
 pub mod convert;
 pub mod filters;
@@ -151,6 +152,8 @@ pub struct Compiled {
     pub memory: Arc<Memory>,
     /// What the next [`update`] compares the index with and reuses.
     pub(crate) state: Arc<State>,
+    /// Exact match conflicts between Routes, kept for the next [`update`].
+    pub(crate) conflicts: Arc<conflicts::Conflicts>,
 }
 
 /// Recompiles the BackendPolicies of `previous` (their statuses and the policy of every
@@ -183,6 +186,7 @@ pub fn compile_policies_only(index: &Index, previous: &Compiled) -> Compiled {
         tls_recheck_at: previous.tls_recheck_at,
         memory: Arc::new(memory),
         state: Arc::new(previous.state.with_policies(index)),
+        conflicts: Arc::clone(&previous.conflicts),
     }
 }
 
@@ -204,6 +208,7 @@ pub fn compile_endpoints_only(index: &Index, previous: &Compiled) -> Compiled {
         tls_recheck_at: previous.tls_recheck_at,
         memory: Arc::clone(&previous.memory),
         state: Arc::new(previous.state.with_endpoints(index)),
+        conflicts: Arc::clone(&previous.conflicts),
     }
 }
 
@@ -218,6 +223,8 @@ fn generation(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
 pub fn compile(index: &Index, memory: &Memory) -> Compiled {
     let expanded = frontends::expand(index);
     let mut out = compile_all(&expanded.index, memory);
+    out.conflicts =
+        Arc::new(conflicts::Conflicts::update(None, &expanded.index, &mut out.statuses));
     frontends::finish(&expanded, &mut out.statuses);
     out
 }
@@ -230,13 +237,19 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
     let expanded = frontends::expand(index);
     match incremental::update_expanded(&expanded.index, previous) {
         Some(mut next) => {
+            next.conflicts = Arc::new(conflicts::Conflicts::update(
+                Some(&previous.conflicts),
+                &expanded.index,
+                &mut next.statuses,
+            ));
             frontends::finish(&expanded, &mut next.statuses);
             Some(next)
         }
         None => {
             let mut statuses = previous.statuses.clone();
             frontends::finish(&expanded, &mut statuses);
-            (statuses != previous.statuses).then(|| Compiled { statuses, ..previous.clone() })
+            let changed = !statuses.ptr_eq(&previous.statuses) && statuses != previous.statuses;
+            changed.then(|| Compiled { statuses, ..previous.clone() })
         }
     }
 }
@@ -361,6 +374,7 @@ pub(crate) fn compile_all(index: &Index, memory: &Memory) -> Compiled {
         tls_recheck_at: tls.recheck_at,
         memory,
         state: Arc::new(state),
+        conflicts: Arc::default(),
     }
 }
 

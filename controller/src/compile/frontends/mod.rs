@@ -23,7 +23,7 @@ pub mod ingress;
 use std::borrow::Cow;
 
 use crate::compile::Statuses;
-use crate::index::{Index, ObjectRef};
+use crate::index::{Index, Kind, ObjectRef};
 
 /// The index with the derived Routes and Plugins added, and what [`finish`] needs.
 #[derive(Debug)]
@@ -66,14 +66,10 @@ pub fn expand(index: &Index) -> Expanded<'_> {
 /// GRPCRoute, Ingress) from what the compiler said about their derived Routes, replacing
 /// the previous ones. Pure.
 pub fn finish(expanded: &Expanded<'_>, statuses: &mut Statuses) {
-    let kinds = [
-        crate::index::Kind::GatewayClass,
-        crate::index::Kind::Gateway,
-        crate::index::Kind::HttpRoute,
-        crate::index::Kind::GrpcRoute,
-        crate::index::Kind::Ingress,
-    ];
-    let stale: Vec<_> = statuses.keys().filter(|(kind, _)| kinds.contains(kind)).cloned().collect();
+    // Statuses are ordered by kind, and every front-end kind comes after the weir kinds and
+    // Secret: a range, not a scan of every Route's status.
+    let first = (Kind::GatewayClass, ObjectRef::new("", ""));
+    let stale: Vec<_> = statuses.range(first..).map(|(id, _)| id.clone()).collect();
     for id in stale {
         statuses.remove(&id);
     }
@@ -136,4 +132,28 @@ pub fn addresses(index: &Index) -> Vec<Address> {
         out.push(Address::Ip(ip.clone()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_end_kinds_sort_after_every_weir_kind() {
+        // `finish` finds the front-end statuses as one range starting at GatewayClass.
+        for kind in [
+            Kind::Route,
+            Kind::Plugin,
+            Kind::Consumer,
+            Kind::BackendPolicy,
+            Kind::Service,
+            Kind::EndpointSlice,
+            Kind::Secret,
+        ] {
+            assert!(kind < Kind::GatewayClass, "{kind:?}");
+        }
+        for kind in [Kind::Gateway, Kind::HttpRoute, Kind::GrpcRoute, Kind::Ingress] {
+            assert!(kind > Kind::GatewayClass, "{kind:?}");
+        }
+    }
 }

@@ -242,7 +242,14 @@ fn random_walk(seed: u64, steps: usize) -> (usize, usize) {
             Change::Routes { removed, changed, endpoints } => {
                 incremental += 1;
                 with_endpoints += usize::from(endpoints);
-                compile_changed(&index, &current, &removed, &changed, endpoints)
+                let mut next = compile_changed(&index, &current, &removed, &changed, endpoints);
+                // As `update` does after any compile: the exact-conflict pass.
+                next.conflicts = Arc::new(crate::compile::conflicts::Conflicts::update(
+                    Some(&current.conflicts),
+                    &index,
+                    &mut next.statuses,
+                ));
+                next
             }
             Change::Unchanged => continue,
             other => panic!("step {step}: only Routes and endpoints changed, got {other:?}"),

@@ -5,6 +5,7 @@
 mod aggregate;
 mod auth;
 mod backend_policy;
+mod conflicts;
 mod endpoints;
 mod incremental;
 mod invalid;

@@ -1,0 +1,256 @@
+//! Exact conflicts between Routes: two Routes (weir's own, or derived from an HTTPRoute,
+//! GRPCRoute or Ingress) with a rule match that is identical for the same host — same path
+//! type and value, methods, header and query conditions. The router serves the one that
+//! wins the precedence tie-break (oldest `creationTimestamp`, then namespace/name); the
+//! other's match is never served, so that Route gets `Conflicted=True` (reason
+//! `MatchConflict`) with a message naming the match, the host and the winner. Matches that
+//! merely overlap (a longer prefix, an extra header) are not conflicts: precedence serves
+//! each where it is more specific.
+//!
+//! Kept incrementally between compiles: only the Routes whose object or status changed are
+//! re-keyed, and only the Routes sharing a key with them get their condition recomputed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use imbl::OrdMap;
+use weir_crds::{Condition, Route, RouteMatch};
+
+use super::{ObjectStatus, Statuses, frontends};
+use crate::index::{Index, Kind, ObjectRef};
+
+/// The condition type.
+pub const CONFLICTED: &str = "Conflicted";
+/// Its reason.
+pub const MATCH_CONFLICT: &str = "MatchConflict";
+
+/// A hash of one host and one canonical match (64 bits: a false conflict among 100k keys
+/// has a chance of about 1 in 10^9).
+type Key = u64;
+
+/// Where a key comes from: the precedence tie-break, then the rule, match and host indexes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Owner {
+    created: i64,
+    route: ObjectRef,
+    rule: usize,
+    index: usize,
+    host: usize,
+}
+
+fn key(host: &str, canonical: &str) -> Key {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    (host, canonical).hash(&mut h);
+    h.finish()
+}
+
+/// One Route as the last pass saw it: the object and the status (after the pass) its keys
+/// were computed from, and the keys.
+type Seen = (Arc<Route>, Arc<ObjectStatus>, Arc<[(Key, Owner)]>);
+
+/// What the last compile saw.
+#[derive(Debug, Clone, Default)]
+pub struct Conflicts {
+    /// Per Route: the object and the status (after this pass) it was computed from, and the
+    /// keys it holds.
+    routes: OrdMap<ObjectRef, Seen>,
+    /// Per key: its owners, in precedence order (the first wins).
+    owners: OrdMap<Key, Vec<Owner>>,
+}
+
+fn canonical(m: Option<&RouteMatch>) -> String {
+    let Some(m) = m else { return "Prefix /".to_owned() };
+    let path = m
+        .path
+        .as_ref()
+        .map_or_else(|| "Prefix /".to_owned(), |p| format!("{:?} {}", p.type_, p.value));
+    let mut methods: Vec<String> = m.methods.iter().map(|x| x.to_ascii_uppercase()).collect();
+    methods.sort();
+    methods.dedup();
+    let mut headers: Vec<String> = m
+        .headers
+        .iter()
+        .map(|h| {
+            format!(
+                "{}|{:?}|{}",
+                h.name.to_ascii_lowercase(),
+                h.type_,
+                h.value.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    headers.sort();
+    let mut query: Vec<String> = m
+        .query_params
+        .iter()
+        .map(|q| format!("{}|{:?}|{}", q.name, q.type_, q.value.as_deref().unwrap_or("")))
+        .collect();
+    query.sort();
+    format!("{path} methods={methods:?} headers={headers:?} query={query:?}")
+}
+
+/// The keys of a served Route (none when it is not served).
+fn keys_of(key: &ObjectRef, route: &Route, status: &ObjectStatus) -> Vec<(Key, Owner)> {
+    if !status.is_true("Programmed") {
+        return Vec::new();
+    }
+    let created = route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
+    let hosts = hosts_of(route);
+    let mut out = Vec::new();
+    for (rule_index, rule) in route.spec.rules.iter().enumerate() {
+        let matches: Vec<Option<&RouteMatch>> = if rule.matches.is_empty() {
+            vec![None]
+        } else {
+            rule.matches.iter().map(Some).collect()
+        };
+        for (index, m) in matches.into_iter().enumerate() {
+            let text = canonical(m);
+            for (host_index, host) in hosts.iter().enumerate() {
+                let owner = Owner {
+                    created,
+                    route: key.clone(),
+                    rule: rule_index,
+                    index,
+                    host: host_index,
+                };
+                out.push((self::key(host, &text), owner));
+            }
+        }
+    }
+    out
+}
+
+/// The Route's hosts, lower-cased; one empty host for a Route without hosts (any host).
+fn hosts_of(route: &Route) -> Vec<String> {
+    if route.spec.hosts.is_empty() {
+        vec![String::new()]
+    } else {
+        route.spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+    }
+}
+
+/// How a Route is named in a message: derived Routes by their source object.
+fn describe(key: &ObjectRef) -> String {
+    if frontends::is_derived(key) {
+        let mut parts = key.name.splitn(3, '/');
+        let kind = match parts.next().unwrap_or("") {
+            "httproute" => "HTTPRoute",
+            "grpcroute" => "GRPCRoute",
+            "ingress" => "Ingress",
+            other => other,
+        };
+        let name = parts.next().unwrap_or("");
+        format!("{kind} {}/{name}", key.namespace)
+    } else {
+        format!("Route {key}")
+    }
+}
+
+impl Conflicts {
+    /// Updates the conflicts for `index` (the expanded index the statuses come from) and
+    /// rewrites the `Conflicted` condition of every Route whose conflicts changed. A full
+    /// rebuild when `previous` is `None`.
+    pub fn update(previous: Option<&Conflicts>, index: &Index, statuses: &mut Statuses) -> Self {
+        let mut this = previous.cloned().unwrap_or_default();
+        let status_of = |statuses: &Statuses, key: &ObjectRef| {
+            statuses.get(&(Kind::Route, key.clone())).cloned()
+        };
+        // Routes whose object or status changed since the last pass, and removed ones.
+        let mut changed: BTreeSet<ObjectRef> = BTreeSet::new();
+        for (key, route) in &index.routes {
+            let Some(status) = status_of(statuses, key) else { continue };
+            match this.routes.get(key) {
+                Some((r, s, _)) if Arc::ptr_eq(r, route) && Arc::ptr_eq(s, &status) => {}
+                _ => {
+                    changed.insert(key.clone());
+                }
+            }
+        }
+        for key in this.routes.keys() {
+            if !index.routes.contains_key(key) {
+                changed.insert(key.clone());
+            }
+        }
+        if changed.is_empty() {
+            return this;
+        }
+        let mut touched: BTreeSet<Key> = BTreeSet::new();
+        for key in &changed {
+            if let Some((_, _, keys)) = this.routes.remove(key) {
+                for (k, owner) in keys.iter() {
+                    if let Some(list) = this.owners.get_mut(k) {
+                        list.retain(|o| o != owner);
+                        if list.is_empty() {
+                            this.owners.remove(k);
+                        }
+                    }
+                    touched.insert(*k);
+                }
+            }
+            let (Some(route), Some(status)) = (index.routes.get(key), status_of(statuses, key))
+            else {
+                continue;
+            };
+            let keys: Arc<[(Key, Owner)]> = keys_of(key, route, &status).into();
+            for (k, owner) in keys.iter() {
+                let list = this.owners.entry(*k).or_default();
+                let at = list.binary_search(owner).unwrap_or_else(|at| at);
+                list.insert(at, owner.clone());
+                touched.insert(*k);
+            }
+            this.routes.insert(key.clone(), (Arc::clone(route), status, keys));
+        }
+        // Every Route holding a touched key may have gained or lost a conflict.
+        let mut affected: BTreeSet<ObjectRef> = changed;
+        for k in &touched {
+            for owner in this.owners.get(k).into_iter().flatten() {
+                affected.insert(owner.route.clone());
+            }
+        }
+        for key in affected {
+            let Some((route, status, keys)) = this.routes.get(&key).cloned() else { continue };
+            let hosts = hosts_of(&route);
+            let mut messages: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
+            for (k, owner) in keys.iter() {
+                let Some(winner) = this.owners.get(k).and_then(|l| l.first()) else { continue };
+                if winner.route == key {
+                    continue;
+                }
+                let host = match hosts.get(owner.host).map(String::as_str) {
+                    None | Some("") => "any host".to_owned(),
+                    Some(h) => format!("host {h}"),
+                };
+                messages.entry((owner.rule, owner.index)).or_default().push(format!(
+                    "spec.rules[{}].matches[{}] for {host} is identical to a match of {}, which \
+                     wins the tie-break (older, or first by namespace/name): it is never served \
+                     there",
+                    owner.rule,
+                    owner.index,
+                    describe(&winner.route)
+                ));
+            }
+            let text: Vec<String> = messages.into_values().flatten().collect();
+            let had = status.condition(CONFLICTED).cloned();
+            let generation = status.generation;
+            let wanted = (!text.is_empty()).then(|| Condition {
+                type_: CONFLICTED.to_owned(),
+                status: "True".to_owned(),
+                reason: MATCH_CONFLICT.to_owned(),
+                message: text.join("; "),
+                observed_generation: Some(generation),
+                last_transition_time: None,
+            });
+            if had == wanted {
+                continue;
+            }
+            let mut next = ObjectStatus::clone(&status);
+            next.conditions.retain(|c| c.type_ != CONFLICTED);
+            next.conditions.extend(wanted);
+            let next = Arc::new(next);
+            statuses.insert((Kind::Route, key.clone()), Arc::clone(&next));
+            this.routes.insert(key, (route, next, keys));
+        }
+        this
+    }
+}
