@@ -503,3 +503,34 @@ async fn a_certificate_that_expires_while_nothing_changes_is_reported() {
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[test]
+fn front_end_kinds_are_indexed_updated_and_removed_like_other_kinds() {
+    let dir = TempDir::new("frontends");
+    let objects = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\n\
+        metadata: {name: weir}\nspec: {controllerName: weir.dev/gateway-controller}\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\n\
+        spec: {hostnames: [shop.test]}\n---\n\
+        apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\n\
+        spec: {ingressClassName: weir}\n";
+    dir.write("front.yaml", objects);
+    let mut src = DirSource::new(&dir.0, "weir-system");
+    let (index, errors) = src.load();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(index.gateway_classes.contains_key(&ObjectRef::new("", "weir")));
+    assert!(index.http_routes.contains_key(&ObjectRef::new("default", "shop")));
+    let web = Arc::clone(&index.ingresses[&ObjectRef::new("default", "web")]);
+    assert_eq!(web.metadata.generation, Some(1));
+    // A changed spec bumps the generation; an unchanged object keeps its `Arc`.
+    let shop = Arc::clone(&index.http_routes[&ObjectRef::new("default", "shop")]);
+    dir.write("front.yaml", &objects.replace("shop.test", "shop.example"));
+    let index = src.load().0;
+    let changed = &index.http_routes[&ObjectRef::new("default", "shop")];
+    assert_eq!(changed.metadata.generation, Some(2));
+    assert!(!Arc::ptr_eq(&shop, changed));
+    assert!(Arc::ptr_eq(&web, &index.ingresses[&ObjectRef::new("default", "web")]));
+    std::fs::remove_file(dir.0.join("front.yaml")).unwrap();
+    let index = src.load().0;
+    assert!(index.gateway_classes.is_empty() && index.http_routes.is_empty());
+    assert!(index.ingresses.is_empty());
+}

@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         .arg("--https-addr")
         .arg(https.to_string())
         .env("WEIR_WORKER_THREADS", "1")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("WEIR_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
