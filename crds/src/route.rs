@@ -61,6 +61,12 @@ pub struct RouteTls {
     /// Client-certificate verification (mTLS) against a CA bundle.
     #[serde(default, rename = "clientCA", skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<ClientCa>,
+    /// Hidden (never read from or written to YAML, not in the CRD): the namespace of
+    /// `secretRef` when it is not the Route's. Only Routes derived from a Gateway listener's
+    /// `certificateRefs` set it (the Secret lives with the Gateway).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_namespace: Option<String>,
 }
 
 /// The CA that signs accepted client certificates.
@@ -241,6 +247,18 @@ pub struct BackendRef {
     /// Relative weight (default 1); 0 sends no traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// Hidden (not in YAML or the CRD): the Service's namespace when it is not the Route's.
+    /// Only Routes derived from Gateway API objects set it, after checking the
+    /// ReferenceGrant.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub namespace: Option<String>,
+    /// Hidden (not in YAML or the CRD): this backend is invalid (a Gateway API backendRef
+    /// that is not permitted, not found or of an unsupported kind); its share of the traffic
+    /// is answered `500` and the text says why (in logs only). Set only on derived Routes.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub invalid: Option<String>,
 }
 
 /// Rewrites applied to the request sent upstream.

@@ -437,8 +437,12 @@ pub struct Backend {
     pub protocol: UpstreamProtocol,
     /// Ready endpoints (address and target port).
     pub endpoints: Arc<[SocketAddr]>,
-    /// Why the backend cannot be used (e.g. the Service does not exist). Answered as 503.
+    /// Why the backend cannot be used (e.g. the Service does not exist). Answered as 503
+    /// (500 when [`Backend::invalid`] is set).
     pub problem: Option<Box<str>>,
+    /// An invalid Gateway API backendRef: requests sent to it are answered 500 (only read
+    /// once the backend is known unusable, so it costs nothing to working backends).
+    pub invalid: bool,
     /// The BackendPolicy that applies to this backend; `None`: round robin, no health
     /// checks, no circuit breaker, plain connections.
     pub policy: Option<Arc<crate::upstream::BackendPolicy>>,
@@ -465,6 +469,7 @@ impl Backend {
             protocol: UpstreamProtocol::Http1,
             endpoints: endpoints.into(),
             problem: None,
+            invalid: false,
             policy: None,
             runtime: std::sync::OnceLock::new(),
             authorities: authorities.into(),
@@ -479,11 +484,20 @@ impl Backend {
             protocol: UpstreamProtocol::Http1,
             endpoints: Arc::new([]),
             problem: Some(problem.into()),
+            invalid: false,
             policy: None,
             runtime: std::sync::OnceLock::new(),
             authorities: Box::new([]),
             cursor: AtomicUsize::new(0),
         }
+    }
+
+    /// An invalid backend (a Gateway API backendRef weir must not use): requests for it
+    /// are answered 500 with `problem` logged.
+    pub fn invalid(key: BackendKey, problem: impl Into<Box<str>>) -> Self {
+        let mut backend = Backend::unresolved(key, problem);
+        backend.invalid = true;
+        backend
     }
 
     /// The same backend spoken to with `protocol`.

@@ -20,6 +20,10 @@ use super::backend_policy::Policies;
 pub use super::backend_policy::{PortProtocol, port_protocol};
 use crate::index::{Index, ObjectRef};
 
+/// The service-name prefix of the key of an invalid backend (a derived Route's
+/// `BackendRef::invalid`): `/` cannot occur in a Service name. The rest is the reason.
+pub(crate) const INVALID_PREFIX: &str = "/invalid/";
+
 /// The label that links an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -153,6 +157,9 @@ pub fn upstream_protocol(port: &ServicePort) -> PortProtocol {
 /// Resolves one backend: its ready endpoints, protocol and BackendPolicy (`policies`), or
 /// why it cannot be used. A backend without a policy and without TLS gets no policy.
 pub fn resolve_backend(index: &Index, key: &BackendKey, policies: &Policies) -> Backend {
+    if let Some(why) = key.service.strip_prefix(INVALID_PREFIX) {
+        return Backend::invalid(key.clone(), why);
+    }
     let (_, port) = match resolve_service_port(index, key) {
         Ok(found) => found,
         Err(problem) => return Backend::unresolved(key.clone(), problem),

@@ -91,8 +91,9 @@ pub struct ObjectStatus {
     pub effective_plugins: Vec<EffectivePlugin>,
     /// Gateway API kinds and Ingress: their whole `status` as the API defines it
     /// (Gateway `addresses`/`conditions`/`listeners`, HTTPRoute `parents`, Ingress
-    /// `loadBalancer`), conditions without `lastTransitionTime`. `conditions` above is
-    /// empty for them. `None` for weir kinds.
+    /// `loadBalancer`), conditions without `lastTransitionTime`. For them `conditions`
+    /// above is a summary in weir's shape (for `weir validate`, `/debug/status`, the
+    /// dashboard). `None` for weir kinds.
     pub document: Option<serde_json::Value>,
 }
 
@@ -397,10 +398,14 @@ pub fn secret_refs_outside_policies(index: &Index) -> std::collections::BTreeSet
     for (key, route) in &index.routes {
         let Some(tls) = &route.spec.tls else { continue };
         let ca = tls.client_ca.as_ref().map(|ca| &ca.secret_ref);
-        for secret in std::iter::once(&tls.secret_ref).chain(ca) {
-            if !secret.name.is_empty() {
-                out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
-            }
+        if !tls.secret_ref.name.is_empty() {
+            let ns = tls.secret_namespace.as_deref().unwrap_or(&key.namespace);
+            out.insert(ObjectRef::new(ns, tls.secret_ref.name.clone()));
+        }
+        if let Some(secret) = ca
+            && !secret.name.is_empty()
+        {
+            out.insert(ObjectRef::new(key.namespace.clone(), secret.name.clone()));
         }
     }
     out.extend(index.default_certificate.clone());

@@ -204,7 +204,8 @@ fn backend_problems(index: &Index, ns: &str, spec: &weir_crds::RouteSpec) -> Vec
     let mut problems = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
         for (j, b) in rule.backends.iter().enumerate() {
-            if b.service.is_empty() {
+            // Invalid backends of derived Routes are reported by their front end.
+            if b.service.is_empty() || b.invalid.is_some() {
                 continue;
             }
             let key = routes::backend_key(ns, b);

@@ -122,8 +122,17 @@ pub(crate) fn rule_name(rule: &RouteRule, index: usize) -> String {
 
 /// The backend key a `BackendRef` of a Route in `namespace` refers to.
 pub(crate) fn backend_key(namespace: &str, b: &BackendRef) -> BackendKey {
+    if let Some(why) = &b.invalid {
+        // A name no Service can have (`/`), holding the reason: resolved to an invalid
+        // backend (500) by `backends::resolve_backend`.
+        return BackendKey {
+            namespace: namespace.into(),
+            service: format!("{}{why}", super::backends::INVALID_PREFIX).into(),
+            port: 0,
+        };
+    }
     BackendKey {
-        namespace: namespace.into(),
+        namespace: b.namespace.as_deref().unwrap_or(namespace).into(),
         service: b.service.as_str().into(),
         port: b.port.unwrap_or(0),
     }

@@ -116,7 +116,8 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// The certificate of `tls` for a Route in `ns`.
     fn build(&mut self, ns: &str, tls: &weir_crds::RouteTls) -> Result<Arc<HostTls>, RefProblem> {
-        let cert_ref = ObjectRef::new(ns, &tls.secret_ref.name);
+        let cert_ref =
+            ObjectRef::new(tls.secret_namespace.as_deref().unwrap_or(ns), &tls.secret_ref.name);
         let ca_ref =
             tls.client_ca.as_ref().map(|ca| (ObjectRef::new(ns, &ca.secret_ref.name), ca.optional));
         let name = match &ca_ref {
@@ -265,7 +266,8 @@ pub(crate) fn compile_tls(
     for (key, route) in &index.routes {
         let Some((spec, hosts)) = served_tls(key, route, memory) else { continue };
         let Some(tls) = &spec.tls else { continue };
-        let cert_ref = ObjectRef::new(&key.namespace, &tls.secret_ref.name).to_string();
+        let secret_ns = tls.secret_namespace.as_deref().unwrap_or(&key.namespace);
+        let cert_ref = ObjectRef::new(secret_ns, &tls.secret_ref.name).to_string();
         let current = builder.build(&key.namespace, tls).and_then(|cert| {
             match uncovered(&cert, spec, &hosts, &cert_ref) {
                 Some(problem) => Err(problem),

@@ -41,6 +41,14 @@ pub enum ProxyError {
         /// Why, e.g. the backend's problem message.
         reason: String,
     },
+    /// The chosen backend is invalid (a Gateway API backendRef that is not permitted, not
+    /// found or of an unsupported kind): its share of the traffic gets 500, as the Gateway
+    /// API requires.
+    #[error("invalid backend: {reason}")]
+    InvalidBackend {
+        /// Why (logs only).
+        reason: String,
+    },
     /// Connecting to the upstream failed on every attempt (upstream connect).
     #[error("upstream connect failure: {source}")]
     UpstreamConnect {
@@ -159,6 +167,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::InvalidBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamConnect { .. } | ProxyError::BadResponse { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -182,6 +191,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::Misdirected => "misdirected",
             ProxyError::NoEndpoint { .. } => "no_endpoint",
+            ProxyError::InvalidBackend { .. } => "invalid_backend",
             ProxyError::UpstreamConnect { .. } => "upstream_connect",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::BadResponse { .. } => "bad_response",
@@ -207,6 +217,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::Misdirected => "misdirected request",
             ProxyError::NoEndpoint { .. } => "no ready endpoint",
+            ProxyError::InvalidBackend { .. } => "invalid backend",
             ProxyError::UpstreamConnect { .. } => "upstream connect failure",
             ProxyError::UpstreamTimeout => "upstream timeout",
             ProxyError::BadResponse { .. } => "bad upstream response",
@@ -355,6 +366,12 @@ mod tests {
     fn statuses_match_the_api() {
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::NoEndpoint { reason: "x".into() }.status(), 503);
+        let invalid = ProxyError::InvalidBackend { reason: "not permitted".into() };
+        assert_eq!(
+            (invalid.status(), invalid.kind()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "invalid_backend")
+        );
+        assert_eq!(invalid.public_message(), "invalid backend");
         assert_eq!(ProxyError::UpstreamTimeout.status(), 504);
         let r = error_response(&ProxyError::NoRoute, Some(&HeaderValue::from_static("id-1")));
         assert_eq!(r.status(), 404);

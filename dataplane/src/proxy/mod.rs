@@ -408,6 +408,10 @@ async fn proxy<'s>(
     let backend = action.backends.pick().and_then(|id| snapshot.backends.get(id));
     let backend = match ready_backend(backend, "no backend with a positive weight") {
         Ok(b) => b,
+        Err(reason) if backend.is_some_and(|b| b.invalid) => {
+            tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "invalid backend, answering 500");
+            return Err(ProxyError::InvalidBackend { reason });
+        }
         Err(reason) => {
             tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "no endpoint, answering 503");
             return Err(ProxyError::NoEndpoint { reason });

@@ -18,6 +18,7 @@ pub fn route(name: &str, host: &str) -> Route {
                     service: "orders".into(),
                     port: Some(80),
                     weight: None,
+                    ..BackendRef::default()
                 }],
                 ..RouteRule::default()
             }],

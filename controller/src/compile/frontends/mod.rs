@@ -80,6 +80,32 @@ pub fn finish(expanded: &Expanded<'_>, statuses: &mut Statuses) {
     ingress::finish(&expanded.index, &expanded.ingress, statuses);
 }
 
+/// The `Conflicted` conditions of a source object's derived Routes, merged into one (for
+/// its summary, with the source's generation), or `None` when none of them lost an
+/// identical match ([`crate::compile::conflicts`]).
+pub fn conflicted<'k>(
+    statuses: &Statuses,
+    derived: impl IntoIterator<Item = &'k ObjectRef>,
+    generation: i64,
+) -> Option<weir_crds::Condition> {
+    let messages: Vec<String> = derived
+        .into_iter()
+        .filter_map(|key| {
+            let status = statuses.get(&(Kind::Route, key.clone()))?;
+            let c = status.condition(crate::compile::conflicts::CONFLICTED)?;
+            Some(format!("derived Route {}: {}", key.name, c.message))
+        })
+        .collect();
+    (!messages.is_empty()).then(|| weir_crds::Condition {
+        type_: crate::compile::conflicts::CONFLICTED.to_owned(),
+        status: "True".to_owned(),
+        reason: crate::compile::conflicts::MATCH_CONFLICT.to_owned(),
+        message: messages.join("; "),
+        observed_generation: Some(generation),
+        last_transition_time: None,
+    })
+}
+
 /// True for the key of a derived Route or Plugin (its name holds a `/`).
 pub fn is_derived(key: &ObjectRef) -> bool {
     key.name.contains('/')

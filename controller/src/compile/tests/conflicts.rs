@@ -92,3 +92,48 @@ fn same_creation_time_falls_back_to_the_name_and_incremental_matches_full() {
     assert_eq!(conflicted(&after, "young"), None);
     assert_eq!(after.statuses, compile(&edited, &Memory::default()).statuses);
 }
+
+#[test]
+fn an_httproute_that_loses_to_an_older_route_says_so_on_its_parents() {
+    let yaml = format!(
+        "{BASE}{}",
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cart, namespace: default, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.example.com]
+  rules:
+  - matches: [{path: {type: Exact, value: /cart}, headers: [{name: X-Beta, value: "1"}]}]
+    backendRefs: [{name: s, port: 80}]
+"#
+    );
+    let loaded = crate::load::parse_file("t.yaml", &yaml).expect("parse");
+    let (index, errors) = crate::load::merge([("t.yaml", loaded.as_slice())], "weir-system");
+    assert!(errors.is_empty(), "{errors:?}");
+    let c = compile(&index, &Memory::default());
+    let http = status(&c, Kind::HttpRoute, "default", "cart");
+    // Accepted: the HTTPRoute is valid; it just loses the tie-break for /cart + x-beta.
+    assert!(http.is_true("Accepted"), "{http:#?}");
+    let lost = cond(http, "Conflicted");
+    assert_eq!((lost.status.as_str(), lost.reason.as_str()), ("True", "MatchConflict"));
+    assert!(lost.message.contains("Route default/young"), "{}", lost.message);
+    let parents = &http.document.as_ref().unwrap()["parents"][0]["conditions"];
+    assert!(parents.as_array().unwrap().iter().any(|c| c["type"] == "Conflicted"), "{parents}");
+    // The older weir Route does not lose its header rule to the younger HTTPRoute.
+    assert!(!conflicted(&c, "young").unwrap().contains("rules[1]"));
+}

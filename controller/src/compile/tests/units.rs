@@ -68,6 +68,7 @@ fn duplicate_rule_names_and_empty_rules_are_invalid() {
             service: "s".into(),
             port: Some(70000),
             weight: None,
+            ..Default::default()
         }],
         ..Default::default()
     };
