@@ -162,8 +162,12 @@ pub fn item(kind: Kind, obj: DynamicObject) -> Item {
             return Item { kind, key, object: None, invalid, existing };
         }
     };
-    if let Some(map) = value.as_object_mut() {
+    if kind != Kind::Service
+        && let Some(map) = value.as_object_mut()
+    {
         // A malformed status must not make the object invalid: only the spec is the user's.
+        // Services keep theirs: weir's own Service (`--publish-service`) reports its
+        // load-balancer addresses in Gateway and Ingress statuses.
         map.remove("status");
     }
     match convert(kind, value) {
