@@ -33,6 +33,10 @@ CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k rout
            (bench/observe.py)
   aggregate weir alone: a two-part aggregate request (API composition) vs two sequential
            proxied requests: CPU/request and one-at-a-time latency (bench/aggregate.py)
+  kube     Kubernetes mode against the API server double (weir-kube-bench): KUBE_ROUTES
+           (10000) Routes, then one new Route created through the double's API, from the
+           create's answer until the proxy serves it (polled every 0.5 ms), CHANGES per
+           round, ROUNDS rounds; target <= 15 ms (issue 16)
   idle     idle Pss
 
 Prints one line per figure: weir's value, the peer's, the median of per-round ratios
@@ -68,7 +72,7 @@ DURATION = int(os.environ.get("DURATION", "2" if QUICK else "5"))
 WARMUP = int(os.environ.get("WARMUP", "1"))
 CONNS = int(os.environ.get("CONNECTIONS", "32"))
 PEERS = [p for p in os.environ.get("PEERS", "nginx,haproxy").split(",") if p]
-FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,tls,plugins,cache,upstream,observe,aggregate,scaling,reload,idle").split(","))
+FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,tls,plugins,cache,upstream,observe,aggregate,scaling,reload,kube,idle").split(","))
 SCALE_NS = [int(x) for x in os.environ.get("SCALE_NS", "1,1000,10000,100000").split(",") if x]
 PER_FILE = int(os.environ.get("ROUTES_PER_FILE", "1000"))
 CHANGES = int(os.environ.get("CHANGES", "8" if QUICK else "20"))
@@ -279,6 +283,23 @@ def reload_live(inst):
                 f"{statistics.median(t[0] for t in times):.1f}/{statistics.median(t[1] for t in times):.1f}ms")
 
 
+def kube_watch():
+    """New Route in Kubernetes mode -> live, against the API server double."""
+    import json
+    n = int(os.environ.get("KUBE_ROUTES", "10000"))
+    bench = os.path.join(b.TARGET_DIR, "release", "weir-kube-bench")
+    weir = os.path.join(b.TARGET_DIR, "release", "weir")
+    live = []
+    for _ in range(ROUNDS):
+        out = subprocess.run(["taskset", "-c", b.LOAD_CPU, bench, "--weir", weir, "--routes", str(n),
+                              "--changes", str(CHANGES), "--cpu", b.PROXY_CPU],
+                             capture_output=True, text=True, timeout=600, check=True)
+        live.extend(json.loads(out.stdout.strip().splitlines()[-1])["live_ms"])
+    p50, p99 = pctl(live, 50), pctl(live, 99)
+    row(f"kube: new Route -> live, {n} Routes (API double), p50/p99 of {len(live)}",
+        f"{p50:.1f}/{p99:.1f}ms", "", "", "", "<= 15ms p50", "yes" if p50 <= 15 else "no")
+
+
 def reload_under_load(inst, proxies):
     n = next((n for n in SCALE_NS if n >= 10000), SCALE_NS[-1])
     i = inst[n]
@@ -362,7 +383,7 @@ def main():
         b.log("building release binaries")
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "weir-controller", "-p", "weir-e2e", "--bins"],
                        cwd=b.ROOT, check=True, timeout=3600)
-    for binary in ("weir", "weir-loadgen"):
+    for binary in ("weir", "weir-loadgen", "weir-kube-bench"):
         if not os.path.exists(os.path.join(b.TARGET_DIR, "release", binary)):
             sys.exit(f"bench: {b.TARGET_DIR}/release/{binary} is missing; build it or unset NO_BUILD")
     b.make_tmp()
@@ -430,6 +451,9 @@ def main():
     if "reload" in FIGURES:
         reload_live(inst)
         reload_under_load(inst, {k: v for k, v in proxies.items() if k == "nginx"})
+
+    if "kube" in FIGURES:
+        kube_watch()
 
     print_table(f"weir bench ({'QUICK, ' if QUICK else ''}{ROUNDS} rounds x {DURATION}s +{WARMUP}s warm-up, "
                 f"wrk -t1 -c{CONNS}; proxy on CPU {b.PROXY_CPU}, load+upstream on CPU {b.LOAD_CPU}; "

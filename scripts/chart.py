@@ -84,6 +84,8 @@ ALL_ON: dict[str, Any] = {
     "requestMetrics": False,
     "metricsPerConsumer": True,
     "cacheMemory": "64Mi",
+    "publishService": "edge/public-lb",
+    "ingressClass": {"create": True, "name": "weir", "default": True},
     "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
     "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                     "targetMemoryUtilizationPercentage": 80},
@@ -110,6 +112,8 @@ BAD_VALUES: list[dict[str, Any]] = [
     {"grafanaDashboard": {"enabled": "yes"}},
     {"grafanaDashboard": {"namespace": "Not_A_Namespace"}},
     {"unknownTopLevelKey": 1},
+    {"publishService": "no-slash"},
+    {"ingressClass": {"default": "yes"}},
     {"shutdownDelay": "5 seconds"},
     {"idleTimeout": "1d"},
     {"headerReadTimeout": 10},
@@ -131,7 +135,8 @@ BAD_VALUES: list[dict[str, Any]] = [
 # render must grant the same rules, whatever features are on.
 RBAC_SEEN: dict[str, tuple[set, set]] = {}
 
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                  "IngressClass", "GatewayClass"}
 
 # Helm's install order (pkg/release/util/kind_sorter.go), for a stable install.yaml.
 INSTALL_ORDER = [
@@ -223,6 +228,18 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
                  "PodDisruptionBudget"):
         one(kind)
 
+    # IngressClass `weir` (the default class only when asked); no GatewayClass without the
+    # Gateway API served (the render has no such API version).
+    ic = one("IngressClass")
+    c.check(ic.get("spec", {}).get("controller") == "weir.dev/ingress-controller",
+            f"{label}: IngressClass controller")
+    is_default = (ic.get("metadata", {}).get("annotations") or {}).get(
+        "ingressclass.kubernetes.io/is-default-class")
+    want_default = values.get("ingressClass", {}).get("default", False)
+    c.check(is_default == ("true" if want_default else None),
+            f"{label}: is-default-class annotation {is_default!r}")
+    c.check(not by_kind.get("GatewayClass"), f"{label}: GatewayClass without the Gateway API")
+
     # Deployment.
     dep = one("Deployment")
     spec = dep.get("spec", {})
@@ -278,6 +295,8 @@ def check_objects(c: Checker, objs: list[tuple[str, dict[str, Any]]], label: str
                       ("traceSampling", "--trace-sampling"),
                       ("cacheMemory", "--cache-memory")):
         c.check(flags.get(flag) == (values.get(key) or None), f"{label}: {flag} {args}")
+    c.check(flags.get("--publish-service") == (values.get("publishService") or f"{NAMESPACE}/{RELEASE}"),
+            f"{label}: --publish-service {args}")
     c.check(flags.get("--request-metrics") == (None if values.get("requestMetrics", True) else "false"),
             f"{label}: --request-metrics {args}")
     c.check(flags.get("--metrics-per-consumer") == ("true" if values.get("metricsPerConsumer") else None),

@@ -35,8 +35,8 @@ fn main() {
         assert!(errors.is_empty(), "{errors:?}");
         let after_load = live();
         let shared =
-            weir_controller::runtime::Shared::new(weir_dataplane::server::DataPlane::new());
-        let mut publisher = weir_controller::runtime::Publisher::new(Arc::clone(&shared));
+            weir_controller::publish::Shared::new(weir_dataplane::server::DataPlane::new());
+        let mut publisher = weir_controller::publish::Publisher::new(Arc::clone(&shared));
         let before_apply = live();
         publisher.apply(source.index(), errors);
         let after_apply = live();

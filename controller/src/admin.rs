@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use weir_dataplane::RequestView;
 use weir_dataplane::router::describe_snapshot;
 
-use crate::runtime::Shared;
+use crate::publish::Shared;
 
 type Body = Full<Bytes>;
 

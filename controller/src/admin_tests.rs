@@ -6,7 +6,7 @@ use weir_dataplane::DataPlane;
 
 use super::*;
 use crate::load::{merge, parse_file};
-use crate::runtime::Publisher;
+use crate::publish::Publisher;
 
 const CONFIG: &str = "apiVersion: weir.dev/v1alpha1
 kind: Route

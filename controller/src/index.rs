@@ -71,7 +71,110 @@ pub enum Kind {
     Namespace,
 }
 
+/// Whether and how weir writes an object's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// weir never writes it (inputs only: Services, Secrets, classes it does not own…).
+    Never,
+    /// weir's own status shape (`observedGeneration`, `conditions`, `effectivePlugins`).
+    Weir,
+    /// The whole status document the kind's API defines (`ObjectStatus::document`), for
+    /// the objects weir owns (those with a status entry).
+    Document,
+}
+
+/// When a kind is watched in Kubernetes mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchWhen {
+    /// From the start, in every watched namespace scope (built-in APIs and weir's CRDs).
+    Always,
+    /// Once API discovery shows its group/version is served (CRDs that may be absent, such
+    /// as the Gateway API); re-checked periodically.
+    WhenServed,
+    /// Only labelled or referenced objects (Secrets), by their own watches.
+    Referenced,
+}
+
+/// Everything weir knows about one kind: the one table the watchers, the converter, the
+/// status writer and the RBAC list read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    /// The kind.
+    pub kind: Kind,
+    /// API group (`""` = core).
+    pub group: &'static str,
+    /// API version.
+    pub version: &'static str,
+    /// Plural resource name.
+    pub plural: &'static str,
+    /// Namespaced (`false`: cluster-scoped, keyed with namespace `""`).
+    pub namespaced: bool,
+    /// Whether and how weir writes its status.
+    pub status: StatusWrite,
+    /// When it is watched.
+    pub watch: WatchWhen,
+}
+
+const fn info(
+    kind: Kind,
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+    status: StatusWrite,
+    watch: WatchWhen,
+) -> KindInfo {
+    KindInfo { kind, group, version, plural, namespaced, status, watch }
+}
+
+/// The Gateway API group.
+pub const GATEWAY_GROUP: &str = weir_crds::gateway_api::GROUP;
+
+/// Every kind, in [`Kind`] order.
+pub const KINDS: [KindInfo; 15] = {
+    use StatusWrite::{Document, Never, Weir};
+    use WatchWhen::{Always, Referenced, WhenServed};
+    [
+        info(Kind::Route, "weir.dev", "v1alpha1", "routes", true, Weir, Always),
+        info(Kind::Plugin, "weir.dev", "v1alpha1", "plugins", true, Weir, Always),
+        info(Kind::Consumer, "weir.dev", "v1alpha1", "consumers", true, Weir, Always),
+        info(Kind::BackendPolicy, "weir.dev", "v1alpha1", "backendpolicies", true, Weir, Always),
+        info(Kind::Service, "", "v1", "services", true, Never, Always),
+        info(Kind::EndpointSlice, "discovery.k8s.io", "v1", "endpointslices", true, Never, Always),
+        info(Kind::Secret, "", "v1", "secrets", true, Never, Referenced),
+        info(
+            Kind::GatewayClass,
+            GATEWAY_GROUP,
+            "v1",
+            "gatewayclasses",
+            false,
+            Document,
+            WhenServed,
+        ),
+        info(Kind::Gateway, GATEWAY_GROUP, "v1", "gateways", true, Document, WhenServed),
+        info(Kind::HttpRoute, GATEWAY_GROUP, "v1", "httproutes", true, Document, WhenServed),
+        info(Kind::GrpcRoute, GATEWAY_GROUP, "v1", "grpcroutes", true, Document, WhenServed),
+        info(
+            Kind::ReferenceGrant,
+            GATEWAY_GROUP,
+            "v1beta1",
+            "referencegrants",
+            true,
+            Never,
+            WhenServed,
+        ),
+        info(Kind::Ingress, "networking.k8s.io", "v1", "ingresses", true, Document, Always),
+        info(Kind::IngressClass, "networking.k8s.io", "v1", "ingressclasses", false, Never, Always),
+        info(Kind::Namespace, "", "v1", "namespaces", false, Never, Always),
+    ]
+};
+
 impl Kind {
+    /// The kind's entry in [`KINDS`].
+    pub fn info(self) -> &'static KindInfo {
+        &KINDS[self as usize]
+    }
+
     /// The Kubernetes `kind` string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,10 +196,21 @@ impl Kind {
         }
     }
 
-    /// False for the cluster-scoped kinds (GatewayClass, IngressClass), keyed with
-    /// namespace `""`.
+    /// The kind named `name` (its `kind` string).
+    pub fn parse(name: &str) -> Option<Kind> {
+        KINDS.iter().map(|i| i.kind).find(|k| k.as_str() == name)
+    }
+
+    /// False for the cluster-scoped kinds (GatewayClass, IngressClass, Namespace), keyed
+    /// with namespace `""`.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::GatewayClass | Kind::IngressClass | Kind::Namespace)
+        self.info().namespaced
+    }
+
+    /// `apiVersion`: `v1` or `group/version`.
+    pub fn api_version(self) -> String {
+        let i = self.info();
+        if i.group.is_empty() { i.version.to_owned() } else { format!("{}/{}", i.group, i.version) }
     }
 }
 
@@ -166,5 +280,22 @@ impl Index {
     /// [`Index::now`], or the Unix epoch when unset.
     pub fn now(&self) -> std::time::SystemTime {
         self.now.unwrap_or(std::time::UNIX_EPOCH)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_is_in_kind_order_and_names_parse_back() {
+        for (i, info) in KINDS.iter().enumerate() {
+            assert_eq!(info.kind as usize, i, "{:?}", info.kind);
+            assert_eq!(Kind::parse(info.kind.as_str()), Some(info.kind));
+        }
+        assert_eq!(Kind::parse("Nope"), None);
+        assert_eq!(Kind::ReferenceGrant.api_version(), "gateway.networking.k8s.io/v1beta1");
+        assert_eq!(Kind::Service.api_version(), "v1");
+        assert!(!Kind::Namespace.namespaced() && Kind::Ingress.namespaced());
     }
 }

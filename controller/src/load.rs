@@ -147,7 +147,11 @@ impl Object {
             (Object::Plugin(a), Object::Plugin(b)) => a.spec == b.spec,
             (Object::Consumer(a), Object::Consumer(b)) => a.spec == b.spec,
             (Object::BackendPolicy(a), Object::BackendPolicy(b)) => a.spec == b.spec,
-            (Object::Service(a), Object::Service(b)) => a.spec == b.spec,
+            // A Service's status (load-balancer addresses) is what Gateways and Ingresses
+            // report for weir's own Service (`--publish-service`).
+            (Object::Service(a), Object::Service(b)) => {
+                (&a.spec, &a.status) == (&b.spec, &b.status)
+            }
             (Object::EndpointSlice(a), Object::EndpointSlice(b)) => {
                 (&a.address_type, &a.endpoints, &a.ports)
                     == (&b.address_type, &b.endpoints, &b.ports)

@@ -13,7 +13,7 @@ use weir_dataplane::DataPlane;
 use weir_dataplane::listener::{Edge, ListenerOptions, PlainListener, TlsListener};
 
 use crate::cli::RunArgs;
-use crate::runtime::Shared;
+use crate::publish::Shared;
 
 /// The listener options of `args` (`--max-connections`, `--header-read-timeout`,
 /// `--idle-timeout`).

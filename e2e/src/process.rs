@@ -97,10 +97,18 @@ impl WeirProcess {
     /// Starts `weir run <mode_args>` (e.g. `--kubeconfig PATH` for Kubernetes mode) like
     /// [`WeirProcess::start`]: free loopback ports, ready within 20 s, retried on early exit.
     pub async fn start_with(mode_args: &[OsString]) -> anyhow::Result<Self> {
+        Self::start_with_env(mode_args, &[]).await
+    }
+
+    /// [`WeirProcess::start_with`] with extra environment variables for the process.
+    pub async fn start_with_env(
+        mode_args: &[OsString],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::start_once(mode_args).await {
+            match Self::start_once(mode_args, env).await {
                 Ok(process) => return Ok(process),
                 Err(Start::Exited(e)) if attempt < 3 => {
                     eprintln!("weir exited early (attempt {attempt}), retrying: {e:#}");
@@ -110,7 +118,7 @@ impl WeirProcess {
         }
     }
 
-    async fn start_once(mode_args: &[OsString]) -> Result<Self, Start> {
+    async fn start_once(mode_args: &[OsString], env: &[(&str, &str)]) -> Result<Self, Start> {
         let bin = weir_binary().map_err(Start::Failed)?;
         let http_addr = free_addr().map_err(Start::Failed)?;
         let admin_addr = free_addr().map_err(Start::Failed)?;
@@ -129,6 +137,7 @@ impl WeirProcess {
             .arg("--https-addr")
             .arg(https_addr.to_string())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(log)

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use weir_controller::kube::lease::LeaseConfig;
 use weir_controller::kube::{KubeOptions, run};
-use weir_controller::runtime::Shared;
+use weir_controller::publish::Shared;
 use weir_dataplane::DataPlane;
 use weir_e2e::apiserver::ApiServer;
 use weir_e2e::kubectl::api_for;

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use weir_controller::kube::lease::LeaseConfig;
 use weir_controller::kube::rbac;
 use weir_controller::kube::{KubeOptions, run};
-use weir_controller::runtime::Shared;
+use weir_controller::publish::Shared;
 use weir_dataplane::DataPlane;
 use weir_e2e::apiserver::{ApiRequest, ApiServer};
 use weir_e2e::kubectl::api_for;
@@ -530,8 +530,12 @@ async fn watch_namespaces_limit_the_watches_and_global_plugins_still_apply() {
     ctl.stop().await;
     for r in server.requests() {
         if matches!(r.verb.as_str(), "list" | "watch") && r.field_manager.is_none() {
-            let allowed: &[&str] =
-                if r.resource == "plugins" { &["team-a", "weir-system"] } else { &["team-a"] };
+            // Cluster-scoped kinds are watched cluster-wide whatever --watch-namespaces says.
+            let allowed: &[&str] = match r.resource.as_str() {
+                "plugins" => &["team-a", "weir-system"],
+                "ingressclasses" | "namespaces" | "gatewayclasses" => &["<all>"],
+                _ => &["team-a"],
+            };
             let ns = r.namespace.as_deref().unwrap_or("<all>");
             assert!(allowed.contains(&ns), "{} {} in {ns}", r.verb, r.resource);
         }

@@ -127,6 +127,8 @@ app.kubernetes.io/part-of: weir
 - --default-certificate
 - {{ . | quote }}
 {{- end }}
+- --publish-service
+- {{ default (printf "%s/%s" .Release.Namespace (include "weir.fullname" .)) .Values.publishService | quote }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}

@@ -6,52 +6,29 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::Resource as _;
 use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
-use weir_crds::gateway_api;
-use weir_crds::{BackendPolicy, Consumer, Plugin, Route, RouteStatus};
+use weir_crds::RouteStatus;
 
-use crate::index::{Kind, ObjectRef};
+use crate::index::{Kind, ObjectRef, StatusWrite};
 use crate::load::Object;
 
-/// The API resource (group, version, plural) watched for a kind.
+/// The API resource (group, version, plural) watched for a kind, from the registry.
 pub fn api_resource(kind: Kind) -> ApiResource {
-    match kind {
-        Kind::Route => ApiResource::erase::<Route>(&()),
-        Kind::Plugin => ApiResource::erase::<Plugin>(&()),
-        Kind::Consumer => ApiResource::erase::<Consumer>(&()),
-        Kind::BackendPolicy => ApiResource::erase::<BackendPolicy>(&()),
-        Kind::Service => ApiResource::erase::<Service>(&()),
-        Kind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
-        Kind::Secret => ApiResource::erase::<Secret>(&()),
-        Kind::GatewayClass => gateway_resource("GatewayClass", "gatewayclasses", "v1"),
-        Kind::Gateway => gateway_resource("Gateway", "gateways", "v1"),
-        Kind::HttpRoute => gateway_resource("HTTPRoute", "httproutes", "v1"),
-        Kind::GrpcRoute => gateway_resource("GRPCRoute", "grpcroutes", "v1"),
-        Kind::ReferenceGrant => gateway_resource("ReferenceGrant", "referencegrants", "v1beta1"),
-        Kind::Ingress => ApiResource::erase::<Ingress>(&()),
-        Kind::IngressClass => ApiResource::erase::<IngressClass>(&()),
-        Kind::Namespace => ApiResource::erase::<Namespace>(&()),
-    }
-}
-
-fn gateway_resource(kind: &str, plural: &str, version: &str) -> ApiResource {
+    let info = kind.info();
     ApiResource {
-        group: gateway_api::GROUP.to_owned(),
-        version: version.to_owned(),
-        api_version: format!("{}/{version}", gateway_api::GROUP),
-        kind: kind.to_owned(),
-        plural: plural.to_owned(),
+        group: info.group.to_owned(),
+        version: info.version.to_owned(),
+        api_version: kind.api_version(),
+        kind: kind.as_str().to_owned(),
+        plural: info.plural.to_owned(),
     }
 }
 
-/// True for the weir kinds, which carry a status this controller writes.
+/// True for the kinds whose status this controller writes (weir's, and the front-end
+/// kinds' status documents).
 pub fn has_status(kind: Kind) -> bool {
-    matches!(kind, Kind::Route | Kind::Plugin | Kind::Consumer | Kind::BackendPolicy)
+    kind.info().status != StatusWrite::Never
 }
 
 /// What the API server holds for a weir object: what the status writer compares with.
@@ -62,7 +39,11 @@ pub struct Existing {
     /// `metadata.generation`.
     pub generation: i64,
     /// The status on the object (read leniently: a malformed status reads as empty).
+    /// weir kinds only.
     pub status: RouteStatus,
+    /// The status on the object as raw JSON (kinds whose status document weir writes:
+    /// Gateway API and Ingress); `None` when it has none.
+    pub document: Option<serde_json::Value>,
 }
 
 /// An object that does not convert: its generation and the reason, naming the field.
@@ -159,14 +140,20 @@ pub fn key_of(kind: Kind, obj: &DynamicObject) -> ObjectRef {
 pub fn item(kind: Kind, obj: DynamicObject) -> Item {
     let key = key_of(kind, &obj);
     let generation = obj.metadata.generation.unwrap_or(0);
-    let existing = has_status(kind).then(|| Existing {
-        uid: obj.metadata.uid.clone(),
-        generation,
-        status: obj
-            .data
-            .get("status")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .unwrap_or_default(),
+    let raw = obj.data.get("status");
+    let existing = has_status(kind).then(|| match kind.info().status {
+        StatusWrite::Document => Existing {
+            uid: obj.metadata.uid.clone(),
+            generation,
+            status: RouteStatus::default(),
+            document: raw.filter(|s| !s.is_null()).cloned(),
+        },
+        _ => Existing {
+            uid: obj.metadata.uid.clone(),
+            generation,
+            status: raw.and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or_default(),
+            document: None,
+        },
     });
     let mut value = match serde_json::to_value(&obj) {
         Ok(v) => v,
@@ -175,8 +162,12 @@ pub fn item(kind: Kind, obj: DynamicObject) -> Item {
             return Item { kind, key, object: None, invalid, existing };
         }
     };
-    if let Some(map) = value.as_object_mut() {
+    if kind != Kind::Service
+        && let Some(map) = value.as_object_mut()
+    {
         // A malformed status must not make the object invalid: only the spec is the user's.
+        // Services keep theirs: weir's own Service (`--publish-service`) reports its
+        // load-balancer addresses in Gateway and Ingress statuses.
         map.remove("status");
     }
     match convert(kind, value) {
@@ -194,21 +185,9 @@ pub fn item(kind: Kind, obj: DynamicObject) -> Item {
     }
 }
 
-/// The `apiVersion` of a weir kind (for status patches and event references).
+/// The `apiVersion` of a kind (for status patches and event references).
 pub fn api_version(kind: Kind) -> String {
-    match kind {
-        Kind::Route => Route::api_version(&()).into_owned(),
-        Kind::Plugin => Plugin::api_version(&()).into_owned(),
-        Kind::Consumer => Consumer::api_version(&()).into_owned(),
-        Kind::BackendPolicy => BackendPolicy::api_version(&()).into_owned(),
-        Kind::Service | Kind::Secret | Kind::Namespace => "v1".to_owned(),
-        Kind::EndpointSlice => "discovery.k8s.io/v1".to_owned(),
-        Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::GrpcRoute => {
-            gateway_api::API_VERSION.to_owned()
-        }
-        Kind::ReferenceGrant => gateway_api::API_VERSION_BETA.to_owned(),
-        Kind::Ingress | Kind::IngressClass => "networking.k8s.io/v1".to_owned(),
-    }
+    kind.api_version()
 }
 
 #[cfg(test)]

@@ -30,13 +30,14 @@ use kube::api::Api;
 use tokio::sync::{mpsc, watch as channel};
 use tokio::time::Instant;
 
-use crate::index::{Kind, ObjectRef};
+use crate::index::ObjectRef;
 use crate::kube::lease::{Elector, LeaseConfig};
 use crate::kube::state::{State, referenced_secrets};
 use crate::kube::watch::Watchers;
+
 use crate::kube::writer::{Writer, WriterInput};
 use crate::load::LoadError;
-use crate::runtime::{Outcome, Publisher, Shared};
+use crate::publish::{Publisher, Shared};
 
 /// Quiet time after the last change before compiling.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
@@ -57,6 +58,9 @@ pub struct KubeOptions {
     pub lease: LeaseConfig,
     /// `--default-certificate`: the Secret served for unknown or absent SNI.
     pub default_certificate: Option<ObjectRef>,
+    /// `--publish-service`: weir's own Service, whose addresses Gateways and Ingresses
+    /// report.
+    pub publish_service: Option<ObjectRef>,
 }
 
 impl KubeOptions {
@@ -74,6 +78,7 @@ impl KubeOptions {
             watch_namespaces: namespaces,
             lease: LeaseConfig::new(lease::default_identity()),
             default_certificate: None,
+            publish_service: None,
         }
     }
 }
@@ -180,8 +185,18 @@ async fn sync(
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut state = State::default();
-    let mut watchers = Watchers::new(client, tx);
-    watchers.start_all(&mut state, &options.watch_namespaces, &options.namespace);
+    {
+        let index = state.index_mut();
+        index.controller_namespace.clone_from(&options.namespace);
+        index.default_certificate.clone_from(&options.default_certificate);
+        index.publish_service.clone_from(&options.publish_service);
+    }
+    let mut watchers = Watchers::new(client.clone(), tx, &options.watch_namespaces);
+    watchers.start_all(&mut state, &options.namespace);
+    // API discovery: the Gateway API kinds are watched once their CRDs are served.
+    let (served_tx, mut served) = channel::channel(None);
+    let discovery = tokio::spawn(watch::discover(client, served_tx));
+    let _discovery = AbortOnDrop(discovery);
     let mut publisher = Publisher::new(Arc::clone(&shared));
     let mut secrets_started: Option<Instant> = None;
     // (first change, last change) of the pending batch.
@@ -201,6 +216,17 @@ async fn sync(
                 }
                 false
             }
+            changed = served.changed() => {
+                if changed.is_err() {
+                    tracing::error!("API discovery stopped");
+                    return;
+                }
+                let kinds = served.borrow_and_update().clone().unwrap_or_default();
+                watchers.sync_served(&mut state, &kinds);
+                let now = Instant::now();
+                pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                false
+            }
             change = rx.recv() => {
                 let Some(change) = change else { return };
                 if state.apply(change) {
@@ -215,104 +241,47 @@ async fn sync(
             continue;
         }
         pending = None;
-        // Building the index and the status writer's input is O(objects) too (≈ 0.15 s
-        // and 0.18 s at 100k Routes in a debug build, against ≈ 2.5 s for the compile): it
-        // runs on blocking threads, so it never stalls proxying on the async workers (a
-        // single one with `WEIR_WORKER_THREADS=1`). This loop waits for it, so changes
-        // queue in the channel meanwhile, as before. `state` and `publisher` are moved
-        // there and back.
-        let namespace = options.namespace.clone();
-        let Some((back, mut index, index_ms)) = off_workers(move || {
-            let started = std::time::Instant::now();
-            let index = state.index(&namespace);
-            (state, index, started.elapsed().as_secs_f64() * 1e3)
-        })
-        .await
-        else {
-            return;
-        };
-        state = back;
-        index.default_certificate = options.default_certificate.clone();
-        let wanted = referenced_secrets(&index);
+        // The clock certificates are checked against in the compile that follows.
+        state.index_mut().now = Some(std::time::SystemTime::now());
+        let wanted = referenced_secrets(state.index());
         if watchers.sync_secret_refs(&mut state, &wanted) {
             secrets_started = Some(Instant::now());
         }
-        let waiting = !state.synced()
-            && (!state.synced_except_secret_refs()
-                || secrets_started.is_some_and(|t| t.elapsed() < SECRET_GRACE));
+        let waiting = served.borrow().is_none()
+            || (!state.synced()
+                && (!state.synced_except_secret_refs()
+                    || secrets_started.is_some_and(|t| t.elapsed() < SECRET_GRACE)));
         if waiting {
-            // The new watches' first lists will trigger the next round; poll
-            // anyway so the grace period is bounded.
+            // The new watches' first lists (or discovery) will trigger the next round;
+            // poll anyway so the grace period is bounded.
             let now = Instant::now();
             pending = Some((now + Duration::from_millis(200), now + Duration::from_millis(200)));
-            // Dropping 100k objects takes a while too.
-            off_workers(move || drop(index)).await;
             continue;
         }
-        let Some((back, back_publisher, watched)) =
-            off_workers(move || compile_round(state, publisher, index, index_ms)).await
+        // The index is kept incrementally (O(change) per event); the compile (a full one
+        // is O(objects)) runs on a blocking thread ([`crate::source::round`], shared with
+        // standalone mode) and never stalls proxying on the async workers (a single one
+        // with `WEIR_WORKER_THREADS=1`). This loop waits for it, so changes queue in the
+        // channel meanwhile. `state` and `publisher` are moved there and back.
+        let Some((back, back_publisher, _)) =
+            crate::source::round(state, publisher, (), true).await
         else {
             return;
         };
         (state, publisher) = (back, back_publisher);
+        let watched = state.watched();
         let statuses = shared.live.load().as_ref().map(|c| c.statuses.clone()).unwrap_or_default();
         input.send_replace(Arc::new(WriterInput { statuses, watched }));
     }
 }
 
-/// Runs `work` on a blocking thread (off the async workers) and returns its result. A
-/// panic in `work` propagates; `None` when the task was cancelled (the runtime is
-/// shutting down).
-async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => Some(value),
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => {
-                tracing::warn!("blocking task cancelled: {e}");
-                None
-            }
-        },
-    }
-}
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-/// The blocking part of a round once every watch is synced: the status writer's input,
-/// then [`Publisher::apply`], logged with the time taken to build the index (`index_ms`),
-/// the watched objects (`watched_ms`) and to compile (`compile_ms`). Hands `state` and
-/// `publisher` back, with the watched objects.
-fn compile_round(
-    state: State,
-    mut publisher: Publisher,
-    index: crate::index::Index,
-    index_ms: f64,
-) -> (State, Publisher, std::collections::BTreeMap<(Kind, ObjectRef), state::Watched>) {
-    let t = std::time::Instant::now();
-    let watched = state.watched();
-    let errors = invalid_errors(&watched);
-    let watched_ms = t.elapsed().as_secs_f64() * 1e3;
-    let error_count = errors.len();
-    let started = std::time::Instant::now();
-    let outcome = publisher.apply(&index, errors);
-    // Compile + publish + status time, for `make bench` and the e2e tests.
-    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-    let routes = index.routes.len();
-    match outcome {
-        Outcome::Published(version) => tracing::info!(
-            version,
-            errors = error_count,
-            routes,
-            index_ms,
-            watched_ms,
-            compile_ms,
-            "configuration published"
-        ),
-        Outcome::Unchanged(version) => {
-            tracing::debug!(version, errors = error_count, "configuration unchanged");
-        }
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    // Dropped here, off the async workers too.
-    drop(index);
-    (state, publisher, watched)
 }
 
 async fn sleep_for(wait: Option<Duration>) {
@@ -331,9 +300,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Objects that do not convert, as load errors (shown by `/debug/status` and counted in
 /// `weir_config_errors`).
-fn invalid_errors(
-    watched: &std::collections::BTreeMap<(Kind, ObjectRef), state::Watched>,
-) -> Vec<LoadError> {
+fn invalid_errors(watched: &state::WatchedObjects) -> Vec<LoadError> {
     watched
         .iter()
         .filter_map(|((kind, key), w)| {
@@ -344,6 +311,20 @@ fn invalid_errors(
             })
         })
         .collect()
+}
+
+impl crate::source::Source for State {
+    /// The watch events are applied to the index as they arrive (O(change) each, on the
+    /// loop); a round only collects the load errors.
+    type Changes = ();
+
+    fn apply(&mut self, (): ()) -> crate::source::Applied {
+        crate::source::Applied { changed: true, errors: invalid_errors(&self.watched()) }
+    }
+
+    fn index(&self) -> &crate::index::Index {
+        State::index(self)
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,24 @@ pub const API_CALLS: &[ApiCall] = &[
     call("weir.dev", "backendpolicies/status", &["patch"]),
     call("", "services", &["list", "watch"]),
     call("discovery.k8s.io", "endpointslices", &["list", "watch"]),
+    // Ingress front end, and Namespaces (their labels, for Gateway listeners'
+    // allowedRoutes selectors): always watched.
+    call("networking.k8s.io", "ingresses", &["list", "watch"]),
+    call("networking.k8s.io", "ingressclasses", &["list", "watch"]),
+    call("networking.k8s.io", "ingresses/status", &["patch"]),
+    call("", "namespaces", &["list", "watch"]),
+    // Gateway API: watched once API discovery shows the CRDs are served (discovery itself
+    // reads `/apis/gateway.networking.k8s.io/...`, non-resource URLs every authenticated
+    // user may read).
+    call("gateway.networking.k8s.io", "gatewayclasses", &["list", "watch"]),
+    call("gateway.networking.k8s.io", "gateways", &["list", "watch"]),
+    call("gateway.networking.k8s.io", "httproutes", &["list", "watch"]),
+    call("gateway.networking.k8s.io", "grpcroutes", &["list", "watch"]),
+    call("gateway.networking.k8s.io", "referencegrants", &["list", "watch"]),
+    call("gateway.networking.k8s.io", "gatewayclasses/status", &["patch"]),
+    call("gateway.networking.k8s.io", "gateways/status", &["patch"]),
+    call("gateway.networking.k8s.io", "httproutes/status", &["patch"]),
+    call("gateway.networking.k8s.io", "grpcroutes/status", &["patch"]),
     // Only Secrets labelled `weir.dev/secret=true` or named by a weir object (field selector).
     call("", "secrets", &["list", "watch"]),
     ApiCall {
@@ -65,5 +83,22 @@ mod tests {
         assert!(!allowed("weir.dev", "routes", "patch"));
         assert!(!allowed("", "secrets", "get"));
         assert!(allowed("coordination.k8s.io", "leases", "update"));
+    }
+
+    #[test]
+    fn every_watched_kind_is_listed_and_watched_and_every_status_written_is_patched() {
+        use crate::index::{KINDS, StatusWrite};
+        for info in &KINDS {
+            for verb in ["list", "watch"] {
+                assert!(allowed(info.group, info.plural, verb), "{:?} {verb}", info.kind);
+            }
+            let status = format!("{}/status", info.plural);
+            assert_eq!(
+                allowed(info.group, &status, "patch"),
+                info.status != StatusWrite::Never,
+                "{:?}",
+                info.kind
+            );
+        }
     }
 }

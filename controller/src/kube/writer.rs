@@ -1,24 +1,24 @@
 //! The status writer: while this replica holds the lease, applies every weir object's
-//! status with server-side apply on the status subresource (field manager `weir`, forced),
+//! status (and the whole status document of the Gateway API and Ingress objects weir owns) with server-side apply on the status subresource (field manager `weir`, forced),
 //! only when it differs from what the object carries, and publishes Events when the
 //! `Accepted` condition changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
+use imbl::ordmap::DiffItem;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use tokio::sync::watch;
 use weir_crds::RouteStatus;
 
-use crate::index::{Kind, ObjectRef};
+use crate::index::{Kind, ObjectRef, StatusWrite};
 use crate::kube::convert::{api_resource, api_version};
 use crate::kube::events::Events;
-use crate::kube::state::Watched;
-use crate::kube::status::{accepted, to_write};
-use crate::runtime::{Shared, rfc3339};
+use crate::kube::status::{accepted, document_to_write, to_write};
+use crate::publish::{Shared, rfc3339};
 
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "weir";
@@ -32,8 +32,8 @@ pub const RETRY: Duration = Duration::from_secs(2);
 pub struct WriterInput {
     /// Statuses computed by `compile()` for the live snapshot.
     pub statuses: crate::compile::Statuses,
-    /// Every watched weir object, with what the API server holds.
-    pub watched: BTreeMap<(Kind, ObjectRef), Watched>,
+    /// Every watched object whose status weir writes, with what the API server holds.
+    pub watched: crate::kube::state::WatchedObjects,
 }
 
 /// The writer's memory: what it last wrote, per object (and uid).
@@ -41,32 +41,102 @@ pub struct Writer {
     client: Client,
     events: Events,
     shared: Arc<Shared>,
-    written: HashMap<(Kind, ObjectRef), (Option<String>, RouteStatus)>,
+    written: HashMap<(Kind, ObjectRef), (Option<String>, Written)>,
+    /// The input of the last round whose writes all succeeded (this term): the next round
+    /// looks only at the objects whose status or watched state differ from it (a diff of
+    /// persistent maps), so a round costs O(change), not O(objects), on the async workers.
+    seen: Option<(crate::compile::Statuses, crate::kube::state::WatchedObjects)>,
+}
+
+/// A status this replica wrote.
+#[derive(Debug, Clone, PartialEq)]
+enum Written {
+    /// A weir kind's status.
+    Weir(RouteStatus),
+    /// A front-end kind's whole status document.
+    Document(serde_json::Value),
+}
+
+impl Written {
+    fn weir(&self) -> Option<&RouteStatus> {
+        match self {
+            Written::Weir(s) => Some(s),
+            Written::Document(_) => None,
+        }
+    }
+
+    fn document(&self) -> Option<&serde_json::Value> {
+        match self {
+            Written::Document(d) => Some(d),
+            Written::Weir(_) => None,
+        }
+    }
 }
 
 impl Writer {
     /// A writer using `client`; `identity` names this replica in Events.
     pub fn new(client: Client, shared: Arc<Shared>, identity: &str) -> Self {
         let events = Events::new(client.clone(), identity);
-        Writer { client, events, shared, written: HashMap::new() }
+        Writer { client, events, shared, written: HashMap::new(), seen: None }
     }
 
     /// Writes every status that differs. Returns false when some write failed.
     pub async fn write_all(&mut self, input: &WriterInput) -> bool {
-        self.written
-            .retain(|k, (uid, _)| input.watched.get(k).is_some_and(|w| w.existing.uid == *uid));
+        let ids: Vec<(Kind, ObjectRef)> = match self.seen.take() {
+            Some((statuses, watched)) => {
+                let mut ids = std::collections::BTreeSet::new();
+                for item in statuses.diff(&input.statuses) {
+                    let (DiffItem::Add(id, _)
+                    | DiffItem::Update { new: (id, _), .. }
+                    | DiffItem::Remove(id, _)) = item;
+                    ids.insert(id.clone());
+                }
+                for item in watched.diff(&input.watched) {
+                    let (DiffItem::Add(id, _)
+                    | DiffItem::Update { new: (id, _), .. }
+                    | DiffItem::Remove(id, _)) = item;
+                    ids.insert(id.clone());
+                }
+                ids.into_iter().collect()
+            }
+            None => {
+                self.written.retain(|k, (uid, _)| {
+                    input.watched.get(k).is_some_and(|w| w.existing.uid == *uid)
+                });
+                input.watched.keys().cloned().collect()
+            }
+        };
         let now = rfc3339(SystemTime::now());
         let mut jobs = Vec::new();
-        for ((kind, key), watched) in &input.watched {
-            let id = (*kind, key.clone());
-            let last = self.written.get(&id).map(|(_, s)| s);
-            let Some(status) =
-                to_write(*kind, input.statuses.get(&id).map(|s| &**s), watched, last, &now)
-            else {
+        for id in ids {
+            let Some(watched) = input.watched.get(&id) else {
+                self.written.remove(&id);
                 continue;
             };
-            let before = last.unwrap_or(&watched.existing.status);
-            let previous = accepted(before).cloned();
+            if self.written.get(&id).is_some_and(|(uid, _)| *uid != watched.existing.uid) {
+                self.written.remove(&id);
+            }
+            let kind = &id.0;
+            let last = self.written.get(&id).map(|(_, s)| s);
+            let compiled = input.statuses.get(&id).map(|s| &**s);
+            let (status, previous) = match kind.info().status {
+                StatusWrite::Never => continue,
+                StatusWrite::Weir => {
+                    let last = last.and_then(Written::weir);
+                    let Some(status) = to_write(*kind, compiled, watched, last, &now) else {
+                        continue;
+                    };
+                    let before = last.unwrap_or(&watched.existing.status);
+                    (Written::Weir(status), accepted(before).cloned())
+                }
+                StatusWrite::Document => {
+                    let last = last.and_then(Written::document);
+                    let Some(document) = document_to_write(compiled, watched, last, &now) else {
+                        continue;
+                    };
+                    (Written::Document(document), None)
+                }
+            };
             jobs.push((id, watched.clone(), status, previous));
         }
         let this = &*self;
@@ -83,7 +153,7 @@ impl Writer {
             match result {
                 Ok(()) => {
                     self.shared.metrics.status_write("written");
-                    if let Some(c) = accepted(&status)
+                    if let Some(c) = status.weir().and_then(accepted)
                         && previous.as_ref().is_none_or(|p| {
                             (&p.status, &p.reason, &p.message) != (&c.status, &c.reason, &c.message)
                         })
@@ -100,6 +170,9 @@ impl Writer {
                     ok = false;
                 }
             }
+        }
+        if ok {
+            self.seen = Some((input.statuses.clone(), input.watched.clone()));
         }
         ok
     }
@@ -125,13 +198,18 @@ impl Writer {
         &self,
         kind: Kind,
         key: &ObjectRef,
-        status: &RouteStatus,
+        status: &Written,
     ) -> Result<(), kube::Error> {
-        let api = Api::<DynamicObject>::namespaced_with(
-            self.client.clone(),
-            &key.namespace,
-            &api_resource(kind),
-        );
+        let resource = api_resource(kind);
+        let api = if kind.namespaced() {
+            Api::<DynamicObject>::namespaced_with(self.client.clone(), &key.namespace, &resource)
+        } else {
+            Api::<DynamicObject>::all_with(self.client.clone(), &resource)
+        };
+        let status = match status {
+            Written::Weir(s) => serde_json::to_value(s).map_err(kube::Error::SerdeError)?,
+            Written::Document(d) => d.clone(),
+        };
         let body = serde_json::json!({
             "apiVersion": api_version(kind),
             "kind": kind.as_str(),
@@ -186,6 +264,7 @@ impl Writer {
             if !*leader.borrow_and_update() {
                 // A new term starts from what the objects carry.
                 self.written.clear();
+                self.seen = None;
                 retry = false;
                 continue;
             }

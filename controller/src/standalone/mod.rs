@@ -14,53 +14,19 @@ use tokio::sync::{mpsc, watch};
 pub use events::{Changes, DEBOUNCE, MAX_DELAY, Signal};
 pub use source::DirSource;
 
-use crate::runtime::{Outcome, Publisher};
+use crate::publish::Publisher;
 
 /// Applies `changes` to the source, then compiles and publishes if anything changed (or
-/// `force`: a served certificate expired). Blocking work runs off the async workers.
+/// `force`: a served certificate expired), on a blocking thread ([`crate::source::round`]).
 async fn reload(
     source: DirSource,
     publisher: Publisher,
     changes: Changes,
     force: bool,
-) -> (DirSource, Publisher) {
-    let task = tokio::task::spawn_blocking(move || {
-        let (mut source, mut publisher) = (source, publisher);
-        let started = std::time::Instant::now();
-        let errors = source.apply(&changes);
-        let loaded = started.elapsed();
-        if !source.take_changed() && !force {
-            tracing::debug!("no configuration change");
-            return (source, publisher);
-        }
-        let error_count = errors.len();
-        let routes = source.index().routes.len();
-        let outcome = publisher.apply(source.index(), errors);
-        // Load (time in the source: read, parse, index update) and compile (+ publish +
-        // status) times, for `make bench`.
-        let load_ms = loaded.as_secs_f64() * 1e3;
-        let compile_ms = started.elapsed().saturating_sub(loaded).as_secs_f64() * 1e3;
-        match outcome {
-            Outcome::Published(v) => {
-                tracing::info!(
-                    version = v,
-                    errors = error_count,
-                    routes,
-                    load_ms,
-                    compile_ms,
-                    "configuration published"
-                );
-            }
-            Outcome::Unchanged(v) => {
-                tracing::debug!(version = v, errors = error_count, "configuration unchanged");
-            }
-        }
-        (source, publisher)
-    });
-    match task.await {
-        Ok(pair) => pair,
-        // The closure does not panic on purpose; if it does, there is nothing to recover.
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+) -> anyhow::Result<(DirSource, Publisher)> {
+    match crate::source::round(source, publisher, changes, force).await {
+        Some((source, publisher, _)) => Ok((source, publisher)),
+        None => anyhow::bail!("the reload was cancelled"),
     }
 }
 
@@ -97,7 +63,7 @@ pub async fn run(
     watcher.watch(&root, RecursiveMode::Recursive)?;
     tracing::info!(dir = %root.display(), "watching the config directory");
 
-    let (mut source, mut publisher) = reload(source, publisher, Changes::rescan(), false).await;
+    let (mut source, mut publisher) = reload(source, publisher, Changes::rescan(), false).await?;
     loop {
         // A served certificate that expires is reported by a compile once it has.
         let recheck = publisher.tls_recheck_in();
@@ -111,7 +77,7 @@ pub async fn run(
             } => {
                 if publisher.tls_recheck_due() {
                     (source, publisher) =
-                        reload(source, publisher, Changes::default(), true).await;
+                        reload(source, publisher, Changes::default(), true).await?;
                 }
                 continue;
             }
@@ -121,7 +87,7 @@ pub async fn run(
             },
         };
         let changes = events::settle(&mut rx, first).await;
-        (source, publisher) = reload(source, publisher, changes, false).await;
+        (source, publisher) = reload(source, publisher, changes, false).await?;
         if *shutdown.borrow() {
             break;
         }

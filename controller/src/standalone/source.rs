@@ -108,6 +108,13 @@ impl DirSource {
         self
     }
 
+    /// Reports this Service's addresses (`--publish-service`) in Gateway and Ingress
+    /// statuses.
+    pub fn with_publish_service(mut self, service: Option<crate::index::ObjectRef>) -> Self {
+        self.index.publish_service = service;
+        self
+    }
+
     /// The watched directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -399,5 +406,18 @@ impl DirSource {
         dups.sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
         errors.extend(dups);
         errors
+    }
+}
+
+impl crate::source::Source for DirSource {
+    type Changes = Changes;
+
+    fn apply(&mut self, changes: Changes) -> crate::source::Applied {
+        let errors = DirSource::apply(self, &changes);
+        crate::source::Applied { changed: self.take_changed(), errors }
+    }
+
+    fn index(&self) -> &Index {
+        DirSource::index(self)
     }
 }

@@ -9,7 +9,7 @@ use weir_dataplane::DataPlane;
 
 use super::*;
 use crate::index::{Index, ObjectRef};
-use crate::runtime::Shared;
+use crate::publish::Shared;
 
 fn route(name: &str, prefix: &str) -> String {
     format!(
@@ -110,7 +110,7 @@ fn a_broken_file_keeps_its_last_good_contents_and_others_are_unaffected() {
 }
 
 /// Waits (bounded) until the status view satisfies `f`.
-async fn wait_for(shared: &Shared, f: impl Fn(&crate::runtime::StatusView) -> bool) -> bool {
+async fn wait_for(shared: &Shared, f: impl Fn(&crate::publish::StatusView) -> bool) -> bool {
     for _ in 0..500 {
         if f(&shared.status.load()) {
             return true;
@@ -474,7 +474,7 @@ async fn a_certificate_that_expires_while_nothing_changes_is_reported() {
     let (stop, rx) = watch::channel(false);
     let task =
         tokio::spawn(run(DirSource::new(&dir.0, ""), Publisher::new(Arc::clone(&shared)), rx));
-    let resolved = |s: &crate::runtime::StatusView| {
+    let resolved = |s: &crate::publish::StatusView| {
         s.objects.iter().find(|o| o.name == "shop").and_then(|o| {
             o.view
                 .conditions
@@ -502,4 +502,35 @@ async fn a_certificate_that_expires_while_nothing_changes_is_reported() {
     assert!(shared.dataplane.current().tls.select(Some("shop.test")).is_some(), "last good kept");
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
+}
+
+#[test]
+fn front_end_kinds_are_indexed_updated_and_removed_like_other_kinds() {
+    let dir = TempDir::new("frontends");
+    let objects = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\n\
+        metadata: {name: weir}\nspec: {controllerName: weir.dev/gateway-controller}\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\n\
+        spec: {hostnames: [shop.test]}\n---\n\
+        apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\n\
+        spec: {ingressClassName: weir}\n";
+    dir.write("front.yaml", objects);
+    let mut src = DirSource::new(&dir.0, "weir-system");
+    let (index, errors) = src.load();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(index.gateway_classes.contains_key(&ObjectRef::new("", "weir")));
+    assert!(index.http_routes.contains_key(&ObjectRef::new("default", "shop")));
+    let web = Arc::clone(&index.ingresses[&ObjectRef::new("default", "web")]);
+    assert_eq!(web.metadata.generation, Some(1));
+    // A changed spec bumps the generation; an unchanged object keeps its `Arc`.
+    let shop = Arc::clone(&index.http_routes[&ObjectRef::new("default", "shop")]);
+    dir.write("front.yaml", &objects.replace("shop.test", "shop.example"));
+    let index = src.load().0;
+    let changed = &index.http_routes[&ObjectRef::new("default", "shop")];
+    assert_eq!(changed.metadata.generation, Some(2));
+    assert!(!Arc::ptr_eq(&shop, changed));
+    assert!(Arc::ptr_eq(&web, &index.ingresses[&ObjectRef::new("default", "web")]));
+    std::fs::remove_file(dir.0.join("front.yaml")).unwrap();
+    let index = src.load().0;
+    assert!(index.gateway_classes.is_empty() && index.http_routes.is_empty());
+    assert!(index.ingresses.is_empty());
 }

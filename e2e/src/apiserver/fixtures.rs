@@ -5,7 +5,6 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::handlers::{self, Call};
-use super::kinds::Kind;
 use super::meta;
 use super::paths::{Query, ResourcePath};
 use super::server::Shared;
@@ -50,7 +49,7 @@ pub fn create_values(shared: &Shared, docs: Vec<Value>) -> Result<Vec<String>, F
     for (index, doc) in docs.into_iter().enumerate().filter(|(_, d)| !d.is_null()) {
         let text = |f: &str| doc.get(f).and_then(Value::as_str).unwrap_or_default().to_owned();
         let (api_version, kind_name) = (text("apiVersion"), text("kind"));
-        let kind = Kind::find_by_type(&api_version, &kind_name).ok_or_else(|| {
+        let kind = shared.kinds.find_by_type(&api_version, &kind_name).ok_or_else(|| {
             FixtureError::UnknownKind {
                 index,
                 api_version: api_version.clone(),
@@ -77,6 +76,9 @@ pub fn create_values(shared: &Shared, docs: Vec<Value>) -> Result<Vec<String>, F
         };
         let stored = handlers::create(&mut shared.store.lock(), &call)
             .map_err(|source| FixtureError::Refused { index, source })?;
+        if kind.plural == "customresourcedefinitions" {
+            shared.kinds.register_crd(&stored);
+        }
         let name = meta::get_str(&stored, "name").unwrap_or_default();
         created.push(match namespace {
             Some(ns) => format!("{ns}/{name}"),
@@ -84,4 +86,47 @@ pub fn create_values(shared: &Shared, docs: Vec<Value>) -> Result<Vec<String>, F
         });
     }
     Ok(created)
+}
+
+/// The Gateway API CustomResourceDefinitions (trimmed to what the double reads: group,
+/// names, scope, versions, status subresource), as `kubectl apply` of the standard
+/// channel's install manifest would create them.
+pub fn gateway_api_crds() -> Vec<Value> {
+    let crd = |plural: &str, kind: &str, scope: &str, versions: &[&str]| {
+        let versions: Vec<Value> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                serde_json::json!({
+                    "name": v, "served": true, "storage": i == 0,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}},
+                    "subresources": if plural == "referencegrants" {
+                        serde_json::json!({})
+                    } else {
+                        serde_json::json!({"status": {}})
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.gateway.networking.k8s.io")},
+            "spec": {
+                "group": "gateway.networking.k8s.io",
+                "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind,
+                          "listKind": format!("{kind}List")},
+                "scope": scope,
+                "versions": versions,
+            }
+        })
+    };
+    vec![
+        crd("gatewayclasses", "GatewayClass", "Cluster", &["v1", "v1beta1"]),
+        crd("gateways", "Gateway", "Namespaced", &["v1", "v1beta1"]),
+        crd("httproutes", "HTTPRoute", "Namespaced", &["v1", "v1beta1"]),
+        crd("grpcroutes", "GRPCRoute", "Namespaced", &["v1"]),
+        crd("referencegrants", "ReferenceGrant", "Namespaced", &["v1beta1"]),
+    ]
 }

@@ -33,7 +33,9 @@ const fn kind(
     Kind { group, version, plural, singular, kind, namespaced, status }
 }
 
-/// Every resource the double knows. Anything else is answered 404.
+/// Every resource the double knows from the start (built-in APIs and weir's CRDs).
+/// Anything else is answered 404 until a CustomResourceDefinition registers it
+/// ([`Kinds::register_crd`]), as the Gateway API's CRDs do.
 pub const KINDS: &[Kind] = &[
     kind("weir.dev", "v1alpha1", "routes", "route", "Route", true, true),
     kind("weir.dev", "v1alpha1", "plugins", "plugin", "Plugin", true, true),
@@ -47,7 +49,91 @@ pub const KINDS: &[Kind] = &[
     kind("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, false),
     kind("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, false),
     kind("events.k8s.io", "v1", "events", "event", "Event", true, false),
+    kind("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, true),
+    kind("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, false),
+    kind(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        "CustomResourceDefinition",
+        false,
+        true,
+    ),
 ];
+
+/// The resources one double serves: [`KINDS`] and those its CustomResourceDefinitions
+/// registered.
+#[derive(Debug, Default)]
+pub struct Kinds {
+    registered: std::sync::Mutex<Vec<&'static Kind>>,
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+impl Kinds {
+    /// Every served resource.
+    pub fn all(&self) -> Vec<&'static Kind> {
+        let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+        KINDS.iter().chain(registered.iter().copied()).collect()
+    }
+
+    /// Finds a served resource.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
+        self.all()
+            .into_iter()
+            .find(|k| k.group == group && k.version == version && k.plural == plural)
+    }
+
+    /// Finds a served resource by `apiVersion` and `kind`.
+    pub fn find_by_type(&self, api_version: &str, kind: &str) -> Option<&'static Kind> {
+        self.all().into_iter().find(|k| k.kind == kind && k.api_version() == api_version)
+    }
+
+    /// Serves the resources a CustomResourceDefinition (`apiextensions.k8s.io/v1`) defines:
+    /// one per served version, namespaced per `spec.scope`, with a status subresource when
+    /// the version declares one. A version already served is left as is (the double does
+    /// not unregister on delete: a real server keeps serving until the CRD is gone, and the
+    /// tests never delete one).
+    pub fn register_crd(&self, crd: &Value) {
+        let spec = &crd["spec"];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let (group, plural, singular, kind_name) = (
+            text(&spec["group"]),
+            text(&spec["names"]["plural"]),
+            text(&spec["names"]["singular"]),
+            text(&spec["names"]["kind"]),
+        );
+        if group.is_empty() || plural.is_empty() || kind_name.is_empty() {
+            return;
+        }
+        let namespaced = spec["scope"] != "Cluster";
+        for version in spec["versions"].as_array().into_iter().flatten() {
+            if version["served"] == false {
+                continue;
+            }
+            let name = text(&version["name"]);
+            if name.is_empty() || self.find(&group, &name, &plural).is_some() {
+                continue;
+            }
+            let status = version["subresources"].get("status").is_some();
+            let singular =
+                if singular.is_empty() { kind_name.to_lowercase() } else { singular.clone() };
+            let k: &'static Kind = Box::leak(Box::new(Kind {
+                group: leak(&group),
+                version: leak(&name),
+                plural: leak(&plural),
+                singular: leak(&singular),
+                kind: leak(&kind_name),
+                namespaced,
+                status,
+            }));
+            self.registered.lock().unwrap_or_else(|p| p.into_inner()).push(k);
+        }
+    }
+}
 
 impl Kind {
     /// Finds a served resource.
@@ -120,9 +206,9 @@ pub fn core_versions() -> Value {
     })
 }
 
-fn group_versions() -> Vec<(&'static str, &'static str)> {
+fn group_versions(kinds: &[&'static Kind]) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for k in KINDS.iter().filter(|k| !k.group.is_empty()) {
+    for k in kinds.iter().filter(|k| !k.group.is_empty()) {
         if !out.contains(&(k.group, k.version)) {
             out.push((k.group, k.version));
         }
@@ -130,8 +216,8 @@ fn group_versions() -> Vec<(&'static str, &'static str)> {
     out
 }
 
-fn group_doc(group: &str) -> Option<Value> {
-    let versions: Vec<Value> = group_versions()
+fn group_doc(kinds: &[&'static Kind], group: &str) -> Option<Value> {
+    let versions: Vec<Value> = group_versions(kinds)
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -141,20 +227,20 @@ fn group_doc(group: &str) -> Option<Value> {
 }
 
 /// `GET /apis`.
-pub fn group_list() -> Value {
+pub fn group_list(kinds: &[&'static Kind]) -> Value {
     let mut names: Vec<&str> = Vec::new();
-    for (g, _) in group_versions() {
+    for (g, _) in group_versions(kinds) {
         if !names.contains(&g) {
             names.push(g);
         }
     }
-    let groups: Vec<Value> = names.into_iter().filter_map(group_doc).collect();
+    let groups: Vec<Value> = names.into_iter().filter_map(|g| group_doc(kinds, g)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /apis/GROUP`.
-pub fn group(group: &str) -> Option<Value> {
-    let mut doc = group_doc(group)?;
+pub fn group(kinds: &[&'static Kind], group: &str) -> Option<Value> {
+    let mut doc = group_doc(kinds, group)?;
     if let Some(map) = doc.as_object_mut() {
         map.insert("kind".into(), json!("APIGroup"));
         map.insert("apiVersion".into(), json!("v1"));
@@ -163,9 +249,9 @@ pub fn group(group: &str) -> Option<Value> {
 }
 
 /// `GET /api/v1` or `GET /apis/GROUP/VERSION`.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn resource_list(kinds: &[&'static Kind], group: &str, version: &str) -> Option<Value> {
     let kinds: Vec<&Kind> =
-        KINDS.iter().filter(|k| k.group == group && k.version == version).collect();
+        kinds.iter().copied().filter(|k| k.group == group && k.version == version).collect();
     let first = kinds.first()?;
     let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
     let mut resources = Vec::new();

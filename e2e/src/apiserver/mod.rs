@@ -91,7 +91,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-pub use self::fixtures::FixtureError;
+pub use self::fixtures::{FixtureError, gateway_api_crds};
 use self::server::Shared;
 
 /// One request the double served, for assertions on what a client did.

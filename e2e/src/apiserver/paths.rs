@@ -2,7 +2,7 @@
 //! and the Kubernetes verb of a request.
 
 use super::error::ApiError;
-use super::kinds::Kind;
+use super::kinds::{Kind, Kinds};
 
 /// What a URL path addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,26 +44,31 @@ fn no_such_path() -> ApiError {
 }
 
 /// Parses a URL path (without query).
-pub fn parse_path(path: &str) -> Result<Endpoint, ApiError> {
+pub fn parse_path(path: &str, kinds: &Kinds) -> Result<Endpoint, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["version"] => Ok(Endpoint::Version),
         ["api"] => Ok(Endpoint::CoreVersions),
         ["api", v] => Ok(Endpoint::Resources { group: String::new(), version: (*v).into() }),
-        ["api", v, rest @ ..] => resource_path("", v, rest).map(Endpoint::Resource),
+        ["api", v, rest @ ..] => resource_path(kinds, "", v, rest).map(Endpoint::Resource),
         ["apis"] => Ok(Endpoint::Groups),
         ["apis", g] => Ok(Endpoint::Group((*g).into())),
         ["apis", g, v] => Ok(Endpoint::Resources { group: (*g).into(), version: (*v).into() }),
-        ["apis", g, v, rest @ ..] => resource_path(g, v, rest).map(Endpoint::Resource),
+        ["apis", g, v, rest @ ..] => resource_path(kinds, g, v, rest).map(Endpoint::Resource),
         _ => Err(no_such_path()),
     }
 }
 
-fn resource_path(group: &str, version: &str, rest: &[&str]) -> Result<ResourcePath, ApiError> {
+fn resource_path(
+    kinds: &Kinds,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<ResourcePath, ApiError> {
     // `/namespaces/NS/PLURAL...` addresses a namespaced resource; `/namespaces/NS[/status]`
     // is the Namespace object itself.
     if let ["namespaces", ns, plural, tail @ ..] = rest
-        && let Some(kind) = Kind::find(group, version, plural).filter(|k| k.namespaced)
+        && let Some(kind) = kinds.find(group, version, plural).filter(|k| k.namespaced)
     {
         let (name, subresource) = name_and_sub(kind, tail)?;
         return Ok(ResourcePath { kind, namespace: Some((*ns).into()), name, subresource });
@@ -71,7 +76,7 @@ fn resource_path(group: &str, version: &str, rest: &[&str]) -> Result<ResourcePa
     let [plural, tail @ ..] = rest else {
         return Err(no_such_path());
     };
-    let kind = Kind::find(group, version, plural).ok_or_else(no_such_path)?;
+    let kind = kinds.find(group, version, plural).ok_or_else(no_such_path)?;
     let (name, subresource) = name_and_sub(kind, tail)?;
     if kind.namespaced && name.is_some() {
         // A namespaced object must be addressed through its namespace.
@@ -181,7 +186,7 @@ mod tests {
     use super::*;
 
     fn res(path: &str) -> ResourcePath {
-        match parse_path(path).unwrap() {
+        match parse_path(path, &Kinds::default()).unwrap() {
             Endpoint::Resource(r) => r,
             other => panic!("{other:?}"),
         }
@@ -200,10 +205,10 @@ mod tests {
         assert_eq!(ns_status.subresource.as_deref(), Some("status"));
         let svc = res("/api/v1/namespaces/team-a/services");
         assert_eq!((svc.kind.kind, svc.namespace.as_deref()), ("Service", Some("team-a")));
-        assert!(parse_path("/api/v1/namespaces/ns/pods").is_err());
-        assert!(parse_path("/api/v1/namespaces/ns/secrets/s/status").is_err());
-        assert!(parse_path("/apis/weir.dev/v1alpha1/routes/r1").is_err());
-        assert_eq!(parse_path("/version").unwrap(), Endpoint::Version);
+        assert!(parse_path("/api/v1/namespaces/ns/pods", &Kinds::default()).is_err());
+        assert!(parse_path("/api/v1/namespaces/ns/secrets/s/status", &Kinds::default()).is_err());
+        assert!(parse_path("/apis/weir.dev/v1alpha1/routes/r1", &Kinds::default()).is_err());
+        assert_eq!(parse_path("/version", &Kinds::default()).unwrap(), Endpoint::Version);
     }
 
     #[test]

@@ -38,6 +38,8 @@ const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 pub struct Shared {
     /// Objects, history and watches.
     pub store: Store,
+    /// The resources served (built-in, and registered by CustomResourceDefinitions).
+    pub kinds: kinds::Kinds,
     /// Every request served, in order.
     pub requests: Mutex<Vec<ApiRequest>>,
     /// `false`: every request is answered 503.
@@ -53,6 +55,7 @@ impl Shared {
     pub fn new() -> Self {
         Shared {
             store: Store::default(),
+            kinds: kinds::Kinds::default(),
             requests: Mutex::new(Vec::new()),
             available: AtomicBool::new(true),
             shutdown: watch::Sender::new(false),
@@ -164,15 +167,17 @@ async fn route(
             "the API server is unavailable (set_available(false))".into(),
         ));
     }
-    let doc = match paths::parse_path(req.uri().path())? {
+    let served = shared.kinds.all();
+    let doc = match paths::parse_path(req.uri().path(), &shared.kinds)? {
         Endpoint::Version => kinds::version(),
         Endpoint::CoreVersions => kinds::core_versions(),
-        Endpoint::Groups => kinds::group_list(),
-        Endpoint::Group(g) => {
-            kinds::group(&g).ok_or_else(|| ApiError::NotFound(format!("group {g:?} not served")))?
+        Endpoint::Groups => kinds::group_list(&served),
+        Endpoint::Group(g) => kinds::group(&served, &g)
+            .ok_or_else(|| ApiError::NotFound(format!("group {g:?} not served")))?,
+        Endpoint::Resources { group, version } => {
+            kinds::resource_list(&served, &group, &version)
+                .ok_or_else(|| ApiError::NotFound(format!("{group}/{version} not served")))?
         }
-        Endpoint::Resources { group, version } => kinds::resource_list(&group, &version)
-            .ok_or_else(|| ApiError::NotFound(format!("{group}/{version} not served")))?,
         Endpoint::Resource(path) => return resource(shared, req, path, record).await,
     };
     if req.method() != http::Method::GET {
@@ -275,6 +280,12 @@ async fn resource(
             _ => (200, handlers::delete_collection(&mut state, &call)?),
         }
     };
+    if path.kind.plural == "customresourcedefinitions"
+        && matches!(verb, "create" | "update" | "patch")
+        && path.subresource.is_none()
+    {
+        shared.kinds.register_crd(&value);
+    }
     let value = match how {
         Render::Full => value,
         Render::Metadata if value.get("items").is_some() => json!({

@@ -273,6 +273,18 @@ fn drop_in_background<T: Send + 'static>(value: Option<T>) {
     let _spawned = std::thread::Builder::new().name("weir-drop".into()).spawn(move || drop(value));
 }
 
+/// True when `new` serves exactly what `live` serves (the same route, backend, identity
+/// header and TLS tables, and the same rate limits): publishing it would change nothing.
+fn serves_the_same(live: &Compiled, new: &Compiled) -> bool {
+    Arc::ptr_eq(&live.routes, &new.routes)
+        && Arc::ptr_eq(&live.backends, &new.backends)
+        && Arc::ptr_eq(&live.identity_headers, &new.identity_headers)
+        && Arc::ptr_eq(&live.tls, &new.tls)
+        && live.tls_error == new.tls_error
+        && live.rate_limits.len() == new.rate_limits.len()
+        && live.rate_limits.iter().zip(&new.rate_limits).all(|(a, b)| Arc::ptr_eq(a, b))
+}
+
 /// `SystemTime` as RFC 3339 UTC with second precision, e.g. `2024-05-01T12:00:00Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     match k8s_openapi::jiff::Timestamp::try_from(t) {
@@ -321,6 +333,16 @@ impl Publisher {
         let mut retired = None;
         let outcome = match compiled {
             None => Outcome::Unchanged(self.version),
+            // Only statuses changed (e.g. a Gateway API or Ingress object that derives no
+            // Route, or weir's own Service's addresses): the data plane keeps its
+            // snapshot, and only the statuses move on.
+            Some(compiled) if self.last.as_ref().is_some_and(|l| serves_the_same(l, &compiled)) => {
+                self.memory = Arc::clone(&compiled.memory);
+                let compiled = Arc::new(compiled);
+                self.shared.live.store(Some(Arc::clone(&compiled)));
+                retired = self.last.replace(compiled);
+                Outcome::Unchanged(self.version)
+            }
             Some(compiled) => {
                 self.version += 1;
                 self.memory = Arc::clone(&compiled.memory);
@@ -432,5 +454,5 @@ fn object_view(status: &ObjectStatus, before: Option<&ObjectView>, now: &str) ->
 }
 
 #[cfg(test)]
-#[path = "runtime_tests.rs"]
+#[path = "publish_tests.rs"]
 mod tests;

@@ -286,3 +286,19 @@ fn the_tls_table_is_published_and_a_default_certificate_problem_is_a_load_error(
     assert_eq!(shared.status.load().errors.len(), 1);
     assert!(shared.metrics.encode().contains("weir_config_errors 1"));
 }
+
+#[test]
+fn a_compile_that_changes_only_statuses_serves_the_same_snapshot() {
+    let shared = Shared::new(DataPlane::new());
+    let mut p = Publisher::new(Arc::clone(&shared));
+    assert_eq!(p.apply(&index(ROUTE), Vec::new()), Outcome::Published(1));
+    let live = shared.live.load_full().unwrap();
+    // What `compile::update` returns for a front-end-only status change: the same tables.
+    let mut statuses = live.statuses.clone();
+    statuses.remove(&(Kind::Route, ObjectRef::new("default", "r")));
+    let status_only = Compiled { statuses, ..(*live).clone() };
+    assert!(serves_the_same(&live, &status_only));
+    // A compile of another index has its own tables.
+    let other = compile(&index(&format!("{ROUTE}{SLICE}")), &Memory::default());
+    assert!(!serves_the_same(&live, &other));
+}

@@ -1,21 +1,17 @@
-//! The `weir` command line (`run`, `validate`, `crds`) and the wiring behind `weir run`.
+//! The `weir` command line (`run`, `validate`, `crds`); the wiring behind `weir run` is in
+//! [`run`].
+
+mod run;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use weir_dataplane::DataPlane;
 use weir_dataplane::cache::CacheRuntime;
 use weir_dataplane::filter::RateLimitRuntime;
 use weir_dataplane::ratelimit::{RateLimiters, RedisOptions, RedisStore, TrustedProxies};
-
-use crate::runtime::{Publisher, Shared};
-use crate::standalone::DirSource;
 
 /// weir: a Kubernetes-native API gateway.
 #[derive(Debug, Parser)]
@@ -122,6 +118,11 @@ pub struct RunArgs {
     /// names no Route host, or who send none (default: such handshakes fail).
     #[arg(long, env = "WEIR_DEFAULT_CERTIFICATE", value_parser = parse_object_ref)]
     pub default_certificate: Option<crate::index::ObjectRef>,
+    /// `NAMESPACE/NAME` of weir's own Service: its load-balancer addresses (else cluster
+    /// IP) are what Gateways (`status.addresses`) and Ingresses (`status.loadBalancer`)
+    /// report (default: none reported).
+    #[arg(long, env = "WEIR_PUBLISH_SERVICE", value_parser = parse_object_ref)]
+    pub publish_service: Option<crate::index::ObjectRef>,
     /// Per-request metrics (`weir_http_requests_total`, latency histograms…) on `/metrics`
     /// and the dashboard: `true` or `false`.
     #[arg(long, env = "WEIR_REQUEST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -297,149 +298,7 @@ pub async fn shutdown_signal() {
 }
 
 /// `weir run`. Returns the process exit code.
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let Some(dir) = args.config_dir.clone() else {
-        return run_kube(args).await;
-    };
-    if !dir.is_dir() {
-        anyhow::bail!("--config-dir {}: not a directory", dir.display());
-    }
-    let rate_limits = rate_limit_runtime(&args).await?;
-    let cache = cache_runtime(&args, &rate_limits);
-    let dataplane = DataPlane::with_cache(
-        rate_limits,
-        crate::observe::observability(&args, crate::observe::Mode::Standalone)?,
-        cache,
-    );
-    let shared = Shared::new(Arc::clone(&dataplane));
-    let http = TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
-    let admin = TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
-    tracing::info!(
-        http = %http.local_addr()?, admin = %admin.local_addr()?, config_dir = %dir.display(),
-        "weir starting in standalone mode"
-    );
-
-    let (stop, stop_rx) = watch::channel(false);
-    let source = DirSource::new(dir, args.controller_namespace())
-        .with_default_certificate(args.default_certificate.clone());
-    let mut source_task = tokio::spawn(crate::standalone::run(
-        source,
-        Publisher::new(Arc::clone(&shared)),
-        stop_rx.clone(),
-    ));
-    let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&shared), stop_rx.clone()));
-    // Circuits opening and closing are logged (Kubernetes mode also sends Events).
-    let upstream_events = dataplane.registry.subscribe();
-    tokio::spawn(crate::upstream_events::log_all(upstream_events, stop_rx.clone()));
-    let data_task = crate::serving::spawn(
-        dataplane,
-        crate::serving::listener_options(&args),
-        http,
-        args.https_addr,
-        stop_rx.clone(),
-    );
-
-    let mut failed = None;
-    tokio::select! {
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            crate::serving::shutdown_delay(&shared, args.shutdown_delay).await;
-        }
-        res = &mut source_task => {
-            failed = Some(match res {
-                Ok(Ok(())) => anyhow::anyhow!("the config source stopped"),
-                Ok(Err(e)) => e,
-                Err(e) => anyhow::anyhow!("the config source panicked: {e}"),
-            });
-        }
-    }
-    let _ = stop.send(true);
-    if !source_task.is_finished() {
-        let _ = source_task.await;
-    }
-    let _ = admin_task.await;
-    if let Err(e) = data_task.await {
-        tracing::warn!("data plane server task: {e}");
-    }
-    // Last, once the listeners drained: the upgraded (WebSocket) connections.
-    crate::serving::close_upgraded(&shared.dataplane).await;
-    crate::observe::flush_access_log(&shared.dataplane.observability).await;
-    if let Some(tracing) = &shared.dataplane.observability.tracing {
-        tracing.shutdown().await;
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(ExitCode::SUCCESS),
-    }
-}
-
-/// How long `weir run` waits for the API server at startup before giving up.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// `weir run` in Kubernetes mode: watch the cluster, serve, and (as lease holder) write
-/// statuses. Exits with an error when no cluster is configured or reachable.
-async fn run_kube(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let namespace = args.controller_namespace();
-    let client = crate::kube::connect(args.kubeconfig.as_deref(), CONNECT_TIMEOUT)
-        .await
-        .context("Kubernetes mode (no --config-dir)")?;
-    let rate_limits = rate_limit_runtime(&args).await?;
-    let cache = cache_runtime(&args, &rate_limits);
-    let dataplane = DataPlane::with_cache(
-        rate_limits,
-        crate::observe::observability(&args, crate::observe::Mode::Kubernetes)?,
-        cache,
-    );
-    let shared = Shared::new(Arc::clone(&dataplane));
-    let http = TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
-    let admin = TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
-    let mut options =
-        crate::kube::KubeOptions::new(namespace.clone(), args.watch_namespaces.clone());
-    options.default_certificate = args.default_certificate.clone();
-    tracing::info!(
-        http = %http.local_addr()?, admin = %admin.local_addr()?, namespace = %namespace,
-        watch_namespaces = ?args.watch_namespaces, identity = %options.lease.identity,
-        "weir starting in Kubernetes mode"
-    );
-    let (stop, stop_rx) = watch::channel(false);
-    let controller =
-        tokio::spawn(crate::kube::run(client, options, Arc::clone(&shared), stop_rx.clone()));
-    let admin_task = tokio::spawn(crate::admin::serve(admin, Arc::clone(&shared), stop_rx.clone()));
-    let data_task = crate::serving::spawn(
-        dataplane,
-        crate::serving::listener_options(&args),
-        http,
-        args.https_addr,
-        stop_rx.clone(),
-    );
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    crate::serving::shutdown_delay(&shared, args.shutdown_delay).await;
-    let _ = stop.send(true);
-    // Bounded: releasing the lease must not hold up the shutdown when the API is gone.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), controller).await.is_err() {
-        tracing::warn!("the controller did not stop within 5s");
-    }
-    let _ = admin_task.await;
-    if let Err(e) = data_task.await {
-        tracing::warn!("data plane server task: {e}");
-    }
-    // Last, once the listeners drained: the upgraded (WebSocket) connections.
-    crate::serving::close_upgraded(&shared.dataplane).await;
-    crate::observe::flush_access_log(&shared.dataplane.observability).await;
-    if let Some(tracing) = &shared.dataplane.observability.tracing {
-        tracing.shutdown().await;
-    }
-    Ok(ExitCode::SUCCESS)
-}
+pub use run::run;
 
 /// `weir validate`: prints the report, exit 1 when anything is invalid.
 pub fn validate(args: &ValidateArgs) -> ExitCode {
@@ -547,6 +406,11 @@ mod tests {
         let cli = Cli::try_parse_from(["weir", "run"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.default_certificate, None);
+        assert_eq!(args.publish_service, None);
+        let cli = Cli::try_parse_from(["weir", "run", "--publish-service", "weir/gw"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.publish_service, Some(crate::index::ObjectRef::new("weir", "gw")));
+        assert!(Cli::try_parse_from(["weir", "run", "--publish-service", "gw"]).is_err());
         for bad in ["wild", "/wild", "gw/", "a/b/c"] {
             let e = Cli::try_parse_from(["weir", "run", "--default-certificate", bad]).unwrap_err();
             assert!(e.to_string().contains("is not NAMESPACE/NAME"), "{e}");
