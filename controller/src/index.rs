@@ -29,8 +29,13 @@ impl ObjectRef {
 }
 
 impl std::fmt::Display for ObjectRef {
+    /// `namespace/name`, or just `name` for a cluster-scoped object (namespace `""`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
     }
 }
 

@@ -39,7 +39,10 @@ use crate::kube::writer::{Writer, WriterInput};
 use crate::load::LoadError;
 use crate::publish::{Publisher, Shared};
 
-/// Quiet time after the last change before compiling.
+/// Quiet time after the last change before compiling, once a batch is under way. A change
+/// that arrives when the loop has been idle for at least this long is compiled at once
+/// (leading edge): a lone `kubectl apply` pays no debounce; the changes that arrive while
+/// it compiles form the next, debounced batch.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
 /// Longest a stream of changes can delay a compile.
 pub const MAX_DELAY: Duration = Duration::from_millis(100);
@@ -201,8 +204,17 @@ async fn sync(
     let mut secrets_started: Option<Instant> = None;
     // (first change, last change) of the pending batch.
     let mut pending: Option<(Instant, Instant)> = None;
+    // The pending batch started after an idle period: compile it at once.
+    let mut leading = false;
+    // When the last round ended.
+    let mut last_round: Option<Instant> = None;
     loop {
-        let deadline = pending.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY));
+        let deadline =
+            pending.map(
+                |(first, last)| {
+                    if leading { first } else { (last + DEBOUNCE).min(first + MAX_DELAY) }
+                },
+            );
         // A served certificate that expires is reported by a compile once it has.
         let recheck = if pending.is_none() { publisher.tls_recheck_in() } else { None };
         // True when the pending batch is due. The compile runs after the `select!`, which
@@ -231,6 +243,9 @@ async fn sync(
                 let Some(change) = change else { return };
                 if state.apply(change) {
                     let now = Instant::now();
+                    if pending.is_none() {
+                        leading = last_round.is_some_and(|t| now >= t + DEBOUNCE);
+                    }
                     pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
                 }
                 false
@@ -241,6 +256,7 @@ async fn sync(
             continue;
         }
         pending = None;
+        leading = false;
         // The clock certificates are checked against in the compile that follows.
         state.index_mut().now = Some(std::time::SystemTime::now());
         let wanted = referenced_secrets(state.index());
@@ -269,6 +285,7 @@ async fn sync(
             return;
         };
         (state, publisher) = (back, back_publisher);
+        last_round = Some(Instant::now());
         let watched = state.watched();
         let statuses = shared.live.load().as_ref().map(|c| c.statuses.clone()).unwrap_or_default();
         input.send_replace(Arc::new(WriterInput { statuses, watched }));

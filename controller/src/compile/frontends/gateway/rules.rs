@@ -368,8 +368,8 @@ fn convert_rules(index: &Index, src: &Source<'_>) -> RulesOut {
                 // claims its matches and answers 500: skipping it would hand its requests to
                 // a less specific rule that lacks what it asked for. Only a rule whose matches
                 // do not convert claims nothing.
-                if let Some(matches) =
-                    rule.matches.iter().map(convert_match).collect::<Result<Vec<_>, _>>().ok()
+                if let Ok(matches) =
+                    rule.matches.iter().map(convert_match).collect::<Result<Vec<_>, _>>()
                 {
                     out.rules.push(RouteRule {
                         name: Some(rule.name.clone().unwrap_or_else(|| i.to_string())),
