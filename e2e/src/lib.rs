@@ -282,3 +282,32 @@ impl KeepAliveConn {
             .with_context(|| format!("GET http://{}{path} timed out", self.addr))?
     }
 }
+
+/// `curl` against the HTTPS listener for `host`, resolving it to loopback; returns
+/// (`"<status> <http_version>"` or `"error: ..."`, body). `extra` is passed to curl as is.
+pub fn curl_https(
+    https: SocketAddr,
+    host: &str,
+    path: &str,
+    ca: &Path,
+    extra: &[&str],
+) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:{}:127.0.0.1", https.port())])
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .args(extra)
+        .arg(format!("https://{host}:{}{path}", https.port()))
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return (format!("error: running curl: {e}"), String::new()),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return (format!("error: {}", String::from_utf8_lossy(&out.stderr).trim()), stdout);
+    }
+    let (body, tail) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (tail.to_owned(), body.to_owned())
+}

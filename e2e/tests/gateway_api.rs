@@ -10,12 +10,10 @@
 #[allow(dead_code)]
 mod origins;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use weir_e2e::{ConfigDir, EchoOrigin, WeirProcess, http_request, poll_until};
+use weir_e2e::{ConfigDir, EchoOrigin, WeirProcess, curl_https, http_request, poll_until};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -273,25 +271,6 @@ async fn backend(
     reply.json().unwrap()["backend"].as_str().unwrap().to_owned()
 }
 
-/// `curl` over HTTPS to `host` (resolved to loopback) trusting only `ca`: status code or
-/// error, and body.
-fn curl(https: std::net::SocketAddr, host: &str, path: &str, ca: &Path) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5", "--cacert"])
-        .arg(ca)
-        .args(["--resolve", &format!("{host}:{}:127.0.0.1", https.port())])
-        .args(["-w", "\n%{http_code}"])
-        .arg(format!("https://{host}:{}{path}", https.port()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return (format!("error: {}", String::from_utf8_lossy(&out.stderr).trim()), stdout);
-    }
-    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
-    (code.to_owned(), body.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_http_core_scenarios() {
     let v1 = EchoOrigin::start("v1").await.unwrap();
@@ -421,8 +400,8 @@ async fn gateway_http_core_scenarios() {
 
     // HTTPS listener: the certificate from certificateRefs (Gateway's namespace) serves
     // a.secure.test; plain HTTP for a Route attached only to HTTPS is redirected.
-    let (code, body) = curl(weir.https_addr, "a.secure.test", "/", &ca_path);
-    assert_eq!(code, "200", "{body}\n{}", weir.log());
+    let (code, body) = curl_https(weir.https_addr, "a.secure.test", "/", &ca_path, &[]);
+    assert!(code.starts_with("200 "), "{code}: {body}\n{}", weir.log());
     assert!(body.contains("apps-web"), "{body}");
     let plain = weir.get("a.secure.test", "/").await.unwrap();
     assert_eq!(plain.status, 301, "{}", plain.text());

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weir_e2e::{ConfigDir, EchoOrigin, WeirProcess, poll_until, service_yaml};
+use weir_e2e::{ConfigDir, EchoOrigin, WeirProcess, curl_https, poll_until, service_yaml};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -156,32 +156,6 @@ fn presented_subject(
     (subject, text)
 }
 
-/// `curl` against the HTTPS listener for `host`, resolving it to loopback; returns
-/// (status or error, body, http_version).
-fn curl(
-    https: std::net::SocketAddr,
-    host: &str,
-    path: &str,
-    ca: &Path,
-    extra: &[&str],
-) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5", "--cacert"])
-        .arg(ca)
-        .args(["--resolve", &format!("{host}:{}:127.0.0.1", https.port())])
-        .args(["-w", "\n%{http_code} %{http_version}"])
-        .args(extra)
-        .arg(format!("https://{host}:{}{path}", https.port()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return (format!("error: {}", String::from_utf8_lossy(&out.stderr).trim()), stdout);
-    }
-    let (body, tail) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
-    (tail.to_owned(), body.to_owned())
-}
-
 async fn start(dir: &ConfigDir, extra: &[&str]) -> (WeirProcess, std::net::SocketAddr) {
     let mut args: Vec<OsString> = vec!["--config-dir".into(), dir.path().as_os_str().to_owned()];
     args.extend(extra.iter().map(OsString::from));
@@ -280,11 +254,11 @@ async fn sni_default_rotation_last_good_versions_and_alpn() {
     assert_eq!(presented_subject(https, None, &[]).0.as_deref(), Some("CN=default.test,O=dflt"));
 
     // A real request over TLS: ALPN h2 with curl --http2, X-Forwarded-Proto https upstream.
-    let (status, body) = curl(https, "a.test", "/hello", &ca, &["--http2"]);
+    let (status, body) = curl_https(https, "a.test", "/hello", &ca, &["--http2"]);
     assert_eq!(status, "200 2", "{body}");
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echoed["headers"]["x-forwarded-proto"], "https", "{body}");
-    let (status, body) = curl(https, "b.test", "/", &ca, &["--http1.1"]);
+    let (status, body) = curl_https(https, "b.test", "/", &ca, &["--http1.1"]);
     assert_eq!(status, "200 1.1", "{body}");
 
     // TLS 1.1 is refused by the server (the client is allowed to offer it).
@@ -404,10 +378,10 @@ async fn conflict_redirect_and_mutual_tls() {
 
     // mTLS: without a client certificate the handshake (or the request) fails; a stranger's
     // certificate is refused; a partner's is verified and its subject forwarded.
-    let (status, _) = curl(https, "b.test", "/", &ca, &[]);
+    let (status, _) = curl_https(https, "b.test", "/", &ca, &[]);
     assert!(status.starts_with("error") || status.starts_with("4"), "no client cert: {status}");
     let stranger = ["--cert", &path(p, "stranger.crt"), "--key", &path(p, "stranger.key")];
-    let (status, _) = curl(https, "b.test", "/", &ca, &stranger);
+    let (status, _) = curl_https(https, "b.test", "/", &ca, &stranger);
     assert!(status.starts_with("error"), "stranger's cert accepted: {status}");
     let client = [
         "--cert",
@@ -417,7 +391,7 @@ async fn conflict_redirect_and_mutual_tls() {
         "-H",
         "X-Client-Cert-Subject: CN=forged",
     ];
-    let (status, body) = curl(https, "b.test", "/", &ca, &client);
+    let (status, body) = curl_https(https, "b.test", "/", &ca, &client);
     assert!(status.starts_with("200"), "{status} {body}; log:\n{}", weir.log());
     let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
     let subject = echoed["headers"]["x-client-cert-subject"].as_str().unwrap_or_default();
@@ -426,12 +400,12 @@ async fn conflict_redirect_and_mutual_tls() {
 
     // A forged subject on a connection without a verified certificate never reaches upstream.
     let (status, body) =
-        curl(https, "a.test", "/", &ca, &["-H", "X-Client-Cert-Subject: CN=forged"]);
+        curl_https(https, "a.test", "/", &ca, &["-H", "X-Client-Cert-Subject: CN=forged"]);
     assert!(status.starts_with("200"), "{status} {body}");
     assert!(!body.contains("forged"), "{body}");
 
     // Misdirected: a handshake for a.test cannot be used to reach the mTLS host b.test.
-    let (status, _) = curl(https, "a.test", "/", &ca, &["-H", "Host: b.test"]);
+    let (status, _) = curl_https(https, "a.test", "/", &ca, &["-H", "Host: b.test"]);
     assert!(status.starts_with("421"), "{status}");
     drop(pki);
 }

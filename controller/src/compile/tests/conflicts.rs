@@ -122,10 +122,7 @@ spec:
     backendRefs: [{name: s, port: 80}]
 "#
     );
-    let loaded = crate::load::parse_file("t.yaml", &yaml).expect("parse");
-    let (index, errors) = crate::load::merge([("t.yaml", loaded.as_slice())], "weir-system");
-    assert!(errors.is_empty(), "{errors:?}");
-    let c = compile(&index, &Memory::default());
+    let c = compile(&load_yaml(&yaml), &Memory::default());
     let http = status(&c, Kind::HttpRoute, "default", "cart");
     // Accepted: the HTTPRoute is valid; it just loses the tie-break for /cart + x-beta.
     assert!(http.is_true("Accepted"), "{http:#?}");

@@ -6,10 +6,7 @@ use super::super::{Compiled, Memory, compile};
 use crate::index::{Index, Kind, ObjectRef};
 
 fn index(yaml: &str) -> Index {
-    let loaded = crate::load::parse_file("t.yaml", yaml).expect("parse");
-    let (index, errors) = crate::load::merge([("t.yaml", loaded.as_slice())], "weir-system");
-    assert!(errors.is_empty(), "{errors:?}");
-    index
+    super::load_yaml(yaml)
 }
 
 fn run(yaml: &str) -> Compiled {

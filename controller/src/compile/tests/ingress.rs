@@ -11,13 +11,10 @@ use super::*;
 use crate::compile::conditions::{ACCEPTED, PROGRAMMED, RESOLVED_REFS};
 use crate::compile::frontends;
 
-/// Loads YAML with the real loader (every kind, Ingress and IngressClass included).
+/// Loads YAML with the real loader (every kind, Ingress and IngressClass included), with
+/// the clock set (the TLS tests check certificate dates).
 fn index(yaml: &str) -> Index {
-    let loaded = crate::load::parse_file("test.yaml", yaml).expect("valid yaml");
-    let mut index = Index::default();
-    for l in loaded {
-        l.object.insert_into(&mut index);
-    }
+    let mut index = super::load_yaml(yaml);
     index.now = Some(SystemTime::now());
     index
 }

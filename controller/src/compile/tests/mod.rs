@@ -76,6 +76,15 @@ pub(super) fn load_str(yaml: &str) -> Index {
     index
 }
 
+/// Loads a multi-document YAML string with the real loader (`load.rs`), so every kind it
+/// reads (Gateway API, Ingress, Namespace, ...) is available; fails on any load error.
+pub(super) fn load_yaml(yaml: &str) -> Index {
+    let loaded = crate::load::parse_file("t.yaml", yaml).expect("parse");
+    let (index, errors) = crate::load::merge([("t.yaml", loaded.as_slice())], "weir-system");
+    assert!(errors.is_empty(), "{errors:?}");
+    index
+}
+
 /// Loads a fixture file by name.
 pub(super) fn load(name: &str) -> Index {
     let path = format!("{}/tests/fixtures/compile/{name}", env!("CARGO_MANIFEST_DIR"));
