@@ -175,6 +175,9 @@ spec:
           - path: /old
             pathType: Prefix
             backend: {service: {name: app, port: {name: http}}}
+          - path: /bucket
+            pathType: Prefix
+            backend: {resource: {apiGroup: k8s.example.com, kind: StorageBucket, name: static}}
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -229,6 +232,11 @@ spec:
     // weir.dev/rewrite-target replaces the matched prefix.
     let rewritten = wait_for(&weir, "rewrite.test", "/old/page?q=1", 200, "app").await;
     assert_eq!(rewritten.json().unwrap()["path"], "/v2/page?q=1");
+    // A `resource` backend (not supported): that path answers 500 in weir's JSON error
+    // shape, the other path of the same rule is served.
+    let bucket = weir.get("rewrite.test", "/bucket/x").await.unwrap();
+    assert_eq!(bucket.status, 500, "{}", bucket.text());
+    assert_eq!(bucket.json().unwrap()["status"], 500);
 
     // Another class's Ingress is not served (its host falls through to the default
     // backend) and has no status.

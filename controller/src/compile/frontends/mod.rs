@@ -106,6 +106,18 @@ pub fn conflicted<'k>(
     })
 }
 
+/// A backend that answers 500 with `why` logged: a Gateway API backendRef weir must not use,
+/// a rule it cannot execute, an Ingress backend it does not support. The data plane checks
+/// the marker only once a backend is already known unusable (nothing on working paths).
+pub(crate) fn invalid_backend(why: &str) -> weir_crds::BackendRef {
+    weir_crds::BackendRef {
+        service: "invalid".to_owned(),
+        weight: Some(1),
+        invalid: Some(why.to_owned()),
+        ..weir_crds::BackendRef::default()
+    }
+}
+
 /// True for the key of a derived Route or Plugin (its name holds a `/`).
 pub fn is_derived(key: &ObjectRef) -> bool {
     key.name.contains('/')

@@ -374,7 +374,7 @@ fn convert_rules(index: &Index, src: &Source<'_>) -> RulesOut {
                     out.rules.push(RouteRule {
                         name: Some(rule.name.clone().unwrap_or_else(|| i.to_string())),
                         matches,
-                        backends: vec![invalid_backend(&message)],
+                        backends: vec![super::super::invalid_backend(&message)],
                         ..RouteRule::default()
                     });
                 }
@@ -537,10 +537,11 @@ fn convert_rule(
     if let Some(message) = missing_plugin {
         // The filter cannot run: the rule answers 500, never skips it.
         out.problems.push(("PluginNotFound", message.clone()));
-        backends = vec![invalid_backend(&message)];
+        backends = vec![super::super::invalid_backend(&message)];
     } else if !redirect && backends.iter().all(|b| b.weight == Some(0)) {
         // No backendRefs (or none with weight): the Gateway API answers 500.
-        backends = vec![invalid_backend(&format!("{at}: no backendRefs with weight"))];
+        backends =
+            vec![super::super::invalid_backend(&format!("{at}: no backendRefs with weight"))];
     }
     if redirect {
         backends.clear();
@@ -575,16 +576,6 @@ fn convert_rule(
         plugins: plugin_names,
         aggregate: None,
     })
-}
-
-fn invalid_backend(why: &str) -> BackendRef {
-    BackendRef {
-        service: "invalid".to_owned(),
-        port: None,
-        weight: Some(1),
-        namespace: None,
-        invalid: Some(why.to_owned()),
-    }
 }
 
 /// Checks a backendRef: kind, ReferenceGrant, Service and port (and HTTP/2 for gRPC).
