@@ -7,6 +7,8 @@
 
 Instruction counts do not move with the noise of a shared machine, so this is the way to
 A/B two builds of weir (or weir vs nginx) on the request path. Kernel time is not counted.
+weir runs with per-request metrics on and the access log off (`CG_ACCESS_LOG=stdout` to
+include it).
 For each binary: starts the static upstream (nginx, as in bench.py), the proxy under
 `valgrind --tool=callgrind` (weir with one worker; nginx with `master_process off`), sends
 a warm-up, zeroes the counters (`callgrind_control -z`), sends CG_RATE (300) req/s for
@@ -112,8 +114,11 @@ def measure(name, argv, port):
 
 
 def weir_argv(target, cfg, port, admin):
+    """weir as bench.py runs it: per-request metrics on, the access log off (the defaults of
+    Kubernetes mode; standalone mode logs to stdout unless told otherwise). CG_ACCESS_LOG
+    (e.g. `stdout`) measures with the log."""
     return [os.path.abspath(target), "run", "--config-dir", cfg, "--http-addr", f"127.0.0.1:{port}",
-            "--admin-addr", f"127.0.0.1:{admin}"]
+            "--admin-addr", f"127.0.0.1:{admin}", "--access-log", os.environ.get("CG_ACCESS_LOG", "off")]
 
 
 def check_plugin_routes(port, headers):
