@@ -85,7 +85,8 @@ def run(peers, rounds, duration, warmup, conns, row, fmt, ratio_text, interleave
         return b.measure(pids_fn, once, warmup)
 
     res = interleave(list(targets), run_one, rounds, f"multicore ({WORKERS} workers)")
-    label = f"{WORKERS} workers, h1 keep-alive, wrk -t2 -c{conns}, all on CPUs {CPUS}"
+    row(f"multicore: {WORKERS} workers each, h1 keep-alive, wrk -t2 -c{conns}; proxy, wrk and upstream "
+        f"share CPUs {CPUS}", "")
     weirs = [n for n in targets if n.startswith("weir-")]
     ref = "nginx" if "nginx" in targets else None
     for name in weirs:
@@ -93,17 +94,17 @@ def run(peers, rounds, duration, warmup, conns, row, fmt, ratio_text, interleave
         w_rps = [x["rps"] for x in res[name]]
         for peer in [p for p in targets if p not in weirs]:
             _, txt = ratio_text(w_cpu, [x["cpu_us_per_req"] for x in res[peer]])
-            row(f"cpu/request, {name} ({label})", fmt(statistics.median(w_cpu), "us"), peer,
+            row(f"  cpu/request, {name}", fmt(statistics.median(w_cpu), "us"), peer,
                 fmt(statistics.median(x["cpu_us_per_req"] for x in res[peer]), "us"), txt)
             _, txt = ratio_text(w_rps, [x["rps"] for x in res[peer]])
-            row(f"requests/s, {name}", fmt(statistics.median(w_rps), "rps"), peer,
+            row(f"  requests/s, {name}", fmt(statistics.median(w_rps), "rps"), peer,
                 fmt(statistics.median(x["rps"] for x in res[peer]), "rps"), txt)
     if len(weirs) == 2:
         a, c = weirs
         for key, unit, what in (("cpu_us_per_req", "us", "cpu/request"), ("rps", "rps", "requests/s")):
             _, txt = ratio_text([x[key] for x in res[a]], [x[key] for x in res[c]])
-            row(f"{what}, per-core / work-stealing", fmt(statistics.median(x[key] for x in res[a]), unit),
-                "ws", fmt(statistics.median(x[key] for x in res[c]), unit), txt)
+            row(f"  {what}, weir per-core / work-stealing", fmt(statistics.median(x[key] for x in res[a]), unit),
+                "w-s", fmt(statistics.median(x[key] for x in res[c]), unit), txt)
     errs = {n: sum(x["errors"] for x in xs) for n, xs in res.items()}
     busy = {n: round(statistics.median(x["busy"] for x in xs), 2) for n, xs in res.items()}
     b.log(f"multicore errors: {errs}; proxy CPUs busy (median): {busy}; reference {ref}")

@@ -464,7 +464,9 @@ mod tests {
         let cli = Cli::try_parse_from(["weir", "run"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.runtime, RuntimeKind::default());
-        for (flag, kind) in [("per-core", RuntimeKind::PerCore), ("work-stealing", RuntimeKind::WorkStealing)] {
+        for (flag, kind) in
+            [("per-core", RuntimeKind::PerCore), ("work-stealing", RuntimeKind::WorkStealing)]
+        {
             let cli = Cli::try_parse_from(["weir", "run", "--runtime", flag]).unwrap();
             let Command::Run(args) = cli.command else { panic!("not run") };
             assert_eq!(args.runtime, kind);

@@ -21,9 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use weir_dataplane::DataPlane;
-use weir_dataplane::listener::{
-    Edge, ListenerOptions, PlainListener, TlsListener, bind_reuseport,
-};
+use weir_dataplane::listener::{Edge, ListenerOptions, PlainListener, TlsListener, bind_reuseport};
 
 /// How long [`Workers::release`] waits for the worker threads to end.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -262,6 +260,74 @@ mod tests {
         tokio::time::timeout(BOUND, task).await.expect("workers did not drain").unwrap().unwrap();
         // Drained: nobody accepts any more.
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+        workers.release().await;
+    }
+
+    fn with_certificate(version: u64) -> Snapshot {
+        use weir_dataplane::tls::HostTls;
+        let cert = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).unwrap();
+        let host = HostTls::from_pem(
+            "default/a".into(),
+            cert.cert.pem().as_bytes(),
+            cert.signing_key.serialize_pem().as_bytes(),
+            None,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        Snapshot {
+            version,
+            tls: Arc::new(weir_dataplane::tls::TlsTable::new(vec![], Some(Arc::new(host)))),
+            ..Snapshot::empty()
+        }
+    }
+
+    /// The listening TCP sockets on `port`, from `/proc/net/tcp`.
+    fn listening_on(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let port = format!(":{port:04X}");
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3 && fields[1].ends_with(&port) && fields[3] == "0A"
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn the_https_sockets_are_bound_once_a_certificate_is_live_one_per_worker() {
+        let dataplane = DataPlane::new();
+        let http = bind_http("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let https = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let (task, workers) =
+            spawn(Arc::clone(&dataplane), ListenerOptions::default(), http, https, rx).unwrap();
+        assert_eq!(dataplane.https_port(), https.port());
+        dataplane.publish(Snapshot { version: 1, ..Snapshot::empty() });
+        assert_eq!(listening_on(https.port()), 0, "bound without a certificate");
+        dataplane.publish(with_certificate(2));
+        let bound = async {
+            while listening_on(https.port()) < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(BOUND, bound).await.expect("HTTPS sockets never bound");
+        assert_eq!(listening_on(https.port()), 2);
+        // Both accept: TLS handshakes answered (and failing: the client sends garbage) on
+        // every connection, whichever socket the kernel chose.
+        for _ in 0..16 {
+            let mut stream = tokio::net::TcpStream::connect(https).await.unwrap();
+            stream.write_all(b"not a TLS ClientHello").await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(BOUND, stream.read_to_end(&mut answer))
+                .await
+                .expect("a connection was never served")
+                .ok();
+        }
+        stop.send(true).unwrap();
+        tokio::time::timeout(BOUND, task).await.expect("workers did not drain").unwrap().unwrap();
+        assert_eq!(listening_on(https.port()), 0);
         workers.release().await;
     }
 

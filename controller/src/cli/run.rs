@@ -143,7 +143,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let shared = Shared::new(Arc::clone(&dataplane));
     let http = match RuntimePlan::of(&args) {
-        RuntimePlan::PerCore(workers) => Http::PerCore(per_core::bind_http(args.http_addr, workers)?),
+        RuntimePlan::PerCore(workers) => {
+            Http::PerCore(per_core::bind_http(args.http_addr, workers)?)
+        }
         RuntimePlan::Single | RuntimePlan::WorkStealing(_) => Http::Shared(
             TcpListener::bind(args.http_addr)
                 .await
