@@ -160,10 +160,12 @@ pub struct RunArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum RuntimeKind {
     /// One current-thread runtime per worker thread, each with its own listening sockets
-    /// (`SO_REUSEPORT`); the controller and admin server run on the main thread.
+    /// (`SO_REUSEPORT`); the controller and admin server run on the main thread. The
+    /// default: with two workers it served more requests per second than work-stealing
+    /// for about the same CPU per request (`make bench`, figure `multicore`).
+    #[default]
     PerCore,
     /// One multi-thread (work-stealing) runtime for everything.
-    #[default]
     WorkStealing,
 }
 
