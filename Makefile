@@ -15,7 +15,7 @@ help:
 	@echo "make run    - build, start demo backends and weir on $(QUICKSTART) (http $(HTTP_ADDR), https $(HTTPS_ADDR), admin $(ADMIN_ADDR))"
 	@echo "make test   - build every binary, run every test, then check the Helm chart (make chart CHECK=1)"
 	@echo "make crds   - regenerate charts/weir/crds/ from the Rust types (weir crds)"
-	@echo "make bench  - weir vs nginx/haproxy on loopback, all figures (bench/bench.py; QUICK=1 ~3 min); cargo bench -p weir-dataplane for micro"
+	@echo "make bench  - weir vs nginx/haproxy/caddy on loopback, all figures (bench/bench.py; QUICK=1 ~3 min); cargo bench -p weir-dataplane for micro"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make chart  - lint, render and check charts/weir with the Helm engine; write deploy/install.yaml"
 	@echo "make fuzz   - build the cargo-fuzz targets in fuzz/ and run each for FUZZ_TIME seconds (default 20)"
@@ -50,8 +50,8 @@ test:
 crds:
 	$(CARGO) run -q -p weir-controller --bin weir -- crds | scripts/split-crds.sh charts/weir/crds
 
-# weir vs nginx (and haproxy) on loopback, see bench/bench.py and docs/performance.md.
-# Needs: apt-get install -y nginx-light wrk haproxy nghttp2-client redis-server openssl (the harness
+# weir vs nginx, haproxy and caddy on loopback, see bench/bench.py and docs/performance.md.
+# Needs: apt-get install -y nginx-light wrk haproxy caddy nghttp2-client redis-server openssl (the harness
 # only checks; without redis-server the Redis rateLimit figure is skipped).
 # About 9-11 minutes; `make bench QUICK=1` about 3-4. Knobs (environment or make variables):
 # ROUNDS, DURATION, WARMUP, CONNECTIONS, PEERS, FIGURES, SCALE_NS, ROUTES_PER_FILE, CHANGES.

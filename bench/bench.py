@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""weir vs nginx (and haproxy) on loopback, as described in ../shared/BENCHMARKING.md.
+"""weir vs nginx, haproxy and caddy on loopback, as described in ../shared/BENCHMARKING.md.
 
 Starts a static upstream (nginx `return 200`, pinned on CPU 1), weir (one tokio worker,
-pinned on CPU 0), nginx (one worker, upstream keep-alive, CPU 0) and haproxy (one thread,
-CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k routes. Figures
-(FIGURES, comma-separated, default all):
+pinned on CPU 0; `weir run`'s defaults: per-request metrics on, and the access log off),
+nginx (one worker, upstream keep-alive, CPU 0), haproxy (one thread, CPU 0) and caddy
+(GOMAXPROCS=1, upstream keep-alive, h1 + h2c on one port, CPU 0) proxying the same route,
+and weir instances with 1, 1k, 10k and 100k routes. Figures (FIGURES, comma-separated,
+default all):
 
   core     interleaved `wrk -t1 -c32` rounds: proxy CPU time per request (utime+stime from
            /proc/<pid>/stat over the run / requests), saturation requests/s, wrk latency
   latency  open-loop fixed rate (weir-loadgen) at LAT_LOAD x weir's saturation: p50/p99
            from the scheduled send time, added over the upstream measured directly
   h2       h2load (h2c prior knowledge, -c32 -m10): CPU/request and requests/s
+  multicore two workers each (bench/multicore.py): weir --runtime per-core and
+           --runtime work-stealing vs nginx worker_processes 2 (reuseport), haproxy
+           nbthread 2, caddy GOMAXPROCS=2; proxies, wrk -t2 and the upstream share CPUs
+           0-1: CPU/request and requests/s as ratios to each peer, per-core / work-stealing
   scaling  weir at SCALE_NS routes (Prefix /r<i>, ROUTES_PER_FILE per file): first-load
            parse and compile time, Pss, memory per route, CPU/request with random paths
   reload   one route changed (file renamed into place) -> live, polled every 1 ms, at the
@@ -19,7 +25,7 @@ CPU 0) proxying the same route, and weir instances with 1, 1k, 10k and 100k rout
   plugins  weir alone: CPU/request on routes with jwt RS256 (cached verification), a local
            rateLimit, both, and a Redis rateLimit (a redis-server it starts), as ratios to a
            no-plugin route of the same weir in the same round (bench/plugins.py)
-  tls      weir vs nginx with the same certificate: CPU/request over TLS 1.3 (h1 keep-alive
+  tls      weir vs nginx (and caddy) with the same certificate: CPU/request over TLS 1.3 (h1 keep-alive
            and h2), new handshakes per second per core, and the WebSocket echo round trip
            added over direct, and weir's HTTP/2 (h2c, gRPC) upstream path vs its HTTP/1.1 one
            (bench/edge.py)
@@ -44,7 +50,7 @@ Prints one line per figure: weir's value, the peer's, the median of per-round ra
 it needs and exits 2. Stops every process it started by pid; removes its temp dir.
 
 Environment: QUICK=1 (about 3 minutes), ROUNDS (5), DURATION (s, 5), WARMUP (s, 1),
-CONNECTIONS (32), PEERS ("nginx,haproxy"), FIGURES, SCALE_NS ("1,1000,10000,100000"),
+CONNECTIONS (32), PEERS ("nginx,haproxy,caddy"), FIGURES, SCALE_NS ("1,1000,10000,100000"),
 ROUTES_PER_FILE (1000), CHANGES (20), LAT_LOAD (0.3), NO_BUILD=1, TARGET_DIR, KEEP_TMP=1.
 """
 
@@ -62,6 +68,7 @@ import aggregate  # noqa: E402
 import benchlib as b  # noqa: E402
 import cache  # noqa: E402
 import edge  # noqa: E402
+import multicore  # noqa: E402
 import observe  # noqa: E402
 import plugins  # noqa: E402
 import upstream  # noqa: E402
@@ -71,8 +78,8 @@ ROUNDS = int(os.environ.get("ROUNDS", "2" if QUICK else "5"))
 DURATION = int(os.environ.get("DURATION", "2" if QUICK else "5"))
 WARMUP = int(os.environ.get("WARMUP", "1"))
 CONNS = int(os.environ.get("CONNECTIONS", "32"))
-PEERS = [p for p in os.environ.get("PEERS", "nginx,haproxy").split(",") if p]
-FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,tls,plugins,cache,upstream,observe,aggregate,scaling,reload,kube,idle").split(","))
+PEERS = [p for p in os.environ.get("PEERS", "nginx,haproxy,caddy").split(",") if p]
+FIGURES = set(os.environ.get("FIGURES", "core,latency,h2,multicore,tls,plugins,cache,upstream,observe,aggregate,scaling,reload,kube,idle").split(","))
 SCALE_NS = [int(x) for x in os.environ.get("SCALE_NS", "1,1000,10000,100000").split(",") if x]
 PER_FILE = int(os.environ.get("ROUTES_PER_FILE", "1000"))
 CHANGES = int(os.environ.get("CHANGES", "8" if QUICK else "20"))
@@ -139,7 +146,7 @@ def core(proxies):
         return b.measure(pids_fn, run, WARMUP)
     results = interleave(list(proxies), run_one, ROUNDS, "h1")
     compare(results, [p for p in proxies if p != "weir"], [
-        ("cpu/request (h1 keep-alive, 1 route)", "cpu_us_per_req", "us", "<= 0.9x", lambda x: x <= 0.9),
+        ("cpu/request (h1, 1 route; metrics on, log off)", "cpu_us_per_req", "us", "<= 0.9x", lambda x: x <= 0.9),
         (f"requests/s (saturation, wrk -c{CONNS})", "rps", "rps", ">= 1.1x", lambda x: x >= 1.1),
         ("latency p50 at saturation (wrk)", "p50", "us", "-", None),
         ("latency p99 at saturation (wrk)", "p99", "us", "-", None),
@@ -407,6 +414,11 @@ def main():
         port, h2port = b.free_port(), b.free_port()
         ha = b.start_haproxy(up_port, port, h2port)
         proxies["haproxy"] = (lambda: b.proc_tree(ha.pid), port, h2port, ha)
+    if "caddy" in PEERS:
+        port = b.free_port()
+        cd = b.start_caddy("caddy", up_port, port)
+        # HTTP/1.1 and h2c (prior knowledge) on the same port.
+        proxies["caddy"] = (lambda: b.proc_tree(cd.pid), port, port, cd)
     for name, (pids_fn, *_rest) in proxies.items():
         if name != "weir":
             idle[name] = b.pss_kib(pids_fn()) / 1024
@@ -421,6 +433,8 @@ def main():
         latency(plain, up_port, rate)
     if "h2" in FIGURES:
         h2(plain)
+    if "multicore" in FIGURES:
+        multicore.run(PEERS, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     if "idle" in FIGURES:
         for peer in [p for p in proxies if p != "weir"]:
             row("idle memory (Pss, all processes)", fmt(idle["weir"], "MiB"), peer, fmt(idle[peer], "MiB"),
@@ -429,7 +443,7 @@ def main():
             "yes" if idle["weir"] <= 10 else "no")
         row("weir memory after load (Pss)", fmt(b.pss_kib([weir.pid]) / 1024, "MiB"))
     if "tls" in FIGURES and "nginx" in PEERS:
-        edge.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
+        edge.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave, PEERS)
     if "plugins" in FIGURES:
         plugins.run(up_port, ROUNDS, DURATION, WARMUP, CONNS, row, fmt, ratio_text, interleave)
     if "cache" in FIGURES:
@@ -445,8 +459,9 @@ def main():
     inst = {}
     if "scaling" in FIGURES or "reload" in FIGURES:
         b.stop(weir)
-        if "haproxy" in proxies:
-            b.stop(proxies["haproxy"][3])
+        for peer in ("haproxy", "caddy"):
+            if peer in proxies:
+                b.stop(proxies[peer][3])
         inst = scaling(up_port) if "scaling" in FIGURES else {n: start_scaled(n, up_port) for n in SCALE_NS}
     if "reload" in FIGURES:
         reload_live(inst)
@@ -456,7 +471,7 @@ def main():
         kube_watch()
 
     print_table(f"weir bench ({'QUICK, ' if QUICK else ''}{ROUNDS} rounds x {DURATION}s +{WARMUP}s warm-up, "
-                f"wrk -t1 -c{CONNS}; proxy on CPU {b.PROXY_CPU}, load+upstream on CPU {b.LOAD_CPU}; "
+                f"wrk -t1 -c{CONNS}; weir: {b.WEIR_SETUP}; proxy on CPU {b.PROXY_CPU}, load+upstream on CPU {b.LOAD_CPU}; "
                 f"2-core shared machine: compare ratios; took {time.time() - started:.0f}s)")
     return 0
 

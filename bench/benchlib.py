@@ -22,7 +22,7 @@ TARGET_DIR = os.environ.get("TARGET_DIR", os.environ.get("CARGO_TARGET_DIR", os.
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
-PACKAGES = "nginx-light wrk haproxy nghttp2-client util-linux"
+PACKAGES = "nginx-light wrk haproxy caddy nghttp2-client util-linux"
 
 _procs = []  # Popen objects we started, stopped in reverse order on exit
 _extra_pids = []  # nginx worker pids, killed if their master will not stop
@@ -76,9 +76,10 @@ def check_tools(peers, need_h2):
         print("bench: install the Debian packages with:", file=sys.stderr)
         print(f"    apt-get install -y {PACKAGES}", file=sys.stderr)
         sys.exit(2)
-    if "haproxy" in peers and shutil.which("haproxy") is None:
-        log("haproxy not found, skipping it (apt-get install -y haproxy)")
-        peers.remove("haproxy")
+    for peer in ("haproxy", "caddy"):
+        if peer in peers and shutil.which(peer) is None:
+            log(f"{peer} not found, skipping it (apt-get install -y {peer})")
+            peers.remove(peer)
     if (os.cpu_count() or 1) < 2:
         log("fewer than 2 CPUs: proxy and load generator will share CPU 0")
 
@@ -296,15 +297,28 @@ def start_nginx(name, conf, cpu, port):
     return p
 
 
-def start_weir(name, cfg, port, admin, ready_path="/", timeout=20.0, extra=()):
-    """weir on PROXY_CPU with one worker, per-request metrics on and the access log off (what
-    a production deployment runs with; standalone mode would log to stdout by default) unless
+# How bench.py's weir instances run, said in the output: `weir run`'s defaults except the
+# access log (standalone mode would log to stdout by default).
+WEIR_SETUP = "metrics on, access log off"
+
+
+def start_weir(name, cfg, port, admin, ready_path="/", timeout=20.0, extra=(), workers=1, runtime=None,
+               cpus=None):
+    """weir on PROXY_CPU (or `cpus`) with one worker (or `workers`, served by `--runtime
+    runtime`), per-request metrics on (the default of `--request-metrics`, passed explicitly so
+    a WEIR_REQUEST_METRICS in the environment cannot change it) and the access log off (what a
+    production deployment runs with; standalone mode would log to stdout by default) unless
     `extra` says otherwise."""
     if not any(str(a).startswith("--access-log") and not str(a).startswith("--access-log-format") for a in extra):
         extra = ("--access-log", "off", *extra)
-    env = dict(os.environ, WEIR_WORKER_THREADS="1",
+    if not any(str(a).startswith("--request-metrics") for a in extra):
+        extra = ("--request-metrics", "true", *extra)
+    if runtime:
+        extra = ("--runtime", runtime, *extra)
+    env = dict(os.environ, WEIR_WORKER_THREADS=str(workers),
                RUST_LOG=os.environ.get("RUST_LOG", "warn,weir_controller::standalone=info"))
-    p = start(["taskset", "-c", PROXY_CPU, os.path.join(TARGET_DIR, "release", "weir"), "run",
+    env.pop("WEIR_RUNTIME", None)
+    p = start(["taskset", "-c", cpus or PROXY_CPU, os.path.join(TARGET_DIR, "release", "weir"), "run",
                "--config-dir", cfg, "--http-addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}", *extra],
               name, env=env)
     wait_http(f"http://127.0.0.1:{admin}/readyz", f"{name} /readyz", timeout=timeout, proc=p)
@@ -320,12 +334,66 @@ def weir_publish_times(name):
     return [(float(m.group(2)), float(m.group(3)), int(m.group(1))) for m in re.finditer(pat, text)]
 
 
-def start_haproxy(upstream, port, h2port):
-    path = os.path.join(TMP, "haproxy.cfg")
+def start_haproxy(upstream, port, h2port, name="haproxy", threads=1, cpus=None):
+    path = os.path.join(TMP, f"{name}.cfg")
     with open(path, "w") as f:
-        f.write(HAPROXY_CONF.format(port=port, h2port=h2port, upstream=upstream))
-    p = start(["taskset", "-c", PROXY_CPU, "haproxy", "-db", "-f", path], "haproxy")
-    wait_http(f"http://127.0.0.1:{port}/", "haproxy", proc=p)
+        f.write(HAPROXY_CONF.format(port=port, h2port=h2port, upstream=upstream).replace(
+            "nbthread 1", f"nbthread {threads}"))
+    p = start(["taskset", "-c", cpus or PROXY_CPU, "haproxy", "-db", "-f", path], name)
+    wait_http(f"http://127.0.0.1:{port}/", name, proc=p)
+    return p
+
+
+CADDY_CONF = """{{
+	admin off
+	auto_https off
+	servers {{
+		protocols {protocols}
+	}}
+}}
+{site} {{
+	bind 127.0.0.1
+{tls}	reverse_proxy 127.0.0.1:{upstream} {{
+		transport http {{
+			keepalive 60s
+			keepalive_idle_conns_per_host 32
+		}}
+	}}
+}}
+"""
+
+
+def start_caddy(name, upstream, port, cpus=None, procs=1, tls=None):
+    """caddy (Go's net/http reverse proxy) on PROXY_CPU (or `cpus`) with GOMAXPROCS=`procs`:
+    HTTP/1.1 and h2c (prior knowledge) on one port, or with `tls=(crt, key)` HTTPS (h1, h2)
+    for `localhost`; upstream keep-alive (32 idle connections), no access log (caddy logs
+    requests only with a `log` directive), admin API and automatic HTTPS off."""
+    path = os.path.join(TMP, f"{name}.Caddyfile")
+    with open(path, "w") as f:
+        f.write(CADDY_CONF.format(
+            protocols="h1 h2" if tls else "h1 h2c",
+            site=f"https://localhost:{port}" if tls else f"http://:{port}",
+            tls=f"\ttls {tls[0]} {tls[1]}\n" if tls else "",
+            upstream=upstream))
+    home = os.path.join(TMP, f"{name}-home")
+    os.makedirs(home, exist_ok=True)
+    env = dict(os.environ, GOMAXPROCS=str(procs), HOME=home, XDG_DATA_HOME=home, XDG_CONFIG_HOME=home)
+    p = start(["taskset", "-c", cpus or PROXY_CPU, "caddy", "run", "--config", path, "--adapter", "caddyfile"],
+              name, env=env)
+    if tls:
+        deadline = time.time() + 20
+        while True:
+            if p.poll() is not None:
+                sys.exit(f"bench: {name} exited with {p.returncode} (logs in {TMP})")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit(f"bench: {name} not listening on {port} (logs in {TMP})")
+                time.sleep(0.05)
+    else:
+        wait_http(f"http://127.0.0.1:{port}/", name, proc=p)
     return p
 
 
@@ -352,8 +420,8 @@ def parse_wrk(out):
     return res
 
 
-def wrk(port, seconds, conns, latency=False, script=None, path="/", headers=(), url=None):
-    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+def wrk(port, seconds, conns, latency=False, script=None, path="/", headers=(), url=None, threads=1, cpus=None):
+    argv = ["taskset", "-c", cpus or LOAD_CPU, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s"]
     for h in headers:
         argv += ["-H", h]
     if latency:

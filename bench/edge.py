@@ -2,8 +2,9 @@
 WebSocket round trip each proxy adds.
 
 tls   One ECDSA P-256 certificate (made with the `openssl` CLI in the bench's temp dir) is
-      served by weir (a Route with `tls.secretRef`, `--https-addr`) and by nginx (`listen ssl`,
-      `http2`), both proxying to the same upstream:
+      served by weir (a Route with `tls.secretRef`, `--https-addr`), by nginx (`listen ssl`,
+      `http2`) and by caddy (with PEERS: `tls CRT KEY`, h1 + h2, GOMAXPROCS=1), all proxying
+      to the same upstream:
         - CPU per request over TLS 1.3, HTTP/1.1 keep-alive (`wrk -c32` over https)
         - CPU per request over TLS 1.3, HTTP/2 (`h2load -c32 -m10` over https, ALPN h2)
         - new TLS handshakes per second per core: `wrk` with `Connection: close`, so every
@@ -264,7 +265,7 @@ def ws_round_trips(port, count, path="/ws"):
     return times
 
 
-def run(up_port, rounds, duration, warmup, conns, row, fmt, ratio_text, interleave):
+def run(up_port, rounds, duration, warmup, conns, row, fmt, ratio_text, interleave, peers=("nginx",)):
     crt, key = make_cert()
     wsorigin = b.free_port()
     # The origin runs in a child process pinned on the load CPU, started through benchlib so
@@ -305,6 +306,12 @@ def run(up_port, rounds, duration, warmup, conns, row, fmt, ratio_text, interlea
                 sys.exit("bench: weir's HTTPS listener did not come up")
             time.sleep(0.05)
     targets = {"weir": ([weir.pid], https, port), "nginx": (b.proc_tree(ng.pid), ng_port, ng_ws)}
+    if "caddy" in peers:
+        # The same certificate, TLS 1.2/1.3 with h1 and h2 (ALPN), upstream keep-alive.
+        cd_port = b.free_port()
+        cd = b.start_caddy("caddy-tls", up_port, cd_port, tls=(crt, key))
+        targets["caddy"] = ([cd.pid], cd_port, None)
+    tls_targets = list(targets)
 
     def h1(name):
         pids, p, _ = targets[name]
@@ -326,20 +333,21 @@ def run(up_port, rounds, duration, warmup, conns, row, fmt, ratio_text, interlea
         return res
 
     def figures(results, rows):
-        for label, k, unit, target, ok in rows:
-            w = [x[k] for x in results["weir"]]
-            p = [x[k] for x in results["nginx"]]
-            med, txt = ratio_text(w, p)
-            holds = "-" if ok is None else ("yes" if ok(med) else "no")
-            row(label, fmt(statistics.median(w), unit), "nginx", fmt(statistics.median(p), unit), txt, target, holds)
+        for peer in [t for t in results if t != "weir"]:
+            for label, k, unit, target, ok in rows:
+                w = [x[k] for x in results["weir"]]
+                p = [x[k] for x in results[peer]]
+                med, txt = ratio_text(w, p)
+                holds = "-" if ok is None else ("yes" if ok(med) else "no")
+                row(label, fmt(statistics.median(w), unit), peer, fmt(statistics.median(p), unit), txt, target, holds)
 
-    res = interleave(list(targets), h1, rounds, "tls h1")
+    res = interleave(tls_targets, h1, rounds, "tls h1")
     figures(res, [("cpu/request (TLS 1.3, h1 keep-alive)", "cpu_us_per_req", "us", "<= 0.9x", lambda x: x <= 0.9),
                   ("requests/s (TLS 1.3, h1, wrk)", "rps", "rps", "-", None)])
-    res = interleave(list(targets), h2, max(1, rounds // 2 + 1), "tls h2")
+    res = interleave(tls_targets, h2, max(1, rounds // 2 + 1), "tls h2")
     figures(res, [("cpu/request (TLS 1.3, h2, h2load -m10)", "cpu_us_per_req", "us", "<= 0.9x", lambda x: x <= 0.9),
                   ("requests/s (TLS 1.3, h2)", "rps", "rps", "-", None)])
-    res = interleave(list(targets), handshakes, max(1, rounds // 2 + 1), "tls handshakes")
+    res = interleave(tls_targets, handshakes, max(1, rounds // 2 + 1), "tls handshakes")
     figures(res, [("new TLS handshakes/s per core (conn: close)", "conn_per_cpu_s", "rps", ">= 1.0x",
                    lambda x: x >= 1.0),
                   ("cpu per new TLS connection + request", "cpu_us_per_conn", "us", "-", None)])

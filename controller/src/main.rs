@@ -20,15 +20,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             cli::init_tracing(args.log_format);
-            // One worker (as benchmarks pin it): a current-thread runtime, which avoids the
-            // cross-thread wake-ups of a one-worker multi-thread scheduler.
-            let runtime = match cli::worker_threads() {
-                1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-                n => tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(n)
-                    .enable_all()
-                    .build(),
-            };
+            let runtime = cli::RuntimePlan::of(&args).main_runtime();
             let runtime = match runtime {
                 Ok(rt) => rt,
                 Err(e) => {

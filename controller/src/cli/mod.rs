@@ -1,6 +1,7 @@
 //! The `weir` command line (`run`, `validate`, `crds`); the wiring behind `weir run` is in
 //! [`run`].
 
+mod per_core;
 mod run;
 
 use std::net::SocketAddr;
@@ -147,6 +148,68 @@ pub struct RunArgs {
     /// followed (parent-based).
     #[arg(long, env = "WEIR_TRACE_SAMPLING", default_value_t = 1.0, value_parser = parse_ratio)]
     pub trace_sampling: f64,
+    /// How the `WEIR_WORKER_THREADS` workers (default: one per core) serve traffic when
+    /// there are several: `per-core` (each worker thread runs its own runtime with its own
+    /// `SO_REUSEPORT` listening sockets) or `work-stealing` (one runtime whose workers share
+    /// the listeners and steal each other's tasks). One worker is always one runtime.
+    #[arg(long, env = "WEIR_RUNTIME", value_enum, default_value_t = RuntimeKind::default())]
+    pub runtime: RuntimeKind,
+}
+
+/// `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum RuntimeKind {
+    /// One current-thread runtime per worker thread, each with its own listening sockets
+    /// (`SO_REUSEPORT`); the controller and admin server run on the main thread. The
+    /// default: with two workers it served more requests per second than work-stealing
+    /// for about the same CPU per request (`make bench`, figure `multicore`).
+    #[default]
+    PerCore,
+    /// One multi-thread (work-stealing) runtime for everything.
+    WorkStealing,
+}
+
+/// The runtimes `weir run` starts: what `main` builds and how `run` serves the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimePlan {
+    /// One worker: one current-thread runtime for everything.
+    Single,
+    /// `--runtime work-stealing` with this many workers: one multi-thread runtime.
+    WorkStealing(usize),
+    /// `--runtime per-core` with this many workers: a current-thread runtime on the main
+    /// thread (controller, admin server), and one per worker thread serving the listeners.
+    PerCore(usize),
+}
+
+impl RuntimePlan {
+    /// The plan for `kind` with `workers` worker threads.
+    pub fn new(kind: RuntimeKind, workers: usize) -> Self {
+        match (workers, kind) {
+            (0 | 1, _) => RuntimePlan::Single,
+            (n, RuntimeKind::WorkStealing) => RuntimePlan::WorkStealing(n),
+            (n, RuntimeKind::PerCore) => RuntimePlan::PerCore(n),
+        }
+    }
+
+    /// The plan of `weir run` with `args` (`--runtime`, `WEIR_WORKER_THREADS`).
+    pub fn of(args: &RunArgs) -> Self {
+        Self::new(args.runtime, worker_threads())
+    }
+
+    /// The runtime `main` runs `weir run` on (in per-core mode, the main thread's; the
+    /// listeners' runtimes are started by `run`).
+    pub fn main_runtime(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            // One worker (as benchmarks pin it): a current-thread runtime, which avoids the
+            // cross-thread wake-ups of a one-worker multi-thread scheduler.
+            RuntimePlan::Single | RuntimePlan::PerCore(_) => {
+                tokio::runtime::Builder::new_current_thread().enable_all().build()
+            }
+            RuntimePlan::WorkStealing(n) => {
+                tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()
+            }
+        }
+    }
 }
 
 /// `--access-log-format`.
@@ -396,6 +459,25 @@ mod tests {
             let argv = ["weir", "run"].iter().chain(bad.iter());
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_runtime_flag_picks_the_plan_and_one_worker_is_always_one_runtime() {
+        let cli = Cli::try_parse_from(["weir", "run"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.runtime, RuntimeKind::default());
+        for (flag, kind) in
+            [("per-core", RuntimeKind::PerCore), ("work-stealing", RuntimeKind::WorkStealing)]
+        {
+            let cli = Cli::try_parse_from(["weir", "run", "--runtime", flag]).unwrap();
+            let Command::Run(args) = cli.command else { panic!("not run") };
+            assert_eq!(args.runtime, kind);
+        }
+        assert!(Cli::try_parse_from(["weir", "run", "--runtime", "threads"]).is_err());
+        assert_eq!(RuntimePlan::new(RuntimeKind::PerCore, 1), RuntimePlan::Single);
+        assert_eq!(RuntimePlan::new(RuntimeKind::WorkStealing, 1), RuntimePlan::Single);
+        assert_eq!(RuntimePlan::new(RuntimeKind::PerCore, 4), RuntimePlan::PerCore(4));
+        assert_eq!(RuntimePlan::new(RuntimeKind::WorkStealing, 2), RuntimePlan::WorkStealing(2));
     }
 
     #[test]

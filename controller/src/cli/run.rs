@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_dataplane::DataPlane;
 
-use super::{RunArgs, cache_runtime, rate_limit_runtime, shutdown_signal};
+use super::{RunArgs, RuntimePlan, cache_runtime, per_core, rate_limit_runtime, shutdown_signal};
 use crate::publish::{Publisher, Shared};
 use crate::standalone::DirSource;
 
@@ -38,6 +38,26 @@ impl Mode {
         match self {
             Mode::Standalone(_) => crate::observe::Mode::Standalone,
             Mode::Kubernetes(_) => crate::observe::Mode::Kubernetes,
+        }
+    }
+}
+
+/// The HTTP listening socket(s).
+enum Http {
+    /// One socket, served by the main runtime.
+    Shared(TcpListener),
+    /// One `SO_REUSEPORT` socket per worker runtime (`--runtime per-core`).
+    PerCore(Vec<std::net::TcpListener>),
+}
+
+impl Http {
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            Http::Shared(tcp) => tcp.local_addr(),
+            Http::PerCore(sockets) => match sockets.first() {
+                Some(socket) => socket.local_addr(),
+                None => Err(std::io::Error::other("no HTTP socket")),
+            },
         }
     }
 }
@@ -122,9 +142,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cache,
     );
     let shared = Shared::new(Arc::clone(&dataplane));
-    let http = TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    let http = match RuntimePlan::of(&args) {
+        RuntimePlan::PerCore(workers) => {
+            Http::PerCore(per_core::bind_http(args.http_addr, workers)?)
+        }
+        RuntimePlan::Single | RuntimePlan::WorkStealing(_) => Http::Shared(
+            TcpListener::bind(args.http_addr)
+                .await
+                .with_context(|| format!("binding --http-addr {}", args.http_addr))?,
+        ),
+    };
+    let http_addr = http.local_addr()?;
     let admin = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
@@ -133,7 +161,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let source: JoinHandle<anyhow::Result<()>> = match mode {
         Mode::Standalone(dir) => {
             tracing::info!(
-                http = %http.local_addr()?, admin = %admin.local_addr()?,
+                http = %http_addr, admin = %admin.local_addr()?,
                 config_dir = %dir.display(), "weir starting in standalone mode"
             );
             let source = DirSource::new(dir, namespace)
@@ -155,7 +183,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             options.default_certificate = args.default_certificate.clone();
             options.publish_service = args.publish_service.clone();
             tracing::info!(
-                http = %http.local_addr()?, admin = %admin.local_addr()?, namespace = %namespace,
+                http = %http_addr, admin = %admin.local_addr()?, namespace = %namespace,
                 watch_namespaces = ?args.watch_namespaces, identity = %options.lease.identity,
                 "weir starting in Kubernetes mode"
             );
@@ -173,14 +201,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             async move { crate::admin::serve(admin, shared, stop).await.map_err(Into::into) },
         )
     };
-    let data_task = crate::serving::spawn(
-        dataplane,
-        crate::serving::listener_options(&args),
-        http,
-        args.https_addr,
-        stop_rx.clone(),
-    );
-    let data_task = tokio::spawn(async move { data_task.await.map_err(Into::into) });
+    let options = crate::serving::listener_options(&args);
+    let (data_task, workers) = match http {
+        Http::Shared(http) => {
+            let task =
+                crate::serving::spawn(dataplane, options, http, args.https_addr, stop_rx.clone());
+            (tokio::spawn(async move { task.await.map_err(Into::into) }), None)
+        }
+        Http::PerCore(sockets) => {
+            let (task, workers) =
+                per_core::spawn(dataplane, options, sockets, args.https_addr, stop_rx.clone())?;
+            (task, Some(workers))
+        }
+    };
 
     let tasks = vec![
         Essential { name: "the configuration source", task: source },
@@ -211,6 +244,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::observe::flush_access_log(&shared.dataplane.observability).await;
     if let Some(tracing) = &shared.dataplane.observability.tracing {
         tracing.shutdown().await;
+    }
+    if let Some(workers) = workers {
+        workers.release().await;
     }
     match failed {
         Some(e) => Err(e),

@@ -50,6 +50,7 @@
 
 mod conn;
 mod metrics;
+mod reuseport;
 mod tls;
 
 use std::convert::Infallible;
@@ -67,6 +68,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 pub use metrics::ListenerMetrics;
+pub use reuseport::bind_reuseport;
 
 use crate::proxy::{self, Peer};
 use crate::server::{DRAIN_TIMEOUT, DataPlane};
