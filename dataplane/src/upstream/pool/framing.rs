@@ -262,9 +262,15 @@ pub struct ResponseHead {
 /// error past [`MAX_HEAD_BYTES`]); on success its bytes are split off `buf` (the header
 /// values share them, no copy).
 pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, UpstreamError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
+    // Uninitialized slots: initializing 100 headers costs more than parsing a small head.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= MAX_HEAD_BYTES {
@@ -285,24 +291,23 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, U
         .reason
         .filter(|r| Some(*r) != status.canonical_reason())
         .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
-    // Offsets of the values in `buf`, so that they can be sliced out of the frozen head.
+    // Where each name and value lies in `buf`, so that they can be taken out of the frozen
+    // head once the parser's borrow ends (values share its bytes, no copy).
     let base = buf.as_ptr() as usize;
     let count = response.headers.len();
-    let mut spans = [(0usize, 0usize); MAX_HEADERS];
-    let mut names: [Option<HeaderName>; MAX_HEADERS] = [const { None }; MAX_HEADERS];
-    for (i, header) in response.headers.iter().enumerate() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| UpstreamError::InvalidHead(httparse::Error::HeaderName))?;
-        let start = header.value.as_ptr() as usize - base;
-        spans[i] = (start, start + header.value.len());
-        names[i] = Some(name);
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
+        let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let (name, value) = (header.name.as_bytes(), header.value);
+        *span = (at(name), at(name) + name.len() as u32, at(value), at(value) + value.len() as u32);
     }
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(count);
     let mut keep_alive = version == Version::HTTP_11;
-    for (name, &(start, end)) in names.iter_mut().zip(&spans).take(count) {
-        let Some(name) = name.take() else { continue };
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| UpstreamError::InvalidHead(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| UpstreamError::InvalidHead(httparse::Error::HeaderValue))?;
         if name == CONNECTION && connection_has(&value, "close") {
             keep_alive = false;

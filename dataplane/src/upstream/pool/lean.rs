@@ -124,12 +124,22 @@ impl Outgoing {
         self.data.is_empty() && self.tail.is_empty()
     }
 
+    /// Drops what `n` written bytes covered; a buffer written in full is let go at once
+    /// (the head's allocation is then reused for the next head).
     fn advance(&mut self, mut n: usize) {
         let h = n.min(self.head.len());
-        self.head.advance(h);
+        if h == self.head.len() {
+            self.head = Bytes::new();
+        } else {
+            self.head.advance(h);
+        }
         n -= h;
         let d = n.min(self.data.len());
-        self.data.advance(d);
+        if d == self.data.len() {
+            self.data = Bytes::new();
+        } else {
+            self.data.advance(d);
+        }
         n -= d;
         self.tail = &self.tail[n.min(self.tail.len())..];
     }
