@@ -263,7 +263,8 @@ pub struct ResponseHead {
 /// values share them, no copy).
 pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, UpstreamError> {
     // Uninitialized slots: initializing 100 headers costs more than parsing a small head.
-    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut response,

@@ -123,10 +123,9 @@ pub enum ConnectError {
 impl Pool {
     /// The newest open idle connection for `key`, if any. Expired connections, and ones
     /// the upstream closed or sent data on while idle, found on the way are dropped.
-    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<Box<Conn>> {
+    pub(crate) fn checkout(&self, key: &PoolKey, now: Instant) -> Option<Box<Conn>> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = slots.idle.get_mut(key)?;
-        let now = Instant::now();
         while let Some(idle) = entry.conns.pop() {
             if now.duration_since(idle.since) >= entry.idle_timeout {
                 // Newest first: everything below is older still.
@@ -147,7 +146,8 @@ impl Pool {
         if settings.max_idle_per_endpoint == 0 {
             return;
         }
-        let now = Instant::now();
+        // No clock read: idle since its exchange started (the request's own reading).
+        let now = conn.used();
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let sweep_every = settings.idle_timeout.min(POOL_IDLE_TIMEOUT);
         if slots.swept.is_none_or(|t| now.duration_since(t) >= sweep_every) {

@@ -12,6 +12,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Response};
@@ -189,6 +190,8 @@ pub(crate) struct Conn {
     received: bool,
     reading: Reading,
     keep_alive: bool,
+    /// When the current (or last) exchange started: idle since then in the pool.
+    used: Instant,
 }
 
 impl Conn {
@@ -210,6 +213,7 @@ impl Conn {
             received: false,
             reading: Reading::Done,
             keep_alive: false,
+            used: Instant::now(),
         })
     }
 
@@ -262,7 +266,9 @@ impl Conn {
         method: Method,
         body: Option<UpstreamBody>,
         framing: RequestFraming,
+        now: Instant,
     ) {
+        self.used = now;
         self.out = Outgoing { head, data: Bytes::new(), tail: b"" };
         self.framing = framing;
         self.owed = match framing {
@@ -288,6 +294,11 @@ impl Conn {
             Some(body) if body.is_untaken() => Some(self.body.take()),
             _ => None,
         }
+    }
+
+    /// When the exchange that returned it to the pool started.
+    pub(crate) fn used(&self) -> Instant {
+        self.used
     }
 
     /// Whether a response byte has arrived.
@@ -371,7 +382,10 @@ impl Conn {
                         RequestFraming::Chunked | RequestFraming::Empty => {
                             let mut line = [0u8; 18];
                             let len = chunk_size_line(n, &mut line);
+                            // After what is left of the request head, if any (the first
+                            // chunk goes out in the same write).
                             let mut head = std::mem::take(&mut self.scratch);
+                            head.extend_from_slice(&self.out.head);
                             head.extend_from_slice(&line[..len]);
                             self.out.head = head.split().freeze();
                             self.scratch = head;

@@ -231,16 +231,23 @@ impl Upstream {
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let transport = Transport::default();
-        self.request_h1(addr, &transport, connect_timeout, request).await.map_err(|e| match e {
-            AttemptError::Connect(source, _) => {
-                ProxyError::UpstreamConnect { source: Box::new(source) }
-            }
-            AttemptError::Exchange(source) => ProxyError::BadResponse { source: Box::new(source) },
-        })
+        let now = std::time::Instant::now();
+        self.request_h1(addr, &transport, connect_timeout, request, now).await.map_err(
+            |e| match e {
+                AttemptError::Connect(source, _) => {
+                    ProxyError::UpstreamConnect { source: Box::new(source) }
+                }
+                AttemptError::Exchange(source) => {
+                    ProxyError::BadResponse { source: Box::new(source) }
+                }
+            },
+        )
     }
 
     /// Sends `request` to `addr` `via` a pooled, new or shared HTTP/2 connection made
-    /// over `transport`, until response headers.
+    /// over `transport`, until response headers. `now` is the request's clock reading:
+    /// the pool reads none of its own (idle connections expire by it, and a connection
+    /// returned to the pool counts as idle since the start of the request it served).
     pub(crate) async fn request(
         &self,
         addr: SocketAddr,
@@ -248,9 +255,10 @@ impl Upstream {
         connect_timeout: Duration,
         request: Request<UpstreamBody>,
         via: Via,
+        now: std::time::Instant,
     ) -> Result<Response<PooledBody>, AttemptError> {
         match via {
-            Via::Pooled => self.request_h1(addr, transport, connect_timeout, request).await,
+            Via::Pooled => self.request_h1(addr, transport, connect_timeout, request, now).await,
             // Boxed: the common HTTP/1.1 request's future stays as small as before.
             Via::Upgrade => {
                 Box::pin(Self::request_upgrade(addr, transport, connect_timeout, request)).await
@@ -284,6 +292,7 @@ impl Upstream {
         transport: &Transport,
         connect_timeout: Duration,
         request: Request<UpstreamBody>,
+        now: std::time::Instant,
     ) -> Result<Response<PooledBody>, AttemptError> {
         let key = transport.key(addr);
         let (mut parts, body) = request.into_parts();
@@ -293,7 +302,7 @@ impl Upstream {
         // Each pass either takes a connection out of the pool (finitely many) or is the
         // last one, over a new connection.
         loop {
-            let (mut conn, reused) = match self.pool.checkout(&key) {
+            let (mut conn, reused) = match self.pool.checkout(&key, now) {
                 Some(mut conn) => {
                     if let Some(home) = &mut conn.home {
                         home.settings = transport.connection;
@@ -326,7 +335,7 @@ impl Upstream {
                     (head, framing)
                 }
             };
-            conn.begin(head, parts.method.clone(), body.take(), framing);
+            conn.begin(head, parts.method.clone(), body.take(), framing, now);
             match std::future::poll_fn(|cx| conn.poll_head(cx)).await {
                 Ok(response) => return Ok(response.map(|()| PooledBody::lean(conn))),
                 Err(error) => {
