@@ -433,14 +433,14 @@ impl Conn {
             }
         }
         loop {
-            if !self.read.is_empty() {
-                if let Some(head) = parse_response_head(&mut self.read)? {
-                    if head.status.is_informational() && head.status.as_u16() != 101 {
-                        // 100 Continue and other interim responses are skipped (hyper).
-                        continue;
-                    }
-                    return Poll::Ready(self.start_body(head));
+            if !self.read.is_empty()
+                && let Some(head) = parse_response_head(&mut self.read)?
+            {
+                if head.status.is_informational() && head.status.as_u16() != 101 {
+                    // 100 Continue and other interim responses are skipped (hyper).
+                    continue;
                 }
+                return Poll::Ready(self.start_body(head));
             }
             match ready!(self.poll_fill(cx)) {
                 Ok(0) if self.received => return Poll::Ready(Err(UpstreamError::ClosedInHead)),
@@ -591,6 +591,8 @@ fn chunk_size_line(n: u64, out: &mut [u8; 18]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::chunk_size_line;
 
     #[test]
