@@ -361,6 +361,28 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// Whether no upstream connection has taken the client's body out of its slot yet
+    /// through this body (it can still go to another connection).
+    pub(crate) fn is_untaken(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Streamed { taken, .. } => taken.is_none(),
+        }
+    }
+
+    /// The upstream stopped taking the body (its response ended first): the rest of the
+    /// client's body is read and discarded in the background ([`drain`]), so that the
+    /// answer reaches the client and its connection stays usable.
+    pub(crate) fn abandon(self) {
+        if let UpstreamBody::Streamed { taken: Some(mut body), .. } = self
+            && let Some(rest) = body.inner.take()
+        {
+            drain(rest);
+        }
+    }
+}
+
 /// Whether the body in `slot` was never polled by an upstream connection, so it can still
 /// be sent to another endpoint.
 pub fn unsent(slot: &BodySlot) -> bool {

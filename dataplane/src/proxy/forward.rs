@@ -387,7 +387,14 @@ pub(crate) async fn send(
         };
         let mut outstanding = Outstanding::begin(Arc::clone(&endpoint));
         let sent = Instant::now();
-        let future = upstream.request(endpoint_addr, transport, timeouts.connect, built, via);
+        let future = upstream.request(
+            endpoint_addr,
+            transport,
+            timeouts.connect,
+            built,
+            via,
+            sent.into_std(),
+        );
         let try_deadline = retries.per_try_timeout.map(|d| Instant::now() + d);
         let limit = match (deadline, try_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),

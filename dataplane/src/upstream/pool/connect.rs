@@ -79,12 +79,21 @@ pub(crate) async fn tls_connect(
 /// Logs the end of an upstream connection's driver: a TLS failure after the handshake (the
 /// server refused the client certificate, a fatal alert…) at warn level with its reason,
 /// since the request it breaks may only see "connection error"; anything else at debug.
-pub(crate) fn log_driver_end(addr: SocketAddr, error: &hyper::Error) {
+pub(crate) fn log_driver_end(addr: SocketAddr, error: &(dyn std::error::Error + 'static)) {
     match tls_failure(error) {
         Some(reason) => {
             tracing::warn!(%addr, %reason, "upstream TLS connection failed");
         }
         None => tracing::debug!(%addr, %error, "upstream connection ended with an error"),
+    }
+}
+
+/// Logs a TLS failure under a failed exchange of the lean path (the server refused the
+/// client certificate, a fatal alert…) at warn level with its reason, since the request
+/// may only see "connection closed"; other failures are the request's to report.
+pub(crate) fn log_tls_failure(addr: SocketAddr, error: &(dyn std::error::Error + 'static)) {
+    if let Some(reason) = tls_failure(error) {
+        tracing::warn!(%addr, %reason, "upstream TLS connection failed");
     }
 }
 
@@ -141,6 +150,14 @@ impl<'a> Reservation<'a> {
     /// with the connection's stream.
     pub(crate) fn made<I>(mut self, io: I) -> Counted<I> {
         Counted { io, _slot: self.slot.take() }
+    }
+}
+
+impl Reservation<'_> {
+    /// The connection is made (lean path): the pending slot is given back, and the open
+    /// slot is returned to go with the connection.
+    pub(crate) fn into_slot(mut self) -> Option<OpenSlot> {
+        self.slot.take()
     }
 }
 

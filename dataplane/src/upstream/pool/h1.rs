@@ -1,15 +1,17 @@
-//! weir's upstream connection pool: HTTP/1.1 connections (`hyper::client::conn::http1`),
-//! plain or TLS, kept alive per endpoint and transport ([`PoolKey`]) and reused. (HTTP/2
-//! upstreams share one multiplexed connection per endpoint instead: [`super::h2`].)
+//! weir's upstream connection pool: HTTP/1.1 connections over the lean path
+//! ([`super::lean`]: no driver task, no channel), plain or TLS, kept alive per endpoint and
+//! transport ([`PoolKey`]) and reused. (HTTP/2 upstreams share one multiplexed connection
+//! per endpoint instead: [`super::h2`]; upgrade requests and health checks use hyper's
+//! client over a new connection: [`connect`], [`connect_unpooled`].)
 //!
 //! A connection is checked out for exactly one request. It goes back to the pool only when
-//! its response body has been read to the end ([`PooledBody`]); a body dropped early, an
-//! error, or a full pool drops the sender, and hyper then closes the connection. Idle
-//! connections are kept newest first (LIFO), at most `maxIdlePerEndpoint` per endpoint
-//! (default [`MAX_IDLE_PER_ENDPOINT`]), for at most `idleTimeout` (default
-//! [`POOL_IDLE_TIMEOUT`]). A connection is only ever reused for the transport it was made
-//! with: a plain connection never serves a TLS backend, nor a connection made with one TLS
-//! configuration another. Each connection's driver runs in its own task.
+//! its response body has been read to the end ([`PooledBody`]) and it can carry another
+//! request; a body dropped early, an error, or a full pool closes it. Idle connections are
+//! kept newest first (LIFO), at most `maxIdlePerEndpoint` per endpoint (default
+//! [`MAX_IDLE_PER_ENDPOINT`]), for at most `idleTimeout` (default [`POOL_IDLE_TIMEOUT`]),
+//! and checked at checkout (closed by the upstream, or data sent unasked: let go). A
+//! connection is only ever reused for the transport it was made with: a plain connection
+//! never serves a TLS backend, nor a connection made with one TLS configuration another.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +27,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::connect::{self, Reservation};
+use super::framing::UpstreamError;
+use super::lean::{Conn, Home, Stream};
 use super::{PoolKey, Transport};
 use crate::proxy::body::UpstreamBody;
 use crate::upstream::policy::ConnectionSettings;
@@ -34,23 +38,11 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per endpoint by default; past this, a returned connection closes.
 pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
-/// How long a pooled connection that is not ready yet is waited for before it is let go.
-/// Its driver task normally makes it ready within microseconds of the end of the previous
-/// response; one still sending the previous request's body (the upstream answered early)
-/// may never be.
-pub const READY_WAIT: Duration = Duration::from_millis(100);
-
-/// Waits (at most [`READY_WAIT`]) until a pooled connection can take a request: false
-/// when it closed or did not become ready in time.
-pub(crate) async fn ready_soon(sender: &mut Sender) -> bool {
-    matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(())))
-}
-
-/// The sending half of one upstream connection.
+/// The sending half of a hyper HTTP/1.1 connection (upgrade requests, health checks).
 pub(crate) type Sender = SendRequest<UpstreamBody>;
 
 struct Idle {
-    sender: Sender,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -129,22 +121,20 @@ pub enum ConnectError {
 }
 
 impl Pool {
-    /// The newest open idle connection for `key`, if any. Expired and closed connections
-    /// found on the way are dropped. It may not be ready yet: a connection returned at the
-    /// end of its response body becomes ready when its driver task has run
-    /// ([`ready_soon`]).
-    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<Sender> {
+    /// The newest open idle connection for `key`, if any. Expired connections, and ones
+    /// the upstream closed or sent data on while idle, found on the way are dropped.
+    pub(crate) fn checkout(&self, key: &PoolKey, now: Instant) -> Option<Box<Conn>> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = slots.idle.get_mut(key)?;
-        let now = Instant::now();
         while let Some(idle) = entry.conns.pop() {
             if now.duration_since(idle.since) >= entry.idle_timeout {
                 // Newest first: everything below is older still.
                 entry.conns.clear();
                 return None;
             }
-            if !idle.sender.is_closed() {
-                return Some(idle.sender);
+            let mut conn = idle.conn;
+            if conn.is_idle_usable() {
+                return Some(conn);
             }
         }
         None
@@ -152,20 +142,21 @@ impl Pool {
 
     /// Returns a connection whose exchange finished to the pool of `key`, kept as
     /// `settings` say.
-    pub(crate) fn checkin(&self, key: PoolKey, sender: Sender, settings: ConnectionSettings) {
-        if sender.is_closed() || settings.max_idle_per_endpoint == 0 {
+    pub(crate) fn checkin(&self, key: PoolKey, conn: Box<Conn>, settings: ConnectionSettings) {
+        if settings.max_idle_per_endpoint == 0 {
             return;
         }
-        let now = Instant::now();
+        // No clock read: idle since its exchange started (the request's own reading).
+        let now = conn.used();
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let sweep_every = settings.idle_timeout.min(POOL_IDLE_TIMEOUT);
         if slots.swept.is_none_or(|t| now.duration_since(t) >= sweep_every) {
             slots.swept = Some(now);
             slots.idle.retain(|_, entry| {
                 let timeout = entry.idle_timeout;
-                entry
-                    .conns
-                    .retain(|e| now.duration_since(e.since) < timeout && !e.sender.is_closed());
+                entry.conns.retain_mut(|e| {
+                    now.duration_since(e.since) < timeout && e.conn.is_idle_usable()
+                });
                 !entry.conns.is_empty()
             });
         }
@@ -179,7 +170,7 @@ impl Pool {
             let excess = entry.conns.len() + 1 - settings.max_idle_per_endpoint;
             entry.conns.drain(..excess);
         }
-        entry.conns.push(Idle { sender, since: now });
+        entry.conns.push(Idle { conn, since: now });
     }
 
     /// Idle connections to `addr`, over any transport (for tests and debugging).
@@ -275,71 +266,60 @@ where
     Ok(sender)
 }
 
-/// A response body from a pooled connection: when it has been read to the end, the
-/// connection goes back to the pool; dropped before that, the connection closes.
+/// Opens a new connection for the lean HTTP/1.1 path to `addr` over `transport` (TCP,
+/// then TLS when it has TLS; see [`super::connect`]), to go back to `home` after its
+/// exchanges. The backend's connection caps apply (`transport.connections`); the open slot
+/// goes with the connection and is given back when it closes.
+pub(crate) async fn connect_lean(
+    addr: SocketAddr,
+    transport: &Transport,
+    connect_timeout: Duration,
+    home: Home,
+) -> Result<Box<Conn>, ConnectError> {
+    let reservation = Reservation::take(transport)?;
+    let stream = match &transport.tls {
+        None => Stream::Plain(connect::tcp_connect(addr, connect_timeout).await?),
+        // Boxed: the TLS handshake's state is large, and the plain path's future stays
+        // small.
+        Some(tls) => Stream::Tls(Box::new(
+            Box::pin(connect::tls_connect(addr, tls, connect_timeout, false)).await?,
+        )),
+    };
+    Ok(Conn::new(stream, reservation.into_slot(), home))
+}
+
+/// A response body from an upstream: over a pooled connection of the lean path (read
+/// from the connection when polled; when it has been read to the end, the connection goes
+/// back to the pool if it can carry another request; dropped before that, the connection
+/// closes), or hyper's body of an HTTP/2 stream or an upgrade request.
 pub struct PooledBody {
-    body: Incoming,
-    /// The pool and connection to return, until returned or given up.
-    home: Option<Home>,
+    inner: Inner,
     /// The request's in-flight count and parallel slot, until the body ends.
     outstanding: Option<crate::upstream::registry::Outstanding>,
 }
 
+enum Inner {
+    Lean(Box<Conn>),
+    Hyper(Incoming),
+    /// Read to the end over the lean path (the connection went back or was closed).
+    Ended,
+}
+
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody").field("pooled", &self.home.is_some()).finish()
-    }
-}
-
-/// Where a pooled connection goes back to, and how it is kept there.
-struct Home {
-    pool: Arc<Pool>,
-    key: PoolKey,
-    sender: Sender,
-    settings: CompactSettings,
-}
-
-/// [`ConnectionSettings`] in 8 bytes instead of 24: with the outstanding-request guard,
-/// `Response<ProxyBody>` stays within 256 bytes, which hyper moves several times per
-/// request (a larger one costs about 50 more instructions per move, measured with
-/// callgrind).
-#[derive(Clone, Copy)]
-struct CompactSettings {
-    max_idle: u32,
-    idle_timeout_ms: u32,
-}
-
-impl CompactSettings {
-    fn new(settings: ConnectionSettings) -> Self {
-        CompactSettings {
-            max_idle: u32::try_from(settings.max_idle_per_endpoint).unwrap_or(u32::MAX),
-            idle_timeout_ms: u32::try_from(settings.idle_timeout.as_millis()).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn settings(self) -> ConnectionSettings {
-        ConnectionSettings {
-            max_idle_per_endpoint: self.max_idle as usize,
-            idle_timeout: Duration::from_millis(u64::from(self.idle_timeout_ms)),
-        }
+        f.debug_struct("PooledBody").field("pooled", &matches!(self.inner, Inner::Lean(_))).finish()
     }
 }
 
 impl PooledBody {
-    pub(crate) fn new(
-        body: Incoming,
-        pool: Arc<Pool>,
-        key: PoolKey,
-        sender: Sender,
-        settings: ConnectionSettings,
-    ) -> Self {
-        let settings = CompactSettings::new(settings);
-        PooledBody { body, home: Some(Home { pool, key, sender, settings }), outstanding: None }
+    /// The body of the response whose head `conn` has just read.
+    pub(crate) fn lean(conn: Box<Conn>) -> Self {
+        PooledBody { inner: Inner::Lean(conn), outstanding: None }
     }
 
     /// A body whose connection is not pooled (HTTP/2 streams, upgrade requests).
     pub(crate) fn unpooled(body: Incoming) -> Self {
-        PooledBody { body, home: None, outstanding: None }
+        PooledBody { inner: Inner::Hyper(body), outstanding: None }
     }
 
     /// Keeps the request counted in flight (its endpoint's count, its parallel slot) until
@@ -348,49 +328,84 @@ impl PooledBody {
         self.outstanding = Some(outstanding);
     }
 
+    /// The lean body ended: the connection goes back to its pool if it can be reused.
     fn release(&mut self) {
         self.outstanding = None;
-        if let Some(home) = self.home.take() {
-            home.pool.checkin(home.key, home.sender, home.settings.settings());
+        if let Inner::Lean(mut conn) = std::mem::replace(&mut self.inner, Inner::Ended) {
+            // What is left of a request body the upstream did not wait for is let go.
+            conn.abandon_request_body();
+            if conn.reusable()
+                && let Some(home) = &conn.home
+            {
+                let (pool, key, settings) = (Arc::clone(&home.pool), home.key, home.settings);
+                pool.checkin(key, conn, settings);
+            }
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => {
-                this.home = None;
-                this.outstanding = None;
+        match &mut this.inner {
+            Inner::Lean(conn) => {
+                let polled = conn.poll_body_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => this.release(),
+                    Poll::Ready(Some(Ok(_))) if conn.body_done() => this.release(),
+                    Poll::Ready(Some(Err(_))) => {
+                        this.inner = Inner::Ended;
+                        this.outstanding = None;
+                    }
+                    _ => {}
+                }
+                polled
             }
-            _ => {}
+            Inner::Hyper(body) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => this.outstanding = None,
+                    Poll::Ready(Some(Err(_))) => this.outstanding = None,
+                    _ => {}
+                }
+                polled.map_err(UpstreamError::Hyper)
+            }
+            Inner::Ended => Poll::Ready(None),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.inner {
+            Inner::Lean(conn) => conn.body_done(),
+            Inner::Hyper(body) => body.is_end_stream(),
+            Inner::Ended => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.inner {
+            Inner::Lean(conn) => match conn.body_remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+            Inner::Hyper(body) => body.size_hint(),
+            Inner::Ended => SizeHint::with_exact(0),
+        }
     }
 }
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
         // A body that was complete without being polled (empty, HEAD, 204, 304).
-        if self.body.is_end_stream() {
+        if let Inner::Lean(conn) = &self.inner
+            && conn.body_done()
+        {
             self.release();
         }
     }

@@ -7,8 +7,10 @@
 //! [`crate::upstream`], the retries of [`crate::proxy`]).
 
 pub mod connect;
+pub mod framing;
 pub mod h1;
 pub mod h2;
+pub(crate) mod lean;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -25,6 +27,7 @@ use crate::filter::extauth::{UrlClient, url_client};
 use crate::proxy::body::UpstreamBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::upgrade::Upgrades;
+pub use framing::UpstreamError;
 pub use h1::{ConnectError, MAX_IDLE_PER_ENDPOINT, POOL_IDLE_TIMEOUT, Pool, PooledBody};
 pub use h2::H2Pool;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -173,7 +176,7 @@ pub(crate) enum AttemptError {
     /// headers come back so a retry needs no copy of them.
     Connect(ConnectError, HeaderMap),
     /// The exchange failed after connecting.
-    Exchange(hyper::Error),
+    Exchange(UpstreamError),
 }
 
 /// How one attempt reaches its endpoint.
@@ -228,16 +231,23 @@ impl Upstream {
         request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let transport = Transport::default();
-        self.request_h1(addr, &transport, connect_timeout, request).await.map_err(|e| match e {
-            AttemptError::Connect(source, _) => {
-                ProxyError::UpstreamConnect { source: Box::new(source) }
-            }
-            AttemptError::Exchange(source) => ProxyError::BadResponse { source: Box::new(source) },
-        })
+        let now = std::time::Instant::now();
+        self.request_h1(addr, &transport, connect_timeout, request, now).await.map_err(
+            |e| match e {
+                AttemptError::Connect(source, _) => {
+                    ProxyError::UpstreamConnect { source: Box::new(source) }
+                }
+                AttemptError::Exchange(source) => {
+                    ProxyError::BadResponse { source: Box::new(source) }
+                }
+            },
+        )
     }
 
     /// Sends `request` to `addr` `via` a pooled, new or shared HTTP/2 connection made
-    /// over `transport`, until response headers.
+    /// over `transport`, until response headers. `now` is the request's clock reading:
+    /// the pool reads none of its own (idle connections expire by it, and a connection
+    /// returned to the pool counts as idle since the start of the request it served).
     pub(crate) async fn request(
         &self,
         addr: SocketAddr,
@@ -245,9 +255,10 @@ impl Upstream {
         connect_timeout: Duration,
         request: Request<UpstreamBody>,
         via: Via,
+        now: std::time::Instant,
     ) -> Result<Response<PooledBody>, AttemptError> {
         match via {
-            Via::Pooled => self.request_h1(addr, transport, connect_timeout, request).await,
+            Via::Pooled => self.request_h1(addr, transport, connect_timeout, request, now).await,
             // Boxed: the common HTTP/1.1 request's future stays as small as before.
             Via::Upgrade => {
                 Box::pin(Self::request_upgrade(addr, transport, connect_timeout, request)).await
@@ -271,7 +282,7 @@ impl Upstream {
         };
         match sender.send_request(request).await {
             Ok(response) => Ok(response.map(PooledBody::unpooled)),
-            Err(error) => Err(AttemptError::Exchange(error)),
+            Err(error) => Err(AttemptError::Exchange(error.into())),
         }
     }
 
@@ -280,46 +291,77 @@ impl Upstream {
         addr: SocketAddr,
         transport: &Transport,
         connect_timeout: Duration,
-        mut request: Request<UpstreamBody>,
+        request: Request<UpstreamBody>,
+        now: std::time::Instant,
     ) -> Result<Response<PooledBody>, AttemptError> {
         let key = transport.key(addr);
+        let (mut parts, body) = request.into_parts();
+        let mut body = Some(body);
+        // The head is serialized once, on the first connection, and sent as is again.
+        let mut encoded: Option<(bytes::Bytes, framing::RequestFraming)> = None;
         // Each pass either takes a connection out of the pool (finitely many) or is the
         // last one, over a new connection.
         loop {
-            let (mut sender, reused) = match self.pool.checkout(&key) {
-                // Boxed: a rare wait, kept out of the common request's future.
-                Some(mut sender) => {
-                    if !sender.is_ready() && !Box::pin(h1::ready_soon(&mut sender)).await {
-                        tracing::debug!(%addr, "pooled connection not ready, letting it go");
+            let (mut conn, reused) = match self.pool.checkout(&key, now) {
+                Some(mut conn) => {
+                    if let Some(home) = &mut conn.home {
+                        home.settings = transport.connection;
+                    }
+                    (conn, true)
+                }
+                None => {
+                    let home = lean::Home {
+                        pool: Arc::clone(&self.pool),
+                        key,
+                        settings: transport.connection,
+                    };
+                    match h1::connect_lean(addr, transport, connect_timeout, home).await {
+                        Ok(conn) => (conn, false),
+                        Err(e) => {
+                            return Err(AttemptError::Connect(
+                                e,
+                                std::mem::take(&mut parts.headers),
+                            ));
+                        }
+                    }
+                }
+            };
+            let (head, framing) = match &encoded {
+                Some((head, framing)) => (head.clone(), *framing),
+                None => {
+                    let empty = UpstreamBody::Empty;
+                    let (head, framing) = conn.encode(&mut parts, body.as_ref().unwrap_or(&empty));
+                    encoded = Some((head.clone(), framing));
+                    (head, framing)
+                }
+            };
+            conn.begin(head, parts.method.clone(), body.take(), framing, now);
+            match std::future::poll_fn(|cx| conn.poll_head(cx)).await {
+                Ok(response) => return Ok(response.map(|()| PooledBody::lean(conn))),
+                Err(error) => {
+                    // A reused connection that failed before any of the response: the
+                    // upstream closed it while idle. Sent again over another connection
+                    // when the request can be replayed (its body not taken yet) and either
+                    // the upstream cannot have seen it (the write failed) or it is
+                    // idempotent.
+                    let resend = reused
+                        && !conn.received()
+                        && (matches!(error, UpstreamError::Write(_))
+                            || (idempotent(&parts.method)
+                                && matches!(
+                                    error,
+                                    UpstreamError::ClosedBeforeResponse | UpstreamError::Read(_)
+                                )));
+                    if resend && let Some(unsent) = conn.replayable_body() {
+                        tracing::debug!(%addr, %error, "pooled connection closed, resending");
+                        body = unsent;
                         continue;
                     }
-                    (sender, true)
-                }
-                None => match h1::connect(addr, transport, connect_timeout, false).await {
-                    Ok(sender) => (sender, false),
-                    Err(e) => {
-                        return Err(AttemptError::Connect(
-                            e,
-                            std::mem::take(request.headers_mut()),
-                        ));
+                    if transport.tls.is_some() {
+                        connect::log_tls_failure(addr, &error);
                     }
-                },
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let pool = Arc::clone(&self.pool);
-                    let settings = transport.connection;
-                    return Ok(
-                        response.map(|body| PooledBody::new(body, pool, key, sender, settings))
-                    );
+                    return Err(AttemptError::Exchange(error));
                 }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => {
-                        tracing::debug!(%addr, error = %error.error(), "pooled connection closed, resending");
-                        request = unsent;
-                    }
-                    _ => return Err(AttemptError::Exchange(error.into_error())),
-                },
             }
         }
     }
@@ -355,11 +397,21 @@ impl Upstream {
                         request = unsent;
                         resent = true;
                     }
-                    _ => return Err(AttemptError::Exchange(error.into_error())),
+                    _ => return Err(AttemptError::Exchange(error.into_error().into())),
                 },
             }
         }
     }
+}
+
+/// Methods whose request may be sent again when a reused connection closed before
+/// answering (RFC 9110 §9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Sets the scheme of an absolute request URI (`:scheme` of an HTTP/2 request).

@@ -51,9 +51,12 @@ async fn send(
     request: Request<UpstreamBody>,
     via: Via,
 ) -> Result<Response<PooledBody>, AttemptError> {
-    tokio::time::timeout(BOUND, upstream.request(addr, transport, CONNECT, request, via))
-        .await
-        .expect("request hung")
+    tokio::time::timeout(
+        BOUND,
+        upstream.request(addr, transport, CONNECT, request, via, std::time::Instant::now()),
+    )
+    .await
+    .expect("request hung")
 }
 
 async fn text<B: http_body::Body>(response: Response<B>) -> String
@@ -362,8 +365,14 @@ async fn max_pending_fails_at_once_while_a_connection_is_being_made() {
         let (upstream, transport) = (Arc::clone(&upstream), transport.clone());
         let addr = silent.addr;
         tokio::spawn(async move {
-            let request =
-                upstream.request(addr, &transport, Duration::from_secs(60), get("/"), Via::Pooled);
+            let request = upstream.request(
+                addr,
+                &transport,
+                Duration::from_secs(60),
+                get("/"),
+                Via::Pooled,
+                std::time::Instant::now(),
+            );
             drop(request.await);
         })
     };
@@ -394,6 +403,7 @@ async fn a_tls_handshake_is_bounded_by_the_connect_timeout() {
         Duration::from_millis(100),
         get("/"),
         Via::Pooled,
+        std::time::Instant::now(),
     );
     let e = connect_error(tokio::time::timeout(BOUND, attempt).await.expect("not bounded"));
     assert_eq!(e.to_string(), format!("TLS handshake with {}: timed out", silent.addr));

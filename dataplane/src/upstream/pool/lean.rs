@@ -1,0 +1,610 @@
+//! The lean HTTP/1.1 upstream path of pooled connections: no driver task and no channel.
+//! A [`Conn`] owns its stream and read buffer; the request's future writes the request
+//! head (serialized once, with the first body chunk when it is ready) and reads the
+//! response head, and the response body ([`super::PooledBody`]) reads its frames from the
+//! connection when polled, in the server connection's task. A request body still being
+//! written when the response head arrives (an upstream that answers early, or streams its
+//! answer while it reads) goes on being written as the response body is polled. At the
+//! end of the response the connection goes back to the pool when it can carry another
+//! request; anything else closes it. Framing is in [`super::framing`].
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Response};
+use http_body::{Body, Frame};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::PoolKey;
+use super::connect::OpenSlot;
+use super::framing::{
+    ChunkedDecoder, Decoded, RequestFraming, ResponseFraming, ResponseHead, UpstreamError,
+    encode_request_head, parse_response_head, request_framing, response_framing,
+};
+use super::h1::Pool;
+use crate::proxy::body::UpstreamBody;
+use crate::upstream::policy::ConnectionSettings;
+
+/// Bytes read at once when the read buffer has less room than [`MIN_SPARE`].
+const READ_SIZE: usize = 16 * 1024;
+/// Below this much room, the read buffer grows by [`READ_SIZE`] before a read.
+const MIN_SPARE: usize = 2 * 1024;
+
+/// An upstream connection's stream: plain TCP, or TLS over it.
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS (boxed: the session state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Where a connection goes back to.
+pub(crate) struct Home {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) key: PoolKey,
+    pub(crate) settings: ConnectionSettings,
+}
+
+/// Bytes waiting to be written: a head (the request head, or a chunk's size line), data,
+/// and a fixed tail (CRLF after a chunk, the last chunk), written with one `writev`.
+#[derive(Default)]
+struct Outgoing {
+    head: Bytes,
+    data: Bytes,
+    tail: &'static [u8],
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.data.is_empty() && self.tail.is_empty()
+    }
+
+    /// Only a head waits: a body frame can be added to the same write.
+    fn takes_data(&self) -> bool {
+        self.data.is_empty() && self.tail.is_empty()
+    }
+
+    /// Drops what `n` written bytes covered; a buffer written in full is let go at once
+    /// (the head's allocation is then reused for the next head).
+    fn advance(&mut self, mut n: usize) {
+        let h = n.min(self.head.len());
+        if h == self.head.len() {
+            self.head = Bytes::new();
+        } else {
+            self.head.advance(h);
+        }
+        n -= h;
+        let d = n.min(self.data.len());
+        if d == self.data.len() {
+            self.data = Bytes::new();
+        } else {
+            self.data.advance(d);
+        }
+        n -= d;
+        self.tail = &self.tail[n.min(self.tail.len())..];
+    }
+}
+
+/// How far the request has been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// Frames still to come from the body.
+    Body,
+    /// Everything queued; writing and flushing it.
+    Last,
+    /// Written and flushed.
+    Done,
+    /// Writing failed, or was given up (the response ended first).
+    Stopped,
+}
+
+/// How far the response body has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
+    Done,
+}
+
+/// One pooled upstream HTTP/1.1 connection and the state of its current exchange.
+pub(crate) struct Conn {
+    io: Stream,
+    read: BytesMut,
+    /// Where request heads are serialized (its allocation reused once the head is sent).
+    scratch: BytesMut,
+    /// The backend's open-connection slot, given back when the connection is dropped.
+    _slot: Option<OpenSlot>,
+    pub(crate) home: Option<Home>,
+    // The exchange.
+    out: Outgoing,
+    body: Option<UpstreamBody>,
+    framing: RequestFraming,
+    /// Body bytes still owed under `Content-Length`.
+    owed: u64,
+    sending: Sending,
+    write_error: Option<io::Error>,
+    method: Method,
+    /// A byte of the response has arrived.
+    received: bool,
+    reading: Reading,
+    keep_alive: bool,
+    /// When the current (or last) exchange started: idle since then in the pool.
+    used: Instant,
+}
+
+impl Conn {
+    /// A new connection over `io`, holding the backend's open slot `slot`.
+    pub(crate) fn new(io: Stream, slot: Option<OpenSlot>, home: Home) -> Box<Conn> {
+        Box::new(Conn {
+            io,
+            read: BytesMut::new(),
+            scratch: BytesMut::new(),
+            _slot: slot,
+            home: Some(home),
+            out: Outgoing::default(),
+            body: None,
+            framing: RequestFraming::Empty,
+            owed: 0,
+            sending: Sending::Done,
+            write_error: None,
+            method: Method::GET,
+            received: false,
+            reading: Reading::Done,
+            keep_alive: false,
+            used: Instant::now(),
+        })
+    }
+
+    /// Whether an idle connection still looks usable: the upstream has not closed it nor
+    /// sent anything since (one read attempt with a no-op waker; no system call while the
+    /// socket is not readable).
+    pub(crate) fn is_idle_usable(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.poll_fill(&mut cx), Poll::Pending)
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < MIN_SPARE {
+            self.read.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// Serializes the request head (framing headers added as hyper's client adds them),
+    /// keeping `headers` for a retry elsewhere; returns the head and the body's framing.
+    pub(crate) fn encode(
+        &mut self,
+        parts: &mut http::request::Parts,
+        body: &UpstreamBody,
+    ) -> (Bytes, RequestFraming) {
+        let framing = request_framing(
+            &parts.method,
+            parts.version,
+            &mut parts.headers,
+            body.is_end_stream(),
+            body.size_hint().exact(),
+        );
+        encode_request_head(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            &mut self.scratch,
+        );
+        (self.scratch.split().freeze(), framing)
+    }
+
+    /// Starts an exchange: `head` then `body` framed as `framing`.
+    pub(crate) fn begin(
+        &mut self,
+        head: Bytes,
+        method: Method,
+        body: Option<UpstreamBody>,
+        framing: RequestFraming,
+        now: Instant,
+    ) {
+        self.used = now;
+        self.out = Outgoing { head, data: Bytes::new(), tail: b"" };
+        self.framing = framing;
+        self.owed = match framing {
+            RequestFraming::Length(n) => n,
+            _ => 0,
+        };
+        self.body = if framing == RequestFraming::Empty { None } else { body };
+        self.sending = if self.body.is_some() { Sending::Body } else { Sending::Last };
+        self.write_error = None;
+        self.method = method;
+        self.received = false;
+        self.reading = Reading::Done;
+        self.keep_alive = false;
+    }
+
+    /// The request's body when the exchange failed before any of it was taken (it can go
+    /// to another connection), with whether it had one.
+    pub(crate) fn replayable_body(&mut self) -> Option<Option<UpstreamBody>> {
+        if self.framing == RequestFraming::Empty {
+            return Some(None);
+        }
+        match &self.body {
+            Some(body) if body.is_untaken() => Some(self.body.take()),
+            _ => None,
+        }
+    }
+
+    /// When the exchange that returned it to the pool started.
+    pub(crate) fn used(&self) -> Instant {
+        self.used
+    }
+
+    /// Whether a response byte has arrived.
+    pub(crate) fn received(&self) -> bool {
+        self.received
+    }
+
+    /// Writes what can be written of the request now; `Ready(Ok)` once it has all been
+    /// written and flushed.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        loop {
+            let mut body_pending = false;
+            if self.sending == Sending::Body && self.out.takes_data() {
+                match self.poll_body(cx) {
+                    Poll::Pending => body_pending = true,
+                    Poll::Ready(result) => result?,
+                }
+            }
+            while !self.out.is_empty() {
+                let slices = [
+                    IoSlice::new(&self.out.head),
+                    IoSlice::new(&self.out.data),
+                    IoSlice::new(self.out.tail),
+                ];
+                let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))
+                    .map_err(UpstreamError::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(UpstreamError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.out.advance(n);
+            }
+            match self.sending {
+                Sending::Body if !body_pending => continue,
+                Sending::Body => {
+                    ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(UpstreamError::Write)?;
+                    return Poll::Pending;
+                }
+                _ => {
+                    ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(UpstreamError::Write)?;
+                    self.sending = Sending::Done;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// Takes the next body frame into `out`.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        let Some(body) = self.body.as_mut() else {
+            self.finish_body()?;
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                None => {
+                    self.finish_body()?;
+                    return Poll::Ready(Ok(()));
+                }
+                Some(Err(e)) => return Poll::Ready(Err(UpstreamError::RequestBody(e))),
+                Some(Ok(frame)) => {
+                    // Trailers are dropped, as hyper drops them without a `Trailer`
+                    // header (a hop-by-hop header the proxy removes).
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let n = data.len() as u64;
+                    match self.framing {
+                        RequestFraming::Length(_) => {
+                            if n > self.owed {
+                                return Poll::Ready(Err(UpstreamError::RequestBodyLength));
+                            }
+                            self.owed -= n;
+                            self.out.data = data;
+                            if self.owed == 0 {
+                                // hyper stops at the length, without waiting for the end.
+                                self.body = None;
+                                self.sending = Sending::Last;
+                            }
+                        }
+                        RequestFraming::Chunked | RequestFraming::Empty => {
+                            let mut line = [0u8; 18];
+                            let len = chunk_size_line(n, &mut line);
+                            // After what is left of the request head, if any (the first
+                            // chunk goes out in the same write).
+                            let mut head = std::mem::take(&mut self.scratch);
+                            head.extend_from_slice(&self.out.head);
+                            head.extend_from_slice(&line[..len]);
+                            self.out.head = head.split().freeze();
+                            self.scratch = head;
+                            self.out.data = data;
+                            self.out.tail = b"\r\n";
+                        }
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// The body ended: the last chunk, or a check that the length was met.
+    fn finish_body(&mut self) -> Result<(), UpstreamError> {
+        self.body = None;
+        self.sending = Sending::Last;
+        match self.framing {
+            RequestFraming::Chunked => self.out.tail = b"0\r\n\r\n",
+            RequestFraming::Length(_) if self.owed != 0 => {
+                return Err(UpstreamError::RequestBodyLength);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writing failed: no more writing; the error is kept for when no response comes.
+    fn stop_sending(&mut self, error: io::Error) {
+        self.sending = Sending::Stopped;
+        self.write_error = Some(error);
+    }
+
+    /// Drives the exchange until the final response head: the request is written while
+    /// the head is awaited (an upstream may answer before reading the whole body).
+    pub(crate) fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<()>, UpstreamError>> {
+        if matches!(self.sending, Sending::Body | Sending::Last) {
+            match self.poll_send(cx) {
+                Poll::Ready(Err(UpstreamError::Write(e))) => self.stop_sending(e),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+        }
+        loop {
+            if !self.read.is_empty()
+                && let Some(head) = parse_response_head(&mut self.read)?
+            {
+                if head.status.is_informational() && head.status.as_u16() != 101 {
+                    // 100 Continue and other interim responses are skipped (hyper).
+                    continue;
+                }
+                return Poll::Ready(self.start_body(head));
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if self.received => return Poll::Ready(Err(UpstreamError::ClosedInHead)),
+                Ok(0) => {
+                    return Poll::Ready(Err(match self.write_error.take() {
+                        Some(e) => UpstreamError::Write(e),
+                        None => UpstreamError::ClosedBeforeResponse,
+                    }));
+                }
+                Ok(_) => self.received = true,
+                Err(e) => {
+                    return Poll::Ready(Err(match self.write_error.take() {
+                        Some(w) if !self.received => UpstreamError::Write(w),
+                        _ => UpstreamError::Read(e),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The final head is in: the body's framing, and the response without its body.
+    fn start_body(&mut self, head: ResponseHead) -> Result<Response<()>, UpstreamError> {
+        let framing = response_framing(&self.method, &head)?;
+        self.reading = match framing {
+            ResponseFraming::Empty | ResponseFraming::Length(0) => Reading::Done,
+            ResponseFraming::Length(n) => Reading::Length(n),
+            ResponseFraming::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+            ResponseFraming::Close => Reading::Close,
+        };
+        self.keep_alive = head.keep_alive
+            && framing != ResponseFraming::Close
+            && head.status.as_u16() != 101
+            && !(self.method == Method::CONNECT && head.status.is_success());
+        let ResponseHead { status, version, headers, reason, .. } = head;
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        if let Some(reason) = reason {
+            response.extensions_mut().insert(reason);
+        }
+        Ok(response)
+    }
+
+    /// Whether the response body has been read to its end.
+    pub(crate) fn body_done(&self) -> bool {
+        self.reading == Reading::Done
+    }
+
+    /// Bytes of the body still to come, when known.
+    pub(crate) fn body_remaining(&self) -> Option<u64> {
+        match self.reading {
+            Reading::Length(n) => Some(n),
+            Reading::Done => Some(0),
+            Reading::Chunked(_) | Reading::Close => None,
+        }
+    }
+
+    /// The next frame of the response body (the request body goes on being written).
+    pub(crate) fn poll_body_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        if matches!(self.sending, Sending::Body | Sending::Last) {
+            match self.poll_send(cx) {
+                Poll::Ready(Err(UpstreamError::Write(e))) => self.stop_sending(e),
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+        }
+        loop {
+            match &mut self.reading {
+                Reading::Done => return Poll::Ready(None),
+                Reading::Length(left) => {
+                    if !self.read.is_empty() {
+                        let n = usize::try_from(*left).unwrap_or(usize::MAX).min(self.read.len());
+                        *left -= n as u64;
+                        if *left == 0 {
+                            self.reading = Reading::Done;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(self.read.split_to(n).freeze()))));
+                    }
+                }
+                Reading::Chunked(decoder) => match decoder.decode(&mut self.read, usize::MAX) {
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Trailers(trailers)) => {
+                        self.reading = Reading::Done;
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Decoded::End) => {
+                        self.reading = Reading::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                },
+                Reading::Close => {
+                    if !self.read.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(self.read.split().freeze()))));
+                    }
+                }
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if self.reading == Reading::Close => {
+                    self.reading = Reading::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return Poll::Ready(Some(Err(UpstreamError::ClosedInBody))),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(UpstreamError::Read(e)))),
+            }
+        }
+    }
+
+    /// At the end of the response: whether the connection can carry another request
+    /// (keep-alive, the request written in full, nothing more received).
+    pub(crate) fn reusable(&self) -> bool {
+        self.keep_alive
+            && self.reading == Reading::Done
+            && self.sending == Sending::Done
+            && self.read.is_empty()
+    }
+
+    /// The response ended before the request body was written: the rest of the client's
+    /// body is read and discarded in the background (the client keeps its connection).
+    pub(crate) fn abandon_request_body(&mut self) {
+        if let Some(body) = self.body.take() {
+            body.abandon();
+        }
+        if matches!(self.sending, Sending::Body | Sending::Last) {
+            self.sending = Sending::Stopped;
+        }
+    }
+}
+
+/// Writes `n` as a chunk size line (`{n:x}\r\n`) into `out`; returns its length.
+fn chunk_size_line(n: u64, out: &mut [u8; 18]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in out.iter_mut().take(digits).enumerate() {
+        let shift = 4 * (digits - 1 - i);
+        *slot = HEX[((n >> shift) & 0xf) as usize];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::chunk_size_line;
+
+    #[test]
+    fn chunk_size_lines_are_lowercase_hex() {
+        for (n, want) in [(1u64, "1\r\n"), (15, "f\r\n"), (16, "10\r\n"), (0x1234ab, "1234ab\r\n")]
+        {
+            let mut line = [0u8; 18];
+            let len = chunk_size_line(n, &mut line);
+            assert_eq!(std::str::from_utf8(&line[..len]).unwrap(), want);
+        }
+        let mut line = [0u8; 18];
+        let len = chunk_size_line(u64::MAX, &mut line);
+        assert_eq!(&line[..len], b"ffffffffffffffff\r\n");
+    }
+}
