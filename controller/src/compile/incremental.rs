@@ -19,8 +19,8 @@ use imbl::OrdMap;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
-use weir_dataplane::ratelimit::RateLimit;
 use weir_dataplane::BackendKey;
+use weir_dataplane::ratelimit::RateLimit;
 
 use super::backends::{BackendInterner, compile_backends};
 use super::filters::{FilterBuilder, FilterCache};

@@ -169,7 +169,10 @@ impl Compiled {
             ("statuses", Box::new(self.statuses)),
             ("rule plugins", Box::new(self.rule_plugins)),
             ("route table (models, rules, router)", Box::new(self.routes)),
-            ("backends, keys, policies, tls", Box::new((self.backends, self.backend_keys, self.policies, self.tls))),
+            (
+                "backends, keys, policies, tls",
+                Box::new((self.backends, self.backend_keys, self.policies, self.tls)),
+            ),
             ("rest", Box::new((self.rate_limits, self.identity_headers))),
         ]
     }

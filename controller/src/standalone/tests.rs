@@ -238,7 +238,7 @@ fn bench_source() {
 }
 
 fn routes_of(index: &Index) -> Vec<(String, Arc<weir_crds::Route>)> {
-    index.routes.iter().map(|(k, v)| (k.name.clone(), Arc::clone(v))).collect()
+    index.routes.iter().map(|(k, v)| (k.name.to_string(), Arc::clone(v))).collect()
 }
 
 fn changed(paths: &[PathBuf]) -> Changes {

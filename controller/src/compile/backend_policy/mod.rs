@@ -24,9 +24,9 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use k8s_openapi::api::core::v1::{Secret, ServicePort};
 use weir_crds::backend_policy::BackendTlsSpec;
+use weir_dataplane::UpstreamProtocol;
 use weir_dataplane::upstream::BackendPolicy;
 use weir_dataplane::upstream::tls::{ClientIdentity, TlsRoots, UpstreamTls};
-use weir_dataplane::UpstreamProtocol;
 
 use super::conditions::{self, RefProblem, RefReason, accepted, condition, resolved_refs};
 use super::consumers::secret_value;

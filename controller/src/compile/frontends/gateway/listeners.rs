@@ -298,7 +298,8 @@ fn listener_state(index: &Index, gateway: &ObjectRef, l: &Listener) -> ListenerS
                     "tls.certificateRefs: an HTTPS listener needs a certificate".to_owned(),
                 )),
                 Some(cert) => {
-                    let ns = cert.namespace.clone().unwrap_or_else(|| gateway.namespace.to_string());
+                    let ns =
+                        cert.namespace.clone().unwrap_or_else(|| gateway.namespace.to_string());
                     let secret = ObjectRef::new(ns.clone(), cert.name.clone());
                     let kind_ok = cert.group.as_deref().is_none_or(str::is_empty)
                         && cert.kind.as_deref().is_none_or(|k| k == "Secret");
