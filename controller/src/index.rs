@@ -337,4 +337,23 @@ mod tests {
         assert_eq!(Kind::Service.api_version(), "v1");
         assert!(!Kind::Namespace.namespaced() && Kind::Ingress.namespaced());
     }
+
+    #[test]
+    fn keys_share_their_namespace_and_order_and_display_as_text() {
+        let a = ObjectRef::new("shop", "b");
+        let b = ObjectRef::new(String::from("shop"), "a");
+        assert!(Arc::ptr_eq(&a.namespace, &b.namespace), "one string per namespace");
+        assert!(b < a && ObjectRef::new("a-b", "x") > ObjectRef::new("a", "y"));
+        assert_eq!(
+            (a.to_string(), ObjectRef::new("", "c").to_string()),
+            ("shop/b".into(), "c".into())
+        );
+        let key = a.object_key();
+        assert!(Arc::ptr_eq(&key.name, &a.name) && &*key.namespace == "shop");
+        // Namespaces no key uses any more are swept as the table grows; live ones stay shared.
+        for i in 0..100 {
+            drop(ObjectRef::new(format!("gone-{i}"), "x"));
+        }
+        assert!(Arc::ptr_eq(&ObjectRef::new("shop", "c").namespace, &a.namespace));
+    }
 }
