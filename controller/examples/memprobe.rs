@@ -34,24 +34,64 @@ fn main() {
         let (_, errors) = source.load();
         assert!(errors.is_empty(), "{errors:?}");
         let after_load = live();
+        println!("routes: {n}");
+        println!("source (index, caches) after load:     {:8.0} B/route", per(after_load - base));
+        // What the source holds, in parts: the Route objects themselves (a deep copy of
+        // each), the index's maps (a second copy of the maps shares the objects).
+        let t = live();
+        let copies: Vec<weir_crds::Route> =
+            source.index().routes.values().map(|r| weir_crds::Route::clone(r)).collect();
+        let objects = live() - t;
+        drop(copies);
+        let t = live();
+        let maps = source.index().routes.clone();
+        let index_map = live() - t;
+        drop(maps);
+        println!("  Route objects (Arc<Route> contents):  {:8.0} B/route", per(objects));
+        println!("  index map (keys, nodes):              {:8.0} B/route", per(index_map));
+        println!(
+            "  rest (defs, files, dups):             {:8.0} B/route",
+            per(after_load - base - objects - index_map)
+        );
+
+        // The compile alone, part by part (each part dropped in turn: what it frees is
+        // what it alone holds; shared objects are charged to the last holder).
+        let t = live();
+        let compiled = weir_controller::compile::compile(
+            source.index(),
+            &weir_controller::compile::Memory::default(),
+        );
+        let compile_total = live() - t;
+        println!("compile (Compiled alone):              {:8.0} B/route", per(compile_total));
+        for (name, part) in compiled.into_parts() {
+            let t = live();
+            drop(part);
+            println!("  {name:<36}  {:8.0} B/route", per(t - live()));
+        }
+
         let shared =
             weir_controller::publish::Shared::new(weir_dataplane::server::DataPlane::new());
         let mut publisher = weir_controller::publish::Publisher::new(Arc::clone(&shared));
         let before_apply = live();
         publisher.apply(source.index(), errors);
         let after_apply = live();
-        println!("routes: {n}");
-        println!("source (index, caches) after load:     {:8.0} B/route", per(after_load - base));
         println!(
             "apply (compile, publish, status view): {:8.0} B/route",
             per(after_apply - before_apply)
         );
+        println!(
+            "  of which status view and publish:    {:8.0} B/route",
+            per(after_apply - before_apply - compile_total)
+        );
         println!("total retained:                        {:8.0} B/route", per(after_apply - base));
         println!(
-            "size_of Route {} RouteSpec {} ObjectMeta {}",
+            "size_of Route {} RouteSpec {} ObjectMeta {} ObjectRef {} RouteModel {} Rule {}",
             std::mem::size_of::<weir_crds::Route>(),
             std::mem::size_of::<weir_crds::RouteSpec>(),
-            std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>()
+            std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+            std::mem::size_of::<weir_controller::index::ObjectRef>(),
+            std::mem::size_of::<weir_dataplane::RouteModel>(),
+            std::mem::size_of::<weir_dataplane::snapshot::Rule>(),
         );
     });
     std::fs::remove_dir_all(&dir).unwrap();

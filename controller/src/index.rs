@@ -13,19 +13,53 @@ use weir_crds::gateway_api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, Refere
 use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
 
 /// Namespace and name of an object. Ordered, so iteration is deterministic.
+///
+/// Both parts are shared strings: the many maps keyed by an object (the index, statuses,
+/// the compiler's memory and incremental state, the status view) hold clones of one
+/// key, not copies of its text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
     /// Namespace (`default` when the source object had none).
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl ObjectRef {
     /// Builds a reference.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectRef { namespace: namespace.into(), name: name.into() }
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
+        ObjectRef { namespace: intern_namespace(namespace.as_ref()), name: name.as_ref().into() }
     }
+
+    /// The data plane's key of the same object (sharing the strings).
+    pub fn object_key(&self) -> weir_dataplane::ObjectKey {
+        weir_dataplane::ObjectKey {
+            namespace: Arc::clone(&self.namespace),
+            name: Arc::clone(&self.name),
+        }
+    }
+}
+
+/// One shared string per namespace: objects of a namespace share its name. A namespace no
+/// key uses any more is dropped from the table when the table next grows past twice the
+/// size it had after its last sweep.
+fn intern_namespace(namespace: &str) -> Arc<str> {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex, PoisonError};
+    static TABLE: LazyLock<Mutex<(HashSet<Arc<str>>, usize)>> =
+        LazyLock::new(|| Mutex::new((HashSet::new(), 16)));
+    let mut guard = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
+    let (table, sweep_at) = &mut *guard;
+    if let Some(found) = table.get(namespace) {
+        return Arc::clone(found);
+    }
+    if table.len() >= *sweep_at {
+        table.retain(|n| Arc::strong_count(n) > 1);
+        *sweep_at = (table.len() * 2).max(16);
+    }
+    let interned: Arc<str> = namespace.into();
+    table.insert(Arc::clone(&interned));
+    interned
 }
 
 impl std::fmt::Display for ObjectRef {
@@ -302,5 +336,24 @@ mod tests {
         assert_eq!(Kind::ReferenceGrant.api_version(), "gateway.networking.k8s.io/v1beta1");
         assert_eq!(Kind::Service.api_version(), "v1");
         assert!(!Kind::Namespace.namespaced() && Kind::Ingress.namespaced());
+    }
+
+    #[test]
+    fn keys_share_their_namespace_and_order_and_display_as_text() {
+        let a = ObjectRef::new("shop", "b");
+        let b = ObjectRef::new(String::from("shop"), "a");
+        assert!(Arc::ptr_eq(&a.namespace, &b.namespace), "one string per namespace");
+        assert!(b < a && ObjectRef::new("a-b", "x") > ObjectRef::new("a", "y"));
+        assert_eq!(
+            (a.to_string(), ObjectRef::new("", "c").to_string()),
+            ("shop/b".into(), "c".into())
+        );
+        let key = a.object_key();
+        assert!(Arc::ptr_eq(&key.name, &a.name) && &*key.namespace == "shop");
+        // Namespaces no key uses any more are swept as the table grows; live ones stay shared.
+        for i in 0..100 {
+            drop(ObjectRef::new(format!("gone-{i}"), "x"));
+        }
+        assert!(Arc::ptr_eq(&ObjectRef::new("shop", "c").namespace, &a.namespace));
     }
 }

@@ -105,7 +105,7 @@ fn slices_of<'i>(
     index
         .endpoint_slices
         .range(start..)
-        .take_while(move |(k, _)| k.namespace == namespace)
+        .take_while(move |(k, _)| *k.namespace == *namespace)
         .map(|(_, s)| &**s)
         .filter(move |s| {
             s.metadata

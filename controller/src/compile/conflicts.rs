@@ -33,9 +33,15 @@ type Key = u64;
 struct Owner {
     created: i64,
     route: ObjectRef,
-    rule: usize,
-    index: usize,
-    host: usize,
+    // u32: kept twice per match and host of every Route (memory per Route).
+    rule: u32,
+    index: u32,
+    host: u32,
+}
+
+/// A position as stored in an [`Owner`] (no spec has 2^32 rules, matches or hosts).
+fn pos(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 fn key(host: &str, canonical: &str) -> Key {
@@ -110,9 +116,9 @@ fn keys_of(key: &ObjectRef, route: &Route, status: &ObjectStatus) -> Vec<(Key, O
                 let owner = Owner {
                     created,
                     route: key.clone(),
-                    rule: rule_index,
-                    index,
-                    host: host_index,
+                    rule: pos(rule_index),
+                    index: pos(index),
+                    host: pos(host_index),
                 };
                 out.push((self::key(host, &text), owner));
             }
@@ -228,13 +234,13 @@ impl Conflicts {
         for key in affected {
             let Some((route, status, keys)) = this.routes.get(&key).cloned() else { continue };
             let hosts = hosts_of(&route);
-            let mut messages: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
+            let mut messages: BTreeMap<(u32, u32), Vec<String>> = BTreeMap::new();
             for (k, owner) in keys.iter() {
                 let Some(winner) = this.owners.get(k).and_then(|l| l.first()) else { continue };
                 if winner.route == key {
                     continue;
                 }
-                let host = match hosts.get(owner.host).map(String::as_str) {
+                let host = match hosts.get(owner.host as usize).map(String::as_str) {
                     None | Some("") => "any host".to_owned(),
                     Some(h) => format!("host {h}"),
                 };

@@ -134,14 +134,14 @@ impl<'a> FilterBuilder<'a> {
         spec: &weir_crds::ConsumerSpec,
         check: &ConsumerCheck,
     ) {
-        let username = spec.username.clone().unwrap_or_else(|| key.name.clone());
+        let username = spec.username.clone().unwrap_or_else(|| key.name.to_string());
         let entry = ConsumerEntry::new(
             ObjectKey::new(&key.namespace, &key.name),
             &username,
             spec.tier.as_deref(),
             self.consumer_plugins(&key.namespace, &spec.plugins),
         );
-        let store = self.cache.stores.entry(key.namespace.clone()).or_default();
+        let store = self.cache.stores.entry(key.namespace.to_string()).or_default();
         let Some(store) = Arc::get_mut(store) else { return };
         store.add_consumer(&entry);
         for hash in &check.api_keys {
@@ -268,7 +268,7 @@ impl<'a> FilterBuilder<'a> {
         unresolved: &[String],
         interner: &mut BackendInterner,
     ) -> (Arc<[Filter]>, Vec<RefProblem>) {
-        let namespace = route.namespace.as_str();
+        let namespace: &str = &route.namespace;
         if !unresolved.is_empty() {
             let reason = format!("unresolved plugin reference: {}", unresolved.join("; "));
             return (Arc::from(vec![Filter::Unavailable(reason.into())]), Vec::new());
@@ -356,7 +356,7 @@ impl<'a> FilterBuilder<'a> {
             })?),
             (None, Some(svc)) => {
                 let key = BackendKey {
-                    namespace: source.namespace.as_str().into(),
+                    namespace: Arc::clone(&source.namespace),
                     service: svc.name.as_str().into(),
                     port: svc.port,
                 };

@@ -19,8 +19,8 @@ use imbl::OrdMap;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
+use weir_dataplane::BackendKey;
 use weir_dataplane::ratelimit::RateLimit;
-use weir_dataplane::{BackendKey, ObjectKey};
 
 use super::backends::{BackendInterner, compile_backends};
 use super::filters::{FilterBuilder, FilterCache};
@@ -328,7 +328,7 @@ pub(crate) fn compile_changed(
         if let Some(old) = seen.remove(key) {
             release(&mut users, &old.rate_limits);
         }
-        gone.push(ObjectKey::new(&key.namespace, &key.name));
+        gone.push(key.object_key());
     }
     let mut cx = RouteContext {
         index,
@@ -356,7 +356,7 @@ pub(crate) fn compile_changed(
         };
         statuses.insert((Kind::Route, key.clone()), out.status);
         seen.insert(key.clone(), Seen { route: Arc::clone(route), rate_limits: out.rate_limits });
-        gone.push(ObjectKey::new(&key.namespace, &key.name));
+        gone.push(key.object_key());
         added.extend(out.model);
     }
 

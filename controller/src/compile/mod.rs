@@ -157,6 +157,27 @@ pub struct Compiled {
     pub(crate) conflicts: Arc<conflicts::Conflicts>,
 }
 
+impl Compiled {
+    /// For heap measurements (`examples/memprobe.rs`): the parts of this compile by name,
+    /// so a probe can drop them one by one and see what each holds alone.
+    #[doc(hidden)]
+    pub fn into_parts(self) -> Vec<(&'static str, Box<dyn std::any::Any>)> {
+        vec![
+            ("conflicts", Box::new(self.conflicts)),
+            ("incremental state", Box::new(self.state)),
+            ("memory (last good)", Box::new(self.memory)),
+            ("statuses", Box::new(self.statuses)),
+            ("rule plugins", Box::new(self.rule_plugins)),
+            ("route table (models, rules, router)", Box::new(self.routes)),
+            (
+                "backends, keys, policies, tls",
+                Box::new((self.backends, self.backend_keys, self.policies, self.tls)),
+            ),
+            ("rest", Box::new((self.rate_limits, self.identity_headers))),
+        ]
+    }
+}
+
 /// Recompiles the BackendPolicies of `previous` (their statuses and the policy of every
 /// Service) and rebuilds its backend table; Routes, Plugins and Consumers are reused. Use it
 /// when nothing but BackendPolicies, the Secrets only they refer to, and EndpointSlices

@@ -560,7 +560,7 @@ pub(crate) fn catalog(
             remember.insert(key.clone(), (g, spec.clone()));
             cat.plugins.insert(key.clone(), Some((t, spec)));
         } else {
-            if plugin.spec.global && key.namespace == ctrl {
+            if plugin.spec.global && *key.namespace == *ctrl {
                 cat.broken_globals.push((plugin.spec.config().map(|c| c.kind()), key.clone()));
             }
             cat.plugins.insert(key.clone(), None);

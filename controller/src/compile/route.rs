@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use weir_crds::{EffectivePlugin, Route};
-use weir_dataplane::{ObjectKey, RouteModel};
+use weir_dataplane::RouteModel;
 
 use super::conditions::{PROGRAMMED, RefProblem, RefReason, accepted, condition, resolved_refs};
 use super::plugins::{self, AppliedPlugin, PluginCatalog};
@@ -76,10 +76,10 @@ pub(crate) fn compile_route(
     key: &ObjectRef,
     route: &Arc<Route>,
 ) -> RouteOutput {
-    let ns = key.namespace.as_str();
+    let ns: &str = &key.namespace;
     let generation = generation(&route.metadata);
     let created = route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
-    let object_key = ObjectKey::new(ns, &key.name);
+    let object_key = key.object_key();
 
     // References are checked on the current spec: that is what the user is editing.
     let current = plugins::rule_plugins(ns, &route.spec, cx.catalog);

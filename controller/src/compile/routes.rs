@@ -115,6 +115,17 @@ impl std::fmt::Display for At<'_> {
     }
 }
 
+/// A rule name as kept in the snapshot: the names of unnamed rules (their index) are shared
+/// strings, not one allocation per rule (memory per Route).
+fn shared_name(name: String) -> Arc<str> {
+    static INDEXES: std::sync::LazyLock<Vec<Arc<str>>> =
+        std::sync::LazyLock::new(|| (0..16).map(|i: u8| Arc::from(i.to_string())).collect());
+    match INDEXES.iter().find(|n| ***n == *name) {
+        Some(shared) => Arc::clone(shared),
+        None => name.into(),
+    }
+}
+
 /// The display name of a rule: its `name`, or its index.
 pub(crate) fn rule_name(rule: &RouteRule, index: usize) -> String {
     rule.name.clone().unwrap_or_else(|| index.to_string())
@@ -337,7 +348,7 @@ fn validate_rule(
         }
     }
     (errs.len() == before).then(|| ValidRule {
-        name: name.into(),
+        name: shared_name(name),
         matches,
         backends,
         rewrite,

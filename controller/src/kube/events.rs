@@ -111,8 +111,8 @@ impl Events {
         let reference = ObjectReference {
             api_version: Some(api_version(kind)),
             kind: Some(kind.as_str().to_owned()),
-            namespace: Some(key.namespace.clone()),
-            name: Some(key.name.clone()),
+            namespace: Some(key.namespace.to_string()),
+            name: Some(key.name.to_string()),
             uid: uid.map(str::to_owned),
             ..ObjectReference::default()
         };
@@ -147,8 +147,8 @@ impl Events {
         let reference = ObjectReference {
             api_version: Some(api_version(Kind::BackendPolicy)),
             kind: Some(Kind::BackendPolicy.as_str().to_owned()),
-            namespace: Some(key.namespace.clone()),
-            name: Some(key.name.clone()),
+            namespace: Some(key.namespace.to_string()),
+            name: Some(key.name.to_string()),
             uid: uid.map(str::to_owned),
             ..ObjectReference::default()
         };

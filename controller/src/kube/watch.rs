@@ -65,7 +65,7 @@ impl Watchers {
         let resource = api_resource(kind);
         let namespace = match &id {
             SourceId::Kind(_, ns) | SourceId::LabelledSecrets(ns) => ns.clone(),
-            SourceId::SecretRef(key) => Some(key.namespace.clone()),
+            SourceId::SecretRef(key) => Some(key.namespace.to_string()),
         };
         let api = match namespace.as_deref() {
             Some(ns) => Api::<DynamicObject>::namespaced_with(self.client.clone(), ns, &resource),

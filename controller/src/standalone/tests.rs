@@ -87,7 +87,7 @@ fn a_broken_file_keeps_its_last_good_contents_and_others_are_unaffected() {
     dir.write("a.yaml", &format!("{}---\nkind: [broken\n", route("a2", "/a2")));
     dir.write("b.yaml", &format!("{}---\n{}", route("b", "/b"), route("c", "/c")));
     let (index, errors) = src.load();
-    let names: Vec<&str> = index.routes.keys().map(|k| k.name.as_str()).collect();
+    let names: Vec<&str> = index.routes.keys().map(|k| &*k.name).collect();
     assert_eq!(names, vec!["a", "b", "c"]);
     // The message keeps the file's line number (document 1 starts on line 8).
     assert!(errors[0].reason.contains("line 9") || errors[0].reason.contains(":9:"), "{errors:?}");
@@ -99,7 +99,7 @@ fn a_broken_file_keeps_its_last_good_contents_and_others_are_unaffected() {
     dir.write("d.yaml", "kind: [broken\n");
     std::fs::remove_file(dir.0.join("b.yaml")).unwrap();
     let (index, errors) = src.load();
-    let names: Vec<&str> = index.routes.keys().map(|k| k.name.as_str()).collect();
+    let names: Vec<&str> = index.routes.keys().map(|k| &*k.name).collect();
     assert_eq!(names, vec!["a"]);
     assert_eq!(errors.len(), 2);
 
@@ -238,7 +238,7 @@ fn bench_source() {
 }
 
 fn routes_of(index: &Index) -> Vec<(String, Arc<weir_crds::Route>)> {
-    index.routes.iter().map(|(k, v)| (k.name.clone(), Arc::clone(v))).collect()
+    index.routes.iter().map(|(k, v)| (k.name.to_string(), Arc::clone(v))).collect()
 }
 
 fn changed(paths: &[PathBuf]) -> Changes {

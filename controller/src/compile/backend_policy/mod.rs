@@ -24,9 +24,9 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use k8s_openapi::api::core::v1::{Secret, ServicePort};
 use weir_crds::backend_policy::BackendTlsSpec;
+use weir_dataplane::UpstreamProtocol;
 use weir_dataplane::upstream::BackendPolicy;
 use weir_dataplane::upstream::tls::{ClientIdentity, TlsRoots, UpstreamTls};
-use weir_dataplane::{ObjectKey, UpstreamProtocol};
 
 use super::conditions::{self, RefProblem, RefReason, accepted, condition, resolved_refs};
 use super::consumers::secret_value;
@@ -290,7 +290,7 @@ pub(crate) fn compile_policies(index: &Index, memory: &Memory, next: &mut Memory
         };
         if let Some((g, good, mut base)) = chosen {
             last_good.insert(key.clone(), (g, Arc::clone(&good)));
-            base.source = Some(ObjectKey::new(&key.namespace, &key.name));
+            base.source = Some(key.object_key());
             base.generation = g;
             let tls = good.spec.tls.as_ref();
             let ns = &key.namespace;

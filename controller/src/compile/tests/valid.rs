@@ -160,7 +160,7 @@ fn effective_plugins_most_specific_wins() {
             ("rateLimit", "default/orders-limit".to_owned()),
         ]
     );
-    assert_eq!(per_rule[0].last().map(|p| p.source.name.as_str()), Some("global-limit"));
+    assert_eq!(per_rule[0].last().map(|p| &*p.source.name), Some("global-limit"));
 }
 
 #[test]

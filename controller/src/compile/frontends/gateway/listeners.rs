@@ -29,7 +29,7 @@ pub(crate) fn classes(index: &Index) -> BTreeMap<String, ClassState> {
         if class.spec.controller_name != CONTROLLER_NAME {
             continue;
         }
-        out.insert(key.name.clone(), class_state(class));
+        out.insert(key.name.to_string(), class_state(class));
     }
     out
 }
@@ -298,7 +298,8 @@ fn listener_state(index: &Index, gateway: &ObjectRef, l: &Listener) -> ListenerS
                     "tls.certificateRefs: an HTTPS listener needs a certificate".to_owned(),
                 )),
                 Some(cert) => {
-                    let ns = cert.namespace.clone().unwrap_or_else(|| gateway.namespace.clone());
+                    let ns =
+                        cert.namespace.clone().unwrap_or_else(|| gateway.namespace.to_string());
                     let secret = ObjectRef::new(ns.clone(), cert.name.clone());
                     let kind_ok = cert.group.as_deref().is_none_or(str::is_empty)
                         && cert.kind.as_deref().is_none_or(|k| k == "Secret");
@@ -311,7 +312,7 @@ fn listener_state(index: &Index, gateway: &ObjectRef, l: &Listener) -> ListenerS
                                 cert.kind.as_deref().unwrap_or("")
                             ),
                         ))
-                    } else if ns != gateway.namespace
+                    } else if *ns != *gateway.namespace
                         && !granted(
                             index,
                             &gateway.namespace,

@@ -73,7 +73,7 @@ pub(crate) fn granted(
     to_kind: &str,
     name: &str,
 ) -> bool {
-    index.reference_grants.iter().filter(|(key, _)| key.namespace == to_ns).any(|(_, grant)| {
+    index.reference_grants.iter().filter(|(key, _)| *key.namespace == *to_ns).any(|(_, grant)| {
         grant
             .spec
             .from
@@ -289,7 +289,7 @@ pub fn referenced_secrets(index: &Index) -> BTreeSet<ObjectRef> {
         }
         for l in &gateway.spec.listeners {
             for cert in l.tls.iter().flat_map(|t| &t.certificate_refs) {
-                let ns = cert.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+                let ns = cert.namespace.clone().unwrap_or_else(|| key.namespace.to_string());
                 out.insert(ObjectRef::new(ns, cert.name.clone()));
             }
         }

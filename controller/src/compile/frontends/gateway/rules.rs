@@ -187,7 +187,7 @@ pub(crate) fn expand_route(
             continue;
         }
         let gw_key = ObjectRef::new(
-            p.namespace.clone().unwrap_or_else(|| src.key.namespace.clone()),
+            p.namespace.clone().unwrap_or_else(|| src.key.namespace.to_string()),
             p.name.clone(),
         );
         let Some(gateway) = out.gateways.get(&gw_key) else { continue };
@@ -225,7 +225,7 @@ pub(crate) fn expand_route(
     for (name, spec) in &converted.plugins {
         let key = ObjectRef::new(src.key.namespace.clone(), name.clone());
         let mut plugin = Plugin::new(name, spec.clone());
-        plugin.metadata.namespace = Some(src.key.namespace.clone());
+        plugin.metadata.namespace = Some(src.key.namespace.to_string());
         plugin.metadata.generation = Some(generation);
         plugin.metadata.creation_timestamp = src.meta.creation_timestamp.clone();
         derived.plugins.insert(key, Arc::new(plugin));
@@ -251,12 +251,12 @@ pub(crate) fn expand_route(
         // TLS by SNI needs host names; a certificate listener attached without any is
         // served with weir's default certificate (see docs/gateway-api.md).
         let tls = certificate.filter(|_| !hosts.is_empty()).map(|secret| RouteTls {
-            secret_ref: LocalObjectReference { name: secret.name.clone() },
+            secret_ref: LocalObjectReference { name: secret.name.to_string() },
             // Attached only to HTTPS listeners: plain HTTP is redirected, never served.
             http_redirect: !plain,
             client_ca: None,
             secret_namespace: (secret.namespace != src.key.namespace)
-                .then(|| secret.namespace.clone()),
+                .then(|| secret.namespace.to_string()),
         });
         let spec = RouteSpec {
             hosts,
@@ -266,7 +266,7 @@ pub(crate) fn expand_route(
             tls,
         };
         let mut route = Route::new(&name, spec);
-        route.metadata.namespace = Some(src.key.namespace.clone());
+        route.metadata.namespace = Some(src.key.namespace.to_string());
         route.metadata.generation = Some(generation);
         route.metadata.creation_timestamp = src.meta.creation_timestamp.clone();
         let key = ObjectRef::new(src.key.namespace.clone(), name);
@@ -590,8 +590,8 @@ fn check_backend(
     if !group.is_empty() || kind != "Service" {
         return Err(("InvalidKind", format!("{group}/{kind} is not supported (core Service is)")));
     }
-    let ns = b.namespace.clone().unwrap_or_else(|| src.key.namespace.clone());
-    if ns != src.key.namespace
+    let ns = b.namespace.clone().unwrap_or_else(|| src.key.namespace.to_string());
+    if *ns != *src.key.namespace
         && !granted(index, &src.key.namespace, src.kind_str, &ns, "", "Service", &b.name)
     {
         return Err((
@@ -621,7 +621,7 @@ fn check_backend(
             ));
         }
     }
-    Ok((ns != src.key.namespace).then_some(ns))
+    Ok((*ns != *src.key.namespace).then_some(ns))
 }
 
 fn transform(m: &HeaderModifier) -> HeaderTransform {

@@ -305,7 +305,7 @@ fn expand_one(
     ingress: &Ingress,
     fallback: Option<&ObjectRef>,
 ) -> Expanded {
-    let ns = key.namespace.as_str();
+    let ns: &str = &key.namespace;
     let generation = ingress.metadata.generation.unwrap_or(0);
     let (options, mut errors, unsupported) = options(ingress);
     let mut problems = Vec::new();
@@ -561,7 +561,7 @@ pub fn referenced_secrets(index: &Index) -> BTreeSet<ObjectRef> {
         let tls = ingress.spec.as_ref().and_then(|s| s.tls.as_ref());
         for entry in tls.into_iter().flatten() {
             if let Some(secret) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) {
-                out.insert(ObjectRef::new(key.namespace.as_str(), secret));
+                out.insert(ObjectRef::new(&key.namespace, secret));
             }
         }
     }
