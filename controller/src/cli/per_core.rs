@@ -88,7 +88,11 @@ pub fn spawn(
         };
         let thread = std::thread::Builder::new()
             .name(format!("weir-worker-{i}"))
-            .spawn(move || worker.run())
+            .spawn(move || {
+                // Pooled upstream connections stay with the runtime that opened them.
+                weir_dataplane::upstream::pool::set_pool_worker(i as u32 + 1);
+                worker.run()
+            })
             .with_context(|| format!("starting listener worker {i}"))?;
         threads.push(thread);
     }

@@ -16,6 +16,7 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -68,8 +69,27 @@ impl Transport {
 
     /// Where connections made over this transport to `addr` are pooled.
     pub(crate) fn key(&self, addr: SocketAddr) -> PoolKey {
-        PoolKey { addr, transport: self.tls.as_ref().map_or(0, |tls| tls.id()) }
+        PoolKey {
+            addr,
+            transport: self.tls.as_ref().map_or(0, |tls| tls.id()),
+            worker: POOL_WORKER.with(Cell::get),
+        }
     }
+}
+
+thread_local! {
+    /// The per-core worker this thread is (see [`set_pool_worker`]); 0 = shared.
+    static POOL_WORKER: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as per-core worker `worker` (≥ 1; `weir run --runtime
+/// per-core`): the pooled HTTP/1.1 connections it opens are reused only by requests on this
+/// thread. A connection's socket is registered with the event loop of the runtime that
+/// opened it, so using it from another worker's runtime costs a cross-thread wake-up per
+/// read. Threads never marked (the work-stealing runtime's) share one pool. Each worker
+/// keeps up to `maxIdlePerEndpoint` idle connections of its own.
+pub fn set_pool_worker(worker: u32) {
+    POOL_WORKER.with(|w| w.set(worker));
 }
 
 /// What pooled connections are keyed by: the endpoint, and the identity of the transport
@@ -81,6 +101,9 @@ pub(crate) struct PoolKey {
     pub addr: SocketAddr,
     /// 0 for plain TCP, else the TLS configuration's identity.
     pub transport: u64,
+    /// The per-core worker whose runtime opened the connection ([`set_pool_worker`]), 0
+    /// when shared.
+    pub worker: u32,
 }
 
 /// Open upstream connections of one backend, and the cap (`circuitBreaker.maxConnections`);

@@ -555,7 +555,7 @@ fn a_backend_without_policy_gets_the_plain_transport() {
     assert!(transport.tls.is_none() && transport.connections.is_none());
     assert_eq!(transport.connection, ConnectionSettings::default());
     let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    assert_eq!(transport.key(addr), PoolKey { addr, transport: 0 });
+    assert_eq!(transport.key(addr), PoolKey { addr, transport: 0, worker: 0 });
 
     let ca = Ca::new("upstream ca");
     let tls = tls(&ca, HOST, None, UpstreamProtocol::Http1).tls.unwrap();
@@ -567,9 +567,27 @@ fn a_backend_without_policy_gets_the_plain_transport() {
         ..Default::default()
     };
     let transport = Transport::for_backend(&backend.with_policy(Arc::new(policy)));
-    assert_eq!(transport.key(addr), PoolKey { addr, transport: tls.id() });
+    assert_eq!(transport.key(addr), PoolKey { addr, transport: tls.id(), worker: 0 });
     assert_eq!(transport.connection, settings);
     assert!(transport.connections.is_none());
+}
+
+#[test]
+fn each_per_core_worker_pools_its_own_connections() {
+    let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let here = Transport::default().key(addr);
+    let on_worker = |n| {
+        std::thread::spawn(move || {
+            super::set_pool_worker(n);
+            Transport::default().key(addr)
+        })
+        .join()
+        .unwrap()
+    };
+    let (one, two) = (on_worker(1), on_worker(2));
+    assert_eq!((here.worker, one.worker, two.worker), (0, 1, 2));
+    assert!(here != one && one != two, "workers share no pooled connection");
+    assert_eq!((one.addr, one.transport), (here.addr, here.transport));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
