@@ -316,7 +316,7 @@ def start_weir(name, cfg, port, admin, ready_path="/", timeout=20.0, extra=(), w
     if runtime:
         extra = ("--runtime", runtime, *extra)
     env = dict(os.environ, WEIR_WORKER_THREADS=str(workers),
-               RUST_LOG=os.environ.get("RUST_LOG", "warn,weir_controller::standalone=info"))
+               RUST_LOG=os.environ.get("RUST_LOG", "warn,weir_controller::standalone=info,weir_controller::source=info"))
     env.pop("WEIR_RUNTIME", None)
     p = start(["taskset", "-c", cpus or PROXY_CPU, os.path.join(TARGET_DIR, "release", "weir"), "run",
                "--config-dir", cfg, "--http-addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}", *extra],
