@@ -220,12 +220,15 @@ async fn read_at_least(stream: &mut TcpStream, buf: &mut Vec<u8>, n: usize) -> b
     true
 }
 
-/// weir with one route sending everything to `origin`.
+/// weir with one route sending everything to `origin`, on one worker: these tests count
+/// the upstream connections a sequence of requests uses, and with `--runtime per-core` (the
+/// default on more than one core) each worker keeps its own pooled connections.
 async fn weir_for(origin: &RawOrigin) -> (WeirProcess, ConfigDir) {
     let dir = ConfigDir::new("framing").unwrap();
     dir.write("services.yaml", &service_yaml("raw", origin.addr.port())).unwrap();
     dir.write("route.yaml", &prefix_route_yaml("raw", "/", "raw")).unwrap();
-    let weir = WeirProcess::start(dir.path()).await.unwrap();
+    let args = [std::ffi::OsString::from("--config-dir"), dir.path().as_os_str().to_owned()];
+    let weir = WeirProcess::start_with_env(&args, &[("WEIR_WORKER_THREADS", "1")]).await.unwrap();
     (weir, dir)
 }
 
