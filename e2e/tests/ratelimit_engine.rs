@@ -253,8 +253,11 @@ async fn redis_down_applies_on_store_error_and_redis_back_resumes_sharing() {
     })
     .await;
     assert!(two_back.is_ok(), "the second instance reconnects too");
-    // Shared limiting resumes (the restarted Redis starts empty).
-    assert_eq!(admitted_between(&open1, &two_open, &ip(1), 10).await, 3);
+    // Shared limiting resumes (the restarted Redis starts empty). A key not used while
+    // Redis was down: a check that timed out then may still reach the restarted Redis
+    // (the client sends what it had queued once it reconnects) and take a token there,
+    // which made this count 2 for `ip(1)` in one CI run.
+    assert_eq!(admitted_between(&open1, &two_open, &ip(2), 10).await, 3);
     for r in [&one, &two] {
         r.redis().unwrap().quit().await;
     }
