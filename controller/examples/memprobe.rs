@@ -39,15 +39,19 @@ fn main() {
         // What the source holds, in parts: the Route objects themselves (a deep copy of
         // each), the index's maps (a second copy of the maps shares the objects).
         let t = live();
-        let copies: Vec<weir_crds::Route> =
-            source.index().routes.values().map(|r| weir_crds::Route::clone(r)).collect();
+        let copies: Vec<weir_controller::index::RouteObject> = source
+            .index()
+            .routes
+            .values()
+            .map(|r| weir_controller::index::RouteObject::clone(r))
+            .collect();
         let objects = live() - t;
         drop(copies);
         let t = live();
         let maps = source.index().routes.clone();
         let index_map = live() - t;
         drop(maps);
-        println!("  Route objects (Arc<Route> contents):  {:8.0} B/route", per(objects));
+        println!("  Route objects (RouteObject contents): {:8.0} B/route", per(objects));
         println!("  index map (keys, nodes):              {:8.0} B/route", per(index_map));
         println!(
             "  rest (defs, files, dups):             {:8.0} B/route",
@@ -85,8 +89,8 @@ fn main() {
         );
         println!("total retained:                        {:8.0} B/route", per(after_apply - base));
         println!(
-            "size_of Route {} RouteSpec {} ObjectMeta {} ObjectRef {} RouteModel {} Rule {}",
-            std::mem::size_of::<weir_crds::Route>(),
+            "size_of RouteObject {} RouteSpec {} ObjectMeta {} ObjectRef {} RouteModel {} Rule {}",
+            std::mem::size_of::<weir_controller::index::RouteObject>(),
             std::mem::size_of::<weir_crds::RouteSpec>(),
             std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
             std::mem::size_of::<weir_controller::index::ObjectRef>(),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use weir_controller::compile::{Memory, compile, update};
 use weir_controller::index::{Index, ObjectRef};
 
-fn route(name: &str) -> Arc<weir_crds::Route> {
+fn route(name: &str) -> Arc<weir_controller::index::RouteObject> {
     let v = serde_json::json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Route",
         "metadata": {"name": name, "namespace": "default", "generation": 1},
         "spec": {"hosts": [format!("{name}.bench")], "rules": [{"backends": [{"service": "svc", "port": 80}]}]}});

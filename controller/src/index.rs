@@ -9,8 +9,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_crds::gateway_api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
-use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
+use weir_crds::{BackendPolicy, Consumer, Plugin, Route, RouteSpec};
 
 /// Namespace and name of an object. Ordered, so iteration is deterministic.
 ///
@@ -69,6 +70,64 @@ impl std::fmt::Display for ObjectRef {
             f.write_str(&self.name)
         } else {
             write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// A Route as the controller keeps it: the spec, and of the metadata only what the
+/// compiler reads. The parsed `weir_crds::Route` carries a whole `ObjectMeta` (360 bytes
+/// inline, plus its strings) and a status; the index holds one of these per Route for as
+/// long as the Route exists, so it keeps this instead (memory per Route). Built from a
+/// parsed Route ([`From<Route>`], or `Deserialize` through it).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(from = "Route")]
+pub struct RouteObject {
+    /// What the compiler reads of `metadata`.
+    pub metadata: RouteMeta,
+    /// The spec, as parsed.
+    pub spec: RouteSpec,
+}
+
+/// The part of a Route's `metadata` the controller keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMeta {
+    /// Namespace (`default` when the object had none) and name, shared with the index's
+    /// keys.
+    pub key: ObjectRef,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `metadata.creationTimestamp` (the precedence tie-break between Routes).
+    pub creation_timestamp: Option<Time>,
+}
+
+impl From<Route> for RouteObject {
+    fn from(route: Route) -> Self {
+        let meta = route.metadata;
+        let namespace = meta.namespace.filter(|n| !n.is_empty());
+        RouteObject {
+            metadata: RouteMeta {
+                key: ObjectRef::new(
+                    namespace.as_deref().unwrap_or("default"),
+                    meta.name.unwrap_or_default(),
+                ),
+                generation: meta.generation,
+                creation_timestamp: meta.creation_timestamp,
+            },
+            spec: route.spec,
+        }
+    }
+}
+
+impl RouteObject {
+    /// A Route named `name` in `namespace` with `spec` (tests, derived Routes).
+    pub fn new(namespace: &str, name: &str, spec: RouteSpec) -> Self {
+        RouteObject {
+            metadata: RouteMeta {
+                key: ObjectRef::new(namespace, name),
+                generation: None,
+                creation_timestamp: None,
+            },
+            spec,
         }
     }
 }
@@ -257,7 +316,7 @@ impl Kind {
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     /// Routes.
-    pub routes: BTreeMap<ObjectRef, Arc<Route>>,
+    pub routes: BTreeMap<ObjectRef, Arc<RouteObject>>,
     /// Plugins.
     pub plugins: BTreeMap<ObjectRef, Arc<Plugin>>,
     /// Consumers.

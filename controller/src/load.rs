@@ -10,14 +10,14 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use weir_crds::gateway_api::{self, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
-use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
+use weir_crds::{BackendPolicy, Consumer, Plugin};
 
-use crate::index::{Index, Kind, ObjectRef};
+use crate::index::{Index, Kind, ObjectRef, RouteObject};
 
 /// A problem with one document of one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,8 +40,9 @@ impl std::fmt::Display for LoadError {
 /// One typed object read from YAML.
 #[derive(Debug, Clone)]
 pub enum Object {
-    /// weir.dev/v1alpha1 Route.
-    Route(Arc<Route>),
+    /// weir.dev/v1alpha1 Route, as the controller keeps it (spec and the metadata the
+    /// compiler reads).
+    Route(Arc<RouteObject>),
     /// weir.dev/v1alpha1 Plugin.
     Plugin(Arc<Plugin>),
     /// weir.dev/v1alpha1 Consumer.
@@ -95,6 +96,30 @@ macro_rules! each_object {
     };
 }
 
+/// Like [`each_object!`], with `$route` for a `Route` (whose metadata is a
+/// [`RouteMeta`], not an `ObjectMeta`).
+macro_rules! each_other_object {
+    ($object:expr, $o:ident => $body:expr, Route => $route:expr) => {
+        match $object {
+            Object::Route(_) => $route,
+            Object::Plugin($o) => $body,
+            Object::Consumer($o) => $body,
+            Object::BackendPolicy($o) => $body,
+            Object::Service($o) => $body,
+            Object::EndpointSlice($o) => $body,
+            Object::Secret($o) => $body,
+            Object::GatewayClass($o) => $body,
+            Object::Gateway($o) => $body,
+            Object::HttpRoute($o) => $body,
+            Object::GrpcRoute($o) => $body,
+            Object::ReferenceGrant($o) => $body,
+            Object::Ingress($o) => $body,
+            Object::IngressClass($o) => $body,
+            Object::Namespace($o) => $body,
+        }
+    };
+}
+
 impl Object {
     /// The object's kind.
     pub fn kind(&self) -> Kind {
@@ -117,20 +142,65 @@ impl Object {
         }
     }
 
-    /// The object's metadata.
-    pub fn meta(&self) -> &ObjectMeta {
-        each_object!(self, o => &o.metadata)
+    /// The object's metadata; `None` for a Route, which keeps only [`RouteMeta`].
+    pub fn meta(&self) -> Option<&ObjectMeta> {
+        Some(each_other_object!(self, o => &o.metadata, Route => return None))
     }
 
-    /// The object's metadata, mutably.
-    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
-        each_object!(self, o => &mut Arc::make_mut(o).metadata)
+    /// The object's metadata, mutably; `None` for a Route (see [`Object::meta`]).
+    pub fn meta_mut(&mut self) -> Option<&mut ObjectMeta> {
+        Some(each_other_object!(self, o => &mut Arc::make_mut(o).metadata, Route => return None))
+    }
+
+    /// `metadata.generation`.
+    pub fn generation(&self) -> Option<i64> {
+        match self {
+            Object::Route(r) => r.metadata.generation,
+            other => other.meta().and_then(|m| m.generation),
+        }
+    }
+
+    /// `metadata.creationTimestamp`.
+    pub fn creation_timestamp(&self) -> Option<&Time> {
+        match self {
+            Object::Route(r) => r.metadata.creation_timestamp.as_ref(),
+            other => other.meta().and_then(|m| m.creation_timestamp.as_ref()),
+        }
+    }
+
+    /// Sets `metadata.generation` and `creationTimestamp` where they are missing.
+    pub fn stamp(&mut self, generation: i64, created: Option<Time>) {
+        let (g, c) = match self {
+            Object::Route(r) => {
+                let m = &mut Arc::make_mut(r).metadata;
+                (&mut m.generation, &mut m.creation_timestamp)
+            }
+            other => match other.meta_mut() {
+                Some(m) => (&mut m.generation, &mut m.creation_timestamp),
+                None => return,
+            },
+        };
+        g.get_or_insert(generation);
+        if let Some(created) = created {
+            c.get_or_insert(created);
+        }
+    }
+
+    /// True when both have the same metadata (for a Route: what it keeps of it).
+    pub fn same_meta(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Route(a), Object::Route(b)) => a.metadata == b.metadata,
+            (a, b) => a.meta() == b.meta(),
+        }
     }
 
     /// Namespace and name (the namespace is always set by the loader for namespaced kinds;
     /// cluster-scoped kinds have `""`).
     pub fn key(&self) -> ObjectRef {
-        let m = self.meta();
+        let m = match self {
+            Object::Route(r) => return r.metadata.key.clone(),
+            other => each_other_object!(other, o => &o.metadata, Route => return other.key()),
+        };
         let namespace = if self.kind().namespaced() {
             m.namespace.clone().unwrap_or_else(|| "default".to_owned())
         } else {
@@ -433,11 +503,13 @@ pub fn parse_document(doc: &Document<'_>) -> Result<Option<Object>, String> {
         }
     };
     let namespaced = object.kind().namespaced();
-    let meta = object.meta_mut();
-    if !namespaced {
-        meta.namespace = None;
-    } else if meta.namespace.as_deref().is_none_or(str::is_empty) {
-        meta.namespace = Some("default".to_owned());
+    // (A Route's namespace is set when it is built: `RouteObject::from`.)
+    if let Some(meta) = object.meta_mut() {
+        if !namespaced {
+            meta.namespace = None;
+        } else if meta.namespace.as_deref().is_none_or(str::is_empty) {
+            meta.namespace = Some("default".to_owned());
+        }
     }
     Ok(Some(object))
 }
@@ -608,8 +680,7 @@ pub fn load_paths(paths: &[PathBuf], controller_namespace: &str) -> (Index, Vec<
         match parse_file(&shown, &text) {
             Ok(mut objects) => {
                 for o in &mut objects {
-                    let meta = o.object.meta_mut();
-                    meta.generation.get_or_insert(1);
+                    o.object.stamp(1, None);
                 }
                 parsed.push((shown, objects));
             }

@@ -270,10 +270,10 @@ fn bench_parse() {
     for _ in 0..2 {
         time("before: saphyr -> Value, then saphyr -> Route", &|d| {
             let _: Value = parse_at(d).unwrap();
-            let _: Route = parse_at(d).unwrap();
+            let _: weir_crds::Route = parse_at(d).unwrap();
         });
         time("route: saphyr -> Route only", &|d| {
-            let _: Route = parse_at(d).unwrap();
+            let _: weir_crds::Route = parse_at(d).unwrap();
         });
         time("value: saphyr -> Value only", &|d| {
             let _: Value = parse_at(d).unwrap();

@@ -67,10 +67,13 @@ fn change_detection_sees_every_kind_and_keeps_endpoints_and_routes_apart() {
     assert_eq!(changes(&index(&format!("{ROUTE}{SLICE}")), state), Change::Unchanged);
     let route_changed =
         |c: Change| matches!(c, Change::Routes { changed, .. } if changed.len() == 1);
-    let mut labelled = base.clone();
-    let r = Arc::make_mut(labelled.routes.values_mut().next().unwrap());
-    r.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
-    assert!(route_changed(changes(&labelled, state)), "metadata change not seen");
+    // (A Route keeps only the metadata the compiler reads: its key, generation and
+    // creation time, the precedence tie-break.)
+    let mut older = base.clone();
+    let r = Arc::make_mut(older.routes.values_mut().next().unwrap());
+    r.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+    assert!(route_changed(changes(&older, state)), "metadata change not seen");
     let mut moved = base.clone();
     let s = Arc::make_mut(moved.endpoint_slices.values_mut().next().unwrap());
     s.endpoints[0].addresses = vec!["127.0.0.2".to_owned()];
@@ -201,7 +204,7 @@ fn big_index(n: usize) -> Index {
     index.routes.clear();
     for i in 0..n {
         let mut r = (*template).clone();
-        r.metadata.name = Some(format!("r{i}"));
+        r.metadata.key = ObjectRef::new("default", format!("r{i}"));
         r.spec.rules[0].matches = vec![weir_crds::RouteMatch {
             path: Some(weir_crds::PathMatch {
                 type_: weir_crds::PathMatchType::Prefix,

@@ -45,7 +45,7 @@ pub struct RouteSpec {
     /// the plain-HTTP redirect, and optional client-certificate verification. Requires
     /// `hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<RouteTls>,
+    pub tls: Option<Box<RouteTls>>,
 }
 
 /// HTTPS termination for a Route's hosts.
@@ -86,6 +86,9 @@ pub struct ClientCa {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.aggregate) || !has(self.backends) || size(self.backends) == 0").message("a rule has either backends or aggregate, not both"))]
+// The rarely set parts (`rewrite`, `timeouts`, `retries`, `aggregate`, and the spec's
+// `tls`) are boxed: the controller keeps every Route it serves, and inline they made each
+// rule 344 bytes whether set or not. The schema is the same as unboxed.
 pub struct RouteRule {
     /// Optional name, used in status, metrics and logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,20 +101,20 @@ pub struct RouteRule {
     pub backends: Vec<BackendRef>,
     /// Rewrites applied before the request is proxied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<Rewrite>,
+    pub rewrite: Option<Box<Rewrite>>,
     /// Upstream timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeouts: Option<Timeouts>,
+    pub timeouts: Option<Box<Timeouts>>,
     /// Retry policy for failed upstream attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<Retries>,
+    pub retries: Option<Box<Retries>>,
     /// Names of Plugins in this namespace applied to this rule only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<String>,
     /// API composition, instead of `backends`: the gateway fetches every part in parallel
     /// and answers one JSON object with each part's JSON under its key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregate: Option<Aggregate>,
+    pub aggregate: Option<Box<Aggregate>>,
 }
 
 /// A composed answer: parts fetched in parallel, merged into one JSON object.

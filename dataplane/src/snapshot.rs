@@ -171,8 +171,9 @@ pub struct QueryMatcher {
 pub struct RuleAction {
     /// The weighted backends.
     pub backends: WeightedBackends,
-    /// Rewrites applied before proxying.
-    pub rewrite: Option<Rewrite>,
+    /// Rewrites applied before proxying (boxed: most rules have none, and inline it made
+    /// every rule 64 bytes larger).
+    pub rewrite: Option<Box<Rewrite>>,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
     /// Retry policy.

@@ -75,9 +75,9 @@ async fn weights_split_traffic() {
 async fn rewrites_prefix_and_host() {
     let a = Origin::start("a").await;
     let mut act = action(&[(0, 1)]);
-    act.rewrite = Some(rewrite("/", Some("orders.internal")));
+    act.rewrite = Some(Box::new(rewrite("/", Some("orders.internal"))));
     let mut v2 = action(&[(0, 1)]);
-    v2.rewrite = Some(rewrite("/v2", None));
+    v2.rewrite = Some(Box::new(rewrite("/v2", None)));
     let snap = snapshot(
         1,
         vec![route("r", &[], vec![rule("r", "/api", act), rule("r", "/old", v2)])],

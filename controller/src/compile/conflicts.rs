@@ -14,10 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use imbl::OrdMap;
-use weir_crds::{Condition, Route, RouteMatch};
+use smallvec::SmallVec;
+use weir_crds::{Condition, RouteMatch};
 
 use super::{ObjectStatus, Statuses, frontends};
-use crate::index::{Index, Kind, ObjectRef};
+use crate::index::{Index, Kind, ObjectRef, RouteObject};
 
 /// The condition type.
 pub const CONFLICTED: &str = "Conflicted";
@@ -52,17 +53,22 @@ fn key(host: &str, canonical: &str) -> Key {
 }
 
 /// One Route as the last pass saw it: the object and the status (after the pass) its keys
-/// were computed from, and the keys.
-type Seen = (Arc<Route>, Arc<ObjectStatus>, Arc<[(Key, Owner)]>);
+/// were computed from. The keys themselves are not kept: [`keys_of`] computes them again
+/// from these two when needed (memory per Route; a `Conflicted` condition written by a pass
+/// does not change them, only `Programmed` does).
+type Seen = (Arc<RouteObject>, Arc<ObjectStatus>);
+
+/// The owners of one key, in precedence order (the first wins). Almost every key has one
+/// owner: it is kept inline, without an allocation.
+type Owners = SmallVec<[Owner; 1]>;
 
 /// What the last compile saw.
 #[derive(Debug, Clone, Default)]
 pub struct Conflicts {
-    /// Per Route: the object and the status (after this pass) it was computed from, and the
-    /// keys it holds.
+    /// Per Route: the object and the status (after this pass) its keys are computed from.
     routes: OrdMap<ObjectRef, Seen>,
     /// Per key: its owners, in precedence order (the first wins).
-    owners: OrdMap<Key, Vec<Owner>>,
+    owners: OrdMap<Key, Owners>,
 }
 
 fn canonical(m: Option<&RouteMatch>) -> String {
@@ -97,7 +103,7 @@ fn canonical(m: Option<&RouteMatch>) -> String {
 }
 
 /// The keys of a served Route (none when it is not served).
-fn keys_of(key: &ObjectRef, route: &Route, status: &ObjectStatus) -> Vec<(Key, Owner)> {
+fn keys_of(key: &ObjectRef, route: &RouteObject, status: &ObjectStatus) -> Vec<(Key, Owner)> {
     if !status.is_true("Programmed") {
         return Vec::new();
     }
@@ -128,7 +134,7 @@ fn keys_of(key: &ObjectRef, route: &Route, status: &ObjectStatus) -> Vec<(Key, O
 }
 
 /// The Route's hosts, lower-cased; one empty host for a Route without hosts (any host).
-fn hosts_of(route: &Route) -> Vec<String> {
+fn hosts_of(route: &RouteObject) -> Vec<String> {
     if route.spec.hosts.is_empty() {
         vec![String::new()]
     } else {
@@ -188,7 +194,7 @@ impl Conflicts {
                 continue;
             };
             match before {
-                Some((r, s, _)) if Arc::ptr_eq(r, route) && Arc::ptr_eq(s, status) => {}
+                Some((r, s)) if Arc::ptr_eq(r, route) && Arc::ptr_eq(s, status) => {}
                 _ => {
                     changed.insert(key.clone());
                 }
@@ -199,9 +205,11 @@ impl Conflicts {
             return this;
         }
         let mut touched: BTreeSet<Key> = BTreeSet::new();
+        // The keys of the changed Routes, computed once for the pass below.
+        let mut computed: BTreeMap<&ObjectRef, Vec<(Key, Owner)>> = BTreeMap::new();
         for key in &changed {
-            if let Some((_, _, keys)) = this.routes.remove(key) {
-                for (k, owner) in keys.iter() {
+            if let Some((route, status)) = this.routes.remove(key) {
+                for (k, owner) in &keys_of(key, &route, &status) {
                     if let Some(list) = this.owners.get_mut(k) {
                         list.retain(|o| o != owner);
                         if list.is_empty() {
@@ -215,24 +223,33 @@ impl Conflicts {
             else {
                 continue;
             };
-            let keys: Arc<[(Key, Owner)]> = keys_of(key, route, &status).into();
-            for (k, owner) in keys.iter() {
+            let keys = keys_of(key, route, &status);
+            for (k, owner) in &keys {
                 let list = this.owners.entry(*k).or_default();
                 let at = list.binary_search(owner).unwrap_or_else(|at| at);
                 list.insert(at, owner.clone());
                 touched.insert(*k);
             }
-            this.routes.insert(key.clone(), (Arc::clone(route), status, keys));
+            computed.insert(key, keys);
+            this.routes.insert(key.clone(), (Arc::clone(route), status));
         }
         // Every Route holding a touched key may have gained or lost a conflict.
-        let mut affected: BTreeSet<ObjectRef> = changed;
+        let mut affected: BTreeSet<ObjectRef> = changed.clone();
         for k in &touched {
             for owner in this.owners.get(k).into_iter().flatten() {
                 affected.insert(owner.route.clone());
             }
         }
         for key in affected {
-            let Some((route, status, keys)) = this.routes.get(&key).cloned() else { continue };
+            let Some((route, status)) = this.routes.get(&key).cloned() else { continue };
+            let recomputed;
+            let keys = match computed.get(&key) {
+                Some(keys) => keys,
+                None => {
+                    recomputed = keys_of(&key, &route, &status);
+                    &recomputed
+                }
+            };
             let hosts = hosts_of(&route);
             let mut messages: BTreeMap<(u32, u32), Vec<String>> = BTreeMap::new();
             for (k, owner) in keys.iter() {
@@ -272,7 +289,7 @@ impl Conflicts {
             next.conditions.extend(wanted);
             let next = Arc::new(next);
             statuses.insert((Kind::Route, key.clone()), Arc::clone(&next));
-            this.routes.insert(key, (route, next, keys));
+            this.routes.insert(key, (route, next));
         }
         this
     }

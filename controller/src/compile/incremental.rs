@@ -18,7 +18,7 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weir_crds::{BackendPolicy, Consumer, Plugin, Route};
+use weir_crds::{BackendPolicy, Consumer, Plugin};
 use weir_dataplane::BackendKey;
 use weir_dataplane::ratelimit::RateLimit;
 
@@ -31,13 +31,13 @@ use super::{
     Compiled, Memory, backend_policy, compile_all, compile_endpoints_only, compile_policies_only,
     secret_refs_outside_policies,
 };
-use crate::index::{Index, Kind, ObjectRef};
+use crate::index::{Index, Kind, ObjectRef, RouteObject};
 
 /// What the previous run saw of one Route.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
     /// The object compiled.
-    pub(crate) route: Arc<Route>,
+    pub(crate) route: Arc<RouteObject>,
     /// The rate-limit Plugins its filters use.
     pub(crate) rate_limits: Box<[ObjectRef]>,
 }
@@ -191,7 +191,7 @@ fn same_map<T>(
 }
 
 /// True when two versions of a Route compile the same (status aside).
-fn same_route(a: &Arc<Route>, b: &Arc<Route>) -> bool {
+fn same_route(a: &Arc<RouteObject>, b: &Arc<RouteObject>) -> bool {
     Arc::ptr_eq(a, b) || (a.metadata == b.metadata && a.spec == b.spec)
 }
 

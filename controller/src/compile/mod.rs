@@ -31,13 +31,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use imbl::OrdMap;
-use weir_crds::{Condition, EffectivePlugin, Route};
+use weir_crds::{Condition, EffectivePlugin};
 use weir_dataplane::filter::jwt::JwksRegistry;
 use weir_dataplane::ratelimit::RateLimit;
 use weir_dataplane::tls::{HostTls, TlsTable};
 use weir_dataplane::{BackendKey, BackendTable, RouteTable};
 
-use crate::index::{Index, Kind, ObjectRef};
+use crate::index::{Index, Kind, ObjectRef, RouteObject};
 pub use backends::compile_backends;
 use conditions::accepted;
 use incremental::{Seen, State};
@@ -52,7 +52,7 @@ pub use routes::{MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
 pub struct Memory {
     /// Last accepted generation of each Route and the object itself (shared with the index
     /// that held it, not a copy of its spec).
-    pub last_good_routes: OrdMap<ObjectRef, (i64, Arc<Route>)>,
+    pub last_good_routes: OrdMap<ObjectRef, (i64, Arc<RouteObject>)>,
     /// Last accepted spec and generation of each Plugin.
     pub last_good_plugins: BTreeMap<ObjectRef, (i64, weir_crds::PluginSpec)>,
     /// Remote JWKS shared by successive snapshots (clones share the registry).

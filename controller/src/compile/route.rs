@@ -5,20 +5,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use weir_crds::{EffectivePlugin, Route};
+use weir_crds::EffectivePlugin;
 use weir_dataplane::RouteModel;
 
 use super::conditions::{PROGRAMMED, RefProblem, RefReason, accepted, condition, resolved_refs};
 use super::plugins::{self, AppliedPlugin, PluginCatalog};
-use super::{Memory, ObjectStatus, backends, filters, generation, routes};
-use crate::index::{Index, ObjectRef};
+use super::{Memory, ObjectStatus, backends, filters, routes};
+use crate::index::{Index, ObjectRef, RouteObject};
 
 /// What compiling one Route yields.
 pub(crate) struct RouteOutput {
     /// The model to serve (the current spec, or the last good one), if any.
     pub(crate) model: Option<RouteModel>,
     /// The version to remember as last good: generation and object.
-    pub(crate) remember: Option<(i64, Arc<Route>)>,
+    pub(crate) remember: Option<(i64, Arc<RouteObject>)>,
     /// The plugins of each rule, when the Route is served and some plugin applies.
     pub(crate) rule_plugins: Option<Arc<[Vec<AppliedPlugin>]>>,
     /// The status.
@@ -74,10 +74,10 @@ pub(crate) struct RouteContext<'c, 'b> {
 pub(crate) fn compile_route(
     cx: &mut RouteContext<'_, '_>,
     key: &ObjectRef,
-    route: &Arc<Route>,
+    route: &Arc<RouteObject>,
 ) -> RouteOutput {
     let ns: &str = &key.namespace;
-    let generation = generation(&route.metadata);
+    let generation = route.metadata.generation.unwrap_or(0);
     let created = route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
     let object_key = key.object_key();
 

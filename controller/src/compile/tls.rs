@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Secret;
-use weir_crds::{Route, RouteSpec};
+use weir_crds::RouteSpec;
 use weir_dataplane::HostMatch;
 use weir_dataplane::tls::{HostTls, TlsTable};
 
@@ -26,7 +26,7 @@ use super::conditions::{RefProblem, RefReason};
 use super::consumers::secret_value;
 use super::plugins::{self, PluginCatalog};
 use super::routes::{self, parse_host};
-use crate::index::{Index, ObjectRef};
+use crate::index::{Index, ObjectRef, RouteObject};
 
 /// The TLS result of one Route with `tls`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,7 +65,7 @@ struct Claim<'a> {
 /// hosts (which is an `Accepted=False` error: the last good version keeps serving).
 fn served_tls<'a>(
     key: &ObjectRef,
-    route: &'a Route,
+    route: &'a RouteObject,
     memory: &'a Memory,
 ) -> Option<(&'a RouteSpec, Vec<(usize, HostMatch)>)> {
     let usable = |spec: &'a RouteSpec| {
@@ -85,7 +85,7 @@ fn served_tls<'a>(
 
 /// True when a Route's TLS outcome may depend on `route` (current or remembered): an
 /// incremental compile that touches such a Route recompiles everything.
-pub(crate) fn touches_tls(key: &ObjectRef, route: Option<&Route>, memory: &Memory) -> bool {
+pub(crate) fn touches_tls(key: &ObjectRef, route: Option<&RouteObject>, memory: &Memory) -> bool {
     route.is_some_and(|r| r.spec.tls.is_some())
         || memory.last_good_tls.contains_key(key)
         || memory.last_good_routes.get(key).is_some_and(|(_, r)| r.spec.tls.is_some())

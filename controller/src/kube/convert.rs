@@ -101,11 +101,13 @@ fn convert(kind: Kind, value: serde_json::Value) -> Result<Object, String> {
 /// Removes what changes without changing the configuration (a status write bumps
 /// `resourceVersion`), so that such writes do not recompile anything.
 fn strip(object: &mut Object) {
-    let meta = object.meta_mut();
-    meta.resource_version = None;
-    meta.managed_fields = None;
+    if let Some(meta) = object.meta_mut() {
+        meta.resource_version = None;
+        meta.managed_fields = None;
+    }
     match object {
-        Object::Route(o) => Arc::make_mut(o).status = None,
+        // A Route keeps neither (only its spec and key, generation, creation time).
+        Object::Route(_) => {}
         Object::Plugin(o) => Arc::make_mut(o).status = None,
         Object::Consumer(o) => Arc::make_mut(o).status = None,
         Object::BackendPolicy(o) => Arc::make_mut(o).status = None,
@@ -213,8 +215,11 @@ mod tests {
         assert_eq!(item.key, ObjectRef::new("ns", "r"));
         assert!(item.invalid.is_none());
         let Some(Object::Route(route)) = &item.object else { panic!("not a route") };
-        assert!(route.status.is_none());
-        assert!(route.metadata.resource_version.is_none());
+        // The kept Route has no status or resourceVersion at all: only its key, generation
+        // and creation time besides the spec.
+        assert_eq!(route.metadata.key, ObjectRef::new("ns", "r"));
+        assert_eq!(route.metadata.generation, Some(3));
+        assert_eq!(route.spec.rules[0].backends[0].service, "s");
         let existing = item.existing.unwrap();
         assert_eq!(existing.generation, 3);
         assert_eq!(existing.status.observed_generation, Some(2));

@@ -199,7 +199,7 @@ impl State {
                         // Unchanged objects keep their `Arc` (nothing to recompile).
                         match old.remove(&key) {
                             Some(before)
-                                if before.same_spec(&object) && before.meta() == object.meta() =>
+                                if before.same_spec(&object) && before.same_meta(&object) =>
                             {
                                 source.objects.insert(key, before.clone());
                                 before.insert_into(&mut self.index);

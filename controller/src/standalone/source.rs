@@ -324,17 +324,14 @@ impl DirSource {
         let served = self.defs.get(&(object.kind(), object.key())).map(|d| &d.first.object);
         let (generation, created) = match served {
             Some(served) => {
-                let meta = served.meta();
-                let generation = meta.generation.unwrap_or(1);
+                let generation = served.generation().unwrap_or(1);
                 let bump = if served.same_spec(object) { 0 } else { 1 };
-                let created = meta.creation_timestamp.clone().unwrap_or_else(|| now.clone());
+                let created = served.creation_timestamp().cloned().unwrap_or_else(|| now.clone());
                 (generation + bump, created)
             }
             None => (1, now.clone()),
         };
-        let meta = object.meta_mut();
-        meta.generation.get_or_insert(generation);
-        meta.creation_timestamp.get_or_insert(created);
+        object.stamp(generation, Some(created));
     }
 
     fn update(&mut self, file: Arc<Path>, update: Update) {

@@ -60,7 +60,7 @@ fn bumps_generation_only_when_the_spec_changes() {
     dir.write("a.yaml", &route("a", "/a").replace("{name: a}", "{name: a, labels: {x: y}}"));
     let (index, _) = src.load();
     assert_eq!(generation(index, "a"), Some(1));
-    assert_eq!(index.routes.values().next().unwrap().metadata.labels.as_ref().unwrap()["x"], "y");
+    assert_eq!(index.routes.values().next().unwrap().metadata.creation_timestamp, created);
     dir.write("a.yaml", &route("a", "/b"));
     let (index, _) = src.load();
     assert_eq!(generation(index, "a"), Some(2));
@@ -237,7 +237,7 @@ fn bench_source() {
     eprintln!("one route changed, {n} routes: load_ms p50 {:.2} max {:.2}", times[5], times[9]);
 }
 
-fn routes_of(index: &Index) -> Vec<(String, Arc<weir_crds::Route>)> {
+fn routes_of(index: &Index) -> Vec<(String, Arc<crate::index::RouteObject>)> {
     index.routes.iter().map(|(k, v)| (k.name.to_string(), Arc::clone(v))).collect()
 }
 

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::index::RouteObject;
 use http::{HeaderMap, Method};
 use serde_json::{Value, json};
-use weir_crds::Route;
 use weir_dataplane::RequestView;
 
 use super::*;
@@ -116,8 +116,8 @@ fn route_yaml(rng: &mut Rng, ns: &str, name: &str, generation: i64, invalid: boo
     )
 }
 
-fn parse_route(yaml: &str) -> Arc<Route> {
-    Arc::new(serde_saphyr::from_str::<Route>(yaml).expect(yaml))
+fn parse_route(yaml: &str) -> Arc<RouteObject> {
+    Arc::new(serde_saphyr::from_str::<RouteObject>(yaml).expect(yaml))
 }
 
 /// The route table as JSON, routes sorted by key, backend ids replaced by their keys.
@@ -181,7 +181,9 @@ fn lookups(c: &Compiled) -> Vec<String> {
 fn memory_view(m: &Memory) -> Vec<(ObjectRef, i64, String)> {
     m.last_good_routes
         .iter()
-        .map(|(k, (g, r))| (k.clone(), *g, serde_json::to_string(&(&r.metadata, &r.spec)).unwrap()))
+        .map(|(k, (g, r))| {
+            (k.clone(), *g, format!("{:?} {}", r.metadata, serde_json::to_string(&r.spec).unwrap()))
+        })
         .collect()
 }
 

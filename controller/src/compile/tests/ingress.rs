@@ -70,7 +70,7 @@ fn ingress_status<'c>(c: &'c Compiled, name: &str) -> &'c ObjectStatus {
     status(c, Kind::Ingress, "default", name)
 }
 
-fn derived_route(index: &Index, name: &str) -> Arc<Route> {
+fn derived_route(index: &Index, name: &str) -> Arc<crate::index::RouteObject> {
     let expanded = frontends::expand(index);
     let key = ObjectRef::new("default", name);
     Arc::clone(expanded.index.routes.get(&key).unwrap_or_else(|| panic!("no derived {name}")))

@@ -23,10 +23,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weir_crds::{Condition, Consumer, Plugin, Route};
+use weir_crds::{Condition, Consumer, Plugin};
 
 use super::{Compiled, Memory, ObjectStatus, compile};
-use crate::index::{Index, Kind, ObjectRef};
+use crate::index::{Index, Kind, ObjectRef, RouteObject};
 
 /// Loads a multi-document YAML string into an index (namespace defaults to `default`).
 pub(super) fn load_str(yaml: &str) -> Index {
@@ -44,7 +44,9 @@ pub(super) fn load_str(yaml: &str) -> Index {
         let kind = doc["kind"].as_str().expect("kind").to_owned();
         match kind.as_str() {
             "Route" => {
-                index.routes.insert(key, Arc::new(serde_json::from_value::<Route>(doc).unwrap()));
+                index
+                    .routes
+                    .insert(key, Arc::new(serde_json::from_value::<RouteObject>(doc).unwrap()));
             }
             "Plugin" => {
                 index.plugins.insert(key, Arc::new(serde_json::from_value::<Plugin>(doc).unwrap()));

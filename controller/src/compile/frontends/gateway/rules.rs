@@ -12,13 +12,13 @@ use weir_crds::gateway_api::{
 use weir_crds::{
     BackendRef, HeaderMatch, HeaderTransform, HeaderValue, LocalObjectReference, PathMatch,
     PathMatchType, Plugin, PluginSpec, QueryParamMatch, RedirectConfig, RedirectPath, Rewrite,
-    Route, RouteMatch, RouteRule, RouteSpec, RouteTls, StringMatchType, Timeouts,
+    RouteMatch, RouteRule, RouteSpec, RouteTls, StringMatchType, Timeouts,
 };
 
 use super::listeners::{self, Proto};
 use super::{Cond, Expansion, ParentStatus, RouteRecord, cond, granted};
 use crate::compile::backends;
-use crate::index::{Index, Kind, ObjectRef};
+use crate::index::{Index, Kind, ObjectRef, RouteObject};
 
 /// An HTTPRoute or a GRPCRoute, with GRPCRoute rules already in HTTPRoute form.
 pub(crate) struct Source<'a> {
@@ -263,13 +263,12 @@ pub(crate) fn expand_route(
             plugins: Vec::new(),
             skip_global_plugins: Vec::new(),
             rules: converted.rules.clone(),
-            tls,
+            tls: tls.map(Box::new),
         };
-        let mut route = Route::new(&name, spec);
-        route.metadata.namespace = Some(src.key.namespace.to_string());
+        let mut route = RouteObject::new(&src.key.namespace, &name, spec);
         route.metadata.generation = Some(generation);
         route.metadata.creation_timestamp = src.meta.creation_timestamp.clone();
-        let key = ObjectRef::new(src.key.namespace.clone(), name);
+        let key = route.metadata.key.clone();
         derived.routes.insert(key.clone(), Arc::new(route));
         record.derived.push(key);
     }
@@ -570,8 +569,8 @@ fn convert_rule(
         name: Some(rule.name.clone().unwrap_or_else(|| i.to_string())),
         matches,
         backends,
-        rewrite,
-        timeouts,
+        rewrite: rewrite.map(Box::new),
+        timeouts: timeouts.map(Box::new),
         retries: None,
         plugins: plugin_names,
         aggregate: None,

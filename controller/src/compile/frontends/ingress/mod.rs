@@ -25,7 +25,7 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_crds::{
-    BackendRef, Condition, PathMatch, PathMatchType, Plugin, Retries, Rewrite, Route, RouteMatch,
+    BackendRef, Condition, PathMatch, PathMatchType, Plugin, Retries, Rewrite, RouteMatch,
     RouteRule, RouteSpec, RouteTls,
 };
 
@@ -34,7 +34,7 @@ mod annotations;
 use super::Address;
 use crate::compile::conditions::{ACCEPTED, PROGRAMMED, RESOLVED_REFS, condition};
 use crate::compile::{ObjectStatus, Statuses};
-use crate::index::{Index, Kind, ObjectRef};
+use crate::index::{Index, Kind, ObjectRef, RouteObject};
 pub use annotations::ANNOTATIONS;
 use annotations::{Options, options};
 
@@ -212,11 +212,11 @@ impl Builder<'_> {
                 .cloned()
                 .map(|p| RouteMatch { path: Some(p), ..Default::default() })
                 .collect(),
-            timeouts: self.options.timeouts.clone(),
+            timeouts: self.options.timeouts.clone().map(Box::new),
             retries: self
                 .options
                 .retries
-                .map(|attempts| Retries { attempts, ..Retries::default() }),
+                .map(|attempts| Box::new(Retries { attempts, ..Retries::default() })),
             ..RouteRule::default()
         };
         let exact = path.as_ref().is_some_and(|p| p.type_ == PathMatchType::Exact);
@@ -226,7 +226,7 @@ impl Builder<'_> {
             host: self.options.upstream_host.clone(),
         };
         if rewrite != Rewrite::default() {
-            rule.rewrite = Some(rewrite);
+            rule.rewrite = Some(Box::new(rewrite));
         }
         match target {
             Backend::Service(b) => rule.backends.push(b),
@@ -244,20 +244,19 @@ impl Builder<'_> {
         hosts: Vec<String>,
         rules: Vec<RouteRule>,
         tls: Option<RouteTls>,
-    ) -> (ObjectRef, Route) {
+    ) -> (ObjectRef, RouteObject) {
         let name = format!("ingress/{}/{n}", self.name);
         let spec = RouteSpec {
             hosts,
             plugins: self.options.plugins.clone(),
             skip_global_plugins: self.options.skip_global_plugins.clone(),
             rules,
-            tls,
+            tls: tls.map(Box::new),
         };
-        let mut route = Route::new(&name, spec);
-        route.metadata.namespace = Some(self.ns.to_owned());
+        let mut route = RouteObject::new(self.ns, &name, spec);
         route.metadata.generation = Some(self.generation);
         route.metadata.creation_timestamp = self.created.clone();
-        (ObjectRef::new(self.ns, name), route)
+        (route.metadata.key.clone(), route)
     }
 }
 
@@ -310,7 +309,7 @@ fn expand_one(
     let (options, mut errors, unsupported) = options(ingress);
     let mut problems = Vec::new();
     let mut notes = Vec::new();
-    let mut routes: Vec<(ObjectRef, Route, String)> = Vec::new();
+    let mut routes: Vec<(ObjectRef, RouteObject, String)> = Vec::new();
     let mut b = Builder {
         index,
         ns,
