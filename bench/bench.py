@@ -397,7 +397,7 @@ def main():
     started = time.time()
 
     up_port = b.free_port()
-    b.start_nginx("upstream", b.NGINX_UPSTREAM_CONF.format(tmp=b.TMP, port=up_port), b.LOAD_CPU, up_port)
+    b.start_nginx("upstream", b.nginx_upstream_conf(up_port), b.LOAD_CPU, up_port)
     cfg = os.path.join(b.TMP, "weir-config")
     b.write_weir_config(cfg, up_port, 0, 1)
     weir_port, admin = b.free_port(), b.free_port()
@@ -407,7 +407,7 @@ def main():
     proxies = {"weir": (lambda: [weir.pid], weir_port, weir_port, weir)}
     if "nginx" in PEERS:
         port, h2port = b.free_port(), b.free_port()
-        ng = b.start_nginx("nginx", b.NGINX_PROXY_CONF.format(tmp=b.TMP, port=port, h2port=h2port, upstream=up_port),
+        ng = b.start_nginx("nginx", b.nginx_proxy_conf(port, h2port, up_port),
                            b.PROXY_CPU, port)
         proxies["nginx"] = (lambda: b.proc_tree(ng.pid), port, h2port, ng)
     if "haproxy" in PEERS:

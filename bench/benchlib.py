@@ -161,9 +161,9 @@ def pss_kib(pids):
 
 
 NGINX_UPSTREAM_CONF = """
-worker_processes 1;
-pid {tmp}/upstream.pid;
-error_log {tmp}/upstream-error.log warn;
+worker_processes {workers};
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -180,9 +180,9 @@ http {{
 """
 
 NGINX_PROXY_CONF = """
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
+worker_processes {workers};
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -193,7 +193,7 @@ http {{
         keepalive 32;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{reuseport};
         listen 127.0.0.1:{h2port} http2;
         location / {{
             proxy_pass http://backend;
@@ -203,6 +203,19 @@ http {{
     }}
 }}
 """
+
+def nginx_upstream_conf(port, workers=1, name="upstream"):
+    """The upstream nginx (answers 200 "ok"), `workers` worker processes."""
+    return NGINX_UPSTREAM_CONF.format(tmp=TMP, port=port, workers=workers, name=name)
+
+
+def nginx_proxy_conf(port, h2port, upstream, workers=1, name="nginx"):
+    """The nginx proxy peer, `workers` worker processes (more than one: one `reuseport`
+    socket per worker, as weir's per-core runtime). `name` keeps its pid and error log apart
+    from another nginx of the same run."""
+    return NGINX_PROXY_CONF.format(tmp=TMP, port=port, h2port=h2port, upstream=upstream, workers=workers,
+                                   name=name, reuseport=" reuseport" if workers > 1 else "")
+
 
 HAPROXY_CONF = """
 global

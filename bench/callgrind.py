@@ -221,7 +221,7 @@ def main():
     b.make_tmp()
     try:
         up = b.free_port()
-        b.start_nginx("upstream", b.NGINX_UPSTREAM_CONF.format(tmp=b.TMP, port=up), b.LOAD_CPU, up)
+        b.start_nginx("upstream", b.nginx_upstream_conf(up), b.LOAD_CPU, up)
         cfg = os.path.join(b.TMP, "cfg")
         b.write_weir_config(cfg, up, 0, 1)
         for i, target in enumerate(args):
@@ -231,7 +231,7 @@ def main():
                 measure_upstream(f"{i}-{os.path.basename(target)}", target, up)
             elif target == "nginx":
                 port = b.free_port()
-                conf = b.NGINX_PROXY_CONF.format(tmp=b.TMP, port=port, h2port=b.free_port(), upstream=up)
+                conf = b.nginx_proxy_conf(port, b.free_port(), up)
                 conf = conf.replace("worker_processes 1;", "worker_processes 1;\nmaster_process off;\ndaemon off;")
                 path = os.path.join(b.TMP, "nginx-cg.conf")
                 with open(path, "w") as f:

@@ -23,21 +23,6 @@ import statistics
 
 import benchlib as b
 
-UPSTREAM_CONF = """
-worker_processes 2;
-pid {tmp}/upstream-mc.pid;
-error_log {tmp}/upstream-mc-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port} reuseport;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-
 CPUS = "0,1"
 WORKERS = 2
 
@@ -45,7 +30,7 @@ WORKERS = 2
 def run(peers, rounds, duration, warmup, conns, row, fmt, ratio_text, interleave):
     conns = max(conns, 64)
     up_port = b.free_port()
-    b.start_nginx("upstream-mc", UPSTREAM_CONF.format(tmp=b.TMP, port=up_port), CPUS, up_port)
+    b.start_nginx("upstream-mc", b.nginx_upstream_conf(up_port, workers=WORKERS, name="upstream-mc"), CPUS, up_port)
     cfg = os.path.join(b.TMP, "weir-mc-config")
     b.write_weir_config(cfg, up_port, 0, 1)
     targets = {}
@@ -58,11 +43,7 @@ def run(peers, rounds, duration, warmup, conns, row, fmt, ratio_text, interleave
     if "nginx" in peers:
         port = b.free_port()
         # Its own pid and error log: the 1-worker nginx of the other figures may still run.
-        mc_tmp = os.path.join(b.TMP, "mc")
-        os.makedirs(mc_tmp, exist_ok=True)
-        conf = b.NGINX_PROXY_CONF.format(tmp=mc_tmp, port=port, h2port=b.free_port(), upstream=up_port)
-        conf = conf.replace("worker_processes 1;", f"worker_processes {WORKERS};").replace(
-            f"listen 127.0.0.1:{port};", f"listen 127.0.0.1:{port} reuseport;")
+        conf = b.nginx_proxy_conf(port, b.free_port(), up_port, workers=WORKERS, name="nginx-mc")
         ng = b.start_nginx("nginx-mc", conf, CPUS, port)
         targets["nginx"] = (lambda: b.proc_tree(ng.pid), port)
         procs.append(ng)
