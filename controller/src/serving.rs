@@ -111,7 +111,7 @@ pub async fn close_upgraded(dataplane: &weir_dataplane::DataPlane) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use weir_dataplane::Snapshot;
     use weir_dataplane::tls::{HostTls, TlsTable};
@@ -120,7 +120,9 @@ mod tests {
 
     const BOUND: Duration = Duration::from_secs(10);
 
-    fn with_certificate(version: u64) -> Snapshot {
+    /// A snapshot (version `version`) whose default certificate is a fresh self-signed one for
+    /// `a.example.com` (also used by `cli::per_core`'s tests).
+    pub(crate) fn with_certificate(version: u64) -> Snapshot {
         let cert = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).unwrap();
         let host = HostTls::from_pem(
             "default/a".into(),

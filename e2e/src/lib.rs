@@ -22,6 +22,7 @@ pub mod echo;
 pub mod kubectl;
 pub mod process;
 pub mod redis;
+pub mod reload;
 pub mod status;
 
 use std::net::{SocketAddr, TcpListener};

@@ -7,8 +7,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,46 +130,10 @@ async fn reloads_under_load_fail_no_request_and_keep_client_connections() {
     // Eight clients (spread over both workers), each on ONE keep-alive connection, send
     // requests back to back while the Route flips between two Services ten times; after
     // each flip every client must be answered by the new Service on its same connection.
-    const CLIENTS: usize = 8;
-    let stop = Arc::new(AtomicBool::new(false));
-    let last: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(vec![String::new(); CLIENTS]));
-    let mut clients = Vec::new();
-    for n in 0..CLIENTS {
-        let mut conn = KeepAliveConn::connect(weir.http_addr).await.unwrap();
-        let (stop, last) = (Arc::clone(&stop), Arc::clone(&last));
-        clients.push(tokio::spawn(async move {
-            let mut served = 0u64;
-            for _ in 0..1_000_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let reply = conn.get("localhost", "/api/x").await?;
-                anyhow::ensure!(reply.status == 200, "status {}: {}", reply.status, reply.text());
-                let backend = reply.json()?["backend"].as_str().unwrap_or_default().to_owned();
-                last.lock().unwrap()[n] = backend;
-                served += 1;
-            }
-            anyhow::Ok(served)
-        }));
-    }
-    for i in 0..10 {
-        let service = if i % 2 == 0 { "users" } else { "orders" };
-        dir.write("route.yaml", &prefix_route_yaml("api", "/api", service)).unwrap();
-        poll_until(RELOAD_LIMIT, &format!("every client served by {service}"), || {
-            let last = Arc::clone(&last);
-            async move { Ok(last.lock().unwrap().iter().all(|b| b == service).then_some(())) }
-        })
+    let served = weir_e2e::reload::flip_route_under_load(weir.http_addr, &dir, 8, RELOAD_LIMIT)
         .await
-        .unwrap_or_else(|e| panic!("{e}; log:\n{}", weir.log()));
-    }
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        let served = client
-            .await
-            .unwrap()
-            .expect("a request failed or a client connection closed during reloads");
-        assert!(served >= 10, "{served}");
-    }
+        .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", weir.log()));
+    assert!(served.iter().all(|&n| n >= 10), "{served:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

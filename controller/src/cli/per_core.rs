@@ -267,24 +267,6 @@ mod tests {
         workers.release().await;
     }
 
-    fn with_certificate(version: u64) -> Snapshot {
-        use weir_dataplane::tls::HostTls;
-        let cert = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).unwrap();
-        let host = HostTls::from_pem(
-            "default/a".into(),
-            cert.cert.pem().as_bytes(),
-            cert.signing_key.serialize_pem().as_bytes(),
-            None,
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-        Snapshot {
-            version,
-            tls: Arc::new(weir_dataplane::tls::TlsTable::new(vec![], Some(Arc::new(host)))),
-            ..Snapshot::empty()
-        }
-    }
-
     /// The listening TCP sockets on `port`, from `/proc/net/tcp`.
     fn listening_on(port: u16) -> usize {
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
@@ -310,7 +292,7 @@ mod tests {
         assert_eq!(dataplane.https_port(), https.port());
         dataplane.publish(Snapshot { version: 1, ..Snapshot::empty() });
         assert_eq!(listening_on(https.port()), 0, "bound without a certificate");
-        dataplane.publish(with_certificate(2));
+        dataplane.publish(crate::serving::tests::with_certificate(2));
         let bound = async {
             while listening_on(https.port()) < 2 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
