@@ -25,7 +25,7 @@ use arc_swap::ArcSwapOption;
 use http::StatusCode;
 
 pub use encode::{encode_rules, register};
-pub use histogram::Histogram;
+pub use histogram::{Histogram, LazyHistogram};
 
 use crate::snapshot::ObjectKey;
 
@@ -146,12 +146,12 @@ impl RegistryInner {
 pub struct RouteStats {
     key: ObjectKey,
     /// `weir_http_request_duration_seconds{namespace,route}`.
-    pub duration: Histogram,
+    pub duration: LazyHistogram,
 }
 
 impl RouteStats {
     fn new(key: ObjectKey) -> Self {
-        RouteStats { key, duration: Histogram::default() }
+        RouteStats { key, duration: LazyHistogram::default() }
     }
 
     /// The Route (empty namespace and name for requests that matched none).
