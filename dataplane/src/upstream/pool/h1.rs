@@ -13,10 +13,10 @@
 //! connection is only ever reused for the transport it was made with: a plain connection
 //! never serves a TLS backend, nor a connection made with one TLS configuration another.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,10 +28,10 @@ use hyper_util::rt::TokioIo;
 
 use super::connect::{self, Reservation};
 use super::framing::UpstreamError;
+use super::idle::{self, Shared};
 use super::lean::{Conn, Home, Stream};
 use super::{PoolKey, Transport};
 use crate::proxy::body::UpstreamBody;
-use crate::upstream::policy::ConnectionSettings;
 
 /// How long an idle pooled upstream connection is kept by default.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -41,40 +41,43 @@ pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// The sending half of a hyper HTTP/1.1 connection (upgrade requests, health checks).
 pub(crate) type Sender = SendRequest<UpstreamBody>;
 
-struct Idle {
-    conn: Box<Conn>,
-    since: Instant,
-}
+/// The identity of the next pool (the key of its connections in the per-core workers'
+/// thread-local maps).
+static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
 
-#[derive(Default)]
-struct Slots {
-    /// foldhash: SipHash of the address was ~2% of a proxied request's instructions.
-    idle: HashMap<PoolKey, Entry, foldhash::fast::RandomState>,
-    /// When expired connections of every endpoint were last dropped.
-    swept: Option<Instant>,
-}
-
-/// The idle connections of one endpoint and transport.
-struct Entry {
-    /// Oldest first.
-    conns: Vec<Idle>,
-    /// How long they are kept (`connection.idleTimeout` of the last backend that returned
-    /// one).
-    idle_timeout: Duration,
-}
-
-/// Idle upstream connections by endpoint and transport, shared by every snapshot.
-#[derive(Default)]
+/// Idle upstream connections by endpoint and transport, shared by every snapshot: a
+/// per-core worker's in a map of its own thread, the other threads' in one shared map
+/// (see [`super::idle`]).
 pub struct Pool {
-    slots: Mutex<Slots>,
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool { id: NEXT_POOL.fetch_add(1, Ordering::Relaxed), shared: Arc::default() }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // This thread's connections of the pool go now; other workers' at their next
+        // sweep (or when one is woken, or when their thread ends).
+        let id = self.id;
+        idle::with_local(|local| local.remove_where(|(pool, _)| *pool == id));
+    }
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle: usize = slots.idle.values().map(|e| e.conns.len()).sum();
-        f.debug_struct("Pool").field("idle", &idle).finish()
+        f.debug_struct("Pool").field("idle", &self.count(|_| true)).finish()
     }
+}
+
+/// Whether `key`'s connections are this thread's own: it is the per-core worker that
+/// made them.
+fn is_local(key: &PoolKey) -> bool {
+    key.worker != 0 && super::pool_worker() == key.worker
 }
 
 /// Why a new upstream connection could not be made.
@@ -120,69 +123,78 @@ pub enum ConnectError {
     },
 }
 
+/// Returns a connection whose exchange finished to its pool (its [`Home`]), kept as its
+/// settings say: watched for the upstream closing it, then in this thread's map when this
+/// is the per-core worker that made it (no lock, no atomic operation), else in the pool's
+/// shared one.
+fn checkin(mut conn: Box<Conn>) {
+    let Some(home) = &conn.home else { return };
+    let (id, key, settings) = (home.pool.id, home.key, home.settings);
+    if settings.max_idle_per_endpoint == 0 {
+        return;
+    }
+    // No clock read: idle since its exchange started (the request's own reading).
+    let now = conn.used();
+    if !conn.watch_idle() {
+        return;
+    }
+    if is_local(&key) {
+        // Kept, or closed when this thread's map is gone (the thread is ending).
+        idle::with_local(move |local| local.checkin((id, key), conn, now, settings));
+        return;
+    }
+    let Some(home) = &conn.home else { return };
+    let shared = Arc::clone(&home.pool.shared);
+    shared.lock().unwrap_or_else(PoisonError::into_inner).checkin(key, conn, now, settings);
+}
+
 impl Pool {
     /// The newest open idle connection for `key`, if any. Expired connections, and ones
-    /// the upstream closed or sent data on while idle, found on the way are dropped.
+    /// the upstream closed or sent data on while idle, found on the way are dropped. A
+    /// per-core worker looks in its own map, and only when that has none in the shared one
+    /// (connections it made that were returned from another thread).
     pub(crate) fn checkout(&self, key: &PoolKey, now: Instant) -> Option<Box<Conn>> {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = slots.idle.get_mut(key)?;
-        while let Some(idle) = entry.conns.pop() {
-            if now.duration_since(idle.since) >= entry.idle_timeout {
-                // Newest first: everything below is older still.
-                entry.conns.clear();
-                return None;
-            }
-            let mut conn = idle.conn;
-            if conn.is_idle_usable() {
-                return Some(conn);
-            }
+        if is_local(key)
+            && let Some(conn) =
+                idle::with_local(|local| local.checkout(&(self.id, *key), now)).flatten()
+        {
+            return Some(conn);
         }
-        None
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner).checkout(key, now)
     }
 
-    /// Returns a connection whose exchange finished to the pool of `key`, kept as
-    /// `settings` say.
-    pub(crate) fn checkin(&self, key: PoolKey, conn: Box<Conn>, settings: ConnectionSettings) {
-        if settings.max_idle_per_endpoint == 0 {
-            return;
-        }
-        // No clock read: idle since its exchange started (the request's own reading).
-        let now = conn.used();
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let sweep_every = settings.idle_timeout.min(POOL_IDLE_TIMEOUT);
-        if slots.swept.is_none_or(|t| now.duration_since(t) >= sweep_every) {
-            slots.swept = Some(now);
-            slots.idle.retain(|_, entry| {
-                let timeout = entry.idle_timeout;
-                entry.conns.retain_mut(|e| {
-                    now.duration_since(e.since) < timeout && e.conn.is_idle_usable()
-                });
-                !entry.conns.is_empty()
-            });
-        }
-        let entry = slots
-            .idle
-            .entry(key)
-            .or_insert_with(|| Entry { conns: Vec::new(), idle_timeout: settings.idle_timeout });
-        entry.idle_timeout = settings.idle_timeout;
-        if entry.conns.len() >= settings.max_idle_per_endpoint {
-            // Keep the newest: the oldest is the likeliest to be closed by the upstream.
-            let excess = entry.conns.len() + 1 - settings.max_idle_per_endpoint;
-            entry.conns.drain(..excess);
-        }
-        entry.conns.push(Idle { conn, since: now });
+    /// The pool's identity (the key of its connections in thread-local maps).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
-    /// Idle connections to `addr`, over any transport (for tests and debugging).
+    /// The map of the threads that are not per-core workers.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Idle connections of this pool under the keys `count_it` says: the shared map's and
+    /// this thread's own (a per-core worker's connections are only seen from its thread).
+    fn count(&self, mut count_it: impl FnMut(&PoolKey) -> bool) -> usize {
+        let id = self.id;
+        let local = idle::with_local(|local| {
+            local.count_where(|(pool, key)| *pool == id && count_it(key))
+        });
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        local.unwrap_or(0) + shared.count_where(|key| count_it(key))
+    }
+
+    /// Idle connections to `addr`, over any transport (for tests and debugging): in the
+    /// shared map, and this thread's own when it is a per-core worker.
     pub fn idle_count(&self, addr: SocketAddr) -> usize {
-        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.idle.iter().filter(|(k, _)| k.addr == addr).map(|(_, e)| e.conns.len()).sum()
+        self.count(|key| key.addr == addr)
     }
 
-    /// Idle connections to `addr` made over `transport` (for tests and debugging).
+    /// Idle connections to `addr` made over `transport` (for tests and debugging): in the
+    /// shared map, and this thread's own when it is a per-core worker.
     pub fn idle_count_over(&self, addr: SocketAddr, transport: &Transport) -> usize {
-        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.idle.get(&transport.key(addr)).map_or(0, |e| e.conns.len())
+        let want = transport.key(addr);
+        self.count(|key| key.addr == want.addr && key.transport == want.transport)
     }
 }
 
@@ -334,11 +346,8 @@ impl PooledBody {
         if let Inner::Lean(mut conn) = std::mem::replace(&mut self.inner, Inner::Ended) {
             // What is left of a request body the upstream did not wait for is let go.
             conn.abandon_request_body();
-            if conn.reusable()
-                && let Some(home) = &conn.home
-            {
-                let (pool, key, settings) = (Arc::clone(&home.pool), home.key, home.settings);
-                pool.checkin(key, conn, settings);
+            if conn.reusable() {
+                checkin(conn);
             }
         }
     }

@@ -10,7 +10,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
@@ -28,6 +28,7 @@ use super::framing::{
     encode_request_head, parse_response_head, request_framing, response_framing,
 };
 use super::h1::Pool;
+use super::idle::{self, IdleWatch, Shared};
 use crate::proxy::body::UpstreamBody;
 use crate::upstream::policy::ConnectionSettings;
 
@@ -192,6 +193,9 @@ pub(crate) struct Conn {
     keep_alive: bool,
     /// When the current (or last) exchange started: idle since then in the pool.
     used: Instant,
+    /// Its watch while idle in the pool, and the watch's waker (made at its first
+    /// checkin; see [`super::idle`]).
+    idle: Option<(Arc<IdleWatch>, Waker)>,
 }
 
 impl Conn {
@@ -214,25 +218,53 @@ impl Conn {
             reading: Reading::Done,
             keep_alive: false,
             used: Instant::now(),
+            idle: None,
         })
     }
 
+    /// Going idle in its home pool: whether it is still usable (see [`Conn::check_idle`]),
+    /// its watch's waker then registered with the event loop to hear of the upstream
+    /// closing it (the watch is made at its first checkin).
+    pub(crate) fn watch_idle(&mut self) -> bool {
+        if self.idle.is_none() {
+            let Some(home) = &self.home else { return false };
+            self.idle = Some(IdleWatch::new(home.pool.shared(), home.pool.id(), home.key));
+        }
+        self.check_idle()
+    }
+
     /// Whether an idle connection still looks usable: the upstream has not closed it nor
-    /// sent anything since (one read attempt with a no-op waker; no system call while the
-    /// socket is not readable).
-    pub(crate) fn is_idle_usable(&mut self) -> bool {
+    /// sent anything since (one read attempt with its watch's waker, which stays
+    /// registered when there is nothing to read; no system call while the socket is not
+    /// readable).
+    pub(crate) fn check_idle(&mut self) -> bool {
         if !self.read.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(self.poll_fill(&mut cx), Poll::Pending)
+        let Conn { io, read, idle, .. } = self;
+        let waker = match idle {
+            Some((watch, waker)) => {
+                watch.reset();
+                &*waker
+            }
+            None => Waker::noop(),
+        };
+        let mut cx = Context::from_waker(waker);
+        idle::checking(|| matches!(fill(io, read, &mut cx), Poll::Pending))
+    }
+
+    /// Whether its watch was woken since it was last checked (never watched: yes).
+    pub(crate) fn idle_woken(&self) -> bool {
+        self.idle.as_ref().is_none_or(|(watch, _)| watch.woken())
+    }
+
+    /// The shared map of the pool it is watched for.
+    pub(crate) fn idle_owner(&self) -> Weak<Shared> {
+        self.idle.as_ref().map_or_else(Weak::new, |(watch, _)| watch.owner())
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < MIN_SPARE {
-            self.read.reserve(READ_SIZE);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+        fill(&mut self.io, &mut self.read, cx)
     }
 
     /// Serializes the request head (framing headers added as hyper's client adds them),
@@ -574,6 +606,14 @@ impl Conn {
             self.sending = Sending::Stopped;
         }
     }
+}
+
+/// Reads what `io` has into `read` (growing it by [`READ_SIZE`] below [`MIN_SPARE`] of room).
+fn fill(io: &mut Stream, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if read.capacity() - read.len() < MIN_SPARE {
+        read.reserve(READ_SIZE);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, read)
 }
 
 /// Writes `n` as a chunk size line (`{n:x}\r\n`) into `out`; returns its length.

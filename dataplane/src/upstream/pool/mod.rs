@@ -10,6 +10,7 @@ pub mod connect;
 pub mod framing;
 pub mod h1;
 pub mod h2;
+mod idle;
 pub(crate) mod lean;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -72,7 +73,7 @@ impl Transport {
         PoolKey {
             addr,
             transport: self.tls.as_ref().map_or(0, |tls| tls.id()),
-            worker: POOL_WORKER.with(Cell::get),
+            worker: pool_worker(),
         }
     }
 }
@@ -90,6 +91,11 @@ thread_local! {
 /// keeps up to `maxIdlePerEndpoint` idle connections of its own.
 pub fn set_pool_worker(worker: u32) {
     POOL_WORKER.with(|w| w.set(worker));
+}
+
+/// The per-core worker this thread is ([`set_pool_worker`]), 0 when none.
+pub(crate) fn pool_worker() -> u32 {
+    POOL_WORKER.with(Cell::get)
 }
 
 /// What pooled connections are keyed by: the endpoint, and the identity of the transport
