@@ -59,15 +59,6 @@ impl Default for Pool {
     }
 }
 
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // This thread's connections of the pool go now; other workers' at their next
-        // sweep (or when one is woken, or when their thread ends).
-        let id = self.id;
-        idle::with_local(|local| local.remove_where(|(pool, _)| *pool == id));
-    }
-}
-
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool").field("idle", &self.count(|_| true)).finish()
@@ -177,9 +168,8 @@ impl Pool {
     /// this thread's own (a per-core worker's connections are only seen from its thread).
     fn count(&self, mut count_it: impl FnMut(&PoolKey) -> bool) -> usize {
         let id = self.id;
-        let local = idle::with_local(|local| {
-            local.count_where(|(pool, key)| *pool == id && count_it(key))
-        });
+        let local =
+            idle::with_local(|local| local.count_where(|(pool, key)| *pool == id && count_it(key)));
         let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         local.unwrap_or(0) + shared.count_where(|key| count_it(key))
     }

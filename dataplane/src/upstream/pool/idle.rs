@@ -73,9 +73,6 @@ pub(crate) struct Entry {
     /// How long they are kept (`connection.idleTimeout` of the last backend that returned
     /// one).
     idle_timeout: Duration,
-    /// The pool they belong to: a thread-local entry whose pool is gone is dropped by the
-    /// next sweep on its thread.
-    owner: Weak<Shared>,
 }
 
 /// Idle connections by key.
@@ -114,7 +111,7 @@ impl<K: Hash + Eq> Slots<K> {
 
     /// Keeps `conn` (idle since `now`, watched already) under `key` as `settings` say;
     /// every `min(idleTimeout, POOL_IDLE_TIMEOUT)` first drops the expired and closed
-    /// connections of every key (and the entries of pools that are gone).
+    /// connections of every key.
     pub(crate) fn checkin(
         &mut self,
         key: K,
@@ -129,11 +126,9 @@ impl<K: Hash + Eq> Slots<K> {
         }
         let entry = match self.idle.entry(key) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Entry {
-                conns: Vec::new(),
-                idle_timeout: settings.idle_timeout,
-                owner: conn.idle_owner(),
-            }),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(Entry { conns: Vec::new(), idle_timeout: settings.idle_timeout })
+            }
         };
         entry.idle_timeout = settings.idle_timeout;
         if entry.conns.len() >= settings.max_idle_per_endpoint {
@@ -144,33 +139,22 @@ impl<K: Hash + Eq> Slots<K> {
         entry.conns.push(Idle { conn, since: now });
     }
 
-    /// Drops expired and closed connections of every key, and the entries of pools that
-    /// are gone.
+    /// Drops expired and closed connections of every key.
     fn sweep(&mut self, now: Instant) {
         self.idle.retain(|_, entry| {
-            if entry.owner.strong_count() == 0 {
-                return false;
-            }
             let timeout = entry.idle_timeout;
-            entry.conns.retain_mut(|e| now.duration_since(e.since) < timeout && e.conn.check_idle());
+            entry
+                .conns
+                .retain_mut(|e| now.duration_since(e.since) < timeout && e.conn.check_idle());
             !entry.conns.is_empty()
         });
     }
 
     /// Checks the connections of `key` that were woken while idle: closed ones (or ones
-    /// sent data) are dropped. The whole entry goes when its pool is gone.
+    /// sent data) are dropped.
     pub(crate) fn sweep_woken(&mut self, key: &K) {
         let Some(entry) = self.idle.get_mut(key) else { return };
-        if entry.owner.strong_count() == 0 {
-            self.idle.remove(key);
-            return;
-        }
         entry.conns.retain_mut(|e| !e.conn.idle_woken() || e.conn.check_idle());
-    }
-
-    /// Drops every entry whose key `drop_it` says.
-    pub(crate) fn remove_where(&mut self, mut drop_it: impl FnMut(&K) -> bool) {
-        self.idle.retain(|k, _| !drop_it(k));
     }
 
     /// Idle connections under the keys `count_it` says.
@@ -185,7 +169,8 @@ impl<K: Hash + Eq> Slots<K> {
 pub(crate) struct IdleWatch {
     /// Woken since the connection was last checked in (or checked).
     woken: AtomicBool,
-    /// The pool's shared map (and its liveness).
+    /// The pool's shared map (weak: an idle connection keeps its pool alive through its
+    /// `Home` already).
     shared: Weak<Shared>,
     /// The pool's identity (the thread-local map's key).
     pool: u64,
@@ -213,11 +198,6 @@ impl IdleWatch {
     /// Before a check: a wake from now on marks again.
     pub(crate) fn reset(&self) {
         self.woken.store(false, Ordering::Relaxed);
-    }
-
-    /// The pool's shared map.
-    pub(crate) fn owner(&self) -> Weak<Shared> {
-        self.shared.clone()
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use super::framing::{
     encode_request_head, parse_response_head, request_framing, response_framing,
 };
 use super::h1::Pool;
-use super::idle::{self, IdleWatch, Shared};
+use super::idle::{self, IdleWatch};
 use crate::proxy::body::UpstreamBody;
 use crate::upstream::policy::ConnectionSettings;
 
@@ -256,11 +256,6 @@ impl Conn {
     /// Whether its watch was woken since it was last checked (never watched: yes).
     pub(crate) fn idle_woken(&self) -> bool {
         self.idle.as_ref().is_none_or(|(watch, _)| watch.woken())
-    }
-
-    /// The shared map of the pool it is watched for.
-    pub(crate) fn idle_owner(&self) -> Weak<Shared> {
-        self.idle.as_ref().map_or_else(Weak::new, |(watch, _)| watch.owner())
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
