@@ -8,10 +8,20 @@
 //! its response body has been read to the end ([`PooledBody`]) and it can carry another
 //! request; a body dropped early, an error, or a full pool closes it. Idle connections are
 //! kept newest first (LIFO), at most `maxIdlePerEndpoint` per endpoint (default
-//! [`MAX_IDLE_PER_ENDPOINT`]), for at most `idleTimeout` (default [`POOL_IDLE_TIMEOUT`]),
-//! and checked at checkout (closed by the upstream, or data sent unasked: let go). A
-//! connection is only ever reused for the transport it was made with: a plain connection
-//! never serves a TLS backend, nor a connection made with one TLS configuration another.
+//! [`MAX_IDLE_PER_ENDPOINT`]), for at most `idleTimeout` (default [`POOL_IDLE_TIMEOUT`]);
+//! expired ones are dropped at checkout, and those of every endpoint at a checkin once per
+//! `min(idleTimeout, POOL_IDLE_TIMEOUT)`. A connection is only ever reused for the
+//! transport it was made with: a plain connection never serves a TLS backend, nor a
+//! connection made with one TLS configuration another.
+//!
+//! A per-core worker thread ([`super::set_pool_worker`]) keeps the idle connections it
+//! made in a map of its own thread: no lock and no atomic operation at checkout and
+//! checkin. Other threads (the work-stealing runtime's, a single worker's) share one map
+//! behind a mutex. Either way, an idle connection the upstream closes (or sends anything
+//! on) is dropped when its event loop sees it, giving back its slot in the backend's
+//! connection count (`circuitBreaker.maxConnections`) without waiting for a request; a
+//! connection not seen so since its checkin needs no check at checkout. See
+//! [`super::idle`].
 
 use std::net::SocketAddr;
 use std::pin::Pin;
