@@ -14,18 +14,13 @@
 //! transport it was made with: a plain connection never serves a TLS backend, nor a
 //! connection made with one TLS configuration another.
 //!
-//! A per-core worker thread ([`super::set_pool_worker`]) keeps the idle connections it
-//! made in a map of its own thread: no lock and no atomic operation at checkout and
-//! checkin. Other threads (the work-stealing runtime's, a single worker's) share one map
-//! behind a mutex. Either way, an idle connection the upstream closes (or sends anything
-//! on) is dropped when its event loop sees it, giving back its slot in the backend's
-//! connection count (`circuitBreaker.maxConnections`) without waiting for a request; a
-//! connection not seen so since its checkin needs no check at checkout. See
-//! [`super::idle`].
+//! An idle connection the upstream closes (or sends anything on) is dropped as soon as its
+//! event loop sees it, giving back its slot in the backend's connection count
+//! (`circuitBreaker.maxConnections`) without waiting for a request; a connection not seen
+//! so since its checkin needs no check at checkout. See [`super::idle`].
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,7 +33,7 @@ use hyper_util::rt::TokioIo;
 
 use super::connect::{self, Reservation};
 use super::framing::UpstreamError;
-use super::idle::{self, Shared};
+use super::idle::Shared;
 use super::lean::{Conn, Home, Stream};
 use super::{PoolKey, Transport};
 use crate::proxy::body::UpstreamBody;
@@ -51,34 +46,17 @@ pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// The sending half of a hyper HTTP/1.1 connection (upgrade requests, health checks).
 pub(crate) type Sender = SendRequest<UpstreamBody>;
 
-/// The identity of the next pool (the key of its connections in the per-core workers'
-/// thread-local maps).
-static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
-
-/// Idle upstream connections by endpoint and transport, shared by every snapshot: a
-/// per-core worker's in a map of its own thread, the other threads' in one shared map
-/// (see [`super::idle`]).
+/// Idle upstream connections by endpoint and transport, shared by every snapshot (see
+/// [`super::idle`]).
+#[derive(Default)]
 pub struct Pool {
-    id: u64,
     shared: Arc<Shared>,
-}
-
-impl Default for Pool {
-    fn default() -> Self {
-        Pool { id: NEXT_POOL.fetch_add(1, Ordering::Relaxed), shared: Arc::default() }
-    }
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool").field("idle", &self.count(|_| true)).finish()
     }
-}
-
-/// Whether `key`'s connections are this thread's own: it is the per-core worker that
-/// made them.
-fn is_local(key: &PoolKey) -> bool {
-    key.worker != 0 && super::pool_worker() == key.worker
 }
 
 /// Why a new upstream connection could not be made.
@@ -125,23 +103,16 @@ pub enum ConnectError {
 }
 
 /// Returns a connection whose exchange finished to its pool (its [`Home`]), kept as its
-/// settings say: watched for the upstream closing it, then in this thread's map when this
-/// is the per-core worker that made it (no lock, no atomic operation), else in the pool's
-/// shared one.
+/// settings say, and watched for the upstream closing it.
 fn checkin(mut conn: Box<Conn>) {
     let Some(home) = &conn.home else { return };
-    let (id, key, settings) = (home.pool.id, home.key, home.settings);
+    let (key, settings) = (home.key, home.settings);
     if settings.max_idle_per_endpoint == 0 {
         return;
     }
     // No clock read: idle since its exchange started (the request's own reading).
     let now = conn.used();
     if !conn.watch_idle() {
-        return;
-    }
-    if is_local(&key) {
-        // Kept, or closed when this thread's map is gone (the thread is ending).
-        idle::with_local(move |local| local.checkin((id, key), conn, now, settings));
         return;
     }
     let Some(home) = &conn.home else { return };
@@ -151,50 +122,31 @@ fn checkin(mut conn: Box<Conn>) {
 
 impl Pool {
     /// The newest open idle connection for `key`, if any. Expired connections, and ones
-    /// the upstream closed or sent data on while idle, found on the way are dropped. A
-    /// per-core worker looks in its own map, and only when that has none in the shared one
-    /// (connections it made that were returned from another thread).
+    /// the upstream closed or sent data on while idle, found on the way are dropped.
     pub(crate) fn checkout(&self, key: &PoolKey, now: Instant) -> Option<Box<Conn>> {
-        if is_local(key)
-            && let Some(conn) =
-                idle::with_local(|local| local.checkout(&(self.id, *key), now)).flatten()
-        {
-            return Some(conn);
-        }
         self.shared.lock().unwrap_or_else(PoisonError::into_inner).checkout(key, now)
     }
 
-    /// The pool's identity (the key of its connections in thread-local maps).
-    pub(crate) fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The map of the threads that are not per-core workers.
+    /// The map of its idle connections.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
-    /// Idle connections of this pool under the keys `count_it` says: the shared map's and
-    /// this thread's own (a per-core worker's connections are only seen from its thread).
-    fn count(&self, mut count_it: impl FnMut(&PoolKey) -> bool) -> usize {
-        let id = self.id;
-        let local =
-            idle::with_local(|local| local.count_where(|(pool, key)| *pool == id && count_it(key)));
-        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        local.unwrap_or(0) + shared.count_where(|key| count_it(key))
+    /// Idle connections under the keys `count_it` says.
+    fn count(&self, count_it: impl FnMut(&PoolKey) -> bool) -> usize {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner).count_where(count_it)
     }
 
-    /// Idle connections to `addr`, over any transport (for tests and debugging): in the
-    /// shared map, and this thread's own when it is a per-core worker.
+    /// Idle connections to `addr`, over any transport (for tests and debugging).
     pub fn idle_count(&self, addr: SocketAddr) -> usize {
         self.count(|key| key.addr == addr)
     }
 
-    /// Idle connections to `addr` made over `transport` (for tests and debugging): in the
-    /// shared map, and this thread's own when it is a per-core worker.
+    /// Idle connections to `addr` made over `transport` by this thread's per-core worker (or
+    /// the shared pool) (for tests and debugging).
     pub fn idle_count_over(&self, addr: SocketAddr, transport: &Transport) -> usize {
         let want = transport.key(addr);
-        self.count(|key| key.addr == want.addr && key.transport == want.transport)
+        self.count(|key| *key == want)
     }
 }
 

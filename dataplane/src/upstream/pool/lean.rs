@@ -179,7 +179,7 @@ impl Conn {
     pub(crate) fn watch_idle(&mut self) -> bool {
         if self.idle.is_none() {
             let Some(home) = &self.home else { return false };
-            self.idle = Some(IdleWatch::new(home.pool.shared(), home.pool.id(), home.key));
+            self.idle = Some(IdleWatch::new(home.pool.shared(), home.key));
         }
         self.check_idle()
     }

@@ -75,7 +75,7 @@ impl Transport {
         PoolKey {
             addr,
             transport: self.tls.as_ref().map_or(0, |tls| tls.id()),
-            worker: pool_worker(),
+            worker: POOL_WORKER.with(Cell::get),
         }
     }
 }
@@ -89,17 +89,10 @@ thread_local! {
 /// per-core`): the pooled HTTP/1.1 connections it opens are reused only by requests on this
 /// thread. A connection's socket is registered with the event loop of the runtime that
 /// opened it, so using it from another worker's runtime costs a cross-thread wake-up per
-/// read. Its idle connections are kept in a map of its own thread (no lock, no atomic
-/// operation at checkout and checkin), and dropped with it when the thread ends. Threads
-/// never marked (the work-stealing runtime's) share one pool behind a mutex. Each worker
+/// read. Threads never marked (the work-stealing runtime's) share one pool. Each worker
 /// keeps up to `maxIdlePerEndpoint` idle connections of its own.
 pub fn set_pool_worker(worker: u32) {
     POOL_WORKER.with(|w| w.set(worker));
-}
-
-/// The per-core worker this thread is ([`set_pool_worker`]), 0 when none.
-pub(crate) fn pool_worker() -> u32 {
-    POOL_WORKER.with(Cell::get)
 }
 
 /// What pooled connections are keyed by: the endpoint, and the identity of the transport
