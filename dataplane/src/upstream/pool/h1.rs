@@ -8,15 +8,20 @@
 //! its response body has been read to the end ([`PooledBody`]) and it can carry another
 //! request; a body dropped early, an error, or a full pool closes it. Idle connections are
 //! kept newest first (LIFO), at most `maxIdlePerEndpoint` per endpoint (default
-//! [`MAX_IDLE_PER_ENDPOINT`]), for at most `idleTimeout` (default [`POOL_IDLE_TIMEOUT`]),
-//! and checked at checkout (closed by the upstream, or data sent unasked: let go). A
-//! connection is only ever reused for the transport it was made with: a plain connection
-//! never serves a TLS backend, nor a connection made with one TLS configuration another.
+//! [`MAX_IDLE_PER_ENDPOINT`]), for at most `idleTimeout` (default [`POOL_IDLE_TIMEOUT`]);
+//! expired ones are dropped at checkout, and those of every endpoint at a checkin once per
+//! `min(idleTimeout, POOL_IDLE_TIMEOUT)`. A connection is only ever reused for the
+//! transport it was made with: a plain connection never serves a TLS backend, nor a
+//! connection made with one TLS configuration another.
+//!
+//! An idle connection the upstream closes (or sends anything on) is dropped as soon as its
+//! event loop sees it, giving back its slot in the backend's connection count
+//! (`circuitBreaker.maxConnections`) without waiting for a request; a connection not seen
+//! so since its checkin needs no check at checkout. See [`super::idle`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,10 +33,10 @@ use hyper_util::rt::TokioIo;
 
 use super::connect::{self, Reservation};
 use super::framing::UpstreamError;
+use super::idle::Shared;
 use super::lean::{Conn, Home, Stream};
 use super::{PoolKey, Transport};
 use crate::proxy::body::UpstreamBody;
-use crate::upstream::policy::ConnectionSettings;
 
 /// How long an idle pooled upstream connection is kept by default.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -41,39 +46,16 @@ pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// The sending half of a hyper HTTP/1.1 connection (upgrade requests, health checks).
 pub(crate) type Sender = SendRequest<UpstreamBody>;
 
-struct Idle {
-    conn: Box<Conn>,
-    since: Instant,
-}
-
-#[derive(Default)]
-struct Slots {
-    /// foldhash: SipHash of the address was ~2% of a proxied request's instructions.
-    idle: HashMap<PoolKey, Entry, foldhash::fast::RandomState>,
-    /// When expired connections of every endpoint were last dropped.
-    swept: Option<Instant>,
-}
-
-/// The idle connections of one endpoint and transport.
-struct Entry {
-    /// Oldest first.
-    conns: Vec<Idle>,
-    /// How long they are kept (`connection.idleTimeout` of the last backend that returned
-    /// one).
-    idle_timeout: Duration,
-}
-
-/// Idle upstream connections by endpoint and transport, shared by every snapshot.
+/// Idle upstream connections by endpoint and transport, shared by every snapshot (see
+/// [`super::idle`]).
 #[derive(Default)]
 pub struct Pool {
-    slots: Mutex<Slots>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle: usize = slots.idle.values().map(|e| e.conns.len()).sum();
-        f.debug_struct("Pool").field("idle", &idle).finish()
+        f.debug_struct("Pool").field("idle", &self.count(|_| true)).finish()
     }
 }
 
@@ -120,69 +102,51 @@ pub enum ConnectError {
     },
 }
 
+/// Returns a connection whose exchange finished to its pool (its [`Home`]), kept as its
+/// settings say, and watched for the upstream closing it.
+fn checkin(mut conn: Box<Conn>) {
+    let Some(home) = &conn.home else { return };
+    let (key, settings) = (home.key, home.settings);
+    if settings.max_idle_per_endpoint == 0 {
+        return;
+    }
+    // No clock read: idle since its exchange started (the request's own reading).
+    let now = conn.used();
+    if !conn.watch_idle() {
+        return;
+    }
+    let Some(home) = &conn.home else { return };
+    let shared = Arc::clone(&home.pool.shared);
+    shared.lock().unwrap_or_else(PoisonError::into_inner).checkin(key, conn, now, settings);
+}
+
 impl Pool {
     /// The newest open idle connection for `key`, if any. Expired connections, and ones
     /// the upstream closed or sent data on while idle, found on the way are dropped.
     pub(crate) fn checkout(&self, key: &PoolKey, now: Instant) -> Option<Box<Conn>> {
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = slots.idle.get_mut(key)?;
-        while let Some(idle) = entry.conns.pop() {
-            if now.duration_since(idle.since) >= entry.idle_timeout {
-                // Newest first: everything below is older still.
-                entry.conns.clear();
-                return None;
-            }
-            let mut conn = idle.conn;
-            if conn.is_idle_usable() {
-                return Some(conn);
-            }
-        }
-        None
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner).checkout(key, now)
     }
 
-    /// Returns a connection whose exchange finished to the pool of `key`, kept as
-    /// `settings` say.
-    pub(crate) fn checkin(&self, key: PoolKey, conn: Box<Conn>, settings: ConnectionSettings) {
-        if settings.max_idle_per_endpoint == 0 {
-            return;
-        }
-        // No clock read: idle since its exchange started (the request's own reading).
-        let now = conn.used();
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let sweep_every = settings.idle_timeout.min(POOL_IDLE_TIMEOUT);
-        if slots.swept.is_none_or(|t| now.duration_since(t) >= sweep_every) {
-            slots.swept = Some(now);
-            slots.idle.retain(|_, entry| {
-                let timeout = entry.idle_timeout;
-                entry.conns.retain_mut(|e| {
-                    now.duration_since(e.since) < timeout && e.conn.is_idle_usable()
-                });
-                !entry.conns.is_empty()
-            });
-        }
-        let entry = slots
-            .idle
-            .entry(key)
-            .or_insert_with(|| Entry { conns: Vec::new(), idle_timeout: settings.idle_timeout });
-        entry.idle_timeout = settings.idle_timeout;
-        if entry.conns.len() >= settings.max_idle_per_endpoint {
-            // Keep the newest: the oldest is the likeliest to be closed by the upstream.
-            let excess = entry.conns.len() + 1 - settings.max_idle_per_endpoint;
-            entry.conns.drain(..excess);
-        }
-        entry.conns.push(Idle { conn, since: now });
+    /// The map of its idle connections.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Idle connections under the keys `count_it` says.
+    fn count(&self, count_it: impl FnMut(&PoolKey) -> bool) -> usize {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner).count_where(count_it)
     }
 
     /// Idle connections to `addr`, over any transport (for tests and debugging).
     pub fn idle_count(&self, addr: SocketAddr) -> usize {
-        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.idle.iter().filter(|(k, _)| k.addr == addr).map(|(_, e)| e.conns.len()).sum()
+        self.count(|key| key.addr == addr)
     }
 
-    /// Idle connections to `addr` made over `transport` (for tests and debugging).
+    /// Idle connections to `addr` made over `transport` by this thread's per-core worker (or
+    /// the shared pool) (for tests and debugging).
     pub fn idle_count_over(&self, addr: SocketAddr, transport: &Transport) -> usize {
-        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.idle.get(&transport.key(addr)).map_or(0, |e| e.conns.len())
+        let want = transport.key(addr);
+        self.count(|key| *key == want)
     }
 }
 
@@ -334,11 +298,8 @@ impl PooledBody {
         if let Inner::Lean(mut conn) = std::mem::replace(&mut self.inner, Inner::Ended) {
             // What is left of a request body the upstream did not wait for is let go.
             conn.abandon_request_body();
-            if conn.reusable()
-                && let Some(home) = &conn.home
-            {
-                let (pool, key, settings) = (Arc::clone(&home.pool), home.key, home.settings);
-                pool.checkin(key, conn, settings);
+            if conn.reusable() {
+                checkin(conn);
             }
         }
     }

@@ -6,7 +6,10 @@
 //! written when the response head arrives (an upstream that answers early, or streams its
 //! answer while it reads) goes on being written as the response body is polled. At the
 //! end of the response the connection goes back to the pool when it can carry another
-//! request; anything else closes it. Framing is in [`super::framing`].
+//! request; anything else closes it. Framing is in [`super::framing`]; the writing of the
+//! request, in [`send`].
+
+mod send;
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{Method, Response};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,8 +31,10 @@ use super::framing::{
     encode_request_head, parse_response_head, request_framing, response_framing,
 };
 use super::h1::Pool;
+use super::idle::{self, IdleWatch};
 use crate::proxy::body::UpstreamBody;
 use crate::upstream::policy::ConnectionSettings;
+use send::{Outgoing, Sending};
 
 /// Bytes read at once when the read buffer has less room than [`MIN_SPARE`].
 const READ_SIZE: usize = 16 * 1024;
@@ -106,59 +111,6 @@ pub(crate) struct Home {
     pub(crate) settings: ConnectionSettings,
 }
 
-/// Bytes waiting to be written: a head (the request head, or a chunk's size line), data,
-/// and a fixed tail (CRLF after a chunk, the last chunk), written with one `writev`.
-#[derive(Default)]
-struct Outgoing {
-    head: Bytes,
-    data: Bytes,
-    tail: &'static [u8],
-}
-
-impl Outgoing {
-    fn is_empty(&self) -> bool {
-        self.head.is_empty() && self.data.is_empty() && self.tail.is_empty()
-    }
-
-    /// Only a head waits: a body frame can be added to the same write.
-    fn takes_data(&self) -> bool {
-        self.data.is_empty() && self.tail.is_empty()
-    }
-
-    /// Drops what `n` written bytes covered; a buffer written in full is let go at once
-    /// (the head's allocation is then reused for the next head).
-    fn advance(&mut self, mut n: usize) {
-        let h = n.min(self.head.len());
-        if h == self.head.len() {
-            self.head = Bytes::new();
-        } else {
-            self.head.advance(h);
-        }
-        n -= h;
-        let d = n.min(self.data.len());
-        if d == self.data.len() {
-            self.data = Bytes::new();
-        } else {
-            self.data.advance(d);
-        }
-        n -= d;
-        self.tail = &self.tail[n.min(self.tail.len())..];
-    }
-}
-
-/// How far the request has been written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sending {
-    /// Frames still to come from the body.
-    Body,
-    /// Everything queued; writing and flushing it.
-    Last,
-    /// Written and flushed.
-    Done,
-    /// Writing failed, or was given up (the response ended first).
-    Stopped,
-}
-
 /// How far the response body has been read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reading {
@@ -192,6 +144,9 @@ pub(crate) struct Conn {
     keep_alive: bool,
     /// When the current (or last) exchange started: idle since then in the pool.
     used: Instant,
+    /// Its watch while idle in the pool, and the watch's waker (made at its first
+    /// checkin; see [`super::idle`]).
+    idle: Option<(Arc<IdleWatch>, Waker)>,
 }
 
 impl Conn {
@@ -214,25 +169,48 @@ impl Conn {
             reading: Reading::Done,
             keep_alive: false,
             used: Instant::now(),
+            idle: None,
         })
     }
 
+    /// Going idle in its home pool: whether it is still usable (see [`Conn::check_idle`]),
+    /// its watch's waker then registered with the event loop to hear of the upstream
+    /// closing it (the watch is made at its first checkin).
+    pub(crate) fn watch_idle(&mut self) -> bool {
+        if self.idle.is_none() {
+            let Some(home) = &self.home else { return false };
+            self.idle = Some(IdleWatch::new(home.pool.shared(), home.key));
+        }
+        self.check_idle()
+    }
+
     /// Whether an idle connection still looks usable: the upstream has not closed it nor
-    /// sent anything since (one read attempt with a no-op waker; no system call while the
-    /// socket is not readable).
-    pub(crate) fn is_idle_usable(&mut self) -> bool {
+    /// sent anything since (one read attempt with its watch's waker, which stays
+    /// registered when there is nothing to read; no system call while the socket is not
+    /// readable).
+    pub(crate) fn check_idle(&mut self) -> bool {
         if !self.read.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(self.poll_fill(&mut cx), Poll::Pending)
+        let Conn { io, read, idle, .. } = self;
+        let waker = match idle {
+            Some((watch, waker)) => {
+                watch.reset();
+                &*waker
+            }
+            None => Waker::noop(),
+        };
+        let mut cx = Context::from_waker(waker);
+        idle::checking(|| matches!(fill(io, read, &mut cx), Poll::Pending))
+    }
+
+    /// Whether its watch was woken since it was last checked (never watched: yes).
+    pub(crate) fn idle_woken(&self) -> bool {
+        self.idle.as_ref().is_none_or(|(watch, _)| watch.woken())
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < MIN_SPARE {
-            self.read.reserve(READ_SIZE);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+        fill(&mut self.io, &mut self.read, cx)
     }
 
     /// Serializes the request head (framing headers added as hyper's client adds them),
@@ -304,119 +282,6 @@ impl Conn {
     /// Whether a response byte has arrived.
     pub(crate) fn received(&self) -> bool {
         self.received
-    }
-
-    /// Writes what can be written of the request now; `Ready(Ok)` once it has all been
-    /// written and flushed.
-    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        loop {
-            let mut body_pending = false;
-            if self.sending == Sending::Body && self.out.takes_data() {
-                match self.poll_body(cx) {
-                    Poll::Pending => body_pending = true,
-                    Poll::Ready(result) => result?,
-                }
-            }
-            while !self.out.is_empty() {
-                let slices = [
-                    IoSlice::new(&self.out.head),
-                    IoSlice::new(&self.out.data),
-                    IoSlice::new(self.out.tail),
-                ];
-                let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))
-                    .map_err(UpstreamError::Write)?;
-                if n == 0 {
-                    return Poll::Ready(Err(UpstreamError::Write(io::ErrorKind::WriteZero.into())));
-                }
-                self.out.advance(n);
-            }
-            match self.sending {
-                Sending::Body if !body_pending => continue,
-                Sending::Body => {
-                    ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(UpstreamError::Write)?;
-                    return Poll::Pending;
-                }
-                _ => {
-                    ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(UpstreamError::Write)?;
-                    self.sending = Sending::Done;
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
-    }
-
-    /// Takes the next body frame into `out`.
-    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
-        let Some(body) = self.body.as_mut() else {
-            self.finish_body()?;
-            return Poll::Ready(Ok(()));
-        };
-        loop {
-            match ready!(Pin::new(&mut *body).poll_frame(cx)) {
-                None => {
-                    self.finish_body()?;
-                    return Poll::Ready(Ok(()));
-                }
-                Some(Err(e)) => return Poll::Ready(Err(UpstreamError::RequestBody(e))),
-                Some(Ok(frame)) => {
-                    // Trailers are dropped, as hyper drops them without a `Trailer`
-                    // header (a hop-by-hop header the proxy removes).
-                    let Ok(data) = frame.into_data() else { continue };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    let n = data.len() as u64;
-                    match self.framing {
-                        RequestFraming::Length(_) => {
-                            if n > self.owed {
-                                return Poll::Ready(Err(UpstreamError::RequestBodyLength));
-                            }
-                            self.owed -= n;
-                            self.out.data = data;
-                            if self.owed == 0 {
-                                // hyper stops at the length, without waiting for the end.
-                                self.body = None;
-                                self.sending = Sending::Last;
-                            }
-                        }
-                        RequestFraming::Chunked | RequestFraming::Empty => {
-                            let mut line = [0u8; 18];
-                            let len = chunk_size_line(n, &mut line);
-                            // After what is left of the request head, if any (the first
-                            // chunk goes out in the same write).
-                            let mut head = std::mem::take(&mut self.scratch);
-                            head.extend_from_slice(&self.out.head);
-                            head.extend_from_slice(&line[..len]);
-                            self.out.head = head.split().freeze();
-                            self.scratch = head;
-                            self.out.data = data;
-                            self.out.tail = b"\r\n";
-                        }
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
-    }
-
-    /// The body ended: the last chunk, or a check that the length was met.
-    fn finish_body(&mut self) -> Result<(), UpstreamError> {
-        self.body = None;
-        self.sending = Sending::Last;
-        match self.framing {
-            RequestFraming::Chunked => self.out.tail = b"0\r\n\r\n",
-            RequestFraming::Length(_) if self.owed != 0 => {
-                return Err(UpstreamError::RequestBodyLength);
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Writing failed: no more writing; the error is kept for when no response comes.
-    fn stop_sending(&mut self, error: io::Error) {
-        self.sending = Sending::Stopped;
-        self.write_error = Some(error);
     }
 
     /// Drives the exchange until the final response head: the request is written while
@@ -563,48 +428,12 @@ impl Conn {
             && self.sending == Sending::Done
             && self.read.is_empty()
     }
-
-    /// The response ended before the request body was written: the rest of the client's
-    /// body is read and discarded in the background (the client keeps its connection).
-    pub(crate) fn abandon_request_body(&mut self) {
-        if let Some(body) = self.body.take() {
-            body.abandon();
-        }
-        if matches!(self.sending, Sending::Body | Sending::Last) {
-            self.sending = Sending::Stopped;
-        }
-    }
 }
 
-/// Writes `n` as a chunk size line (`{n:x}\r\n`) into `out`; returns its length.
-fn chunk_size_line(n: u64, out: &mut [u8; 18]) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, slot) in out.iter_mut().take(digits).enumerate() {
-        let shift = 4 * (digits - 1 - i);
-        *slot = HEX[((n >> shift) & 0xf) as usize];
+/// Reads what `io` has into `read` (growing it by [`READ_SIZE`] below [`MIN_SPARE`] of room).
+fn fill(io: &mut Stream, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if read.capacity() - read.len() < MIN_SPARE {
+        read.reserve(READ_SIZE);
     }
-    out[digits] = b'\r';
-    out[digits + 1] = b'\n';
-    digits + 2
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::chunk_size_line;
-
-    #[test]
-    fn chunk_size_lines_are_lowercase_hex() {
-        for (n, want) in [(1u64, "1\r\n"), (15, "f\r\n"), (16, "10\r\n"), (0x1234ab, "1234ab\r\n")]
-        {
-            let mut line = [0u8; 18];
-            let len = chunk_size_line(n, &mut line);
-            assert_eq!(std::str::from_utf8(&line[..len]).unwrap(), want);
-        }
-        let mut line = [0u8; 18];
-        let len = chunk_size_line(u64::MAX, &mut line);
-        assert_eq!(&line[..len], b"ffffffffffffffff\r\n");
-    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, read)
 }

@@ -10,6 +10,9 @@ pub mod connect;
 pub mod framing;
 pub mod h1;
 pub mod h2;
+mod idle;
+#[cfg(test)]
+mod idle_tests;
 pub(crate) mod lean;
 #[cfg(test)]
 pub(crate) mod testing;
