@@ -477,4 +477,11 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SystemExit as stop:
+        # A figure that fails (errors in a run, a peer that did not start) stops the bench:
+        # the figures measured before it are still printed.
+        if stop.code not in (0, None) and ROWS:
+            print_table(f"weir bench: STOPPED ({stop.code}); the figures measured before that:")
+        raise
