@@ -205,8 +205,9 @@ impl Conflicts {
             return this;
         }
         let mut touched: BTreeSet<Key> = BTreeSet::new();
-        // The keys of the changed Routes, computed once for the pass below.
-        let mut computed: BTreeMap<&ObjectRef, Vec<(Key, Owner)>> = BTreeMap::new();
+        // The changed Routes that are served, with their keys (computed once: the pass
+        // below reuses them) and what they were computed from, in key order.
+        let mut computed = Vec::with_capacity(changed.len());
         for key in &changed {
             if let Some((route, status)) = this.routes.remove(key) {
                 for (k, owner) in &keys_of(key, &route, &status) {
@@ -230,67 +231,81 @@ impl Conflicts {
                 list.insert(at, owner.clone());
                 touched.insert(*k);
             }
-            computed.insert(key, keys);
-            this.routes.insert(key.clone(), (Arc::clone(route), status));
+            this.routes.insert(key.clone(), (Arc::clone(route), Arc::clone(&status)));
+            computed.push((key.clone(), Arc::clone(route), status, keys));
         }
-        // Every Route holding a touched key may have gained or lost a conflict.
-        let mut affected: BTreeSet<ObjectRef> = changed.clone();
+        // Every other Route holding a touched key may have gained or lost a conflict too.
+        let mut others: BTreeSet<ObjectRef> = BTreeSet::new();
         for k in &touched {
             for owner in this.owners.get(k).into_iter().flatten() {
-                affected.insert(owner.route.clone());
+                if !changed.contains(&owner.route) {
+                    others.insert(owner.route.clone());
+                }
             }
         }
-        for key in affected {
-            let Some((route, status)) = this.routes.get(&key).cloned() else { continue };
-            let recomputed;
-            let keys = match computed.get(&key) {
-                Some(keys) => keys,
-                None => {
-                    recomputed = keys_of(&key, &route, &status);
-                    &recomputed
-                }
-            };
-            let hosts = hosts_of(&route);
-            let mut messages: BTreeMap<(u32, u32), Vec<String>> = BTreeMap::new();
-            for (k, owner) in keys.iter() {
-                let Some(winner) = this.owners.get(k).and_then(|l| l.first()) else { continue };
-                if winner.route == key {
-                    continue;
-                }
-                let host = match hosts.get(owner.host as usize).map(String::as_str) {
-                    None | Some("") => "any host".to_owned(),
-                    Some(h) => format!("host {h}"),
-                };
-                messages.entry((owner.rule, owner.index)).or_default().push(format!(
-                    "spec.rules[{}].matches[{}] for {host} is identical to a match of {}, which \
-                     wins the tie-break (older, or first by namespace/name): it is never served \
-                     there",
-                    owner.rule,
-                    owner.index,
-                    describe(&winner.route)
-                ));
-            }
-            let text: Vec<String> = messages.into_values().flatten().collect();
-            let had = status.condition(CONFLICTED).cloned();
-            let generation = status.generation;
-            let wanted = (!text.is_empty()).then(|| Condition {
-                type_: CONFLICTED.to_owned(),
-                status: "True".to_owned(),
-                reason: MATCH_CONFLICT.to_owned(),
-                message: text.join("; "),
-                observed_generation: Some(generation),
-                last_transition_time: None,
-            });
-            if had == wanted {
-                continue;
-            }
-            let mut next = ObjectStatus::clone(&status);
-            next.conditions.retain(|c| c.type_ != CONFLICTED);
-            next.conditions.extend(wanted);
-            let next = Arc::new(next);
-            statuses.insert((Kind::Route, key.clone()), Arc::clone(&next));
-            this.routes.insert(key, (route, next));
+        let others: Vec<_> = others
+            .into_iter()
+            .filter_map(|key| {
+                let (route, status) = this.routes.get(&key).cloned()?;
+                let keys = keys_of(&key, &route, &status);
+                Some((key, route, status, keys))
+            })
+            .collect();
+        for (key, route, status, keys) in computed.into_iter().chain(others) {
+            this.set_condition(statuses, key, route, &status, &keys);
         }
         this
+    }
+
+    /// Writes the `Conflicted` condition of the Route `key` (holding `keys`) from the
+    /// current owners, when it differs from the one `status` has.
+    fn set_condition(
+        &mut self,
+        statuses: &mut Statuses,
+        key: ObjectRef,
+        route: Arc<RouteObject>,
+        status: &ObjectStatus,
+        keys: &[(Key, Owner)],
+    ) {
+        let hosts = hosts_of(&route);
+        let mut messages: BTreeMap<(u32, u32), Vec<String>> = BTreeMap::new();
+        for (k, owner) in keys {
+            let Some(winner) = self.owners.get(k).and_then(|l| l.first()) else { continue };
+            if winner.route == key {
+                continue;
+            }
+            let host = match hosts.get(owner.host as usize).map(String::as_str) {
+                None | Some("") => "any host".to_owned(),
+                Some(h) => format!("host {h}"),
+            };
+            messages.entry((owner.rule, owner.index)).or_default().push(format!(
+                "spec.rules[{}].matches[{}] for {host} is identical to a match of {}, which \
+                 wins the tie-break (older, or first by namespace/name): it is never served \
+                 there",
+                owner.rule,
+                owner.index,
+                describe(&winner.route)
+            ));
+        }
+        let text: Vec<String> = messages.into_values().flatten().collect();
+        let had = status.condition(CONFLICTED).cloned();
+        let generation = status.generation;
+        let wanted = (!text.is_empty()).then(|| Condition {
+            type_: CONFLICTED.to_owned(),
+            status: "True".to_owned(),
+            reason: MATCH_CONFLICT.to_owned(),
+            message: text.join("; "),
+            observed_generation: Some(generation),
+            last_transition_time: None,
+        });
+        if had == wanted {
+            return;
+        }
+        let mut next = ObjectStatus::clone(status);
+        next.conditions.retain(|c| c.type_ != CONFLICTED);
+        next.conditions.extend(wanted);
+        let next = Arc::new(next);
+        statuses.insert((Kind::Route, key.clone()), Arc::clone(&next));
+        self.routes.insert(key, (route, next));
     }
 }
