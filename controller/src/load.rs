@@ -73,35 +73,19 @@ pub enum Object {
     Namespace(Arc<Namespace>),
 }
 
-/// Applies `$body` to the `Arc` inside any [`Object`] variant, bound as `$o`.
+/// Applies `$body` to the `Arc` inside any [`Object`] variant, bound as `$o`; with a
+/// `Route => $route` arm, `$route` for a Route instead (whose metadata is a [`RouteMeta`](crate::index::RouteMeta),
+/// not an `ObjectMeta`).
 macro_rules! each_object {
     ($object:expr, $o:ident => $body:expr) => {
-        match $object {
-            Object::Route($o) => $body,
-            Object::Plugin($o) => $body,
-            Object::Consumer($o) => $body,
-            Object::BackendPolicy($o) => $body,
-            Object::Service($o) => $body,
-            Object::EndpointSlice($o) => $body,
-            Object::Secret($o) => $body,
-            Object::GatewayClass($o) => $body,
-            Object::Gateway($o) => $body,
-            Object::HttpRoute($o) => $body,
-            Object::GrpcRoute($o) => $body,
-            Object::ReferenceGrant($o) => $body,
-            Object::Ingress($o) => $body,
-            Object::IngressClass($o) => $body,
-            Object::Namespace($o) => $body,
-        }
+        each_object!($object, $o => $body, Route($o) => $body)
     };
-}
-
-/// Like [`each_object!`], with `$route` for a `Route` (whose metadata is a
-/// [`RouteMeta`], not an `ObjectMeta`).
-macro_rules! each_other_object {
     ($object:expr, $o:ident => $body:expr, Route => $route:expr) => {
+        each_object!($object, $o => $body, Route(_) => $route)
+    };
+    ($object:expr, $o:ident => $body:expr, Route($r:pat) => $route:expr) => {
         match $object {
-            Object::Route(_) => $route,
+            Object::Route($r) => $route,
             Object::Plugin($o) => $body,
             Object::Consumer($o) => $body,
             Object::BackendPolicy($o) => $body,
@@ -142,14 +126,14 @@ impl Object {
         }
     }
 
-    /// The object's metadata; `None` for a Route, which keeps only [`RouteMeta`].
+    /// The object's metadata; `None` for a Route, which keeps only [`RouteMeta`](crate::index::RouteMeta).
     pub fn meta(&self) -> Option<&ObjectMeta> {
-        Some(each_other_object!(self, o => &o.metadata, Route => return None))
+        Some(each_object!(self, o => &o.metadata, Route => return None))
     }
 
     /// The object's metadata, mutably; `None` for a Route (see [`Object::meta`]).
     pub fn meta_mut(&mut self) -> Option<&mut ObjectMeta> {
-        Some(each_other_object!(self, o => &mut Arc::make_mut(o).metadata, Route => return None))
+        Some(each_object!(self, o => &mut Arc::make_mut(o).metadata, Route => return None))
     }
 
     /// `metadata.generation`.
@@ -199,7 +183,7 @@ impl Object {
     pub fn key(&self) -> ObjectRef {
         let m = match self {
             Object::Route(r) => return r.metadata.key.clone(),
-            other => each_other_object!(other, o => &o.metadata, Route => return other.key()),
+            other => each_object!(other, o => &o.metadata, Route => return other.key()),
         };
         let namespace = if self.kind().namespaced() {
             m.namespace.clone().unwrap_or_else(|| "default".to_owned())

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::testing::{Ca, server_config};
+use super::testing::{Ca, eventually, server_config};
 use super::*;
 use crate::upstream::tls::TlsRoots;
 
@@ -142,17 +142,6 @@ async fn ok(upstream: &Upstream, addr: SocketAddr, transport: &Transport) {
     let response = get(upstream, addr, transport).await;
     let body = tokio::time::timeout(BOUND, response.into_body().collect()).await.unwrap().unwrap();
     assert_eq!(body.to_bytes(), "ok");
-}
-
-/// Waits (bounded) until `f` holds, the runtime running meanwhile.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    tokio::time::timeout(BOUND, async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never: {what}"));
 }
 
 /// An idle connection the origin closes gives back its slot with no request made, then a

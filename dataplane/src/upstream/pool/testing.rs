@@ -274,3 +274,15 @@ impl Logs {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// Waits (at most 10 s) until `f` holds, the runtime running meanwhile; panics naming
+/// `what` otherwise.
+pub(crate) async fn eventually(what: &str, f: impl Fn() -> bool) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !f() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never: {what}"));
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 
-use super::testing::{Ca, Leaf, Logs, Silent, TestOrigin, server_config, server_config_with};
+use super::testing::{
+    Ca, Leaf, Logs, Silent, TestOrigin, eventually, server_config, server_config_with,
+};
 use super::*;
 use crate::upstream::tls::{ClientIdentity, TlsRoots};
 
@@ -83,17 +85,6 @@ fn connect_error(result: Result<Response<PooledBody>, AttemptError>) -> ConnectE
         Err(AttemptError::Connect(e, _)) => e,
         Err(AttemptError::Exchange(e)) => panic!("exchange failed: {e}"),
     }
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    tokio::time::timeout(BOUND, async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never: {what}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
