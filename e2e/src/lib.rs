@@ -21,6 +21,7 @@ pub mod demo;
 pub mod echo;
 pub mod kubectl;
 pub mod process;
+pub mod raw_h2;
 pub mod redis;
 pub mod reload;
 pub mod status;

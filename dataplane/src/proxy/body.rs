@@ -351,13 +351,92 @@ pub enum UpstreamBody {
         slot: BodySlot,
         /// The body once taken.
         taken: Option<ClientBody>,
+        /// A copy of what was sent, when the body may have to go out again (HTTP/2).
+        tape: Option<Tape>,
+    },
+    /// A copy of a body that was sent whole to an upstream that refused its request
+    /// unprocessed (an HTTP/2 stream above a GOAWAY's last stream, or `REFUSED_STREAM`),
+    /// sent again.
+    Replayed {
+        /// The data frames still to send.
+        data: std::collections::VecDeque<Bytes>,
+        /// The trailers, sent after the data.
+        trailers: Option<http::HeaderMap>,
     },
 }
 
 impl UpstreamBody {
     /// A body that streams the client's body out of `slot`.
     pub fn streamed(slot: &BodySlot) -> Self {
-        UpstreamBody::Streamed { slot: Arc::clone(slot), taken: None }
+        UpstreamBody::Streamed { slot: Arc::clone(slot), taken: None, tape: None }
+    }
+
+    /// Keeps a copy of the frames this body sends, up to [`TAPE_LIMIT`] bytes of data, so
+    /// that the request can be sent again whole ([`Recording::replay`]). `None` for a body
+    /// with nothing to record (no body, or already a copy).
+    pub(crate) fn record(&mut self) -> Option<Tape> {
+        match self {
+            UpstreamBody::Streamed { tape, .. } => {
+                Some(Arc::clone(tape.get_or_insert_with(Tape::default)))
+            }
+            UpstreamBody::Empty | UpstreamBody::Replayed { .. } => None,
+        }
+    }
+}
+
+/// How much of a request body an HTTP/2 request keeps a copy of until its response head,
+/// to send it again if the upstream refuses the stream unprocessed. The copy shares the
+/// received buffers (no bytes are copied); a longer body is not kept and such a request
+/// is not sent again once its body started.
+pub const TAPE_LIMIT: usize = 64 * 1024;
+
+/// A request body's frames as its upstream connection took them ([`UpstreamBody::record`]).
+pub type Tape = Arc<Mutex<Recording>>;
+
+/// What a [`Tape`] holds.
+#[derive(Debug, Default)]
+pub struct Recording {
+    data: Vec<Bytes>,
+    len: usize,
+    trailers: Option<http::HeaderMap>,
+    /// The body ended (its last frame was taken).
+    ended: bool,
+    /// Nothing is kept (the body went past [`TAPE_LIMIT`], or its request got its
+    /// response head: [`Recording::stop`]).
+    overflowed: bool,
+}
+
+impl Recording {
+    /// Lets the copy go and keeps nothing more: the request will not be sent again.
+    pub(crate) fn stop(&mut self) {
+        self.overflowed = true;
+        self.data = Vec::new();
+        self.trailers = None;
+    }
+
+    fn push(&mut self, frame: &Frame<Bytes>, end: bool) {
+        if self.overflowed {
+            return;
+        }
+        if let Some(data) = frame.data_ref() {
+            self.len = self.len.saturating_add(data.len());
+            if self.len > TAPE_LIMIT {
+                self.stop();
+                return;
+            }
+            self.data.push(data.clone());
+        } else if let Some(trailers) = frame.trailers_ref() {
+            self.trailers = Some(trailers.clone());
+        }
+        self.ended |= end;
+    }
+
+    /// The whole body again, when it ended within [`TAPE_LIMIT`].
+    pub(crate) fn replay(&self) -> Option<UpstreamBody> {
+        (self.ended && !self.overflowed).then(|| UpstreamBody::Replayed {
+            data: self.data.iter().cloned().collect(),
+            trailers: self.trailers.clone(),
+        })
     }
 }
 
@@ -368,6 +447,7 @@ impl UpstreamBody {
         match self {
             UpstreamBody::Empty => true,
             UpstreamBody::Streamed { taken, .. } => taken.is_none(),
+            UpstreamBody::Replayed { .. } => false,
         }
     }
 
@@ -399,23 +479,37 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Streamed { slot, taken } => {
+            UpstreamBody::Streamed { slot, taken, tape } => {
                 if taken.is_none() {
                     *taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
                 }
-                match taken {
-                    Some(body) => Pin::new(body).poll_frame(cx),
+                let Some(body) = taken else {
                     // Another attempt owns the body: this one has nothing to send.
-                    None => Poll::Ready(None),
+                    return Poll::Ready(None);
+                };
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                if let Some(tape) = tape {
+                    let mut tape = tape.lock().unwrap_or_else(PoisonError::into_inner);
+                    match &polled {
+                        Poll::Ready(Some(Ok(frame))) => tape.push(frame, body.is_end_stream()),
+                        Poll::Ready(None) => tape.ended = true,
+                        Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+                    }
                 }
+                polled
             }
+            UpstreamBody::Replayed { data, trailers } => match data.pop_front() {
+                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                None => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Streamed { slot, taken } => match taken {
+            UpstreamBody::Replayed { data, trailers } => data.is_empty() && trailers.is_none(),
+            UpstreamBody::Streamed { slot, taken, .. } => match taken {
                 Some(body) => body.is_end_stream(),
                 None => slot
                     .lock()
@@ -429,7 +523,10 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Streamed { slot, taken } => match taken {
+            UpstreamBody::Replayed { data, .. } => {
+                SizeHint::with_exact(data.iter().map(|d| d.len() as u64).sum())
+            }
+            UpstreamBody::Streamed { slot, taken, .. } => match taken {
                 Some(body) => body.size_hint(),
                 None => slot
                     .lock()
@@ -438,5 +535,56 @@ impl Body for UpstreamBody {
                     .map_or(SizeHint::with_exact(0), Body::size_hint),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    fn trailers() -> http::HeaderMap {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        trailers
+    }
+
+    #[tokio::test]
+    async fn a_tape_plays_back_a_whole_body_with_its_trailers() {
+        let mut tape = Recording::default();
+        tape.push(&Frame::data(Bytes::from_static(b"he")), false);
+        // Not ended yet: nothing to play back.
+        assert!(tape.replay().is_none());
+        tape.push(&Frame::data(Bytes::from_static(b"llo")), false);
+        tape.push(&Frame::trailers(trailers()), true);
+        let body = tape.replay().unwrap();
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!body.is_end_stream());
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers()));
+        assert_eq!(collected.to_bytes(), "hello");
+        // The tape still holds the body: it plays back again.
+        assert_eq!(tape.replay().unwrap().collect().await.unwrap().to_bytes(), "hello");
+        // Once the request is answered, the copy goes, and nothing more is kept.
+        tape.stop();
+        assert!(tape.replay().is_none());
+        tape.push(&Frame::data(Bytes::from_static(b"more")), true);
+        assert!(tape.data.is_empty() && tape.trailers.is_none());
+    }
+
+    #[test]
+    fn a_body_past_the_tape_limit_is_not_kept() {
+        let mut tape = Recording::default();
+        tape.push(&Frame::data(Bytes::from(vec![b'a'; TAPE_LIMIT])), false);
+        tape.push(&Frame::data(Bytes::from_static(b"b")), true);
+        assert!(tape.replay().is_none());
+        assert!(tape.data.is_empty(), "the copy is let go");
+        // Exactly at the limit, it is kept.
+        let mut tape = Recording::default();
+        tape.push(&Frame::data(Bytes::from(vec![b'a'; TAPE_LIMIT])), true);
+        assert_eq!(tape.replay().unwrap().size_hint().exact(), Some(TAPE_LIMIT as u64));
     }
 }

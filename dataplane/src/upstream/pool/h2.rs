@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use super::connect::{self, Reservation};
 use super::h1::ConnectError;
 use super::{PoolKey, Transport};
-use crate::proxy::body::UpstreamBody;
+use crate::proxy::body::{BodySlot, Tape, UpstreamBody, unsent};
 
 /// HTTP/2 PING interval on upstream connections (a dead peer is noticed within this plus
 /// [`KEEP_ALIVE_TIMEOUT`]).
@@ -38,6 +38,9 @@ pub(crate) type H2Sender = SendRequest<UpstreamBody>;
 
 /// One endpoint's connection: made once (by the first request that needs it), then shared.
 type Cell = Arc<OnceCell<H2Sender>>;
+
+/// Which shared connection a request went out on ([`H2Pool::retire`]).
+pub(crate) struct Shared(Cell);
 
 /// How long an endpoint's connection is kept without a request before the pool lets it
 /// go (it closes once its last stream ends).
@@ -75,12 +78,13 @@ impl H2Pool {
     /// A sender on the shared connection to `addr` over `transport`, connecting first when
     /// there is none or it closed. `reused` is true when the connection was made by an
     /// earlier request (a request it could not send may go out again on a new connection).
+    /// The [`Shared`] names the connection for [`H2Pool::retire`].
     pub(crate) async fn sender(
         &self,
         addr: SocketAddr,
         transport: &Transport,
         connect_timeout: Duration,
-    ) -> Result<(H2Sender, bool), ConnectError> {
+    ) -> Result<(H2Sender, bool, Shared), ConnectError> {
         let key = transport.key(addr);
         let idle_timeout = transport.connection.idle_timeout;
         let cell = {
@@ -116,7 +120,18 @@ impl H2Pool {
             })
             .await?;
         // A failed connect leaves the cell empty: the next request tries again.
-        Ok((sender.clone(), !made.load(Ordering::Relaxed)))
+        Ok((sender.clone(), !made.load(Ordering::Relaxed), Shared(Arc::clone(&cell))))
+    }
+
+    /// Stops giving out `connection` to `addr` over `transport` (its upstream sent GOAWAY:
+    /// it takes no new streams), so the next request makes a new one. The connection itself
+    /// stays until its open streams end.
+    pub(crate) fn retire(&self, addr: SocketAddr, transport: &Transport, connection: &Shared) {
+        let key = transport.key(addr);
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.map.get(&key).is_some_and(|s| Arc::ptr_eq(&s.cell, &connection.0)) {
+            slots.map.remove(&key);
+        }
     }
 
     /// Forgets the connection to `addr` over `transport` if it closed (it could not send a
@@ -203,4 +218,111 @@ where
         }
     });
     Ok(sender)
+}
+
+/// Why an upstream did not process an HTTP/2 request it was sent (RFC 9113 §8.7): such a
+/// request may go out again, whatever its method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Its stream is above the last stream of the upstream's GOAWAY: the connection takes
+    /// no new streams (nginx's `keepalive_requests`, a server shutting down).
+    GoingAway,
+    /// The upstream reset its stream with `REFUSED_STREAM` (e.g. too many streams).
+    Refused,
+}
+
+/// Whether `error`, the failure of a request that was sent, says the upstream did not
+/// process it.
+pub(crate) fn refusal(error: &hyper::Error) -> Option<Refusal> {
+    let h2 = std::error::Error::source(error)?.downcast_ref::<::h2::Error>()?;
+    if !h2.is_remote() {
+        None
+    } else if h2.is_go_away() {
+        Some(Refusal::GoingAway)
+    } else if h2.is_reset() && h2.reason() == Some(::h2::Reason::REFUSED_STREAM) {
+        Some(Refusal::Refused)
+    } else {
+        None
+    }
+}
+
+/// Whether `error` is the connection closing under a request (no response head came).
+pub(crate) fn closed(error: &hyper::Error) -> bool {
+    error.is_closed()
+        || error.is_canceled()
+        || std::error::Error::source(error).is_some_and(|e| e.is::<std::io::Error>())
+}
+
+/// What an HTTP/2 request needs to go out again after it was sent: its head, and its body
+/// while it can be had again (still in its slot, or sent whole within
+/// [`TAPE_LIMIT`](crate::proxy::body::TAPE_LIMIT) and kept on a tape).
+pub(crate) struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    body: Kept,
+}
+
+impl Drop for Replay {
+    /// The request is answered (or failed for good): its body's copy goes now, not when the
+    /// body ends (a long gRPC stream would keep it).
+    fn drop(&mut self) {
+        if let Kept::Streamed { tape: Some(tape), .. } = &self.body {
+            tape.lock().unwrap_or_else(PoisonError::into_inner).stop();
+        }
+    }
+}
+
+enum Kept {
+    Empty,
+    Streamed {
+        slot: BodySlot,
+        tape: Option<Tape>,
+    },
+    /// A body that cannot be had again.
+    Gone,
+}
+
+impl Replay {
+    /// Copies `request`'s head and starts keeping a copy of its body.
+    pub(crate) fn keep(request: &mut http::Request<UpstreamBody>) -> Self {
+        let tape = request.body_mut().record();
+        let body = match request.body() {
+            UpstreamBody::Empty => Kept::Empty,
+            UpstreamBody::Streamed { slot, .. } => Kept::Streamed { slot: Arc::clone(slot), tape },
+            UpstreamBody::Replayed { .. } => Kept::Gone,
+        };
+        Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+            body,
+        }
+    }
+
+    /// The request's method.
+    pub(crate) fn method(&self) -> &http::Method {
+        &self.method
+    }
+
+    /// The request once more, unless its body cannot be had again (partly sent, longer
+    /// than the tape, or not ended when the request failed).
+    pub(crate) fn request(&self) -> Option<http::Request<UpstreamBody>> {
+        let body = match &self.body {
+            Kept::Empty => UpstreamBody::Empty,
+            Kept::Streamed { slot, .. } if unsent(slot) => UpstreamBody::streamed(slot),
+            Kept::Streamed { tape: Some(tape), .. } => {
+                tape.lock().unwrap_or_else(PoisonError::into_inner).replay()?
+            }
+            Kept::Streamed { tape: None, .. } | Kept::Gone => return None,
+        };
+        let mut request = http::Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        Some(request)
+    }
 }

@@ -403,28 +403,52 @@ impl Upstream {
             // The request was built for h2c.
             set_scheme(&mut request, Scheme::HTTPS);
         }
-        // A shared connection that closed before taking the request: once more, on a
-        // new connection.
+        // What the request needs to go out again once it was sent ([`h2::Replay`]).
+        let replay = h2::Replay::keep(&mut request);
+        // Sent again at most once, on a new connection (or, after a REFUSED_STREAM, the
+        // same one): when the shared connection closed before taking it, when the upstream
+        // refused it unprocessed, or, for an idempotent request on a reused connection,
+        // when the connection closed before its response.
         let mut resent = false;
         loop {
-            let (mut sender, reused) = match self.h2.sender(addr, transport, connect_timeout).await
+            let (mut sender, reused, shared) = match self
+                .h2
+                .sender(addr, transport, connect_timeout)
+                .await
             {
                 Ok(s) => s,
                 Err(e) => {
                     return Err(AttemptError::Connect(e, std::mem::take(request.headers_mut())));
                 }
             };
-            match sender.try_send_request(request).await {
+            let mut error = match sender.try_send_request(request).await {
                 Ok(response) => return Ok(response.map(PooledBody::unpooled)),
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused && !resent => {
-                        tracing::debug!(%addr, error = %error.error(), "HTTP/2 connection closed, resending");
-                        self.h2.discard(addr, transport);
-                        request = unsent;
-                        resent = true;
-                    }
-                    _ => return Err(AttemptError::Exchange(error.into_error().into())),
-                },
+                Err(error) => error,
+            };
+            let unsent = error.take_message();
+            let refusal = h2::refusal(error.error());
+            if refusal == Some(h2::Refusal::GoingAway) {
+                // Its upstream takes no new streams on it.
+                self.h2.retire(addr, transport, &shared);
+            }
+            let again = match unsent {
+                Some(unsent) if reused => Some(unsent),
+                Some(_) => None,
+                None if refusal.is_some()
+                    || (reused && h2::closed(error.error()) && idempotent(replay.method())) =>
+                {
+                    replay.request()
+                }
+                None => None,
+            };
+            match again {
+                Some(again) if !resent => {
+                    tracing::debug!(%addr, error = %error.error(), "HTTP/2 request not processed, resending");
+                    self.h2.discard(addr, transport);
+                    request = again;
+                    resent = true;
+                }
+                _ => return Err(AttemptError::Exchange(error.into_error().into())),
             }
         }
     }
