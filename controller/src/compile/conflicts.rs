@@ -17,7 +17,7 @@ use imbl::OrdMap;
 use smallvec::SmallVec;
 use weir_crds::{Condition, PathMatchType, RouteMatch};
 
-use super::{ObjectStatus, Statuses, frontends};
+use super::{Compiled, ObjectStatus, Statuses, frontends};
 use crate::index::{Index, Kind, ObjectRef, RouteObject};
 
 /// The condition type.
@@ -54,23 +54,37 @@ fn key(host: &str, match_hash: u64) -> Key {
     h.finish()
 }
 
-/// One Route as the last pass saw it: the object and the status (after the pass) its keys
-/// were computed from. The keys themselves are not kept: [`keys_of`] computes them again
-/// from these two when needed (memory per Route; a `Conflicted` condition written by a pass
-/// does not change them, only `Programmed` does).
-type Seen = (Arc<RouteObject>, Arc<ObjectStatus>);
-
 /// The owners of one key, in precedence order (the first wins). Almost every key has one
 /// owner: it is kept inline, without an allocation.
 type Owners = SmallVec<[Owner; 1]>;
 
-/// What the last compile saw.
+/// What the last compile saw: the owners of every key. The Routes and statuses the keys
+/// were computed from are not kept here: they are the previous compile's own (its
+/// incremental state's Routes and its statuses after this pass), and [`keys_of`] computes
+/// the keys again from them when needed (memory per Route; a `Conflicted` condition written
+/// by a pass does not change them, only `Programmed` does).
 #[derive(Debug, Clone, Default)]
 pub struct Conflicts {
-    /// Per Route: the object and the status (after this pass) its keys are computed from.
-    routes: OrdMap<ObjectRef, Seen>,
     /// Per key: its owners, in precedence order (the first wins).
     owners: OrdMap<Key, Owners>,
+}
+
+/// The Routes that have a status, with it, in key order: a merge walk of the Routes and
+/// the statuses (both sorted by key), no lookups.
+fn with_statuses<'a>(
+    routes: impl Iterator<Item = (&'a ObjectRef, &'a Arc<RouteObject>)>,
+    statuses: &'a Statuses,
+) -> impl Iterator<Item = (&'a ObjectRef, &'a Arc<RouteObject>, &'a Arc<ObjectStatus>)> {
+    let first = (Kind::Route, ObjectRef::new("", ""));
+    let mut statuses = statuses
+        .range(first..)
+        .take_while(|((kind, _), _)| *kind == Kind::Route)
+        .map(|((_, key), status)| (key, status))
+        .peekable();
+    routes.filter_map(move |(key, route)| {
+        while statuses.next_if(|(k, _)| *k < key).is_some() {}
+        statuses.next_if(|(k, _)| *k == key).map(|(_, status)| (key, route, status))
+    })
 }
 
 /// A hash of one match, equal for matches that are identical to the router: the path type
@@ -177,62 +191,64 @@ fn describe(key: &ObjectRef) -> String {
 
 impl Conflicts {
     /// Updates the conflicts for `index` (the expanded index the statuses come from) and
-    /// rewrites the `Conflicted` condition of every Route whose conflicts changed. A full
-    /// rebuild when `previous` is `None`.
-    pub fn update(previous: Option<&Conflicts>, index: &Index, statuses: &mut Statuses) -> Self {
-        let mut this = previous.cloned().unwrap_or_default();
-        // Routes whose object or status changed since the last pass, and removed ones: one
-        // merge walk over three maps sorted by key (the index's Routes, their statuses, and
-        // what the last pass saw), no lookups: O(Routes) pointer comparisons, ≈ 1 ms at 10k.
-        // `changed` comes out sorted by key (a merge of sorted walks); the Routes in it that
-        // are in the index and have a status are in `current`, with both.
-        let first = (Kind::Route, ObjectRef::new("", ""));
-        let mut route_statuses = statuses
-            .range(first..)
-            .take_while(|((kind, _), _)| *kind == Kind::Route)
-            .map(|((_, key), status)| (key, status))
-            .peekable();
-        let mut seen = this.routes.iter().peekable();
+    /// rewrites the `Conflicted` condition of every Route whose conflicts changed, after
+    /// `previous` (a compile this pass ran on, as [`compile`](super::compile) and
+    /// [`update`](super::update) return: its conflicts, Routes and statuses belong
+    /// together). A full rebuild when `previous` is `None`.
+    pub fn update(previous: Option<&Compiled>, index: &Index, statuses: &mut Statuses) -> Self {
+        let mut this = previous.map(|p| Conflicts::clone(&p.conflicts)).unwrap_or_default();
+        // Routes whose object or status changed since the previous compile, and removed
+        // ones: one merge walk over maps sorted by key (the index's Routes and their
+        // statuses, the previous compile's Routes and statuses), no lookups: O(Routes)
+        // pointer comparisons. `changed` comes out sorted by key; `gone` has what the keys
+        // of the changed Routes that had a status were computed from, `current` the changed
+        // Routes that have a status now, with it.
+        let (no_routes, no_statuses) = (OrdMap::new(), Statuses::new());
+        let (old_routes, old_statuses) =
+            previous.map_or((&no_routes, &no_statuses), |p| (&p.state.routes, &p.statuses));
+        let mut old =
+            with_statuses(old_routes.iter().map(|(k, seen)| (k, &seen.route)), old_statuses)
+                .peekable();
         let mut changed: Vec<ObjectRef> = Vec::new();
+        let mut gone: Vec<(ObjectRef, Arc<RouteObject>, Arc<ObjectStatus>)> = Vec::new();
         let mut current: Vec<(ObjectRef, Arc<RouteObject>, Arc<ObjectStatus>)> = Vec::new();
-        for (key, route) in &index.routes {
-            // Seen before but no longer in the index: removed.
-            while let Some((k, _)) = seen.next_if(|(k, _)| *k < key) {
-                changed.push(k.clone());
+        let mut served = 0;
+        let own = |(k, r, s): (&ObjectRef, &Arc<RouteObject>, &Arc<ObjectStatus>)| {
+            (k.clone(), Arc::clone(r), Arc::clone(s))
+        };
+        for (key, route, status) in with_statuses(index.routes.iter(), statuses) {
+            served += 1;
+            // Seen before but no longer in the index (or without a status): removed.
+            while let Some(before) = old.next_if(|(k, _, _)| *k < key) {
+                changed.push(before.0.clone());
+                gone.push(own(before));
             }
-            while route_statuses.next_if(|(k, _)| *k < key).is_some() {}
-            let status = route_statuses.next_if(|(k, _)| *k == key).map(|(_, s)| s);
-            let before = seen.next_if(|(k, _)| *k == key).map(|(_, v)| v);
-            let Some(status) = status else {
-                if before.is_some() {
+            match old.next_if(|(k, _, _)| *k == key) {
+                Some((_, r, s)) if Arc::ptr_eq(r, route) && Arc::ptr_eq(s, status) => {}
+                before => {
                     changed.push(key.clone());
-                }
-                continue;
-            };
-            match before {
-                Some((r, s)) if Arc::ptr_eq(r, route) && Arc::ptr_eq(s, status) => {}
-                _ => {
-                    changed.push(key.clone());
-                    current.push((key.clone(), Arc::clone(route), Arc::clone(status)));
+                    gone.extend(before.map(own));
+                    current.push(own((key, route, status)));
                 }
             }
         }
-        changed.extend(seen.map(|(k, _)| k.clone()));
+        for before in old {
+            changed.push(before.0.clone());
+            gone.push(own(before));
+        }
         if changed.is_empty() {
             return this;
         }
         let mut touched: Vec<Key> = Vec::new();
-        for key in &changed {
-            if let Some((route, status)) = this.routes.remove(key) {
-                for (k, owner) in &keys_of(key, &route, &status) {
-                    if let Some(list) = this.owners.get_mut(k) {
-                        list.retain(|o| o != owner);
-                        if list.is_empty() {
-                            this.owners.remove(k);
-                        }
+        for (key, route, status) in &gone {
+            for (k, owner) in &keys_of(key, route, status) {
+                if let Some(list) = this.owners.get_mut(k) {
+                    list.retain(|o| o != owner);
+                    if list.is_empty() {
+                        this.owners.remove(k);
                     }
-                    touched.push(*k);
                 }
+                touched.push(*k);
             }
         }
         // The changed Routes that are served, with their keys (computed once: the pass
@@ -246,13 +262,12 @@ impl Conflicts {
                 list.insert(at, owner.clone());
                 touched.push(*k);
             }
-            this.routes.insert(key.clone(), (Arc::clone(&route), Arc::clone(&status)));
             computed.push((key, route, status, keys));
         }
         // Every other Route holding a touched key may have gained or lost a conflict too
         // (none when every Route served is a changed one, as in a full compile).
         let mut others: Vec<ObjectRef> = Vec::new();
-        if this.routes.len() > computed.len() {
+        if served > computed.len() {
             touched.sort_unstable();
             touched.dedup();
             for k in &touched {
@@ -268,7 +283,9 @@ impl Conflicts {
         let others: Vec<_> = others
             .into_iter()
             .filter_map(|key| {
-                let (route, status) = this.routes.get(&key).cloned()?;
+                // Unchanged: the same object and status as the previous compile's.
+                let route = Arc::clone(index.routes.get(&key)?);
+                let status = Arc::clone(statuses.get(&(Kind::Route, key.clone()))?);
                 let keys = keys_of(&key, &route, &status);
                 Some((key, route, status, keys))
             })
@@ -282,7 +299,7 @@ impl Conflicts {
     /// Writes the `Conflicted` condition of the Route `key` (holding `keys`) from the
     /// current owners, when it differs from the one `status` has.
     fn set_condition(
-        &mut self,
+        &self,
         statuses: &mut Statuses,
         key: ObjectRef,
         route: Arc<RouteObject>,
@@ -333,7 +350,6 @@ impl Conflicts {
         next.conditions.retain(|c| c.type_ != CONFLICTED);
         next.conditions.extend(wanted);
         let next = Arc::new(next);
-        statuses.insert((Kind::Route, key.clone()), Arc::clone(&next));
-        self.routes.insert(key, (route, next));
+        statuses.insert((Kind::Route, key), next);
     }
 }

@@ -59,7 +59,7 @@ pub(crate) struct State {
     shared: Arc<Shared>,
     endpoint_slices: Arc<BTreeMap<ObjectRef, Arc<EndpointSlice>>>,
     backend_policies: Arc<BTreeMap<ObjectRef, Arc<BackendPolicy>>>,
-    routes: OrdMap<ObjectRef, Seen>,
+    pub(crate) routes: OrdMap<ObjectRef, Seen>,
     catalog: Arc<PluginCatalog>,
     filters: FilterCache,
     consumer_rate_limits: Arc<[ObjectRef]>,

@@ -260,7 +260,7 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
     match incremental::update_expanded(&expanded.index, previous) {
         Some(mut next) => {
             next.conflicts = Arc::new(conflicts::Conflicts::update(
-                Some(&previous.conflicts),
+                Some(previous),
                 &expanded.index,
                 &mut next.statuses,
             ));

@@ -247,7 +247,7 @@ fn random_walk(seed: u64, steps: usize) -> (usize, usize) {
                 let mut next = compile_changed(&index, &current, &removed, &changed, endpoints);
                 // As `update` does after any compile: the exact-conflict pass.
                 next.conflicts = Arc::new(crate::compile::conflicts::Conflicts::update(
-                    Some(&current.conflicts),
+                    Some(&current),
                     &index,
                     &mut next.statuses,
                 ));
