@@ -205,10 +205,9 @@ impl Conflicts {
         // Routes that have a status now, with it.
         let (no_routes, no_statuses) = (OrdMap::new(), Statuses::new());
         let (old_routes, old_statuses) =
-            previous.map_or((&no_routes, &no_statuses), |p| (&p.state.routes, &p.statuses));
+            previous.map_or((&no_routes, &no_statuses), |p| (&p.memory.routes, &p.statuses));
         let mut old =
-            with_statuses(old_routes.iter().map(|(k, seen)| (k, &seen.route)), old_statuses)
-                .peekable();
+            with_statuses(old_routes.iter().map(|(k, r)| (k, &r.seen)), old_statuses).peekable();
         let mut changed: Vec<ObjectRef> = Vec::new();
         let mut gone: Vec<(ObjectRef, Arc<RouteObject>, Arc<ObjectStatus>)> = Vec::new();
         let mut current: Vec<(ObjectRef, Arc<RouteObject>, Arc<ObjectStatus>)> = Vec::new();

@@ -90,7 +90,7 @@ pub(crate) fn compile_route(
     let (errors, served) = match validated {
         Ok(valid) => (Vec::new(), Some((valid, generation, route))),
         Err(errors) => {
-            let fallback = cx.memory.last_good_routes.get(key).and_then(|(g, good)| {
+            let fallback = cx.memory.last_good_route(key).and_then(|(g, good)| {
                 let valid = routes::validate_route(ns, &good.spec).ok()?;
                 let plugins = plugins::rule_plugins(ns, &good.spec, cx.catalog);
                 routes::rule_plugin_errors(&good.spec, &plugins, cx.catalog)

@@ -179,8 +179,7 @@ fn lookups(c: &Compiled) -> Vec<String> {
 }
 
 fn memory_view(m: &Memory) -> Vec<(ObjectRef, i64, String)> {
-    m.last_good_routes
-        .iter()
+    m.last_good_routes()
         .map(|(k, (g, r))| {
             (k.clone(), *g, format!("{:?} {}", r.metadata, serde_json::to_string(&r.spec).unwrap()))
         })
