@@ -139,14 +139,13 @@ fn keys_of(key: &ObjectRef, route: &RouteObject, status: &ObjectStatus) -> Vec<(
     }
     let created = route.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
     let hosts = hosts_of(route);
-    let mut out = Vec::new();
+    let matches: usize = route.spec.rules.iter().map(|r| r.matches.len().max(1)).sum();
+    let mut out = Vec::with_capacity(matches * hosts.len());
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
-        let matches: Vec<Option<&RouteMatch>> = if rule.matches.is_empty() {
-            vec![None]
-        } else {
-            rule.matches.iter().map(Some).collect()
-        };
-        for (index, m) in matches.into_iter().enumerate() {
+        // A rule without matches has one: `Prefix /` (`None`).
+        let matches = rule.matches.iter().map(Some);
+        let matches = matches.chain(rule.matches.is_empty().then_some(None));
+        for (index, m) in matches.enumerate() {
             let hash = match_hash(m);
             for (host_index, host) in hosts.iter().enumerate() {
                 let owner = Owner {
@@ -164,9 +163,9 @@ fn keys_of(key: &ObjectRef, route: &RouteObject, status: &ObjectStatus) -> Vec<(
 }
 
 /// The Route's hosts, lower-cased; one empty host for a Route without hosts (any host).
-fn hosts_of(route: &RouteObject) -> Vec<String> {
+fn hosts_of(route: &RouteObject) -> SmallVec<[String; 1]> {
     if route.spec.hosts.is_empty() {
-        vec![String::new()]
+        SmallVec::from_iter([String::new()])
     } else {
         route.spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
     }
