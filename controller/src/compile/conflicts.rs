@@ -17,7 +17,7 @@ use imbl::OrdMap;
 use smallvec::SmallVec;
 use weir_crds::{Condition, PathMatchType, RouteMatch};
 
-use super::{Compiled, ObjectStatus, Statuses, frontends};
+use super::{Compiled, ObjectStatus, Statuses, frontends, insert_dense};
 use crate::index::{Index, Kind, ObjectRef, RouteObject};
 
 /// The condition type.
@@ -252,15 +252,35 @@ impl Conflicts {
         // The changed Routes that are served, with their keys (computed once: the pass
         // below reuses them) and what they were computed from, in key order.
         let mut computed = Vec::with_capacity(current.len());
+        // No owners yet (a full rebuild): every key's owners are gathered and sorted first,
+        // and the map is filled densely ([`insert_dense`]: about 5/6 full nodes instead of
+        // the ~2/3 of inserting keys in hash order).
+        let mut fresh = this.owners.is_empty().then(Vec::new);
         for (key, route, status) in current {
             let keys = keys_of(&key, &route, &status);
             for (k, owner) in &keys {
-                let list = this.owners.entry(*k).or_default();
-                let at = list.binary_search(owner).unwrap_or_else(|at| at);
-                list.insert(at, owner.clone());
+                if let Some(fresh) = &mut fresh {
+                    fresh.push((*k, owner.clone()));
+                } else {
+                    let list = this.owners.entry(*k).or_default();
+                    let at = list.binary_search(owner).unwrap_or_else(|at| at);
+                    list.insert(at, owner.clone());
+                }
                 touched.push(*k);
             }
             computed.push((key, route, status, keys));
+        }
+        if let Some(mut fresh) = fresh {
+            // By key, then in precedence order (the order the binary-search inserts keep).
+            fresh.sort_unstable();
+            let mut grouped: Vec<(Key, Owners)> = Vec::with_capacity(fresh.len());
+            for (k, owner) in fresh {
+                match grouped.last_mut() {
+                    Some((last, list)) if *last == k => list.push(owner),
+                    _ => grouped.push((k, SmallVec::from_iter([owner]))),
+                }
+            }
+            insert_dense(&mut this.owners, grouped);
         }
         // Every other Route holding a touched key may have gained or lost a conflict too
         // (none when every Route served is a changed one, as in a full compile).
