@@ -386,7 +386,7 @@ impl DirSource {
         let mut dups = Vec::new();
         for id in &self.dups {
             let Some(defs) = self.defs.get(id) else { continue };
-            for def in &defs.rest {
+            for def in defs.rest() {
                 dups.push(LoadError {
                     file: def.file.display().to_string(),
                     document: def.document,
