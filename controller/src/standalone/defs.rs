@@ -28,6 +28,10 @@ pub(super) struct Defs {
     pub(super) first: Def,
     /// Duplicates, in file order; `None` when there are none (almost always: one pointer
     /// instead of an empty `Vec`'s three words, in an entry per object).
+    #[expect(
+        clippy::box_collection,
+        reason = "one word per object in the definitions map; the extra allocation is only for duplicates"
+    )]
     rest: Option<Box<Vec<Def>>>,
 }
 
