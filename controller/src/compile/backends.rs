@@ -59,7 +59,9 @@ pub fn resolve_service_port<'i>(
     index: &'i Index,
     key: &BackendKey,
 ) -> Result<(&'i Service, &'i ServicePort), String> {
-    let svc_ref = ObjectRef::new(&*key.namespace, &*key.service);
+    // The key's own strings (no allocation: this runs for every backend of every Route).
+    let svc_ref =
+        ObjectRef { namespace: Arc::clone(&key.namespace), name: Arc::clone(&key.service) };
     let Some(service) = index.services.get(&svc_ref) else {
         return Err(format!(
             "service {:?} not found in namespace {:?}",

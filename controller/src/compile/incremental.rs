@@ -28,19 +28,10 @@ use super::plugins::PluginCatalog;
 use super::route::{RouteContext, StatusCache, compile_route};
 use super::tls;
 use super::{
-    Compiled, Memory, backend_policy, compile_all, compile_endpoints_only, compile_policies_only,
-    secret_refs_outside_policies,
+    Compiled, Memory, RouteMemory, backend_policy, compile_all, compile_endpoints_only,
+    compile_policies_only, secret_refs_outside_policies,
 };
 use crate::index::{Index, Kind, ObjectRef, RouteObject};
-
-/// What the previous run saw of one Route.
-#[derive(Debug, Clone)]
-pub(crate) struct Seen {
-    /// The object compiled.
-    pub(crate) route: Arc<RouteObject>,
-    /// The rate-limit Plugins its filters use.
-    pub(crate) rate_limits: Box<[ObjectRef]>,
-}
 
 /// The inputs that make every Route recompile when they change.
 #[derive(Debug, Default, Clone)]
@@ -59,7 +50,9 @@ pub(crate) struct State {
     shared: Arc<Shared>,
     endpoint_slices: Arc<BTreeMap<ObjectRef, Arc<EndpointSlice>>>,
     backend_policies: Arc<BTreeMap<ObjectRef, Arc<BackendPolicy>>>,
-    routes: OrdMap<ObjectRef, Seen>,
+    /// The same map as the compile's [`Memory::routes`] (a clone sharing every node: no
+    /// second copy): the object it saw of each Route and its rate limits.
+    routes: OrdMap<ObjectRef, RouteMemory>,
     catalog: Arc<PluginCatalog>,
     filters: FilterCache,
     consumer_rate_limits: Arc<[ObjectRef]>,
@@ -74,7 +67,7 @@ impl State {
     /// The state of a full compile of `index`.
     pub(crate) fn new(
         index: &Index,
-        routes: OrdMap<ObjectRef, Seen>,
+        routes: OrdMap<ObjectRef, RouteMemory>,
         catalog: PluginCatalog,
         filters: FilterCache,
         consumer_rate_limits: Arc<[ObjectRef]>,
@@ -249,7 +242,7 @@ pub(crate) fn changes(index: &Index, state: &State) -> Change {
             removed.push(gone.clone());
         }
         match old.next_if(|(k, _)| *k == key) {
-            Some((_, seen)) if same_route(&seen.route, route) => {}
+            Some((_, seen)) if same_route(&seen.seen, route) => {}
             _ => changed.push(key.clone()),
         }
     }
@@ -277,13 +270,14 @@ pub fn update_expanded(index: &Index, previous: &Compiled) -> Option<Compiled> {
         Change::Endpoints => Some(compile_endpoints_only(index, previous)),
         Change::Routes { removed, changed, endpoints } => {
             let state = &previous.state;
-            let many = (removed.len() + changed.len()) * 4 > state.routes.len().max(64);
+            let routes = &state.routes;
+            let many = (removed.len() + changed.len()) * 4 > routes.len().max(64);
             let stale = state.interner.keys().len() > 2 * state.full_backends + 64;
             // TLS crosses Routes (host conflicts) and is rebuilt whole: a change to a Route
             // with `tls` (now, before, or remembered) recompiles everything.
             let memory = &previous.memory;
             let tls = removed.iter().chain(&changed).any(|key| {
-                let before = state.routes.get(key).map(|seen| &*seen.route);
+                let before = routes.get(key).map(|r| &*r.seen);
                 tls::touches_tls(key, index.routes.get(key).map(|r| &**r), memory)
                     || before.is_some_and(|r| r.spec.tls.is_some())
             });
@@ -313,7 +307,6 @@ pub(crate) fn compile_changed(
     let mut memory = Memory::clone(&previous.memory);
     let mut statuses = previous.statuses.clone();
     let mut rule_plugins = previous.rule_plugins.clone();
-    let mut seen = state.routes.clone();
     let mut users = state.rate_limit_users.clone();
     let mut interner = state.interner.clone();
     let mut status_cache = StatusCache::default();
@@ -324,8 +317,7 @@ pub(crate) fn compile_changed(
     for key in removed {
         statuses.remove(&(Kind::Route, key.clone()));
         rule_plugins.remove(key);
-        memory.last_good_routes.remove(key);
-        if let Some(old) = seen.remove(key) {
+        if let Some(old) = memory.routes.remove(key) {
             release(&mut users, &old.rate_limits);
         }
         gone.push(key.object_key());
@@ -342,20 +334,21 @@ pub(crate) fn compile_changed(
     for key in changed {
         let Some(route) = index.routes.get(key) else { continue };
         let out = compile_route(&mut cx, key, route);
-        if let Some(old) = seen.get(key) {
+        if let Some(old) = memory.routes.get(key) {
             release(&mut users, &old.rate_limits);
         }
         acquire(&mut users, &out.rate_limits);
-        match out.remember {
-            Some(good) => memory.last_good_routes.insert(key.clone(), good),
-            None => memory.last_good_routes.remove(key),
-        };
         match out.rule_plugins {
             Some(p) => rule_plugins.insert(key.clone(), p),
             None => rule_plugins.remove(key),
         };
         statuses.insert((Kind::Route, key.clone()), out.status);
-        seen.insert(key.clone(), Seen { route: Arc::clone(route), rate_limits: out.rate_limits });
+        let remembered = RouteMemory {
+            last_good: out.remember,
+            seen: Arc::clone(route),
+            rate_limits: out.rate_limits,
+        };
+        memory.routes.insert(key.clone(), remembered);
         gone.push(key.object_key());
         added.extend(out.model);
     }
@@ -379,7 +372,7 @@ pub(crate) fn compile_changed(
         shared: Arc::clone(&state.shared),
         endpoint_slices,
         backend_policies: Arc::clone(&state.backend_policies),
-        routes: seen,
+        routes: memory.routes.clone(),
         catalog: Arc::clone(&state.catalog),
         filters,
         consumer_rate_limits: Arc::clone(&state.consumer_rate_limits),

@@ -40,7 +40,7 @@ use weir_dataplane::{BackendKey, BackendTable, RouteTable};
 use crate::index::{Index, Kind, ObjectRef, RouteObject};
 pub use backends::compile_backends;
 use conditions::accepted;
-use incremental::{Seen, State};
+use incremental::State;
 pub use plugins::AppliedPlugin;
 pub use routes::{MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
 
@@ -50,9 +50,10 @@ pub use routes::{MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
 /// state that outlives snapshots). Owned by the caller and passed back in.
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
-    /// Last accepted generation of each Route and the object itself (shared with the index
-    /// that held it, not a copy of its spec).
-    pub last_good_routes: OrdMap<ObjectRef, (i64, Arc<RouteObject>)>,
+    /// What the compiler remembers of each Route of the last compile: its last good
+    /// version and what that compile saw of it. One map for both (memory per Route: each
+    /// persistent map keyed by Route costs ~100 bytes per Route).
+    pub routes: OrdMap<ObjectRef, RouteMemory>,
     /// Last accepted spec and generation of each Plugin.
     pub last_good_plugins: BTreeMap<ObjectRef, (i64, weir_crds::PluginSpec)>,
     /// Remote JWKS shared by successive snapshots (clones share the registry).
@@ -77,6 +78,30 @@ pub struct Memory {
     /// reused (the same `Arc`) while the policy and its Secrets are unchanged, so the data
     /// plane keeps the runtime state bound to them.
     pub policies_built: OrdMap<ObjectRef, Vec<backend_policy::Built>>,
+}
+
+/// What the compiler remembers of one Route ([`Memory::routes`]).
+#[derive(Debug, Clone)]
+pub struct RouteMemory {
+    /// Last accepted generation of the Route and the object itself (shared with the index
+    /// that held it, not a copy of its spec); `None` when no version was accepted.
+    pub last_good: Option<(i64, Arc<RouteObject>)>,
+    /// The object the last compile saw (what the next [`update`] compares the index with).
+    pub(crate) seen: Arc<RouteObject>,
+    /// The rate-limit Plugins its filters use.
+    pub(crate) rate_limits: Box<[ObjectRef]>,
+}
+
+impl Memory {
+    /// The last accepted generation and object of the Route `key`, if any.
+    pub fn last_good_route(&self, key: &ObjectRef) -> Option<&(i64, Arc<RouteObject>)> {
+        self.routes.get(key)?.last_good.as_ref()
+    }
+
+    /// Every Route with a last good version, in key order.
+    pub fn last_good_routes(&self) -> impl Iterator<Item = (&ObjectRef, &(i64, Arc<RouteObject>))> {
+        self.routes.iter().filter_map(|(key, r)| Some((key, r.last_good.as_ref()?)))
+    }
 }
 
 /// The status computed for one object (without `lastTransitionTime`, which the status
@@ -260,7 +285,7 @@ pub fn update(index: &Index, previous: &Compiled) -> Option<Compiled> {
     match incremental::update_expanded(&expanded.index, previous) {
         Some(mut next) => {
             next.conflicts = Arc::new(conflicts::Conflicts::update(
-                Some(&previous.conflicts),
+                Some(previous),
                 &expanded.index,
                 &mut next.statuses,
             ));
@@ -350,8 +375,10 @@ pub(crate) fn compile_all(index: &Index, memory: &Memory) -> Compiled {
     let mut status_cache = route::StatusCache::default();
     let mut models = Vec::with_capacity(index.routes.len());
     let mut rule_plugins = OrdMap::new();
-    let mut seen = OrdMap::new();
     let mut users = BTreeMap::new();
+    // The two maps with an entry per Route, filled after the loop ([`insert_dense`]).
+    let mut route_statuses = Vec::with_capacity(index.routes.len());
+    let mut remembered = Vec::with_capacity(index.routes.len());
     let mut cx = route::RouteContext {
         index,
         memory,
@@ -366,22 +393,34 @@ pub(crate) fn compile_all(index: &Index, memory: &Memory) -> Compiled {
         if let Some(model) = out.model {
             models.push(model);
         }
-        if let Some(good) = out.remember {
-            new_memory.last_good_routes.insert(key.clone(), good);
-        }
         if let Some(p) = out.rule_plugins {
             rule_plugins.insert(key.clone(), p);
         }
-        statuses.insert((Kind::Route, key.clone()), out.status);
+        route_statuses.push(((Kind::Route, key.clone()), out.status));
         incremental::acquire(&mut users, &out.rate_limits);
-        seen.insert(key.clone(), Seen { route: Arc::clone(route), rate_limits: out.rate_limits });
+        let route_memory = RouteMemory {
+            last_good: out.remember,
+            seen: Arc::clone(route),
+            rate_limits: out.rate_limits,
+        };
+        remembered.push((key.clone(), route_memory));
     }
+    insert_dense(&mut statuses, route_statuses);
+    insert_dense(&mut new_memory.routes, remembered);
 
     let filters = builder.into_cache();
     let rate_limits = incremental::rate_limits_in_use(&filters, &consumer_rate_limits, &users);
     let backend_keys: Arc<[BackendKey]> = interner.keys().into();
+    let state = State::new(
+        index,
+        new_memory.routes.clone(),
+        catalog,
+        filters,
+        consumer_rate_limits,
+        users,
+        interner,
+    );
     let memory = Arc::new(new_memory);
-    let state = State::new(index, seen, catalog, filters, consumer_rate_limits, users, interner);
     Compiled {
         routes: Arc::new(RouteTable::new(models)),
         backends: Arc::new(compile_backends(index, &backend_keys, &policies.policies)),
@@ -397,6 +436,27 @@ pub(crate) fn compile_all(index: &Index, memory: &Memory) -> Compiled {
         memory,
         state: Arc::new(state),
         conflicts: Arc::default(),
+    }
+}
+
+/// Inserts `sorted` (in key order, none of its keys in `map`) into `map` so that its nodes
+/// end up about 5/6 full instead of half full (memory per Route: the maps with an entry per
+/// Route hold 64-entry nodes). `imbl` splits a full node into two halves, so keys inserted
+/// in order leave every node but the last half full: the left half is never inserted into
+/// again. Inserting five keys of every eight first leaves half-full nodes that each span
+/// about 53 keys, and the other three of every eight then fill them without splitting.
+/// The same map as inserting in order, in another shape.
+pub(crate) fn insert_dense<K: Ord + Clone, V: Clone>(map: &mut OrdMap<K, V>, sorted: Vec<(K, V)>) {
+    let mut later = Vec::with_capacity(sorted.len() / 8 * 3 + 3);
+    for (i, (key, value)) in sorted.into_iter().enumerate() {
+        if i % 8 < 5 {
+            map.insert(key, value);
+        } else {
+            later.push((key, value));
+        }
+    }
+    for (key, value) in later {
+        map.insert(key, value);
     }
 }
 

@@ -432,7 +432,11 @@ pub(crate) fn rule_plugins(
     spec: &RouteSpec,
     catalog: &PluginCatalog,
 ) -> RulePlugins {
-    let mut out = RulePlugins::default();
+    let mut out = RulePlugins {
+        per_rule: Vec::with_capacity(spec.rules.len()),
+        unresolved: Vec::with_capacity(spec.rules.len()),
+        ..RulePlugins::default()
+    };
     let mut route_unresolved = Vec::new();
     for (kind, src) in &catalog.broken_globals {
         let skipped =

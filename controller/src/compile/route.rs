@@ -90,7 +90,7 @@ pub(crate) fn compile_route(
     let (errors, served) = match validated {
         Ok(valid) => (Vec::new(), Some((valid, generation, route))),
         Err(errors) => {
-            let fallback = cx.memory.last_good_routes.get(key).and_then(|(g, good)| {
+            let fallback = cx.memory.last_good_route(key).and_then(|(g, good)| {
                 let valid = routes::validate_route(ns, &good.spec).ok()?;
                 let plugins = plugins::rule_plugins(ns, &good.spec, cx.catalog);
                 routes::rule_plugin_errors(&good.spec, &plugins, cx.catalog)
@@ -102,7 +102,8 @@ pub(crate) fn compile_route(
     };
 
     let mut problems = backend_problems(cx.index, ns, &route.spec);
-    problems.extend(current.problems);
+    let mut current = current;
+    problems.append(&mut current.problems);
     let tls = cx.tls.get(key);
     problems.extend(tls.iter().flat_map(|t| t.problems.iter().cloned()));
     let https_redirect = tls.is_some_and(|t| t.redirect);
@@ -118,7 +119,13 @@ pub(crate) fn compile_route(
     let mut filter_problems = Vec::new();
     let programmed_condition = match served {
         Some((valid, served_gen, served_route)) => {
-            let resolved = plugins::rule_plugins(ns, &served_route.spec, cx.catalog);
+            // The current spec's plugins when it is the one served (the same function of
+            // the same spec: computed once).
+            let resolved = if Arc::ptr_eq(served_route, route) {
+                current
+            } else {
+                plugins::rule_plugins(ns, &served_route.spec, cx.catalog)
+            };
             let mut rule_filters = Vec::with_capacity(resolved.per_rule.len());
             // What really runs: a rule that fails closed (503) runs none of its plugins,
             // so they are not effective there.
@@ -155,23 +162,24 @@ pub(crate) fn compile_route(
             ));
             out.remember = Some((served_gen, Arc::clone(served_route)));
             // Programmed is about *this* generation: an invalid update is not programmed,
-            // even though the last good generation keeps serving.
+            // even though the last good generation keeps serving. (`None`: programmed,
+            // built only when the status is not the shared all-good one.)
             if errors.is_empty() {
-                programmed(generation)
+                None
             } else {
                 let message = format!(
                     "generation {generation} is not programmed; the last good version (generation {served_gen}) keeps serving"
                 );
-                condition(PROGRAMMED, false, "Invalid", message, generation)
+                Some(condition(PROGRAMMED, false, "Invalid", message, generation))
             }
         }
-        None => condition(
+        None => Some(condition(
             PROGRAMMED,
             false,
             "Invalid",
             "not programmed: the route is invalid and has no last good version",
             generation,
-        ),
+        )),
     };
     problems.extend(filter_problems);
     let all_good = errors.is_empty() && problems.is_empty() && out.model.is_some();
@@ -187,7 +195,7 @@ pub(crate) fn compile_route(
         let conditions = vec![
             accepted(&errors, generation, &suffix),
             resolved_refs(&problems, generation),
-            programmed_condition,
+            programmed_condition.unwrap_or_else(|| programmed(generation)),
         ];
         Arc::new(ObjectStatus {
             generation,

@@ -152,7 +152,7 @@ pub(crate) fn backend_key(namespace: &str, b: &BackendRef) -> BackendKey {
 /// Validates a Route spec. Every problem is reported, each naming its field.
 pub(crate) fn validate_route(namespace: &str, spec: &RouteSpec) -> Result<ValidRoute, Vec<String>> {
     let mut errs = Vec::new();
-    let mut hosts = Vec::new();
+    let mut hosts = Vec::with_capacity(spec.hosts.len());
     for (i, h) in spec.hosts.iter().enumerate() {
         match parse_host(h) {
             Ok(m) => hosts.push(m),
@@ -182,7 +182,7 @@ pub(crate) fn validate_route(namespace: &str, spec: &RouteSpec) -> Result<ValidR
         }
     }
     let mut names = std::collections::BTreeSet::new();
-    let mut rules = Vec::new();
+    let mut rules = Vec::with_capacity(spec.rules.len());
     for (i, rule) in spec.rules.iter().enumerate() {
         let name = rule_name(rule, i);
         if !names.insert(name.clone()) {

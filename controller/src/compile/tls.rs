@@ -80,7 +80,7 @@ fn served_tls<'a>(
     };
     route.spec.tls.as_ref()?;
     usable(&route.spec)
-        .or_else(|| memory.last_good_routes.get(key).and_then(|(_, good)| usable(&good.spec)))
+        .or_else(|| memory.last_good_route(key).and_then(|(_, good)| usable(&good.spec)))
 }
 
 /// True when a Route's TLS outcome may depend on `route` (current or remembered): an
@@ -88,7 +88,7 @@ fn served_tls<'a>(
 pub(crate) fn touches_tls(key: &ObjectRef, route: Option<&RouteObject>, memory: &Memory) -> bool {
     route.is_some_and(|r| r.spec.tls.is_some())
         || memory.last_good_tls.contains_key(key)
-        || memory.last_good_routes.get(key).is_some_and(|(_, r)| r.spec.tls.is_some())
+        || memory.last_good_route(key).is_some_and(|(_, r)| r.spec.tls.is_some())
 }
 
 /// A certificate built by a compile and the Secrets it came from.
@@ -283,7 +283,7 @@ pub(crate) fn compile_tls(
             spec.tls.as_ref().and_then(|t| t.client_ca.as_ref()).is_some_and(|ca| !ca.optional)
         };
         result.redirect = requires_client_cert(&route.spec)
-            || memory.last_good_routes.get(key).is_some_and(|(_, r)| requires_client_cert(&r.spec));
+            || memory.last_good_route(key).is_some_and(|(_, r)| requires_client_cert(&r.spec));
         let serving = match current {
             Ok(cert) => {
                 next.last_good_tls.insert(key.clone(), Arc::clone(&cert));
@@ -303,7 +303,7 @@ pub(crate) fn compile_tls(
             }
         };
         // A Route that never was valid serves no HTTP (no model): it claims no host either.
-        let serves_http = memory.last_good_routes.contains_key(key)
+        let serves_http = memory.last_good_route(key).is_some()
             || routes::validate_route(&key.namespace, &route.spec).is_ok_and(|_| {
                 let plugins = plugins::rule_plugins(&key.namespace, &route.spec, catalog);
                 routes::rule_plugin_errors(&route.spec, &plugins, catalog).is_empty()

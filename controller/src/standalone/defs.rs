@@ -26,31 +26,45 @@ pub(super) struct Def {
 #[derive(Debug)]
 pub(super) struct Defs {
     pub(super) first: Def,
-    /// Duplicates, in file order.
-    pub(super) rest: Vec<Def>,
+    /// Duplicates, in file order; `None` when there are none (almost always: one pointer
+    /// instead of an empty `Vec`'s three words, in an entry per object).
+    #[expect(
+        clippy::box_collection,
+        reason = "one word per object in the definitions map; the extra allocation is only for duplicates"
+    )]
+    rest: Option<Box<Vec<Def>>>,
 }
 
 impl Defs {
+    /// The duplicates, in file order.
+    pub(super) fn rest(&self) -> &[Def] {
+        self.rest.as_deref().map_or(&[], Vec::as_slice)
+    }
+
     fn insert(&mut self, def: Def) {
         let at = |d: &Def| (Arc::clone(&d.file), d.document);
+        let rest = self.rest.get_or_insert_with(Box::default);
         if at(&def) < at(&self.first) {
             let old = std::mem::replace(&mut self.first, def);
-            self.rest.insert(0, old);
+            rest.insert(0, old);
         } else {
-            let pos = self.rest.partition_point(|d| at(d) < at(&def));
-            self.rest.insert(pos, def);
+            let pos = rest.partition_point(|d| at(d) < at(&def));
+            rest.insert(pos, def);
         }
     }
 
     /// Drops `file`'s definition; true when none is left.
     fn remove(&mut self, file: &Path) -> bool {
+        let Some(rest) = &mut self.rest else {
+            return *self.first.file == *file;
+        };
         if *self.first.file == *file {
-            if self.rest.is_empty() {
-                return true;
-            }
-            self.first = self.rest.remove(0);
+            self.first = rest.remove(0);
         } else {
-            self.rest.retain(|d| *d.file != *file);
+            rest.retain(|d| *d.file != *file);
+        }
+        if rest.is_empty() {
+            self.rest = None;
         }
         false
     }
@@ -95,7 +109,7 @@ pub(super) fn replace(
         };
         match defs.entry(id.clone()) {
             MapEntry::Occupied(mut o) => o.get_mut().insert(def),
-            MapEntry::Vacant(v) => drop(v.insert(Defs { first: def, rest: Vec::new() })),
+            MapEntry::Vacant(v) => drop(v.insert(Defs { first: def, rest: None })),
         }
         touched.push(id);
     }
@@ -111,7 +125,7 @@ pub(super) fn replace(
                 if !d.first.object.is_served_by(index, &id.1) {
                     d.first.object.clone().insert_into(index);
                 }
-                if d.rest.is_empty() {
+                if d.rest().is_empty() {
                     dups.remove(&id);
                 } else {
                     dups.insert(id);

@@ -206,6 +206,12 @@ impl DirSource {
                     .map(|f| f.to_path_buf())
                     .collect();
                 self.refresh(paths, gone, now);
+                // Rebuilt from its sorted entries, the Routes map has full nodes (a map
+                // filled one insert at a time in file order keeps them about half full):
+                // ~40 bytes per Route less, for O(Routes) once per rescan (the first load,
+                // a directory event), which re-reads every file anyway.
+                let routes = std::mem::take(&mut self.index.routes);
+                self.index.routes = routes.into_iter().collect();
             }
             // The directory is unreadable: keep serving everything last loaded.
             Err(e) => {
@@ -386,7 +392,7 @@ impl DirSource {
         let mut dups = Vec::new();
         for id in &self.dups {
             let Some(defs) = self.defs.get(id) else { continue };
-            for def in &defs.rest {
+            for def in defs.rest() {
                 dups.push(LoadError {
                     file: def.file.display().to_string(),
                     document: def.document,

@@ -179,8 +179,7 @@ fn lookups(c: &Compiled) -> Vec<String> {
 }
 
 fn memory_view(m: &Memory) -> Vec<(ObjectRef, i64, String)> {
-    m.last_good_routes
-        .iter()
+    m.last_good_routes()
         .map(|(k, (g, r))| {
             (k.clone(), *g, format!("{:?} {}", r.metadata, serde_json::to_string(&r.spec).unwrap()))
         })
@@ -247,7 +246,7 @@ fn random_walk(seed: u64, steps: usize) -> (usize, usize) {
                 let mut next = compile_changed(&index, &current, &removed, &changed, endpoints);
                 // As `update` does after any compile: the exact-conflict pass.
                 next.conflicts = Arc::new(crate::compile::conflicts::Conflicts::update(
-                    Some(&current.conflicts),
+                    Some(&current),
                     &index,
                     &mut next.statuses,
                 ));

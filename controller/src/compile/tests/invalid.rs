@@ -58,7 +58,7 @@ fn each_invalid_route_names_its_field() {
     assert!(good.is_true(ACCEPTED) && good.is_true(RESOLVED_REFS) && good.is_true(PROGRAMMED));
     let served: Vec<String> = c.routes.route_keys().map(|(k, _)| k.to_string()).collect();
     assert_eq!(served, ["default/good"]);
-    assert_eq!(c.memory.last_good_routes.len(), 1);
+    assert_eq!(c.memory.last_good_routes().count(), 1);
     assert_eq!(c.backend_keys.len(), 1);
 }
 
@@ -90,7 +90,7 @@ fn invalid_update_keeps_the_last_good_version_serving() {
     let live: Vec<(String, i64)> =
         second.routes.route_keys().map(|(k, g)| (k.to_string(), g)).collect();
     assert_eq!(live, [("default/r".to_owned(), 1)]);
-    assert_eq!(second.memory.last_good_routes[&ObjectRef::new("default", "r")].0, 1);
+    assert_eq!(second.memory.last_good_route(&ObjectRef::new("default", "r")).unwrap().0, 1);
 
     // Without memory the same input serves nothing.
     let fresh = compile(&load_str(&v2), &Memory::default());
@@ -100,11 +100,11 @@ fn invalid_update_keeps_the_last_good_version_serving() {
     // A fixed generation 3 replaces it; deleting the Route drops it from memory.
     let v3 = v1.replace("generation: 1", "generation: 3");
     let third = compile(&load_str(&v3), &second.memory);
-    assert_eq!(third.memory.last_good_routes[&ObjectRef::new("default", "r")].0, 3);
+    assert_eq!(third.memory.last_good_route(&ObjectRef::new("default", "r")).unwrap().0, 3);
     let mut gone = load_str(&v3);
     gone.routes.clear();
     let fourth = compile(&gone, &third.memory);
-    assert!(fourth.memory.last_good_routes.is_empty());
+    assert!(fourth.memory.last_good_routes().next().is_none());
     assert!(fourth.statuses.is_empty());
 }
 

@@ -42,7 +42,7 @@ fn quickstart_is_accepted_resolved_and_programmed() {
     let consumer = status(&c, Kind::Consumer, "default", "mobile-app");
     assert_cond(consumer, RESOLVED_REFS, "True", "ResolvedRefs", &[]);
     assert_eq!(
-        c.memory.last_good_routes.get(&ObjectRef::new("default", "orders")).map(|g| g.0),
+        c.memory.last_good_route(&ObjectRef::new("default", "orders")).map(|g| g.0),
         Some(3)
     );
 }
