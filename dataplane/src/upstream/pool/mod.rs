@@ -405,11 +405,13 @@ impl Upstream {
         }
         // What the request needs to go out again once it was sent ([`h2::Replay`]).
         let replay = h2::Replay::keep(&mut request);
-        // Sent again at most once, on a new connection (or, after a REFUSED_STREAM, the
-        // same one): when the shared connection closed before taking it, when the upstream
-        // refused it unprocessed, or, for an idempotent request on a reused connection,
-        // when the connection closed before its response.
-        let mut resent = false;
+        // Sent again, on a new connection (or, after a REFUSED_STREAM, the same one), up to
+        // [`H2_RESENDS`] times: when the shared connection closed before taking it, when the
+        // upstream refused it unprocessed, or, for an idempotent request on a reused
+        // connection, when the connection closed before its response. More than once: under
+        // load, a request refused by one connection's GOAWAY can meet the next one's (nginx
+        // says GOAWAY every `keepalive_requests`, 1000 by default).
+        let mut resends = 0;
         loop {
             let (mut sender, reused, shared) = match self
                 .h2
@@ -432,8 +434,7 @@ impl Upstream {
                 self.h2.retire(addr, transport, &shared);
             }
             let again = match unsent {
-                Some(unsent) if reused => Some(unsent),
-                Some(_) => None,
+                Some(unsent) => Some(unsent),
                 None if refusal.is_some()
                     || (reused && h2::closed(error.error()) && idempotent(replay.method())) =>
                 {
@@ -442,17 +443,20 @@ impl Upstream {
                 None => None,
             };
             match again {
-                Some(again) if !resent => {
+                Some(again) if resends < H2_RESENDS => {
                     tracing::debug!(%addr, error = %error.error(), "HTTP/2 request not processed, resending");
                     self.h2.discard(addr, transport);
                     request = again;
-                    resent = true;
+                    resends += 1;
                 }
                 _ => return Err(AttemptError::Exchange(error.into_error().into())),
             }
         }
     }
 }
+
+/// How many times an HTTP/2 request the upstream did not process goes out again.
+const H2_RESENDS: u8 = 3;
 
 /// Methods whose request may be sent again when a reused connection closed before
 /// answering (RFC 9110 §9.2.2).
