@@ -403,6 +403,9 @@ impl Publisher {
         }
         let now = rfc3339(now);
         let mut views = self.views.0.clone();
+        // The first view of every object is filled densely (one entry per object: a
+        // persistent map filled in key order keeps its nodes half full).
+        let mut first = views.is_empty().then(Vec::new);
         // New objects with the same status (one shared `Arc`) share one view.
         let mut fresh: HashMap<usize, Arc<ObjectView>> = HashMap::new();
         for item in self.view_statuses.diff(&compiled.statuses) {
@@ -418,7 +421,12 @@ impl Publisher {
                     let view = fresh
                         .entry(Arc::as_ptr(status) as usize)
                         .or_insert_with(|| Arc::new(object_view(status, None, &now)));
-                    views.insert(id.clone(), Arc::clone(view));
+                    match &mut first {
+                        Some(first) => first.push((id.clone(), Arc::clone(view))),
+                        None => {
+                            views.insert(id.clone(), Arc::clone(view));
+                        }
+                    }
                 }
                 DiffItem::Update { new: (id, status), .. } => {
                     let view = object_view(status, views.get(id).map(|v| &**v), &now);
@@ -428,6 +436,9 @@ impl Publisher {
                     views.remove(id);
                 }
             }
+        }
+        if let Some(first) = first {
+            crate::compile::insert_dense(&mut views, first);
         }
         self.views = ObjectViews(views);
         self.view_statuses = compiled.statuses.clone();
