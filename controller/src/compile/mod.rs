@@ -373,6 +373,7 @@ pub(crate) fn compile_all(index: &Index, memory: &Memory) -> Compiled {
 
     let mut interner = backends::BackendInterner::default();
     let mut status_cache = route::StatusCache::default();
+    memory.stats.reserve(index.routes.len());
     let mut models = Vec::with_capacity(index.routes.len());
     let mut rule_plugins = OrdMap::new();
     let mut users = BTreeMap::new();

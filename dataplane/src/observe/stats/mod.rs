@@ -57,7 +57,8 @@ pub struct RouteStatsRegistry {
 
 #[derive(Debug, Default)]
 struct RegistryInner {
-    routes: HashMap<ObjectKey, RouteEntry>,
+    /// foldhash (randomly seeded): the keys are hashed once per rule per compile.
+    routes: HashMap<ObjectKey, RouteEntry, foldhash::fast::RandomState>,
     /// Handles created since the last prune.
     created: usize,
     /// Entries kept by the last prune.
@@ -79,6 +80,14 @@ impl RouteEntry {
 }
 
 impl RouteStatsRegistry {
+    /// Makes room for `routes` Routes at once (a compile of that many), instead of growing
+    /// the map step by step while the compile asks for their handles.
+    pub fn reserve(&self, routes: usize) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let more = routes.saturating_sub(inner.routes.len());
+        inner.routes.reserve(more);
+    }
+
     /// The handle of `rule` of `route`: the live one when a snapshot (or a compile in
     /// progress) still holds it, else a new one sharing the Route's live [`RouteStats`]
     /// (new too when none of the Route's rules is alive).
