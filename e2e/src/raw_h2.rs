@@ -44,6 +44,10 @@ pub enum Script {
     CloseAtSecond,
     /// Resets the first request's stream with `REFUSED_STREAM`; answers the others.
     RefuseFirst,
+    /// Allows one stream at a time (`SETTINGS_MAX_CONCURRENT_STREAMS` 1): at the first
+    /// whole request, waits a moment (the client queues its next requests for a stream
+    /// slot), then GOAWAY with that stream as the last, answers it, and closes.
+    OneStreamThenGoAway,
 }
 
 /// A request the origin saw: its connection (from 1), stream and body.
@@ -138,8 +142,20 @@ impl Conn {
         if preface != PREFACE {
             return Err(std::io::Error::other("not an HTTP/2 preface"));
         }
-        self.frame(SETTINGS, 0, 0, &[]).await?;
+        if script == Script::OneStreamThenGoAway {
+            // SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 1.
+            self.frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 1]).await?;
+        } else {
+            self.frame(SETTINGS, 0, 0, &[]).await?;
+        }
         match script {
+            Script::OneStreamThenGoAway => {
+                let first = self.next_ended().await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.go_away(self.streams[first].id).await?;
+                self.answer(first).await?;
+                self.close().await
+            }
             Script::Answer => loop {
                 let ended = self.next_ended().await?;
                 self.answer(ended).await?;

@@ -134,6 +134,26 @@ async fn a_refused_stream_goes_out_again() {
     assert_eq!(origin.connections(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_stream_slot_when_the_connection_goes_away_goes_out_again() {
+    // One stream at a time: the second request waits in weir for a slot when the upstream
+    // says GOAWAY; it was never sent, and goes out on a new connection (a POST too).
+    let origin = RawH2Origin::start(vec![Script::OneStreamThenGoAway]).await.unwrap();
+    let (_dir, weir) = weir_in_front_of(&origin).await;
+    let addr = weir.http_addr;
+    let first = tokio::spawn(send(addr, "POST", "/shop.Orders/Create", "one"));
+    weir_e2e::poll_until(WAIT, "the first request at the origin", || async {
+        Ok((!origin.seen().is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+    let second = send(addr, "POST", "/shop.Orders/Create", "two").await;
+    let first = first.await.unwrap();
+    assert_eq!((first.status, first.text()), (200, "c1 one".to_owned()), "{}", weir.log());
+    assert_eq!((second.status, second.text()), (200, "c2 two".to_owned()), "{}", weir.log());
+    assert_eq!(origin.seen().len(), 2, "{:?}", origin.seen());
+}
+
 /// A request on a connection the upstream closes under it without a word: whether it goes
 /// out again depends on its method (nothing tells it was not processed).
 async fn closed_under(method: &str) -> (Reply, Vec<Seen>, String) {

@@ -246,6 +246,14 @@ pub(crate) fn refusal(error: &hyper::Error) -> Option<Refusal> {
     }
 }
 
+/// Whether hyper dropped the request before its stream opened: it waited for a stream slot
+/// (the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`) when its connection ended, so it was
+/// never sent. hyper reports that as "dispatch task is gone" without giving the request
+/// back; a future hyper wording that does not match only means no resend (the error stays).
+pub(crate) fn dropped_unsent(error: &hyper::Error) -> bool {
+    error.is_user() && error.to_string() == "dispatch task is gone"
+}
+
 /// Whether `error` is the connection closing under a request (no response head came).
 pub(crate) fn closed(error: &hyper::Error) -> bool {
     error.is_closed()

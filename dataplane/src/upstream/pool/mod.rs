@@ -436,6 +436,7 @@ impl Upstream {
             let again = match unsent {
                 Some(unsent) => Some(unsent),
                 None if refusal.is_some()
+                    || h2::dropped_unsent(error.error())
                     || (reused && h2::closed(error.error()) && idempotent(replay.method())) =>
                 {
                     replay.request()
