@@ -320,7 +320,11 @@ impl Replay {
     pub(crate) fn request(&self) -> Option<http::Request<UpstreamBody>> {
         let body = match &self.body {
             Kept::Empty => UpstreamBody::Empty,
-            Kept::Streamed { slot, .. } if unsent(slot) => UpstreamBody::streamed(slot),
+            // Still in its slot: sent from there, onto the same tape (should this attempt
+            // take it and be refused in turn).
+            Kept::Streamed { slot, tape } if unsent(slot) => {
+                UpstreamBody::Streamed { slot: Arc::clone(slot), taken: None, tape: tape.clone() }
+            }
             Kept::Streamed { tape: Some(tape), .. } => {
                 tape.lock().unwrap_or_else(PoisonError::into_inner).replay()?
             }
