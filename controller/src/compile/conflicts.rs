@@ -237,6 +237,13 @@ impl Conflicts {
         if changed.is_empty() {
             return this;
         }
+        tracing::debug!(
+            changed = changed.len(),
+            gone = gone.len(),
+            current = current.len(),
+            served,
+            "conflicts pass"
+        );
         let mut touched: Vec<Key> = Vec::new();
         for (key, route, status) in &gone {
             for (k, owner) in &keys_of(key, route, status) {

@@ -165,8 +165,18 @@ impl State {
             Change::Applied(id, item) => {
                 let Some(source) = self.sources.get_mut(&id) else { return false };
                 let key = item.key.clone();
+                let before = source.objects.get(&key).cloned();
                 if let Some(object) = source.put(item) {
-                    object.insert_into(&mut self.index);
+                    // Unchanged objects keep their `Arc` (e.g. after weir's own status write:
+                    // nothing to recompile, and the compiler's pointer comparisons, the
+                    // conflict pass's among them, see the same object).
+                    match before {
+                        Some(before) if before.same_spec(&object) && before.same_meta(&object) => {
+                            source.objects.insert(key.clone(), before.clone());
+                            before.insert_into(&mut self.index);
+                        }
+                        _ => object.insert_into(&mut self.index),
+                    }
                 }
                 self.rewatch(&id, &key);
             }
@@ -318,6 +328,35 @@ mod tests {
         assert!(state.index().plugins.is_empty());
         let gone = SourceId::Kind(Kind::Plugin, Some("gone".into()));
         assert!(!state.apply(Change::Deleted(gone, ObjectRef::new("ns", "b"))));
+    }
+
+    fn route(name: &str, path: &str, status: Option<&str>) -> Item {
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": name, "namespace": "ns", "generation": 1},
+            "spec": {"rules": [{"matches": [{"path": {"value": path}}],
+                                "backends": [{"service": "s", "port": 80}]}]},
+            "status": {"conditions": status.map_or_else(Vec::new, |s| vec![serde_json::json!({
+                "type": "Accepted", "status": s, "reason": "Accepted", "message": "",
+                "lastTransitionTime": "2026-12-03T00:00:00Z"})])}
+        }))
+        .unwrap();
+        item(Kind::Route, obj)
+    }
+
+    #[test]
+    fn a_status_only_update_keeps_the_routes_arc_and_a_spec_change_replaces_it() {
+        let mut state = State::default();
+        let id = SourceId::Kind(Kind::Route, None);
+        state.add_source(id.clone());
+        state.apply(Change::Relisted(id.clone(), vec![route("r", "/a", None)]));
+        let key = ObjectRef::new("ns", "r");
+        let first = std::sync::Arc::clone(&state.index().routes[&key]);
+        // weir's own status write comes back as a watch event: the same Route to the compiler.
+        state.apply(Change::Applied(id.clone(), route("r", "/a", Some("True"))));
+        assert!(std::sync::Arc::ptr_eq(&first, &state.index().routes[&key]));
+        state.apply(Change::Applied(id.clone(), route("r", "/b", Some("True"))));
+        assert!(!std::sync::Arc::ptr_eq(&first, &state.index().routes[&key]));
     }
 
     #[test]
