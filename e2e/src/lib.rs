@@ -217,6 +217,30 @@ endpoints:
     )
 }
 
+/// YAML for a Service whose port 80 says `appProtocol: app_protocol` (e.g.
+/// `kubernetes.io/h2c`, `kubernetes.io/ws`), with an EndpointSlice that points it at
+/// `127.0.0.1:<port>`, both in `default`.
+pub fn app_service_yaml(name: &str, port: u16, app_protocol: &str) -> String {
+    format!(
+        r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  ports: [{{name: main, port: 80, targetPort: {port}, appProtocol: {app_protocol}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-local
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: main, port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#
+    )
+}
+
 /// YAML for a Route with one rule sending `Prefix prefix` to Service `service` port 80.
 pub fn prefix_route_yaml(name: &str, prefix: &str, service: &str) -> String {
     format!(

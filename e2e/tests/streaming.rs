@@ -18,31 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use origins::{grpc_origin, ws_origin};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use weir_e2e::{ConfigDir, WeirProcess, poll_until};
+use weir_e2e::{ConfigDir, WeirProcess, app_service_yaml, poll_until};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A Service (one port with `app_protocol`) and its EndpointSlice at `127.0.0.1:port`.
-fn service(name: &str, port: u16, app_protocol: &str) -> String {
-    format!(
-        r#"---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  ports: [{{name: main, port: 80, targetPort: {port}, appProtocol: {app_protocol}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-local
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: main, port: {port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"#
-    )
-}
 
 fn route(name: &str, prefix: &str, service: &str, idle: &str) -> String {
     format!(
@@ -87,8 +65,8 @@ async fn grpc_and_websocket_through_the_binary() {
     let dir = ConfigDir::new("streaming").unwrap();
     dir.write(
         "services.yaml",
-        &(service("orders-grpc", grpc_addr.port(), "kubernetes.io/h2c")
-            + &service("chat", ws_addr.port(), "kubernetes.io/ws")),
+        &(app_service_yaml("orders-grpc", grpc_addr.port(), "kubernetes.io/h2c")
+            + &app_service_yaml("chat", ws_addr.port(), "kubernetes.io/ws")),
     )
     .unwrap();
     dir.write(

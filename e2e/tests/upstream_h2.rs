@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use weir_e2e::raw_h2::{RawH2Origin, Script, Seen};
-use weir_e2e::{ConfigDir, Reply, WeirProcess};
+use weir_e2e::{ConfigDir, Reply, WeirProcess, app_service_yaml};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,37 +22,18 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn weir_in_front_of(origin: &RawH2Origin) -> (ConfigDir, WeirProcess) {
     let port = origin.addr.port();
     let dir = ConfigDir::new("upstream-h2").unwrap();
-    dir.write(
-        "config.yaml",
-        &format!(
-            r#"---
-apiVersion: v1
-kind: Service
-metadata: {{name: grpc}}
-spec:
-  ports: [{{name: main, port: 80, targetPort: {port}, appProtocol: kubernetes.io/h2c}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: grpc-local
-  labels: {{kubernetes.io/service-name: grpc}}
-addressType: IPv4
-ports: [{{name: main, port: {port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
+    let route = r#"---
 apiVersion: weir.dev/v1alpha1
 kind: Route
-metadata: {{name: grpc}}
+metadata: {name: grpc}
 spec:
   rules:
-    - matches: [{{path: {{value: "/"}}}}]
-      timeouts: {{request: 15s}}
-      backends: [{{service: grpc, port: 80}}]
-"#
-        ),
-    )
-    .unwrap();
+    - matches: [{path: {value: "/"}}]
+      timeouts: {request: 15s}
+      backends: [{service: grpc, port: 80}]
+"#;
+    let services = app_service_yaml("grpc", port, "kubernetes.io/h2c");
+    dir.write("config.yaml", &(services + route)).unwrap();
     // One worker: one pool, so every request shares the origin's first connection.
     let args = [OsString::from("--config-dir"), dir.path().as_os_str().to_owned()];
     let weir = WeirProcess::start_with_env(&args, &[("WEIR_WORKER_THREADS", "1")]).await.unwrap();

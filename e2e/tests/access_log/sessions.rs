@@ -19,23 +19,9 @@ use super::{WAIT, config, json_lines, line_for, path_arg, start};
 /// A Service `name` (port 80 with `app_protocol`) at `127.0.0.1:port` and a Route `name`
 /// whose rule `rule` sends `prefix` to it.
 fn streaming_route(name: &str, port: u16, app_protocol: &str, prefix: &str, rule: &str) -> String {
-    format!(
-        r#"---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  ports: [{{name: main, port: 80, targetPort: {port}, appProtocol: {app_protocol}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-local
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: main, port: {port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
+    weir_e2e::app_service_yaml(name, port, app_protocol)
+        + &format!(
+            r#"---
 apiVersion: weir.dev/v1alpha1
 kind: Route
 metadata: {{name: {name}}}
@@ -45,7 +31,7 @@ spec:
       matches: [{{path: {{value: {prefix}}}}}]
       backends: [{{service: {name}, port: 80}}]
 "#
-    )
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
