@@ -150,12 +150,15 @@ def cpu_ticks(pids):
     return total
 
 
-def pss_kib(pids):
+def pss_kib(pids, field="Pss"):
+    """The sum of `field` (kB) of /proc/<pid>/smaps_rollup over `pids`: `Pss` by default,
+    `Pss_Anon` for the private heap alone (shared pages of the binary are split between the
+    processes that map them, so a Pss depends on how many other weir instances run)."""
     total = 0
     for pid in pids:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])
     return total
 

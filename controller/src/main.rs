@@ -10,6 +10,14 @@ use weir_controller::cli::{self, Cli, Command, LogFormat};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// After a reload, gives the pages it freed back to the OS (`weir_controller::release`).
+#[allow(unsafe_code)]
+fn collect_freed_pages() {
+    // SAFETY: `mi_collect` takes no pointers; it frees the calling thread's empty pages of the
+    // global allocator (mimalloc, above) and purges the free parts of its arenas.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -20,6 +28,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             cli::init_tracing(args.log_format);
+            weir_controller::release::install(collect_freed_pages);
             let runtime = cli::RuntimePlan::of(&args).main_runtime();
             let runtime = match runtime {
                 Ok(rt) => rt,

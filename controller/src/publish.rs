@@ -270,7 +270,10 @@ pub struct Publisher {
 fn drop_in_background<T: Send + 'static>(value: Option<T>) {
     let Some(value) = value else { return };
     // On a spawn error the closure, and `value` with it, is dropped here.
-    let _spawned = std::thread::Builder::new().name("weir-drop".into()).spawn(move || drop(value));
+    let _spawned = std::thread::Builder::new().name("weir-drop".into()).spawn(move || {
+        drop(value);
+        crate::release::freed();
+    });
 }
 
 /// True when `new` serves exactly what `live` serves (the same route, backend, identity

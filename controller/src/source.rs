@@ -61,6 +61,9 @@ pub async fn round<S: Source>(
         let outcome = publisher.apply(source.index(), applied.errors);
         let load_ms = loaded.as_secs_f64() * 1e3;
         let compile_ms = started.elapsed().saturating_sub(loaded).as_secs_f64() * 1e3;
+        let release = std::time::Instant::now();
+        crate::release::freed();
+        let release_ms = release.elapsed().as_secs_f64() * 1e3;
         match outcome {
             Outcome::Published(version) => tracing::info!(
                 version,
@@ -68,6 +71,7 @@ pub async fn round<S: Source>(
                 routes,
                 load_ms,
                 compile_ms,
+                release_ms,
                 "configuration published"
             ),
             Outcome::Unchanged(version) => {
