@@ -127,7 +127,7 @@ pub fn match_request(shared: &Shared, query: Option<&str>) -> (StatusCode, Value
     let rule = m.rule;
     let position = rule.matches.iter().position(|x| std::ptr::eq(x, m.matched)).unwrap_or(0);
     let described = snapshot.routes.describe();
-    let route_key = rule.route.to_string();
+    let route_key = rule.route().to_string();
     let route_json = described["routes"]
         .as_array()
         .and_then(|routes| routes.iter().find(|r| r["key"] == route_key.as_str()))
@@ -159,7 +159,7 @@ pub fn match_request(shared: &Shared, query: Option<&str>) -> (StatusCode, Value
         .load()
         .as_ref()
         .and_then(|c| {
-            let key = crate::index::ObjectRef::new(&*rule.route.namespace, &*rule.route.name);
+            let key = crate::index::ObjectRef::new(&*rule.route().namespace, &*rule.route().name);
             c.rule_plugins.get(&key).and_then(|rules| rules.get(rule.index)).cloned()
         })
         .unwrap_or_default()

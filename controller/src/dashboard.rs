@@ -66,7 +66,7 @@ pub fn stats(snapshot: &Snapshot) -> Value {
     let mut routes: BTreeMap<String, RouteStats> = BTreeMap::new();
     for rule in snapshot.routes.rules() {
         let view = rule.stats.view();
-        let entry = routes.entry(rule.route.to_string()).or_default();
+        let entry = routes.entry(rule.route().to_string()).or_default();
         for (total, n) in entry.codes.iter_mut().zip(view.codes) {
             *total += n;
         }
@@ -126,21 +126,15 @@ mod tests {
 
     fn rule(route: &ObjectKey, name: &str, index: usize) -> Arc<Rule> {
         Arc::new(Rule {
-            route: route.clone(),
             stats: RuleStats::detached(route, name),
             name: name.into(),
             index,
-            matches: vec![RequestMatch {
-                path: PathMatch::Prefix(format!("/{name}").into()),
-                methods: vec![],
-                headers: vec![],
-                query: vec![],
-            }],
+            matches: vec![RequestMatch::path(PathMatch::Prefix(format!("/{name}").into()))],
             action: RuleAction {
                 backends: WeightedBackends::new(vec![]),
                 rewrite: None,
-                timeouts: Timeouts::default(),
-                retries: RetryPolicy::default(),
+                timeouts: Timeouts::default().shared(),
+                retries: RetryPolicy::default().shared(),
                 filters: Arc::new([]),
                 https_redirect: false,
                 aggregate: None,

@@ -47,7 +47,7 @@ fn record(stats: Option<Arc<weir_dataplane::observe::stats::RuleStats>>) -> Requ
 fn request_end(c: &mut Criterion) {
     let registry = RouteStatsRegistry::default();
     let key = ObjectKey::new("shop", "orders");
-    let rule = registry.rule(&key, "list");
+    let rule = registry.rule(&key, &"list".into());
     let matched = record(Some(rule));
     let plain = RequestMetrics::new(false);
     c.bench_function("request_end/rule", |b| b.iter(|| plain.on_request_end(black_box(&matched))));

@@ -31,19 +31,18 @@ fn counters() -> (isize, usize) {
 
 fn rule(key: &ObjectKey, index: usize, backend: u32, path: PathMatch) -> Arc<Rule> {
     Arc::new(Rule {
-        route: key.clone(),
         name: format!("r{index}").into(),
         index,
         stats: weir_dataplane::observe::stats::RuleStats::detached(key, &format!("r{index}")),
-        matches: vec![RequestMatch { path, methods: vec![], headers: vec![], query: vec![] }],
+        matches: vec![RequestMatch::path(path)],
         action: RuleAction {
             backends: WeightedBackends::new(vec![WeightedBackend {
                 id: BackendId(backend),
                 weight: 1,
             }]),
             rewrite: None,
-            timeouts: Timeouts::default(),
-            retries: RetryPolicy::default(),
+            timeouts: Timeouts::default().shared(),
+            retries: RetryPolicy::default().shared(),
             filters: Arc::new([]),
             https_redirect: false,
             aggregate: None,

@@ -51,12 +51,7 @@ mod tests {
     use super::*;
 
     fn prefix_match(prefix: &str) -> RequestMatch {
-        RequestMatch {
-            path: PathMatch::Prefix(prefix.trim_end_matches('/').into()),
-            methods: vec![],
-            headers: vec![],
-            query: vec![],
-        }
+        RequestMatch::path(PathMatch::Prefix(prefix.trim_end_matches('/').into()))
     }
 
     fn replace_prefix(r: &str) -> Rewrite {
@@ -97,12 +92,7 @@ mod tests {
     fn replace_full_path_and_non_prefix_matches() {
         let full =
             Rewrite { replace_prefix: None, replace_full_path: Some("/new".into()), host: None };
-        let exact = RequestMatch {
-            path: PathMatch::Exact("/old".into()),
-            methods: vec![],
-            headers: vec![],
-            query: vec![],
-        };
+        let exact = RequestMatch::path(PathMatch::Exact("/old".into()));
         assert_eq!(rewrite_path(&full, &exact, "/old", Some("q=1")).as_deref(), Some("/new?q=1"));
         assert_eq!(rewrite_path(&full, &prefix_match("/a"), "/a/b", None).as_deref(), Some("/new"));
         assert_eq!(rewrite_path(&replace_prefix("/v2"), &exact, "/old", None), None);

@@ -227,7 +227,7 @@ impl GrpcOrigin {
 /// Routes `/test.Echo` and `/raw` (not `/other.Svc`) to the origin, as an h2c backend.
 fn grpc_snapshot(origin: &GrpcOrigin, timeouts: Timeouts) -> Snapshot {
     let mut echo = action(&[(0, 1)]);
-    echo.timeouts = timeouts;
+    echo.timeouts = timeouts.into();
     snapshot(
         1,
         vec![route(
@@ -624,7 +624,8 @@ async fn a_refused_credential_is_grpc_unauthenticated() {
 async fn a_streaming_request_keeps_the_exchange_alive() {
     let origin = GrpcOrigin::start().await;
     let mut idle = action(&[(0, 1)]);
-    idle.timeouts.idle = Some(Duration::from_millis(300));
+    idle.timeouts =
+        Timeouts { idle: Some(Duration::from_millis(300)), ..Timeouts::default() }.into();
     let gw = Gateway::start(snapshot(
         1,
         vec![route("idle", &[], vec![rule("idle", "/idle", idle)])],

@@ -87,19 +87,18 @@ fn rule_with(route: &str, prefix: &str, methods: &[Method], mut filters: Vec<Fil
     let mut a = action(&[(0, 1)]);
     a.filters = Arc::from(filters);
     Arc::new(Rule {
-        route: ObjectKey::new("default", route),
         name: prefix.into(),
         index: 0,
         stats: weir_dataplane::observe::stats::RuleStats::detached(
             &ObjectKey::new("default", route),
             prefix,
         ),
-        matches: vec![RequestMatch {
-            path: PathMatch::Prefix(prefix.trim_end_matches('/').into()),
-            methods: methods.to_vec(),
-            headers: vec![],
-            query: vec![],
-        }],
+        matches: vec![RequestMatch::new(
+            PathMatch::Prefix(prefix.trim_end_matches('/').into()),
+            methods.to_vec(),
+            vec![],
+            vec![],
+        )],
         action: a,
     })
 }

@@ -19,7 +19,7 @@ async fn connect_failures_are_retried_on_the_next_endpoint() {
     let live = Origin::start("live").await;
     let dead = closed_port().await;
     let mut act = action(&[(0, 1)]);
-    act.retries = retry_on_connect();
+    act.retries = retry_on_connect().into();
     let snap = snapshot(
         1,
         vec![route("r", &[], vec![rule("r", "/", act)])],
@@ -69,7 +69,8 @@ async fn slow_upstream_is_a_json_504() {
         connect: Duration::from_secs(1),
         request: Some(Duration::from_millis(200)),
         idle: None,
-    };
+    }
+    .into();
     let snap = snapshot(
         1,
         vec![route("r", &[], vec![rule("r", "/", act)])],
@@ -96,7 +97,8 @@ async fn per_try_timeout_retries_idempotent_requests() {
         per_try_timeout: Some(Duration::from_millis(200)),
         on_timeout: true,
         ..RetryPolicy::default()
-    };
+    }
+    .into();
     let snap = snapshot(
         1,
         vec![route("r", &[], vec![rule("r", "/", act)])],
@@ -124,7 +126,7 @@ async fn status_5xx_is_retried_for_idempotent_requests_only() {
     .await;
     let good = Origin::start("good").await;
     let mut act = action(&[(0, 1)]);
-    act.retries = RetryPolicy { attempts: 1, on_5xx: true, ..RetryPolicy::default() };
+    act.retries = RetryPolicy { attempts: 1, on_5xx: true, ..RetryPolicy::default() }.into();
     let snap = snapshot(
         1,
         vec![route("r", &[], vec![rule("r", "/", act)])],

@@ -133,7 +133,7 @@ async fn retry_budget_limits_concurrent_retries() {
         ..BackendPolicy::default()
     });
     let mut act = action(&[(0, 1)]);
-    act.retries = RetryPolicy { attempts: 1, on_5xx: true, ..RetryPolicy::default() };
+    act.retries = RetryPolicy { attempts: 1, on_5xx: true, ..RetryPolicy::default() }.into();
     let backend = Backend::new(key("budget"), vec![failing.addr]).with_policy(policy);
     let gw = Arc::new(
         Gateway::start(snapshot(
@@ -163,7 +163,7 @@ async fn without_a_budget_every_request_retries() {
     )
     .await;
     let mut act = action(&[(0, 1)]);
-    act.retries = RetryPolicy { attempts: 1, on_5xx: true, ..RetryPolicy::default() };
+    act.retries = RetryPolicy { attempts: 1, on_5xx: true, ..RetryPolicy::default() }.into();
     let backend = Backend::new(key("nobudget"), vec![failing.addr]);
     let gw = Arc::new(
         Gateway::start(snapshot(
@@ -198,8 +198,12 @@ async fn a_backoff_past_the_deadline_is_not_waited() {
         ..BackendPolicy::default()
     });
     let mut act = action(&[(0, 1)]);
-    act.retries = RetryPolicy { attempts: 2, on_5xx: true, ..RetryPolicy::default() };
-    act.timeouts.request = Some(Duration::from_secs(10));
+    act.retries = RetryPolicy { attempts: 2, on_5xx: true, ..RetryPolicy::default() }.into();
+    act.timeouts = weir_dataplane::Timeouts {
+        request: Some(Duration::from_secs(10)),
+        ..weir_dataplane::Timeouts::default()
+    }
+    .into();
     let backend = Backend::new(key("backoff"), vec![failing.addr]).with_policy(policy);
     let gw = Gateway::start(snapshot(
         1,
@@ -571,7 +575,7 @@ async fn a_retry_never_goes_to_an_open_circuit() {
         ..BackendPolicy::default()
     });
     let mut act = action(&[(0, 1)]);
-    act.retries = RetryPolicy { attempts: 2, on_5xx: true, ..RetryPolicy::default() };
+    act.retries = RetryPolicy { attempts: 2, on_5xx: true, ..RetryPolicy::default() }.into();
     let backend = Backend::new(key("retry-open"), vec![bad.addr, other.addr]).with_policy(policy);
     let gw = Gateway::start(snapshot(
         1,

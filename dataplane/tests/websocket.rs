@@ -89,7 +89,7 @@ type Client = WebSocketStream<TcpStream>;
 
 fn ws_snapshot(version: u64, origin: &WsOrigin, timeouts: Timeouts) -> Snapshot {
     let mut action = action(&[(0, 1)]);
-    action.timeouts = timeouts;
+    action.timeouts = timeouts.into();
     snapshot(
         version,
         vec![route("ws", &[], vec![rule("ws", "/", action)])],

@@ -73,15 +73,14 @@ impl ValidRoute {
                 let aggregate = r.aggregate.and_then(|a| a.build(&r.matches, interner));
                 Arc::new(Rule {
                     stats: stats.rule(&key, &r.name),
-                    route: key.clone(),
                     name: r.name,
                     index,
                     matches: r.matches,
                     action: RuleAction {
                         backends: WeightedBackends::new(backends),
                         rewrite: r.rewrite,
-                        timeouts: r.timeouts,
-                        retries: r.retries,
+                        timeouts: r.timeouts.shared(),
+                        retries: r.retries.shared(),
                         filters: chain,
                         https_redirect,
                         aggregate,
@@ -208,12 +207,7 @@ fn validate_rule(
     // room for four matches, ~370 B per one-match rule).
     let mut matches = Vec::with_capacity(rule.matches.len().max(1));
     if rule.matches.is_empty() {
-        matches.push(RequestMatch {
-            path: PathMatch::Prefix("".into()),
-            methods: Vec::new(),
-            headers: Vec::new(),
-            query: Vec::new(),
-        });
+        matches.push(RequestMatch::path(PathMatch::Prefix("".into())));
     }
     for (j, m) in rule.matches.iter().enumerate() {
         let item = At::Item(at, "matches", j);
@@ -244,7 +238,7 @@ fn validate_rule(
             .filter_map(|(k, q)| parse_query_match(q, &At::Item(at, "queryParams", k), errs))
             .collect();
         if let Some(path) = path {
-            matches.push(RequestMatch { path, methods, headers, query });
+            matches.push(RequestMatch::new(path, methods, headers, query));
         }
     }
     // A rule without backends is checked once its plugins are known: a redirect or
@@ -406,7 +400,9 @@ fn one_line(s: &str) -> String {
 
 fn parse_path(type_: PathMatchType, value: &str) -> Result<PathMatch, String> {
     match type_ {
-        PathMatchType::RegularExpression => anchored_regex(value).map(PathMatch::Regex),
+        PathMatchType::RegularExpression => {
+            anchored_regex(value).map(|re| PathMatch::Regex(Box::new(re)))
+        }
         PathMatchType::Exact | PathMatchType::Prefix => {
             if !value.starts_with('/') {
                 return Err(format!("path {value:?} must start with '/'"));
@@ -418,7 +414,7 @@ fn parse_path(type_: PathMatchType, value: &str) -> Result<PathMatch, String> {
             }
             let exact = type_ == PathMatchType::Exact;
             if let Some(captures) = aggregate::capture_regex(value, exact)? {
-                return Ok(PathMatch::Regex(captures));
+                return Ok(PathMatch::Regex(Box::new(captures)));
             }
             Ok(if exact {
                 PathMatch::Exact(value.into())

@@ -128,10 +128,10 @@ pub(crate) async fn respond(
             }
             Err(failure) if part.optional => {
                 completed = false;
-                tracing::debug!(route = %rule.route, rule = %rule.name, part = %part.key, %failure, "optional aggregate part failed, answering null");
+                tracing::debug!(route = %rule.route(), rule = %rule.name, part = %part.key, %failure, "optional aggregate part failed, answering null");
             }
             Err(failure) => {
-                tracing::warn!(route = %rule.route, rule = %rule.name, part = %part.key, %failure, "required aggregate part failed");
+                tracing::warn!(route = %rule.route(), rule = %rule.name, part = %part.key, %failure, "required aggregate part failed");
                 return Err(if failure.timed_out() {
                     ProxyError::UpstreamTimeout
                 } else {
@@ -193,7 +193,7 @@ impl Fetch<'_> {
         };
         // The rule's timeouts, the request timeout capped by the part's deadline so the
         // upstream layer records a late part as a timeout (breaker, outlier detection).
-        let mut timeouts = self.rule.action.timeouts;
+        let mut timeouts = *self.rule.action.timeouts;
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         timeouts.request = Some(timeouts.request.map_or(left, |r| r.min(left)));
         let prepared = forward::Prepared {

@@ -68,12 +68,7 @@ fn dot_segments_are_recognised_encoded_or_not() {
 }
 
 fn regex_match(pattern: &str) -> RequestMatch {
-    RequestMatch {
-        path: PathMatch::Regex(Regex::new(pattern).unwrap()),
-        methods: Vec::new(),
-        headers: Vec::new(),
-        query: Vec::new(),
-    }
+    RequestMatch::path(PathMatch::Regex(Box::new(Regex::new(pattern).unwrap())))
 }
 
 fn part(key: &str, path: PathTemplate, optional: bool) -> Part {

@@ -189,12 +189,7 @@ mod tests {
     fn paths_are_replaced_like_rewrites_and_keep_the_query() {
         let prefix =
             Rewrite { replace_prefix: Some("/v2".into()), replace_full_path: None, host: None };
-        let m = RequestMatch {
-            path: PathMatch::Prefix("/v1".into()),
-            methods: vec![],
-            headers: vec![],
-            query: vec![],
-        };
+        let m = RequestMatch::path(PathMatch::Prefix("/v1".into()));
         let r = redirect(None, None, None, Some(prefix));
         assert_eq!(loc(&r, "a.test", "/v1/users?x=1", Some(&m)), "http://a.test/v2/users?x=1");
         let full =

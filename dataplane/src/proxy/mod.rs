@@ -119,7 +119,7 @@ pub async fn handle(
                 method: head.method,
                 host: head.host,
                 path: head.path,
-                route: exchange.rule.map(|r| r.route.clone()),
+                route: exchange.rule.map(|r| r.route().clone()),
                 rule: exchange.rule.map(|r| Arc::clone(&r.name)),
                 status: response.status(),
                 duration: Duration::ZERO,
@@ -348,23 +348,23 @@ async fn proxy<'s>(
 
     headers::remove_identity_headers(&mut parts.headers, &snapshot.identity_headers);
     if !action.filters.is_empty() {
-        ctx.route = Some(&rule.route);
+        ctx.route = Some(rule.route());
         ctx.matched = Some(matched.matched);
         ctx.request_timeout = action.timeouts.request;
         let flow = filter::request_phase(&action.filters, &mut parts, ctx).await.inspect_err(|e| {
             match e {
                 ProxyError::Unavailable { reason } => {
-                    tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "rule unavailable, answering 503");
+                    tracing::warn!(route = %rule.route(), rule = %rule.name, %reason, "rule unavailable, answering 503");
                 }
                 // The reason only: never the credential.
                 ProxyError::Unauthorized { reason, .. } => {
-                    tracing::debug!(route = %rule.route, rule = %rule.name, reason = reason.as_str(), "unauthenticated, answering 401");
+                    tracing::debug!(route = %rule.route(), rule = %rule.name, reason = reason.as_str(), "unauthenticated, answering 401");
                 }
                 ProxyError::RateLimited { retry_after_secs } => {
-                    tracing::debug!(route = %rule.route, rule = %rule.name, retry_after_secs, "rate limited, answering 429");
+                    tracing::debug!(route = %rule.route(), rule = %rule.name, retry_after_secs, "rate limited, answering 429");
                 }
                 ProxyError::AuthUnavailable { reason } => {
-                    tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "auth service unavailable, answering 503");
+                    tracing::warn!(route = %rule.route(), rule = %rule.name, %reason, "auth service unavailable, answering 503");
                 }
                 _ => {}
             }
@@ -409,11 +409,11 @@ async fn proxy<'s>(
     let backend = match ready_backend(backend, "no backend with a positive weight") {
         Ok(b) => b,
         Err(reason) if backend.is_some_and(|b| b.invalid) => {
-            tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "invalid backend, answering 500");
+            tracing::warn!(route = %rule.route(), rule = %rule.name, %reason, "invalid backend, answering 500");
             return Err(ProxyError::InvalidBackend { reason });
         }
         Err(reason) => {
-            tracing::warn!(route = %rule.route, rule = %rule.name, %reason, "no endpoint, answering 503");
+            tracing::warn!(route = %rule.route(), rule = %rule.name, %reason, "no endpoint, answering 503");
             return Err(ProxyError::NoEndpoint { reason });
         }
     };
@@ -485,7 +485,7 @@ async fn proxy<'s>(
     };
     // A gRPC deadline bounds the exchange like `timeouts.request` (the smaller wins); the
     // header itself goes upstream unchanged.
-    let mut timeouts = action.timeouts;
+    let mut timeouts = *action.timeouts;
     if grpc && let Some(deadline) = grpc::timeout(&parts.headers) {
         timeouts.request = Some(timeouts.request.map_or(deadline, |r| r.min(deadline)));
     }
@@ -530,21 +530,21 @@ async fn proxy<'s>(
                 .as_ref()
                 .is_some_and(|s| s.exceeded.load(std::sync::atomic::Ordering::Relaxed));
             if too_large {
-                tracing::debug!(route = %rule.route, rule = %rule.name, "request body over the limit, upstream request aborted, answering 413");
+                tracing::debug!(route = %rule.route(), rule = %rule.name, "request body over the limit, upstream request aborted, answering 413");
                 return Err(ProxyError::PayloadTooLarge);
             }
             if let ProxyError::BadResponse { source } = &error
                 && body::ClientBodyError::is_cause_of(&**source)
             {
-                tracing::debug!(route = %rule.route, rule = %rule.name, %error, "client request body broken, answering 400");
+                tracing::debug!(route = %rule.route(), rule = %rule.name, %error, "client request body broken, answering 400");
                 return Err(ProxyError::BadRequest { reason: "broken request body" });
             }
             if let ProxyError::Fallback { .. } = &error {
                 // Once per request while a circuit is open: the opening itself is the warning.
-                tracing::debug!(route = %rule.route, rule = %rule.name, backend = %backend.key, %error, "answered with the fallback");
+                tracing::debug!(route = %rule.route(), rule = %rule.name, backend = %backend.key, %error, "answered with the fallback");
             } else {
                 tracing::warn!(
-                    route = %rule.route, rule = %rule.name, backend = %backend.key, %error,
+                    route = %rule.route(), rule = %rule.name, backend = %backend.key, %error,
                     cause = %deeper_causes(&error), "upstream request failed"
                 );
             }

@@ -11,9 +11,10 @@ use crate::snapshot::{HeaderMatcher, QueryMatcher, RequestMatch, ValueMatch};
 /// True when the method, every header condition and every query condition hold.
 #[inline]
 pub(crate) fn hold(m: &RequestMatch, req: &RequestView<'_>) -> bool {
-    (m.methods.is_empty() || m.methods.iter().any(|x| x == req.method))
-        && m.headers.iter().all(|h| header_holds(h, req.headers))
-        && m.query.iter().all(|q| query_holds(q, req.query))
+    let methods = m.methods();
+    (methods.is_empty() || methods.iter().any(|x| x == req.method))
+        && m.headers().iter().all(|h| header_holds(h, req.headers))
+        && m.query().iter().all(|q| query_holds(q, req.query))
 }
 
 /// Checks a value condition against raw bytes. Exact compares bytes (case-sensitive, as the

@@ -25,7 +25,7 @@ fn request_match(m: &RequestMatch) -> Value {
         PathMatch::Regex(re) => json!({"type": "RegularExpression", "value": re.as_str()}),
     };
     let headers: Vec<Value> = m
-        .headers
+        .headers()
         .iter()
         .map(|h| {
             let (t, v) = value_match(&h.value);
@@ -33,7 +33,7 @@ fn request_match(m: &RequestMatch) -> Value {
         })
         .collect();
     let query: Vec<Value> = m
-        .query
+        .query()
         .iter()
         .map(|q| {
             let (t, v) = value_match(&q.value);
@@ -42,7 +42,7 @@ fn request_match(m: &RequestMatch) -> Value {
         .collect();
     json!({
         "path": path,
-        "methods": m.methods.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        "methods": m.methods().iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         "headers": headers,
         "queryParams": query,
     })

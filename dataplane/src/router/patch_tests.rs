@@ -51,10 +51,10 @@ fn random_route(rng: &mut Rng, ns: &str, name: &str) -> RouteModel {
                     let p = rng.pick(PATHS);
                     let path = match rng.below(6) {
                         0 => PathMatch::Exact(p.into()),
-                        1 => PathMatch::Regex(
+                        1 => PathMatch::Regex(Box::new(
                             Regex::new(&format!("^(?:{}[a-z0-9/]*)$", p.trim_end_matches('/')))
                                 .unwrap(),
-                        ),
+                        )),
                         _ => PathMatch::Prefix(p.trim_end_matches('/').into()),
                     };
                     let methods = if rng.below(4) == 0 { vec![Method::POST] } else { vec![] };
@@ -66,7 +66,7 @@ fn random_route(rng: &mut Rng, ns: &str, name: &str) -> RouteModel {
                     } else {
                         vec![]
                     };
-                    RequestMatch { path, methods, headers, query: vec![] }
+                    RequestMatch::new(path, methods, headers, vec![])
                 })
                 .collect();
             rule(&key, format!("{ns}/{name}#{index}"), index, matches)
@@ -162,12 +162,7 @@ fn one_route_patch_shares_the_rest() {
             &key,
             format!("r{i}"),
             0,
-            vec![RequestMatch {
-                path: PathMatch::Prefix(path.into()),
-                methods: vec![],
-                headers: vec![],
-                query: vec![],
-            }],
+            vec![RequestMatch::path(PathMatch::Prefix(path.into()))],
         );
         RouteModel { key, generation: 1, created: 0, hosts: vec![], rules: vec![rule] }
     };

@@ -39,7 +39,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn new(rule: &Arc<Rule>, match_index: usize, m: &RequestMatch) -> Self {
-        let unconditional = m.methods.is_empty() && m.headers.is_empty() && m.query.is_empty();
+        let unconditional = m.path_only();
         let match_index = u32::try_from(match_index).unwrap_or(u32::MAX);
         Entry { rule: Arc::clone(rule), match_index, unconditional }
     }
@@ -57,12 +57,12 @@ impl Entry {
     }
 
     fn belongs_to(&self, route: &ObjectKey) -> bool {
-        self.rule.route == *route
+        self.rule.route() == route
     }
 
     fn precedence(&self, created: &impl CreatedOf) -> Option<Precedence<'_>> {
         let m = self.request_match()?;
-        Some(Precedence::of(&self.rule, m, self.match_index as usize, created(&self.rule.route)))
+        Some(Precedence::of(&self.rule, m, self.match_index as usize, created(self.rule.route())))
     }
 }
 

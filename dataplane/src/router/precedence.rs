@@ -35,12 +35,12 @@ impl<'a> Precedence<'a> {
         };
         Precedence {
             regex_len: Reverse(regex_len),
-            has_method: Reverse(!m.methods.is_empty()),
-            headers: Reverse(m.headers.len()),
-            query: Reverse(m.query.len()),
+            has_method: Reverse(!m.methods().is_empty()),
+            headers: Reverse(m.headers().len()),
+            query: Reverse(m.query().len()),
             created,
-            namespace: &rule.route.namespace,
-            name: &rule.route.name,
+            namespace: &rule.route().namespace,
+            name: &rule.route().name,
             rule_index: rule.index,
             match_index,
         }

@@ -13,7 +13,7 @@ use crate::snapshot::{
 };
 
 fn m(path: PathMatch) -> RequestMatch {
-    RequestMatch { path, methods: vec![], headers: vec![], query: vec![] }
+    RequestMatch::path(path)
 }
 fn exact(p: &str) -> RequestMatch {
     m(PathMatch::Exact(p.into()))
@@ -22,20 +22,23 @@ fn prefix(p: &str) -> RequestMatch {
     m(PathMatch::Prefix(p.trim_end_matches('/').into()))
 }
 fn regex(p: &str) -> RequestMatch {
-    m(PathMatch::Regex(Regex::new(&format!("^(?:{p})$")).unwrap()))
+    m(PathMatch::Regex(Box::new(Regex::new(&format!("^(?:{p})$")).unwrap())))
 }
-fn header(mut r: RequestMatch, name: &str, v: ValueMatch) -> RequestMatch {
-    r.headers
+fn header(r: RequestMatch, name: &str, v: ValueMatch) -> RequestMatch {
+    let (path, methods, mut headers, query) = r.into_parts();
+    headers
         .push(HeaderMatcher { name: HeaderName::from_bytes(name.as_bytes()).unwrap(), value: v });
-    r
+    RequestMatch::new(path, methods, headers, query)
 }
-fn query(mut r: RequestMatch, name: &str, v: ValueMatch) -> RequestMatch {
-    r.query.push(QueryMatcher { name: name.into(), value: v });
-    r
+fn query(r: RequestMatch, name: &str, v: ValueMatch) -> RequestMatch {
+    let (path, methods, headers, mut query) = r.into_parts();
+    query.push(QueryMatcher { name: name.into(), value: v });
+    RequestMatch::new(path, methods, headers, query)
 }
-fn method(mut r: RequestMatch, x: Method) -> RequestMatch {
-    r.methods.push(x);
-    r
+fn method(r: RequestMatch, x: Method) -> RequestMatch {
+    let (path, mut methods, headers, query) = r.into_parts();
+    methods.push(x);
+    RequestMatch::new(path, methods, headers, query)
 }
 
 /// A rule of `route` with no backends, rewrites or filters (the router reads only its
@@ -47,7 +50,6 @@ pub(super) fn rule(
     matches: Vec<RequestMatch>,
 ) -> Arc<Rule> {
     Arc::new(Rule {
-        route: route.clone(),
         stats: crate::observe::stats::RuleStats::detached(route, &name),
         name: name.into(),
         index,
@@ -55,8 +57,8 @@ pub(super) fn rule(
         action: RuleAction {
             backends: WeightedBackends::new(vec![]),
             rewrite: None,
-            timeouts: Timeouts::default(),
-            retries: RetryPolicy::default(),
+            timeouts: Timeouts::default().shared(),
+            retries: RetryPolicy::default().shared(),
             filters: Arc::new([]),
             https_redirect: false,
             aggregate: None,
@@ -202,7 +204,7 @@ fn tie_breaks_method_headers_query_age_name() {
             query: None,
             headers: &r.headers,
         };
-        t.find(&view).map(|x| x.rule.route.namespace.to_string())
+        t.find(&view).map(|x| x.rule.route().namespace.to_string())
     };
     assert_eq!(via("/name").as_deref(), Some("a"));
 }
@@ -402,7 +404,7 @@ fn rules_iterates_every_rule() {
     let mut names: Vec<String> = t.rules().map(|r| r.name.to_string()).collect();
     names.sort();
     assert_eq!(names, ["a#0", "a#1", "b#0"]);
-    let a: Vec<usize> = t.rules().filter(|r| &*r.route.name == "a").map(|r| r.index).collect();
+    let a: Vec<usize> = t.rules().filter(|r| &*r.route().name == "a").map(|r| r.index).collect();
     assert_eq!(a, [0, 1]);
     let p = t.patched(&[ObjectKey::new("d", "a")], vec![]);
     let names: Vec<String> = p.rules().map(|r| r.name.to_string()).collect();

@@ -247,8 +247,8 @@ pub fn action(backends: &[(u32, u32)]) -> RuleAction {
                 .collect(),
         ),
         rewrite: None,
-        timeouts: Timeouts::default(),
-        retries: RetryPolicy::default(),
+        timeouts: Timeouts::default().shared(),
+        retries: RetryPolicy::default().shared(),
         filters: Arc::from(Vec::<Filter>::new()),
         https_redirect: false,
         aggregate: None,
@@ -258,19 +258,13 @@ pub fn action(backends: &[(u32, u32)]) -> RuleAction {
 /// A rule of Route `route` matching the path `prefix`.
 pub fn rule(route: &str, prefix: &str, action: RuleAction) -> Arc<Rule> {
     Arc::new(Rule {
-        route: ObjectKey::new("default", route),
         name: prefix.into(),
         index: 0,
         stats: weir_dataplane::observe::stats::RuleStats::detached(
             &ObjectKey::new("default", route),
             prefix,
         ),
-        matches: vec![RequestMatch {
-            path: PathMatch::Prefix(prefix.trim_end_matches('/').into()),
-            methods: vec![],
-            headers: vec![],
-            query: vec![],
-        }],
+        matches: vec![RequestMatch::path(PathMatch::Prefix(prefix.trim_end_matches('/').into()))],
         action,
     })
 }

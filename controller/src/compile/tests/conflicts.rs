@@ -56,7 +56,7 @@ fn the_younger_route_of_an_identical_match_is_conflicted_and_overlaps_are_not() 
         query: None,
         headers: &headers,
     };
-    assert_eq!(c.routes.find(&req).unwrap().rule.route.to_string(), "default/old");
+    assert_eq!(c.routes.find(&req).unwrap().rule.route().to_string(), "default/old");
     // Accepted and Programmed are unchanged: the Route is served where it is not shadowed.
     assert!(status(&c, Kind::Route, "default", "young").is_true("Programmed"));
 }

@@ -161,7 +161,7 @@ fn lookups(c: &Compiled) -> Vec<String> {
                 out.push(match c.routes.find(&req) {
                     Some(m) => format!(
                         "{host}{path} -> {} {} {:?}",
-                        m.rule.route,
+                        m.rule.route(),
                         m.rule.name,
                         m.rule
                             .action

@@ -63,7 +63,7 @@ fn simple_rule(host: &str, path: &str, path_type: &str, svc: &str) -> String {
 fn served(c: &Compiled, host: &str, path: &str) -> Option<String> {
     let headers = HeaderMap::new();
     let req = RequestView { method: &Method::GET, host, path, query: None, headers: &headers };
-    c.routes.find(&req).map(|m| format!("{}/{}", m.rule.route.namespace, m.rule.route.name))
+    c.routes.find(&req).map(|m| format!("{}/{}", m.rule.route().namespace, m.rule.route().name))
 }
 
 fn ingress_status<'c>(c: &'c Compiled, name: &str) -> &'c ObjectStatus {

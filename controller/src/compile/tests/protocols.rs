@@ -101,7 +101,7 @@ fn idle_timeout_is_compiled_and_validated() {
     let c = compile(&load_str(YAML), &Memory::default());
     let routes = c.routes.routes();
     let model = routes.iter().find(|r| r.key.name.as_ref() == "streams").unwrap();
-    let timeouts = model.rules[0].action.timeouts;
+    let timeouts = *model.rules[0].action.timeouts;
     assert_eq!(timeouts.idle, Some(Duration::from_secs(300)));
     assert_eq!(timeouts.request, Some(Duration::from_secs(10)));
     let bad = status(&c, Kind::Route, "default", "bad-idle");

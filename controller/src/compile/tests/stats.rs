@@ -33,7 +33,7 @@ fn route(name: &str, generation: i64, rules: &[&str]) -> String {
 fn stats(c: &Compiled, route: &str, rule: &str) -> Arc<RuleStats> {
     c.routes
         .rules()
-        .find(|r| &*r.route.name == route && &*r.name == rule)
+        .find(|r| &*r.route().name == route && &*r.name == rule)
         .map(|r| Arc::clone(&r.stats))
         .unwrap_or_else(|| panic!("rule {route}/{rule} compiled"))
 }
@@ -70,7 +70,7 @@ fn rules_keep_their_metric_handles_across_full_and_incremental_compiles() {
     bz.record(StatusCode::OK, Duration::from_millis(1));
     index.routes.remove(&b);
     let third = update(&index, &second).expect("recompiled");
-    assert!(third.routes.rules().all(|r| &*r.route.name != "b"));
+    assert!(third.routes.rules().all(|r| &*r.route().name != "b"));
     drop((first, full, second, bz, bw));
     index.routes.insert(b.clone(), Arc::clone(&edited.routes[&b]));
     let fourth = update(&index, &third).expect("recompiled");

@@ -65,10 +65,10 @@ fn quickstart_model_is_fully_compiled() {
 
     let canary = &model.rules[0];
     assert!(matches!(&canary.matches[0].path, PathMatch::Prefix(p) if &**p == "/api/v1/orders"));
-    assert_eq!(canary.matches[0].headers[0].name.as_str(), "x-canary");
+    assert_eq!(canary.matches[0].headers()[0].name.as_str(), "x-canary");
 
     let orders = &model.rules[1];
-    assert_eq!(orders.matches[0].methods, vec![Method::GET, Method::POST]);
+    assert_eq!(orders.matches[0].methods(), vec![Method::GET, Method::POST]);
     let a = &orders.action;
     assert_eq!(a.timeouts.connect, Duration::from_secs(3));
     assert_eq!(a.timeouts.request, Some(Duration::from_secs(15)));

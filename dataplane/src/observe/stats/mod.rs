@@ -90,8 +90,9 @@ impl RouteStatsRegistry {
 
     /// The handle of `rule` of `route`: the live one when a snapshot (or a compile in
     /// progress) still holds it, else a new one sharing the Route's live [`RouteStats`]
-    /// (new too when none of the Route's rules is alive).
-    pub fn rule(&self, route: &ObjectKey, rule: &str) -> Arc<RuleStats> {
+    /// (new too when none of the Route's rules is alive). `rule` is shared, not copied (the
+    /// compiler's names of unnamed rules are shared strings: memory per Route).
+    pub fn rule(&self, route: &ObjectKey, rule: &Arc<str>) -> Arc<RuleStats> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(live) =
             inner.routes.get(route).and_then(|e| e.get(rule)).and_then(Weak::upgrade)
@@ -114,7 +115,7 @@ impl RouteStatsRegistry {
                 fresh
             }
         };
-        let name: Arc<str> = Arc::from(rule);
+        let name = Arc::clone(rule);
         let stats = Arc::new(RuleStats::with_route(route_stats, Arc::clone(&name)));
         match entry.rules.iter_mut().find(|(n, _)| **n == *name) {
             Some((_, dead)) => *dead = Arc::downgrade(&stats),

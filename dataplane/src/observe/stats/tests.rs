@@ -55,38 +55,38 @@ fn record(
 fn the_registry_hands_out_the_same_handle_while_one_is_held() {
     let registry = RouteStatsRegistry::default();
     let shop = key("shop", "orders");
-    let a = registry.rule(&shop, "list");
-    let b = registry.clone().rule(&shop, "list");
+    let a = registry.rule(&shop, &"list".into());
+    let b = registry.clone().rule(&shop, &"list".into());
     assert!(Arc::ptr_eq(&a, &b), "a clone of the registry shares it");
-    let other = registry.rule(&shop, "create");
+    let other = registry.rule(&shop, &"create".into());
     assert!(!Arc::ptr_eq(&a, &other));
     assert!(Arc::ptr_eq(a.route_stats(), other.route_stats()), "one histogram per Route");
-    let elsewhere = registry.rule(&key("shop", "users"), "list");
+    let elsewhere = registry.rule(&key("shop", "users"), &"list".into());
     assert!(!Arc::ptr_eq(a.route_stats(), elsewhere.route_stats()));
     assert_eq!(registry.live_rules(), 3);
 
     a.record(StatusCode::OK, Duration::from_millis(1));
     drop((a, b));
-    let again = registry.rule(&shop, "list");
+    let again = registry.rule(&shop, &"list".into());
     assert_eq!(again.view().codes, [0; 5], "no holder left: a fresh handle");
     assert!(Arc::ptr_eq(again.route_stats(), other.route_stats()), "the Route lives on");
     assert_eq!(again.view().route_duration.count, 1, "the Route's histogram kept its count");
 
     drop((again, other));
-    let fresh = registry.rule(&shop, "list");
+    let fresh = registry.rule(&shop, &"list".into());
     assert_eq!(fresh.view().route_duration.count, 0, "no rule of the Route held it");
 }
 
 #[test]
 fn dead_entries_are_pruned() {
     let registry = RouteStatsRegistry::default();
-    let kept = registry.rule(&key("a", "kept"), "r");
+    let kept = registry.rule(&key("a", "kept"), &"r".into());
     for i in 0..5_000 {
-        drop(registry.rule(&key("a", &format!("route-{i}")), "r"));
+        drop(registry.rule(&key("a", &format!("route-{i}")), &"r".into()));
     }
     assert!(registry.entries() <= PRUNE_SLACK + 2, "{} entries", registry.entries());
     assert_eq!(registry.live_rules(), 1);
-    assert!(Arc::ptr_eq(&kept, &registry.rule(&key("a", "kept"), "r")));
+    assert!(Arc::ptr_eq(&kept, &registry.rule(&key("a", "kept"), &"r".into())));
 }
 
 #[test]
@@ -180,9 +180,9 @@ fn exposition(rules: Vec<Arc<RuleStats>>, per_consumer: bool) -> String {
 #[test]
 fn the_encoder_writes_each_rule_and_each_route_once() {
     let registry = RouteStatsRegistry::default();
-    let list = registry.rule(&key("shop", "orders"), "list");
-    let create = registry.rule(&key("shop", "orders"), "create");
-    let idle = registry.rule(&key("shop", "idle"), "0");
+    let list = registry.rule(&key("shop", "orders"), &"list".into());
+    let create = registry.rule(&key("shop", "orders"), &"create".into());
+    let idle = registry.rule(&key("shop", "idle"), &"0".into());
     let metrics = RequestMetrics::new(false);
     metrics.on_request_end(&record(Some(&list), 200, 1, None));
     metrics.on_request_end(&record(Some(&list), 200, 3, None));
