@@ -689,4 +689,48 @@ mod tests {
         assert_eq!(b.next_endpoint(), Some(a));
         assert_eq!(Backend::unresolved(key, "gone").next_endpoint(), None);
     }
+
+    /// Memory per Route (issue 17, target 2 KiB): every Route has at least one rule and one
+    /// match, so these sizes are paid 100k times on a large table. A field added inline here
+    /// should be a conscious choice (box what most rules do not have).
+    #[test]
+    fn a_rule_and_a_match_stay_small() {
+        assert!(std::mem::size_of::<Rule>() <= 152, "Rule: {}", std::mem::size_of::<Rule>());
+        assert!(
+            std::mem::size_of::<RequestMatch>() <= 32,
+            "RequestMatch: {}",
+            std::mem::size_of::<RequestMatch>()
+        );
+    }
+
+    #[test]
+    fn a_match_keeps_its_conditions_and_a_path_alone_has_none() {
+        let alone = RequestMatch::new(PathMatch::Prefix("/a".into()), vec![], vec![], vec![]);
+        assert!(alone.path_only() && alone.methods().is_empty() && alone.query().is_empty());
+        let header = HeaderMatcher {
+            name: HeaderName::from_static("x-canary"),
+            value: ValueMatch::Exact("1".into()),
+        };
+        let m = RequestMatch::new(
+            PathMatch::Exact("/b".into()),
+            vec![Method::GET],
+            vec![header],
+            vec![],
+        );
+        assert!(!m.path_only());
+        assert_eq!(m.methods(), [Method::GET]);
+        assert_eq!(m.headers()[0].name, "x-canary");
+        let (path, methods, headers, query) = m.into_parts();
+        assert!(matches!(path, PathMatch::Exact(p) if &*p == "/b"));
+        assert_eq!((methods.len(), headers.len(), query.len()), (1, 1, 0));
+    }
+
+    #[test]
+    fn default_timeouts_and_no_retries_are_one_shared_allocation() {
+        assert!(Arc::ptr_eq(&Timeouts::default().shared(), &Timeouts::default().shared()));
+        assert!(Arc::ptr_eq(&RetryPolicy::default().shared(), &RetryPolicy::default().shared()));
+        let custom = Timeouts { idle: Some(Duration::from_secs(1)), ..Timeouts::default() };
+        assert_eq!(*custom.shared(), custom);
+        assert!(!Arc::ptr_eq(&custom.shared(), &Timeouts::default().shared()));
+    }
 }
