@@ -11,10 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method};
-use regex::Regex;
+use http::{HeaderName, HeaderValue};
 
 use crate::router::RouteTable;
+
+mod matches;
+
+pub use matches::{HeaderMatcher, PathMatch, QueryMatcher, RequestMatch, ValueMatch};
 
 /// One immutable configuration generation. Requests load it once and run to the end on it.
 #[derive(Debug, Clone)]
@@ -118,117 +121,6 @@ impl Rule {
     pub fn route(&self) -> &ObjectKey {
         self.stats.route()
     }
-}
-
-/// Conditions that must all hold: the path, and the methods, headers and query parameters
-/// (kept apart, boxed, and only when there are any: most matches are a path alone, and
-/// inline the three lists made every match 72 bytes larger).
-#[derive(Debug, Clone)]
-pub struct RequestMatch {
-    /// Path condition.
-    pub path: PathMatch,
-    conditions: Option<Box<Conditions>>,
-}
-
-/// The non-path conditions of a [`RequestMatch`].
-#[derive(Debug, Clone, Default)]
-struct Conditions {
-    methods: Box<[Method]>,
-    headers: Box<[HeaderMatcher]>,
-    query: Box<[QueryMatcher]>,
-}
-
-impl RequestMatch {
-    /// A match on `path` with the allowed `methods` (empty = any), and header and query
-    /// parameter conditions.
-    pub fn new(
-        path: PathMatch,
-        methods: Vec<Method>,
-        headers: Vec<HeaderMatcher>,
-        query: Vec<QueryMatcher>,
-    ) -> Self {
-        let conditions =
-            (!methods.is_empty() || !headers.is_empty() || !query.is_empty()).then(|| {
-                Box::new(Conditions {
-                    methods: methods.into(),
-                    headers: headers.into(),
-                    query: query.into(),
-                })
-            });
-        RequestMatch { path, conditions }
-    }
-
-    /// A match on `path` alone.
-    pub fn path(path: PathMatch) -> Self {
-        RequestMatch { path, conditions: None }
-    }
-
-    /// Allowed methods; empty = any.
-    pub fn methods(&self) -> &[Method] {
-        self.conditions.as_ref().map_or(&[], |c| &c.methods)
-    }
-
-    /// Header conditions.
-    pub fn headers(&self) -> &[HeaderMatcher] {
-        self.conditions.as_ref().map_or(&[], |c| &c.headers)
-    }
-
-    /// Query parameter conditions.
-    pub fn query(&self) -> &[QueryMatcher] {
-        self.conditions.as_ref().map_or(&[], |c| &c.query)
-    }
-
-    /// True when only the path is matched.
-    pub fn path_only(&self) -> bool {
-        self.conditions.is_none()
-    }
-
-    /// The parts, as [`RequestMatch::new`] takes them (to build a changed copy).
-    pub fn into_parts(self) -> (PathMatch, Vec<Method>, Vec<HeaderMatcher>, Vec<QueryMatcher>) {
-        let c = self.conditions.map(|c| *c).unwrap_or_default();
-        (self.path, c.methods.into(), c.headers.into(), c.query.into())
-    }
-}
-
-/// A compiled path condition.
-#[derive(Debug, Clone)]
-pub enum PathMatch {
-    /// The whole path equals this.
-    Exact(Box<str>),
-    /// Segment-aware prefix, normalised without a trailing `/` (the root prefix is `""`).
-    Prefix(Box<str>),
-    /// A regex anchored at both ends (compiled once, at compile time; boxed: rare, and
-    /// inline it made every match 16 bytes larger).
-    Regex(Box<Regex>),
-}
-
-/// A compiled value condition for headers and query parameters.
-#[derive(Debug, Clone)]
-pub enum ValueMatch {
-    /// Exact equality.
-    Exact(Box<str>),
-    /// A regex anchored at both ends.
-    Regex(Regex),
-    /// Present with any value.
-    Present,
-}
-
-/// A header condition.
-#[derive(Debug, Clone)]
-pub struct HeaderMatcher {
-    /// Header name (lower-case).
-    pub name: HeaderName,
-    /// Value condition.
-    pub value: ValueMatch,
-}
-
-/// A query parameter condition.
-#[derive(Debug, Clone)]
-pub struct QueryMatcher {
-    /// Parameter name (case-sensitive).
-    pub name: Box<str>,
-    /// Value condition.
-    pub value: ValueMatch,
 }
 
 /// What a matched rule does.
@@ -633,104 +525,4 @@ impl BackendTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn wb(weights: &[u32]) -> WeightedBackends {
-        WeightedBackends::new(
-            weights
-                .iter()
-                .enumerate()
-                .map(|(i, w)| WeightedBackend { id: BackendId(i as u32), weight: *w })
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn schedule_respects_weights_exactly_per_cycle() {
-        let b = wb(&[90, 10]);
-        let mut counts = [0u32; 2];
-        for _ in 0..1000 {
-            counts[b.pick().map(|id| id.0 as usize).unwrap_or(9)] += 1;
-        }
-        assert_eq!(counts, [900, 100]);
-    }
-
-    #[test]
-    fn zero_weights_get_nothing_and_all_zero_picks_none() {
-        let b = wb(&[0, 3]);
-        for _ in 0..10 {
-            assert_eq!(b.pick(), Some(BackendId(1)));
-        }
-        assert_eq!(wb(&[0, 0]).pick(), None);
-        assert_eq!(wb(&[]).pick(), None);
-    }
-
-    #[test]
-    fn huge_weights_are_scaled_not_dropped() {
-        let b = wb(&[1_000_000, 1]);
-        let mut seen_small = false;
-        for _ in 0..2000 {
-            if b.pick() == Some(BackendId(1)) {
-                seen_small = true;
-            }
-        }
-        assert!(seen_small);
-    }
-
-    #[test]
-    fn round_robin_over_endpoints() {
-        let key = BackendKey { namespace: "d".into(), service: "s".into(), port: 80 };
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!());
-        let c: SocketAddr = "127.0.0.1:2".parse().unwrap_or_else(|_| unreachable!());
-        let b = Backend::new(key.clone(), vec![a, c]);
-        assert_eq!(b.next_endpoint(), Some(a));
-        assert_eq!(b.next_endpoint(), Some(c));
-        assert_eq!(b.next_endpoint(), Some(a));
-        assert_eq!(Backend::unresolved(key, "gone").next_endpoint(), None);
-    }
-
-    /// Memory per Route (issue 17, target 2 KiB): every Route has at least one rule and one
-    /// match, so these sizes are paid 100k times on a large table. A field added inline here
-    /// should be a conscious choice (box what most rules do not have).
-    #[test]
-    fn a_rule_and_a_match_stay_small() {
-        assert!(std::mem::size_of::<Rule>() <= 152, "Rule: {}", std::mem::size_of::<Rule>());
-        assert!(
-            std::mem::size_of::<RequestMatch>() <= 32,
-            "RequestMatch: {}",
-            std::mem::size_of::<RequestMatch>()
-        );
-    }
-
-    #[test]
-    fn a_match_keeps_its_conditions_and_a_path_alone_has_none() {
-        let alone = RequestMatch::new(PathMatch::Prefix("/a".into()), vec![], vec![], vec![]);
-        assert!(alone.path_only() && alone.methods().is_empty() && alone.query().is_empty());
-        let header = HeaderMatcher {
-            name: HeaderName::from_static("x-canary"),
-            value: ValueMatch::Exact("1".into()),
-        };
-        let m = RequestMatch::new(
-            PathMatch::Exact("/b".into()),
-            vec![Method::GET],
-            vec![header],
-            vec![],
-        );
-        assert!(!m.path_only());
-        assert_eq!(m.methods(), [Method::GET]);
-        assert_eq!(m.headers()[0].name, "x-canary");
-        let (path, methods, headers, query) = m.into_parts();
-        assert!(matches!(path, PathMatch::Exact(p) if &*p == "/b"));
-        assert_eq!((methods.len(), headers.len(), query.len()), (1, 1, 0));
-    }
-
-    #[test]
-    fn default_timeouts_and_no_retries_are_one_shared_allocation() {
-        assert!(Arc::ptr_eq(&Timeouts::default().shared(), &Timeouts::default().shared()));
-        assert!(Arc::ptr_eq(&RetryPolicy::default().shared(), &RetryPolicy::default().shared()));
-        let custom = Timeouts { idle: Some(Duration::from_secs(1)), ..Timeouts::default() };
-        assert_eq!(*custom.shared(), custom);
-        assert!(!Arc::ptr_eq(&custom.shared(), &Timeouts::default().shared()));
-    }
-}
+mod tests;
