@@ -234,12 +234,20 @@ fn nothing_usable(
     }
 }
 
-/// Whether one more retry fits `budget` now.
-fn budget_allows(runtime: &ServiceRuntime, budget: &RetryBudget) -> bool {
+/// Takes one retry from `budget` if it fits now, counted in flight until the returned guard
+/// drops. The check and the count are one atomic step: two requests failing at the same
+/// moment on different threads cannot both take the last retry the budget allows.
+fn reserve_retry<'a>(runtime: &'a ServiceRuntime, budget: &RetryBudget) -> Option<Counted<'a>> {
     let requests = u64::from(runtime.requests.load(Ordering::Relaxed));
     let allowed = (requests * u64::from(budget.budget_percent) / 100)
         .max(u64::from(RetryBudget::MIN_RETRIES));
-    u64::from(runtime.retries.load(Ordering::Relaxed)) < allowed
+    runtime
+        .retries
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (u64::from(n) < allowed).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Counted(&runtime.retries))
 }
 
 /// The backoff before retry `n` (0-based): full jitter over `base × 2^n`, capped at `max`.
@@ -455,10 +463,19 @@ pub(crate) async fn send(
             trace.end_attempt(status, error);
         }
         outstanding.keep(report(runtime, config.as_deref(), permit, &endpoint, seen, sent));
+        // The first retry of a request under a budget takes its place in the budget here;
+        // later retries of the same request keep that place.
+        let mut reserved = None;
         let can_retry = wanted
             && left > 0
             && request.body_available()
-            && budget.is_none_or(|b| retrying.is_some() || budget_allows(runtime, &b));
+            && match &budget {
+                Some(b) if retrying.is_none() => {
+                    reserved = reserve_retry(runtime, b);
+                    reserved.is_some()
+                }
+                _ => true,
+            };
         if !can_retry {
             if wanted && left > 0 && budget.is_some() && request.body_available() {
                 tracing::debug!(backend = %backend.key, "retry budget exhausted, not retrying");
@@ -490,8 +507,8 @@ pub(crate) async fn send(
                 return answer;
             }
             drop(answer);
-            if retrying.is_none() {
-                retrying = Some(Counted::new(&runtime.retries));
+            if reserved.is_some() {
+                retrying = reserved;
             }
             tokio::time::sleep_until(until).await;
         }
@@ -521,6 +538,39 @@ mod tests {
             assert!(waits.iter().any(|w| *w < cap / 2), "{n}");
         }
         assert!(backoff(&budget, 100) <= Duration::from_millis(250));
+    }
+
+    #[test]
+    fn concurrent_failures_never_take_more_retries_than_the_budget_allows() {
+        let backend = crate::Backend::new(
+            crate::BackendKey { namespace: "default".into(), service: "budget".into(), port: 80 },
+            vec!["127.0.0.1:9".parse().unwrap()],
+        );
+        let runtime = ServiceRuntime::of(&backend);
+        let budget = RetryBudget {
+            budget_percent: 0,
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+        };
+        let start = std::sync::Barrier::new(8);
+        for _ in 0..200 {
+            // 8 threads fail at once and each asks for a retry, holding what it got.
+            let taken = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            let got = reserve_retry(runtime, &budget);
+                            start.wait();
+                            got.is_some()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).filter(|got| *got).count()
+            });
+            assert_eq!(taken, RetryBudget::MIN_RETRIES as usize);
+            assert_eq!(runtime.retries.load(Ordering::Relaxed), 0, "guards give the places back");
+        }
     }
 
     #[test]
