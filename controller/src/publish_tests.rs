@@ -142,9 +142,8 @@ fn keeps_transition_times_while_the_status_is_unchanged() {
     let shared = Shared::new(DataPlane::new());
     let mut p = Publisher::new(Arc::clone(&shared));
     p.apply(&index(ROUTE), Vec::new());
-    p.view_statuses = Statuses::new();
     p.views = ObjectViews::default();
-    let nth = |v: &ObjectViews, i: usize| Arc::clone(v.iter().nth(i).unwrap().view);
+    let nth = |v: &ObjectViews, i: usize| v.iter().nth(i).unwrap().view;
     let t0 = UNIX_EPOCH + Duration::from_secs(100);
     let first = p.objects(t0);
     assert_eq!(
@@ -163,7 +162,8 @@ fn keeps_transition_times_while_the_status_is_unchanged() {
     p.last = Some(Arc::new(copy));
     let later = p.objects(t0 + Duration::from_secs(50));
     assert_eq!(times(&first, 0), times(&later, 0));
-    assert!(Arc::ptr_eq(&nth(&first, 0), &nth(&later, 0)), "an unchanged status rebuilt its view");
+    assert_eq!(nth(&first, 0), nth(&later, 0), "an unchanged status changed its view");
+    assert!(later.changed.is_empty(), "an unchanged status got a view of its own");
 
     // A new generation with the same conditions keeps their times; a condition whose
     // status flips gets the new time; a new object gets the new time.
@@ -195,6 +195,45 @@ fn keeps_transition_times_while_the_status_is_unchanged() {
     let errors = vec![LoadError { file: "x.yaml".into(), document: 2, reason: "bad".into() }];
     assert_eq!(p.apply(&index(ROUTE), errors.clone()), Outcome::Unchanged(1));
     assert_eq!(shared.status.load().errors, errors);
+}
+
+#[test]
+fn objects_whose_status_never_changed_keep_the_first_time_and_get_no_view_of_their_own() {
+    let shared = Shared::new(DataPlane::new());
+    let mut p = Publisher::new(Arc::clone(&shared));
+    // q on its own host: no match conflict ties the two statuses together.
+    let q = ROUTE.replace("name: r", "name: q").replace("spec: {", "spec: {hosts: [q.example], ");
+    let two = format!("{ROUTE}---\n{q}");
+    p.apply(&index(&two), Vec::new());
+    p.views = ObjectViews::default();
+    let t0 = UNIX_EPOCH + Duration::from_secs(100);
+    let first = p.objects(t0);
+    assert_eq!(first.len(), 2);
+    assert!(first.changed.is_empty(), "the first views are made when read");
+    assert!(first.iter().all(|o| o.view.conditions.iter().all(|c| c.type_ != "Conflicted")));
+    let time_of = |v: &ObjectViews, name: &str| -> Vec<Option<String>> {
+        let view = v.get(Kind::Route, &ObjectRef::new("default", name)).unwrap();
+        view.conditions.iter().map(|c| c.last_transition_time.clone()).collect()
+    };
+    assert!(time_of(&first, "q").iter().all(|t| t.as_deref() == Some("1970-01-01T00:01:40Z")));
+    // q breaks at t1, r stays as it was.
+    let mut edited = index(&two);
+    let q = Arc::make_mut(edited.routes.get_mut(&ObjectRef::new("default", "q")).unwrap());
+    q.metadata.generation = Some(2);
+    q.spec.rules[0].backends[0].port = Some(0);
+    p.last = Some(Arc::new(compile(&edited, &p.memory)));
+    let second = p.objects(t0 + Duration::from_secs(60));
+    assert_eq!(time_of(&second, "r"), time_of(&first, "r"));
+    assert!(time_of(&second, "q").contains(&Some("1970-01-01T00:02:40Z".to_owned())));
+    let keys: Vec<String> = second.changed.keys().map(|(_, k)| k.to_string()).collect();
+    assert_eq!(keys, ["default/q"]);
+    // q is removed: it leaves the views and their own entries.
+    p.last = Some(Arc::new(compile(&index(ROUTE), &p.memory)));
+    let third = p.objects(t0 + Duration::from_secs(120));
+    assert_eq!(third.len(), 1);
+    assert!(third.get(Kind::Route, &ObjectRef::new("default", "q")).is_none());
+    assert!(third.changed.is_empty());
+    assert_eq!(time_of(&third, "r"), time_of(&first, "r"));
 }
 
 /// `N` Routes (one path each) on one Service, generation 1.
