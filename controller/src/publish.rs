@@ -105,14 +105,15 @@ impl ObjectViews {
         }
     }
 
-    /// Number of objects.
+    /// Number of objects (a walk over the statuses: for tests and diagnostics, not a
+    /// per-request path).
     pub fn len(&self) -> usize {
-        self.iter().count()
+        self.statuses.keys().filter(|(_, key)| !crate::compile::frontends::is_derived(key)).count()
     }
 
     /// True when there is no object.
     pub fn is_empty(&self) -> bool {
-        self.iter().next().is_none()
+        !self.statuses.keys().any(|(_, key)| !crate::compile::frontends::is_derived(key))
     }
 }
 

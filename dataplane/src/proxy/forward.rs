@@ -507,8 +507,8 @@ pub(crate) async fn send(
                 return answer;
             }
             drop(answer);
-            if reserved.is_some() {
-                retrying = reserved;
+            if let Some(place) = reserved {
+                retrying = Some(place);
             }
             tokio::time::sleep_until(until).await;
         }
