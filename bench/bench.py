@@ -9,7 +9,9 @@ and weir instances with 1, 1k, 10k and 100k routes. Figures (FIGURES, comma-sepa
 default all):
 
   core     interleaved `wrk -t1 -c32` rounds: proxy CPU time per request (utime+stime from
-           /proc/<pid>/stat over the run / requests), saturation requests/s, wrk latency
+           /proc/<pid>/stat over the run / requests, and each part alone), saturation
+           requests/s, wrk latency; weir's kernel time per request alone as a ratio of each
+           peer's whole CPU per request (what the CPU target leaves to user space)
   latency  open-loop fixed rate (weir-loadgen) at LAT_LOAD x weir's saturation: p50/p99
            from the scheduled send time, added over the upstream measured directly
   h2       h2load (h2c prior knowledge, -c32 -m10): CPU/request and requests/s
@@ -150,8 +152,25 @@ def core(proxies):
         (f"requests/s (saturation, wrk -c{CONNS})", "rps", "rps", ">= 1.1x", lambda x: x >= 1.1),
         ("latency p50 at saturation (wrk)", "p50", "us", "-", None),
         ("latency p99 at saturation (wrk)", "p99", "us", "-", None),
+        ("user-space cpu/request (utime)", "user_us_per_req", "us", "-", None),
+        ("kernel cpu/request (stime)", "kernel_us_per_req", "us", "-", None),
     ])
+    kernel_floor(results)
     return results
+
+
+def kernel_floor(results):
+    """What the CPU target leaves to user space: weir's kernel time per request alone, as a
+    ratio of each peer's whole CPU per request in the same round. On loopback the kernel
+    part (both proxies make the same 2 reads and 2 writes per request, and a send runs the
+    receiver's TCP input) is most of the CPU; when this ratio is near or above the CPU target,
+    no user-space work can meet it."""
+    for peer in [p for p in results if p != "weir"]:
+        kernel = [x["kernel_us_per_req"] for x in results["weir"]]
+        whole = [x["cpu_us_per_req"] for x in results[peer]]
+        _, rtxt = ratio_text(kernel, whole)
+        row("weir kernel cpu/request alone vs the peer's whole cpu/request", fmt(statistics.median(kernel), "us"),
+            peer, fmt(statistics.median(whole), "us"), rtxt)
 
 
 def latency(proxies, up_port, rate):

@@ -138,16 +138,22 @@ def proc_tree(pid):
     return [pid] + children(pid)
 
 
-def cpu_ticks(pids):
-    total = 0
+def cpu_ticks_split(pids):
+    """(user, kernel) clock ticks of `pids`, all threads: utime and stime of /proc/<pid>/stat."""
+    user = kernel = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # an nginx worker that exited during a reload
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total
+        user += int(fields[11])  # utime (field 14)
+        kernel += int(fields[12])  # stime (field 15)
+    return user, kernel
+
+
+def cpu_ticks(pids):
+    return sum(cpu_ticks_split(pids))
 
 
 def pss_kib(pids, field="Pss"):
@@ -493,13 +499,17 @@ def measure(pids_fn, run, warmup):
     if warmup:
         run(warmup, warm=True)
     pids = pids_fn()
-    before = cpu_ticks(pids)
+    user0, kernel0 = cpu_ticks_split(pids)
     t0 = time.time()
     res = run(None, warm=False)
     elapsed = time.time() - t0
-    after = cpu_ticks(pids)
+    user1, kernel1 = cpu_ticks_split(pids)
     if res["requests"] == 0:
         sys.exit(f"bench: no requests served: {res}")
-    res["cpu_us_per_req"] = (after - before) / CLK_TCK * 1e6 / res["requests"]
+    per_req = 1e6 / CLK_TCK / res["requests"]
+    before, after = user0 + kernel0, user1 + kernel1
+    res["cpu_us_per_req"] = (after - before) * per_req
+    res["user_us_per_req"] = (user1 - user0) * per_req
+    res["kernel_us_per_req"] = (kernel1 - kernel0) * per_req
     res["busy"] = (after - before) / CLK_TCK / max(elapsed, 1e-3)
     return res
