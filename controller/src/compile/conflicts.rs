@@ -218,9 +218,12 @@ impl Conflicts {
             previous.map_or((&no_routes, &no_statuses), |p| (&p.memory.routes, &p.statuses));
         let mut old =
             with_statuses(old_routes.iter().map(|(k, r)| (k, &r.seen)), old_statuses).peekable();
-        let mut changed: Vec<ObjectRef> = Vec::new();
+        // A full rebuild has every Route in `changed` and `current`: room for them at once.
+        let all = if previous.is_none() { index.routes.len() } else { 0 };
+        let mut changed: Vec<ObjectRef> = Vec::with_capacity(all);
         let mut gone: Vec<(ObjectRef, Arc<RouteObject>, Arc<ObjectStatus>)> = Vec::new();
-        let mut current: Vec<(ObjectRef, Arc<RouteObject>, Arc<ObjectStatus>)> = Vec::new();
+        let mut current: Vec<(ObjectRef, Arc<RouteObject>, Arc<ObjectStatus>)> =
+            Vec::with_capacity(all);
         let mut served = 0;
         let own = |(k, r, s): (&ObjectRef, &Arc<RouteObject>, &Arc<ObjectStatus>)| {
             (k.clone(), Arc::clone(r), Arc::clone(s))
@@ -255,7 +258,7 @@ impl Conflicts {
             served,
             "conflicts pass"
         );
-        let mut touched: Vec<Key> = Vec::new();
+        let mut touched: Vec<Key> = Vec::with_capacity(all);
         for (key, route, status) in &gone {
             for (k, owner) in &keys_of(key, route, status) {
                 if let Some(list) = this.owners.get_mut(k) {
@@ -273,7 +276,7 @@ impl Conflicts {
         // No owners yet (a full rebuild): every key's owners are gathered and sorted first,
         // and the map is filled densely ([`insert_dense`]: about 5/6 full nodes instead of
         // the ~2/3 of inserting keys in hash order).
-        let mut fresh = this.owners.is_empty().then(Vec::new);
+        let mut fresh = this.owners.is_empty().then(|| Vec::with_capacity(current.len()));
         for (key, route, status) in current {
             let keys = keys_of(&key, &route, &status);
             for (k, owner) in &keys {

@@ -59,35 +59,33 @@ impl ValidRoute {
         stats: &RouteStatsRegistry,
     ) -> RouteModel {
         let mut filters = filters.into_iter();
-        let rules = self
-            .rules
-            .into_iter()
-            .enumerate()
-            .map(|(index, r)| {
-                let chain = filters.next().unwrap_or_else(|| Arc::from(Vec::new()));
-                let backends = r
-                    .backends
-                    .into_iter()
-                    .map(|(k, weight)| WeightedBackend { id: interner.intern(k), weight })
-                    .collect();
-                let aggregate = r.aggregate.and_then(|a| a.build(&r.matches, interner));
-                Arc::new(Rule {
-                    stats: stats.rule(&key, &r.name),
-                    name: r.name,
-                    index,
-                    matches: r.matches,
-                    action: RuleAction {
-                        backends: WeightedBackends::new(backends),
-                        rewrite: r.rewrite,
-                        timeouts: r.timeouts.shared(),
-                        retries: r.retries.shared(),
-                        filters: chain,
-                        https_redirect,
-                        aggregate,
-                    },
-                })
+        // Into a Vec of its own: collecting the `into_iter` would reuse the (larger)
+        // `ValidRule` allocation, which the route table then shrinks with a `realloc`.
+        let mut rules = Vec::with_capacity(self.rules.len());
+        rules.extend(self.rules.into_iter().enumerate().map(|(index, r)| {
+            let chain = filters.next().unwrap_or_else(|| Arc::from(Vec::new()));
+            let backends = r
+                .backends
+                .into_iter()
+                .map(|(k, weight)| WeightedBackend { id: interner.intern(k), weight })
+                .collect();
+            let aggregate = r.aggregate.and_then(|a| a.build(&r.matches, interner));
+            Arc::new(Rule {
+                stats: stats.rule(&key, &r.name),
+                name: r.name,
+                index,
+                matches: r.matches,
+                action: RuleAction {
+                    backends: WeightedBackends::new(backends),
+                    rewrite: r.rewrite,
+                    timeouts: r.timeouts.shared(),
+                    retries: r.retries.shared(),
+                    filters: chain,
+                    https_redirect,
+                    aggregate,
+                },
             })
-            .collect();
+        }));
         RouteModel { key, generation, created, hosts: self.hosts, rules }
     }
 }
@@ -128,6 +126,18 @@ fn shared_name(name: String) -> Arc<str> {
 /// The display name of a rule: its `name`, or its index.
 pub(crate) fn rule_name(rule: &RouteRule, index: usize) -> String {
     rule.name.clone().unwrap_or_else(|| index.to_string())
+}
+
+/// Up to this many rules, duplicate rule names are found by comparing with the earlier
+/// rules instead of through a set.
+const FEW_RULES: usize = 16;
+
+/// Whether the rule at `index` has the name `name` ([`rule_name`], without allocating).
+fn same_rule_name(rule: &RouteRule, index: usize, name: &str) -> bool {
+    match &rule.name {
+        Some(own) => own == name,
+        None => itoa::Buffer::new().format(index) == name,
+    }
 }
 
 /// The backend key a `BackendRef` of a Route in `namespace` refers to.
@@ -180,11 +190,18 @@ pub(crate) fn validate_route(namespace: &str, spec: &RouteSpec) -> Result<ValidR
             ));
         }
     }
+    // Rule names seen so far: a set only for Routes with many rules (most have one or
+    // two; a set allocates a node and a copy of each name on every compile).
     let mut names = std::collections::BTreeSet::new();
-    let mut rules = Vec::with_capacity(spec.rules.len());
+    let mut rules: Vec<ValidRule> = Vec::with_capacity(spec.rules.len());
     for (i, rule) in spec.rules.iter().enumerate() {
         let name = rule_name(rule, i);
-        if !names.insert(name.clone()) {
+        let duplicate = if spec.rules.len() <= FEW_RULES {
+            spec.rules[..i].iter().enumerate().any(|(k, r)| same_rule_name(r, k, &name))
+        } else {
+            !names.insert(name.clone())
+        };
+        if duplicate {
             errs.push(format!("spec.rules[{i}].name: duplicate rule name {name:?}"));
         }
         if let Some(r) = validate_rule(namespace, rule, name, &At::Root("spec.rules", i), &mut errs)
@@ -243,7 +260,7 @@ fn validate_rule(
     }
     // A rule without backends is checked once its plugins are known: a redirect or
     // directResponse plugin answers it ([`rule_plugin_errors`]).
-    let mut backends = Vec::new();
+    let mut backends = Vec::with_capacity(rule.backends.len());
     for (j, b) in rule.backends.iter().enumerate() {
         let item = At::Item(at, "backends", j);
         let at = &item;

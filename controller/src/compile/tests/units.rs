@@ -77,3 +77,36 @@ fn duplicate_rule_names_and_empty_rules_are_invalid() {
     assert!(errs.contains("spec.rules[1].name: duplicate rule name \"x\""), "{errs}");
     assert!(errs.contains("spec.rules[0].backends[0].port: 70000"), "{errs}");
 }
+
+/// An unnamed rule is named by its index: a named rule "1" collides with the unnamed
+/// second rule, "01" does not. The same answers with few rules (compared with the earlier
+/// rules) and with many (through a set).
+#[test]
+fn duplicate_rule_names_are_found_with_few_and_with_many_rules() {
+    let named = |name: Option<&str>| RouteRule {
+        name: name.map(str::to_owned),
+        backends: vec![weir_crds::BackendRef { service: "s".into(), ..Default::default() }],
+        ..Default::default()
+    };
+    for filler in [0, 40] {
+        let mut s = RouteSpec {
+            rules: vec![named(None), named(None), named(Some("01")), named(Some("1"))],
+            ..Default::default()
+        };
+        s.rules.extend((0..filler).map(|i| named(Some(&format!("f{i}")))));
+        s.rules.push(named(Some("01")));
+        let errs = validate_route("d", &s).unwrap_err();
+        let last = s.rules.len() - 1;
+        assert_eq!(
+            errs,
+            [
+                "spec.rules[3].name: duplicate rule name \"1\"".to_owned(),
+                format!("spec.rules[{last}].name: duplicate rule name \"01\""),
+            ],
+            "{filler} filler rules"
+        );
+        s.rules.pop();
+        s.rules[3].name = Some("2".into());
+        assert!(validate_route("d", &s).is_ok(), "{filler} filler rules");
+    }
+}
