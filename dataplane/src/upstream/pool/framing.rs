@@ -258,6 +258,9 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
+/// The least room of a parsed response's header map (see [`parse_response_head`]).
+const REUSED_MAP_HEADERS: usize = 12;
+
 /// Parses one response head at the start of `buf`: `Ok(None)` while it is incomplete (an
 /// error past [`MAX_HEAD_BYTES`]); on success its bytes are split off `buf` (the header
 /// values share them, no copy).
@@ -303,7 +306,10 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, U
         *span = (at(name), at(name) + name.len() as u32, at(value), at(value) + value.len() as u32);
     }
     let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(count);
+    // hyper keeps the response's (emptied) map to parse the connection's next request
+    // into, and the gateway then adds its headers to that request (identity, the
+    // `x-forwarded-*` set): room for both, so that the request map does not grow.
+    let mut map = HeaderMap::with_capacity(count.max(REUSED_MAP_HEADERS));
     let mut keep_alive = version == Version::HTTP_11;
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])

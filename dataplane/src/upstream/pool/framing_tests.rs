@@ -251,3 +251,13 @@ fn the_request_head_is_written_as_hyper_writes_it() {
     encode_request_head(&Method::GET, &uri, Version::HTTP_10, &HeaderMap::new(), &mut out);
     assert_eq!(&out[..], b"GET http://auth.internal:8080/check HTTP/1.0\r\n\r\n");
 }
+
+/// A small response's header map has room for the connection's next request and the
+/// headers the gateway adds to it (hyper parses that request into this map, emptied).
+#[test]
+fn a_parsed_response_map_has_room_for_the_next_request() {
+    let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..]);
+    let head = parse_response_head(&mut buf).unwrap().unwrap();
+    assert_eq!(head.headers.len(), 1);
+    assert!(head.headers.capacity() >= REUSED_MAP_HEADERS, "{}", head.headers.capacity());
+}
