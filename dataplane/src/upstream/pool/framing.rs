@@ -307,8 +307,9 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, U
     }
     let head = buf.split_to(len).freeze();
     // hyper keeps the response's (emptied) map to parse the connection's next request
-    // into, and the gateway then adds its headers to that request (identity, the
-    // `x-forwarded-*` set): room for both, so that the request map does not grow.
+    // into, and the gateway then adds its five headers to that request (identity, the
+    // `x-forwarded-*` set): with room for 12, a small request's map does not grow (one
+    // with many headers still grows once, as before).
     let mut map = HeaderMap::with_capacity(count.max(REUSED_MAP_HEADERS));
     let mut keep_alive = version == Version::HTTP_11;
     for &(ns, ne, vs, ve) in &spans[..count] {
